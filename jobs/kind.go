@@ -1,0 +1,268 @@
+// Package jobs defines errand's job kinds and the registry a binary builds
+// from them. A team's own binary adds kinds next to the built-in ones:
+//
+//	reg := jobs.Builtin(deps)
+//	reg.Add(jobs.Define("report.export", "reports", exportReport))
+package jobs
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"reflect"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/riverqueue/river"
+	"github.com/riverqueue/river/riverdriver/riverpgxv5"
+	"github.com/riverqueue/river/rivertype"
+
+	"github.com/errand-dev/errand/store"
+)
+
+// The queues errand starts. A kind names one of them.
+const (
+	QueueEmail     = "email"
+	QueueWebhooks  = "webhooks"
+	QueueDocuments = "documents"
+	QueueReports   = "reports"
+	QueueDefault   = "default"
+)
+
+// Queues lists errand's queues in a stable order.
+var Queues = []string{QueueEmail, QueueWebhooks, QueueDocuments, QueueReports, QueueDefault}
+
+// WorkFunc does one job. Returning an error retries it with backoff, unless
+// the error is Permanent; a panic counts as an error.
+type WorkFunc[T any] func(ctx context.Context, job *Job, args T) error
+
+// Kind is a named job kind: where its jobs run, how long one may take, and
+// how to work it. Build one with Define.
+type Kind struct {
+	Name        string
+	Queue       string
+	Description string
+	// Timeout bounds one attempt (River's per-worker timeout); 0 means 1 minute.
+	Timeout time.Duration
+	// MaxAttempts is the default when an INSERT gives none; 0 means 25.
+	MaxAttempts int
+	// RequiredArgs are the args fields an INSERT must carry, read from the
+	// args type's `errand:"required"` struct tags.
+	RequiredArgs []string
+
+	register func(w *river.Workers, st *store.Store)
+}
+
+// Option adjusts a Kind in Define.
+type Option func(*Kind)
+
+// WithTimeout sets the per-attempt timeout.
+func WithTimeout(d time.Duration) Option { return func(k *Kind) { k.Timeout = d } }
+
+// WithMaxAttempts sets the default number of attempts.
+func WithMaxAttempts(n int) Option { return func(k *Kind) { k.MaxAttempts = n } }
+
+// WithDescription documents the kind in errand.kinds.
+func WithDescription(s string) Option { return func(k *Kind) { k.Description = s } }
+
+// Define makes a kind whose args decode into T (a struct). Decoding ignores
+// unknown fields, so two versions of a binary can run side by side. If T (or
+// *T) has a `Validate() error` method, an error from it fails the job at once.
+func Define[T any](name, queue string, work WorkFunc[T], opts ...Option) Kind {
+	k := Kind{Name: name, Queue: queue, RequiredArgs: requiredFields(reflect.TypeFor[T]())}
+	for _, o := range opts {
+		o(&k)
+	}
+	if k.Timeout <= 0 {
+		k.Timeout = time.Minute
+	}
+	if k.MaxAttempts <= 0 {
+		k.MaxAttempts = 25
+	}
+	kind := k
+	k.register = func(w *river.Workers, st *store.Store) {
+		river.AddWorkerArgs(w, envelope[T]{kind: name}, &worker[T]{kind: kind, work: work, store: st})
+	}
+	return k
+}
+
+// Info is what the SQL contract needs to know about the kind.
+func (k Kind) Info() store.KindInfo {
+	return store.KindInfo{Kind: k.Name, Queue: k.Queue, RequiredArgs: k.RequiredArgs, MaxAttempts: k.MaxAttempts, Description: k.Description}
+}
+
+// requiredFields reads `errand:"required"` tags, using the JSON field names.
+func requiredFields(t reflect.Type) []string {
+	if t.Kind() != reflect.Struct {
+		return nil
+	}
+	var out []string
+	for f := range t.Fields() {
+		if f.Tag.Get("errand") != "required" {
+			continue
+		}
+		name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+		if name == "" {
+			name = f.Name
+		}
+		out = append(out, name)
+	}
+	return out
+}
+
+// Permanent marks err as one retrying cannot fix: the job fails at once with
+// err as its reason.
+func Permanent(err error) error { return river.JobCancel(err) }
+
+// IsPermanent reports whether err fails a job at once.
+func IsPermanent(err error) bool {
+	var cancel *rivertype.JobCancelError
+	return errors.As(err, &cancel)
+}
+
+// Job is what a WorkFunc gets besides its args.
+type Job struct {
+	ID          int64
+	Kind        string
+	WorkspaceID string
+	Attempt     int
+	MaxAttempts int
+
+	row      *rivertype.JobRow
+	store    *store.Store
+	complete func(ctx context.Context, tx pgx.Tx) error
+}
+
+// InWorkspace runs fn in a transaction scoped to the job's workspace (see
+// store.InWorkspace). A workspace that no longer exists fails the job at once.
+func (j *Job) InWorkspace(ctx context.Context, fn func(tx pgx.Tx) error) error {
+	return permanentIfGone(j.store.InWorkspace(ctx, j.WorkspaceID, fn))
+}
+
+// CompleteInWorkspace runs fn scoped to the job's workspace and marks the job
+// completed in the same transaction: fn's writes commit exactly when the job
+// completes, so a retried or rescued job cannot apply them twice.
+func (j *Job) CompleteInWorkspace(ctx context.Context, fn func(tx pgx.Tx) error) error {
+	err := pgx.BeginFunc(ctx, j.store.Pool(), func(tx pgx.Tx) error {
+		if err := j.store.Scope(ctx, tx, j.WorkspaceID); err != nil {
+			return err
+		}
+		if err := fn(tx); err != nil {
+			return err
+		}
+		if err := j.store.Unscope(ctx, tx); err != nil {
+			return err
+		}
+		return j.complete(ctx, tx)
+	})
+	return permanentIfGone(err)
+}
+
+func permanentIfGone(err error) error {
+	if errors.Is(err, store.ErrWorkspaceNotFound) && !IsPermanent(err) {
+		return Permanent(err)
+	}
+	return err
+}
+
+// envelope carries T through River: River needs a Kind() method and a fixed
+// type per kind, and decoding through it lets a bad payload be told apart
+// from an error returned by the work itself.
+type envelope[T any] struct {
+	kind string
+	args T
+}
+
+func (e envelope[T]) Kind() string { return e.kind }
+
+func (e *envelope[T]) UnmarshalJSON(b []byte) error {
+	if err := json.Unmarshal(b, &e.args); err != nil {
+		return &decodeError{err: err}
+	}
+	return nil
+}
+
+func (e envelope[T]) MarshalJSON() ([]byte, error) { return json.Marshal(e.args) }
+
+type decodeError struct{ err error }
+
+func (d *decodeError) Error() string { return "decode args: " + d.err.Error() }
+func (d *decodeError) Unwrap() error { return d.err }
+
+type validator interface{ Validate() error }
+
+type worker[T any] struct {
+	river.WorkerDefaults[envelope[T]]
+	kind  Kind
+	work  WorkFunc[T]
+	store *store.Store
+}
+
+func (w *worker[T]) Timeout(*river.Job[envelope[T]]) time.Duration { return w.kind.Timeout }
+
+func (w *worker[T]) Work(ctx context.Context, rj *river.Job[envelope[T]]) error {
+	if err := checkRequired(rj.EncodedArgs, w.kind.RequiredArgs); err != nil {
+		return Permanent(err)
+	}
+	if v, ok := any(rj.Args.args).(validator); ok {
+		if err := v.Validate(); err != nil {
+			return Permanent(fmt.Errorf("invalid args: %w", err))
+		}
+	} else if v, ok := any(&rj.Args.args).(validator); ok {
+		if err := v.Validate(); err != nil {
+			return Permanent(fmt.Errorf("invalid args: %w", err))
+		}
+	}
+	job := &Job{
+		ID:          rj.ID,
+		Kind:        rj.Kind,
+		WorkspaceID: WorkspaceOf(rj.JobRow),
+		Attempt:     rj.Attempt,
+		MaxAttempts: rj.MaxAttempts,
+		row:         rj.JobRow,
+		store:       w.store,
+		complete: func(ctx context.Context, tx pgx.Tx) error {
+			_, err := river.JobCompleteTx[*riverpgxv5.Driver](ctx, tx, rj)
+			return err
+		},
+	}
+	return w.work(ctx, job, rj.Args.args)
+}
+
+func checkRequired(raw []byte, required []string) error {
+	if len(required) == 0 {
+		return nil
+	}
+	var fields map[string]json.RawMessage
+	if err := json.Unmarshal(raw, &fields); err != nil {
+		return &decodeError{err: err}
+	}
+	var missing []string
+	for _, r := range required {
+		if v, ok := fields[r]; !ok || bytes.Equal(v, []byte("null")) {
+			missing = append(missing, r)
+		}
+	}
+	if len(missing) > 0 {
+		return fmt.Errorf("args are missing required field(s): %s", strings.Join(missing, ", "))
+	}
+	return nil
+}
+
+// WorkspaceOf reads the workspace id errand keeps in River's metadata.
+func WorkspaceOf(row *rivertype.JobRow) string {
+	var md struct {
+		WorkspaceID string `json:"workspace_id"`
+	}
+	_ = json.Unmarshal(row.Metadata, &md)
+	return md.WorkspaceID
+}
+
+// IsDecodeError reports whether err came from decoding a job's args.
+func IsDecodeError(err error) bool {
+	var d *decodeError
+	return errors.As(err, &d)
+}

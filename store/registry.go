@@ -1,0 +1,76 @@
+package store
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// KindInfo is what the SQL contract knows about a kind: where its jobs go and
+// which args fields an INSERT must carry.
+type KindInfo struct {
+	Kind         string
+	Queue        string
+	RequiredArgs []string
+	MaxAttempts  int
+	Description  string
+}
+
+// PublishKinds adds or updates kinds in errand.kinds. It never removes one:
+// another binary (with other custom kinds) may share the database.
+func (s *Store) PublishKinds(ctx context.Context, kinds []KindInfo) error {
+	batch := &pgx.Batch{}
+	for _, k := range kinds {
+		required := k.RequiredArgs
+		if required == nil {
+			required = []string{}
+		}
+		batch.Queue(`
+			INSERT INTO errand.kinds (kind, queue, required_args, max_attempts, description, updated_at)
+			VALUES ($1, $2, $3, $4, $5, now())
+			ON CONFLICT (kind) DO UPDATE SET
+				queue = EXCLUDED.queue,
+				required_args = EXCLUDED.required_args,
+				max_attempts = EXCLUDED.max_attempts,
+				description = EXCLUDED.description,
+				updated_at = now()
+			WHERE (kinds.queue, kinds.required_args, kinds.max_attempts, kinds.description)
+			   IS DISTINCT FROM (EXCLUDED.queue, EXCLUDED.required_args, EXCLUDED.max_attempts, EXCLUDED.description)`,
+			k.Kind, k.Queue, required, k.MaxAttempts, k.Description)
+	}
+	if err := s.pool.SendBatch(ctx, batch).Close(); err != nil {
+		return fmt.Errorf("publish kinds: %w", err)
+	}
+	return nil
+}
+
+// PublishMaxArgsBytes tells the SQL contract the args size limit.
+func (s *Store) PublishMaxArgsBytes(ctx context.Context, n int) error {
+	_, err := s.pool.Exec(ctx, `
+		INSERT INTO errand.settings (name, value) VALUES ('max_args_bytes', $1)
+		ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value, updated_at = now()
+		WHERE settings.value IS DISTINCT FROM EXCLUDED.value`, strconv.Itoa(n))
+	if err != nil {
+		return fmt.Errorf("publish max_args_bytes: %w", err)
+	}
+	return nil
+}
+
+// Kinds lists the published kinds.
+func (s *Store) Kinds(ctx context.Context) ([]KindInfo, error) {
+	rows, err := s.pool.Query(ctx, `SELECT kind, queue, required_args, max_attempts, description FROM errand.kinds ORDER BY kind`)
+	if err != nil {
+		return nil, fmt.Errorf("list kinds: %w", err)
+	}
+	kinds, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (KindInfo, error) {
+		var k KindInfo
+		err := row.Scan(&k.Kind, &k.Queue, &k.RequiredArgs, &k.MaxAttempts, &k.Description)
+		return k, err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list kinds: %w", err)
+	}
+	return kinds, nil
+}

@@ -1,0 +1,150 @@
+// Package store is errand's one door to PostgreSQL: the connection pool,
+// workspace-scoped transactions, and every query errand runs outside River.
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// TenantRole is the role tenant-scoped transactions switch to when errand's
+// own role would bypass row level security (a superuser or BYPASSRLS role).
+const TenantRole = "errand_tenant"
+
+// Options tunes Open. The zero value works.
+type Options struct {
+	// MaxConns caps the pool; 0 means 20. River's listener holds one
+	// connection for as long as the client runs, so size for it.
+	MaxConns int32
+	// SkipScopeCheck skips checking that tenant scoping can work, for
+	// callers (migrate) that run before the tenant role exists.
+	SkipScopeCheck bool
+}
+
+// Store is a pgx pool plus what errand learned about its role at Open.
+type Store struct {
+	pool *pgxpool.Pool
+	// scopeRole is the role InWorkspace switches to, or "" when errand's role
+	// is already subject to row level security (FORCE makes owners so).
+	scopeRole string
+}
+
+// Open connects and works out how to scope tenant transactions.
+func Open(ctx context.Context, databaseURL string, opts Options) (*Store, error) {
+	cfg, err := pgxpool.ParseConfig(databaseURL)
+	if err != nil {
+		return nil, fmt.Errorf("parse DATABASE_URL: %w", err)
+	}
+	cfg.MaxConns = opts.MaxConns
+	if cfg.MaxConns <= 0 {
+		cfg.MaxConns = 20
+	}
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("connect: %w", err)
+	}
+	s := &Store{pool: pool}
+	if opts.SkipScopeCheck {
+		return s, nil
+	}
+	if err := s.DetectScopeRole(ctx); err != nil {
+		pool.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+// Pool is the underlying pool, for River and for callers that need raw access.
+func (s *Store) Pool() *pgxpool.Pool { return s.pool }
+
+// Close closes the pool.
+func (s *Store) Close() { s.pool.Close() }
+
+// Ping checks the database answers within a second.
+func (s *Store) Ping(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	return s.pool.Ping(ctx)
+}
+
+// ScopeRole reports the role InWorkspace switches to ("" when none).
+func (s *Store) ScopeRole() string { return s.scopeRole }
+
+// DetectScopeRole works out how InWorkspace scopes a transaction; Open calls
+// it unless Options.SkipScopeCheck.
+func (s *Store) DetectScopeRole(ctx context.Context) error {
+	var bypass, tenantRoleUsable bool
+	err := s.pool.QueryRow(ctx, `
+		SELECT r.rolsuper OR r.rolbypassrls,
+		       EXISTS (SELECT 1 FROM pg_roles t WHERE t.rolname = $1)
+		         AND (r.rolsuper OR pg_has_role(current_user, $1, 'MEMBER'))
+		FROM pg_roles r WHERE r.rolname = current_user`, TenantRole).Scan(&bypass, &tenantRoleUsable)
+	if err != nil {
+		return fmt.Errorf("inspect database role: %w", err)
+	}
+	if !bypass {
+		return nil
+	}
+	if !tenantRoleUsable {
+		return fmt.Errorf("errand's database role bypasses row level security, and role %s is missing or not granted to it: "+
+			"run `errand migrate` as a role that may create roles, or connect as a role without BYPASSRLS", TenantRole)
+	}
+	s.scopeRole = TenantRole
+	return nil
+}
+
+// ErrWorkspaceNotFound is returned (wrapped) by InWorkspace when the
+// workspace does not exist (any more). Retrying cannot help.
+var ErrWorkspaceNotFound = errors.New("workspace not found")
+
+// InWorkspace runs fn in a transaction where row level security shows only
+// workspaceID's rows: a query that forgets `WHERE workspace_id = ...` still
+// sees one tenant. The transaction commits when fn returns nil.
+func (s *Store) InWorkspace(ctx context.Context, workspaceID string, fn func(tx pgx.Tx) error) error {
+	return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		if err := s.Scope(ctx, tx, workspaceID); err != nil {
+			return err
+		}
+		return fn(tx)
+	})
+}
+
+// Scope makes an open transaction tenant-scoped to workspaceID, in one round
+// trip that also checks the workspace exists. Unscope undoes it within the
+// transaction.
+func (s *Store) Scope(ctx context.Context, tx pgx.Tx, workspaceID string) error {
+	if workspaceID == "" {
+		return fmt.Errorf("scope: empty workspace id")
+	}
+	var exists bool
+	// The existence check runs before the role switch takes effect for it;
+	// the tenant role may read workspaces either way.
+	err := tx.QueryRow(ctx, `
+		SELECT set_config('app.current_workspace_id', $1, true),
+		       CASE WHEN $2 <> '' THEN set_config('role', $2, true) END,
+		       EXISTS (SELECT 1 FROM errand.workspaces WHERE id = $1::uuid)`,
+		workspaceID, s.scopeRole).Scan(nil, nil, &exists)
+	if err != nil {
+		return fmt.Errorf("scope to workspace %s: %w", workspaceID, err)
+	}
+	if !exists {
+		return fmt.Errorf("workspace %s: %w", workspaceID, ErrWorkspaceNotFound)
+	}
+	return nil
+}
+
+// Unscope returns an open transaction to errand's own role, e.g. so River can
+// complete the job in the same transaction as the job's tenant writes.
+func (s *Store) Unscope(ctx context.Context, tx pgx.Tx) error {
+	_, err := tx.Exec(ctx, `SELECT set_config('app.current_workspace_id', '', true),
+		CASE WHEN $1 <> '' THEN set_config('role', 'none', true) END`, s.scopeRole)
+	if err != nil {
+		return fmt.Errorf("unscope: %w", err)
+	}
+	return nil
+}
