@@ -1,0 +1,342 @@
+package errand_test
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+)
+
+func countJobs(t *testing.T, q interface {
+	QueryRow(context.Context, string, ...any) pgx.Row
+}) int {
+	t.Helper()
+	var n int
+	if err := q.QueryRow(context.Background(), "SELECT count(*) FROM errand.river_job").Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+func TestContractInsertReturnsIDAndListsThePendingJob(t *testing.T) {
+	_, pool := migratedDB(t)
+	ws := newWorkspace(t, pool, "acme")
+	ctx := context.Background()
+
+	id := enqueue(t, pool, ws, "ping", `{}`)
+	var gotWS, kind, status string
+	var attempt, maxAttempts int
+	var runAt, createdAt time.Time
+	var startedAt, finishedAt *time.Time
+	err := pool.QueryRow(ctx, `SELECT workspace_id::text, kind, status, attempt, max_attempts, run_at, created_at, started_at, finished_at
+		FROM errand.jobs WHERE id = $1`, id).Scan(&gotWS, &kind, &status, &attempt, &maxAttempts, &runAt, &createdAt, &startedAt, &finishedAt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if gotWS != ws || kind != "ping" || status != "pending" || attempt != 0 || maxAttempts != 25 || startedAt != nil || finishedAt != nil {
+		t.Errorf("got workspace %s kind %s status %s attempt %d max %d started %v finished %v", gotWS, kind, status, attempt, maxAttempts, startedAt, finishedAt)
+	}
+
+	// Multi-row INSERT ... SELECT returns one id per row.
+	rows, err := pool.Query(ctx, `INSERT INTO errand.jobs (workspace_id, kind, args)
+		SELECT $1::uuid, 'ping', jsonb_build_object('sleep_ms', g) FROM generate_series(1, 5) g RETURNING id`, ws)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ids, err := pgx.CollectRows(rows, pgx.RowTo[int64])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ids) != 5 {
+		t.Fatalf("multi-row insert returned %d ids, want 5", len(ids))
+	}
+	for i, id := range ids {
+		var sleep int
+		if err := pool.QueryRow(ctx, "SELECT (args->>'sleep_ms')::int FROM errand.jobs WHERE id = $1", id).Scan(&sleep); err != nil {
+			t.Fatal(err)
+		}
+		if sleep != i+1 {
+			t.Errorf("row %d: returned id %d holds sleep_ms %d", i, id, sleep)
+		}
+	}
+}
+
+func TestContractOptionalColumnsAndEnqueueFunction(t *testing.T) {
+	_, pool := migratedDB(t)
+	ws := newWorkspace(t, pool, "acme")
+	ctx := context.Background()
+	runAt := time.Now().Add(time.Hour).Truncate(time.Millisecond)
+
+	var id int64
+	err := pool.QueryRow(ctx, `SELECT errand.enqueue(workspace_id => $1, kind => 'ping', args => '{"sleep_ms": 5}',
+		run_at => $2, priority => 3, max_attempts => 7)`, ws, runAt).Scan(&id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var gotRunAt time.Time
+	var priority, maxAttempts int
+	var state string
+	err = pool.QueryRow(ctx, "SELECT run_at, priority, max_attempts, river_state FROM errand.jobs WHERE id = $1", id).Scan(&gotRunAt, &priority, &maxAttempts, &state)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !gotRunAt.Equal(runAt) || priority != 3 || maxAttempts != 7 || state != "scheduled" {
+		t.Errorf("got run_at %v priority %d max_attempts %d state %s; want %v 3 7 scheduled", gotRunAt, priority, maxAttempts, state, runAt)
+	}
+}
+
+func TestContractStatusMapsRiverStates(t *testing.T) {
+	_, pool := migratedDB(t)
+	ws := newWorkspace(t, pool, "acme")
+	ctx := context.Background()
+	want := map[string]string{
+		"available": "pending", "scheduled": "pending", "retryable": "pending", "pending": "pending",
+		"running": "processing", "completed": "completed", "discarded": "failed", "cancelled": "failed",
+	}
+	for river, status := range want {
+		id := enqueue(t, pool, ws, "ping", `{}`)
+		finalized := "NULL"
+		if status == "completed" || status == "failed" {
+			finalized = "now()"
+		}
+		if _, err := pool.Exec(ctx, "UPDATE errand.river_job SET state = $1, finalized_at = "+finalized+" WHERE id = $2", river, id); err != nil {
+			t.Fatal(err)
+		}
+		if got := getJob(t, pool, id).Status; got != status {
+			t.Errorf("river state %s: status %q, want %q", river, got, status)
+		}
+	}
+}
+
+func TestContractRefusesBadInsertsAndEnqueuesNothing(t *testing.T) {
+	_, pool := migratedDB(t)
+	ws := newWorkspace(t, pool, "acme")
+	big := `{"pad": "` + strings.Repeat("x", 1<<20) + `"}`
+	cases := []struct {
+		name    string
+		sql     string
+		args    []any
+		code    string
+		message string
+	}{
+		{"unknown kind", `INSERT INTO errand.jobs (workspace_id, kind, args) VALUES ($1, 'pingg', '{}')`, []any{ws},
+			"22023", `unknown job kind "pingg" (known kinds: ping, test.needs)`},
+		{"kind left out", `INSERT INTO errand.jobs (workspace_id, args) VALUES ($1, '{}')`, []any{ws},
+			"23502", "kind is required"},
+		{"null workspace_id", `INSERT INTO errand.jobs (workspace_id, kind, args) VALUES (NULL, 'ping', '{}')`, nil,
+			"23502", `workspace_id is required for kind "ping"`},
+		{"workspace that does not exist", `INSERT INTO errand.jobs (workspace_id, kind, args) VALUES ('00000000-0000-0000-0000-000000000001', 'ping', '{}')`, nil,
+			"23503", "workspace 00000000-0000-0000-0000-000000000001 does not exist"},
+		{"workspace_id that is not a uuid", `INSERT INTO errand.jobs (workspace_id, kind, args) VALUES ('acme', 'ping', '{}')`, nil,
+			"22P02", "invalid input syntax for type uuid"},
+		{"args that are an array", `INSERT INTO errand.jobs (workspace_id, kind, args) VALUES ($1, 'ping', '[1]')`, []any{ws},
+			"22023", "args must be a JSON object, got array"},
+		{"args that are a string", `INSERT INTO errand.jobs (workspace_id, kind, args) VALUES ($1, 'ping', '"hi"')`, []any{ws},
+			"22023", "args must be a JSON object, got string"},
+		{"args set to NULL", `INSERT INTO errand.jobs (workspace_id, kind, args) VALUES ($1, 'ping', NULL)`, []any{ws},
+			"22023", "args must be a JSON object, got NULL"},
+		{"args that are not JSON", `INSERT INTO errand.jobs (workspace_id, kind, args) VALUES ($1, 'ping', '{nope')`, []any{ws},
+			"22P02", "invalid input syntax for type json"},
+		{"args over the size limit", `INSERT INTO errand.jobs (workspace_id, kind, args) VALUES ($1, 'ping', $2)`, []any{ws, big},
+			"54000", "over the limit of 1048576 bytes (ERRAND_MAX_ARGS_BYTES)"},
+		{"args missing a required field", `INSERT INTO errand.jobs (workspace_id, kind, args) VALUES ($1, 'test.needs', '{"a": 1}')`, []any{ws},
+			"22023", `args for kind "test.needs" are missing required field(s): b`},
+		{"required field set to null", `INSERT INTO errand.jobs (workspace_id, kind, args) VALUES ($1, 'test.needs', '{"a": 1, "b": null}')`, []any{ws},
+			"22023", "missing required field(s): b"},
+		{"priority too high", `INSERT INTO errand.jobs (workspace_id, kind, priority) VALUES ($1, 'ping', 5)`, []any{ws},
+			"23514", "priority must be between 1 and 4, got 5"},
+		{"priority zero", `INSERT INTO errand.jobs (workspace_id, kind, priority) VALUES ($1, 'ping', 0)`, []any{ws},
+			"23514", "priority must be between 1 and 4, got 0"},
+		{"max_attempts zero", `INSERT INTO errand.jobs (workspace_id, kind, max_attempts) VALUES ($1, 'ping', 0)`, []any{ws},
+			"23514", "max_attempts must be between 1 and 1000, got 0"},
+		{"empty idempotency_key", `INSERT INTO errand.jobs (workspace_id, kind, idempotency_key) VALUES ($1, 'ping', '')`, []any{ws},
+			"23514", "idempotency_key must be 1 to 255 characters"},
+		{"enqueue function with unknown kind", `SELECT errand.enqueue(workspace_id => $1, kind => 'nope')`, []any{ws},
+			"22023", `unknown job kind "nope"`},
+		{"one bad row in a multi-row insert", `INSERT INTO errand.jobs (workspace_id, kind, args) VALUES ($1, 'ping', '{}'), ($1, 'ping', '[]')`, []any{ws},
+			"22023", "args must be a JSON object"},
+	}
+	ctx := context.Background()
+	if _, err := pool.Exec(ctx, `INSERT INTO errand.kinds (kind, queue, required_args) VALUES ('test.needs', 'default', '{a,b}')`); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			before := countJobs(t, pool)
+			_, err := pool.Exec(ctx, tc.sql, tc.args...)
+			var pgErr *pgconn.PgError
+			if !errors.As(err, &pgErr) {
+				t.Fatalf("want a PostgreSQL error, got %v", err)
+			}
+			if pgErr.Code != tc.code || !strings.Contains(pgErr.Message, tc.message) {
+				t.Errorf("got %s %q, want %s containing %q", pgErr.Code, pgErr.Message, tc.code, tc.message)
+			}
+			if after := countJobs(t, pool); after != before {
+				t.Errorf("%d jobs enqueued by a refused insert", after-before)
+			}
+		})
+	}
+}
+
+func TestContractMaxArgsBytesComesFromConfiguration(t *testing.T) {
+	url, pool := migratedDB(t)
+	ws := newWorkspace(t, pool, "acme")
+	startDaemon(t, url, map[string]string{"ERRAND_MAX_ARGS_BYTES": "64"})
+	_, err := pool.Exec(context.Background(), `INSERT INTO errand.jobs (workspace_id, kind, args) VALUES ($1, 'ping', $2)`,
+		ws, `{"pad": "`+strings.Repeat("x", 80)+`"}`)
+	if err == nil || !strings.Contains(err.Error(), "over the limit of 64 bytes") {
+		t.Fatalf("want the 64-byte limit published at start to refuse the insert, got %v", err)
+	}
+}
+
+func TestContractIdempotencyKeyReturnsTheExistingJob(t *testing.T) {
+	_, pool := migratedDB(t)
+	ws := newWorkspace(t, pool, "acme")
+	other := newWorkspace(t, pool, "other")
+	ctx := context.Background()
+	insert := func(ws, kind, args string) int64 {
+		var id int64
+		err := pool.QueryRow(ctx, `INSERT INTO errand.jobs (workspace_id, kind, args, idempotency_key) VALUES ($1, $2, $3, 'invite-42') RETURNING id`, ws, kind, args).Scan(&id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return id
+	}
+	first := insert(ws, "ping", `{"sleep_ms": 1}`)
+	if again := insert(ws, "ping", `{"sleep_ms": 2}`); again != first {
+		t.Errorf("same key again: id %d, want the first job's %d", again, first)
+	}
+	var sleep int
+	if err := pool.QueryRow(ctx, "SELECT (args->>'sleep_ms')::int FROM errand.jobs WHERE id = $1", first).Scan(&sleep); err != nil {
+		t.Fatal(err)
+	}
+	if sleep != 1 {
+		t.Errorf("args of the first job were replaced: sleep_ms %d", sleep)
+	}
+	// The key is per workspace (and kind): another tenant's same key is its own job.
+	if o := insert(other, "ping", `{}`); o == first {
+		t.Error("another workspace's job with the same key got the first workspace's job id")
+	}
+	// Any status counts while the job exists: a finished job still holds its key.
+	if _, err := pool.Exec(ctx, "UPDATE errand.river_job SET state = 'completed', finalized_at = now() WHERE id = $1", first); err != nil {
+		t.Fatal(err)
+	}
+	if again := insert(ws, "ping", `{}`); again != first {
+		t.Errorf("key of a completed job: id %d, want %d", again, first)
+	}
+	// The function returns the same id.
+	var viaFunc int64
+	if err := pool.QueryRow(ctx, `SELECT errand.enqueue(workspace_id => $1, kind => 'ping', idempotency_key => 'invite-42')`, ws).Scan(&viaFunc); err != nil {
+		t.Fatal(err)
+	}
+	if viaFunc != first {
+		t.Errorf("enqueue(): id %d, want %d", viaFunc, first)
+	}
+}
+
+func TestContractConcurrentDuplicatesGetOneJob(t *testing.T) {
+	_, pool := migratedDB(t)
+	ws := newWorkspace(t, pool, "acme")
+	ctx := context.Background()
+	const n = 10
+	ids := make([]int64, n)
+	errs := make([]error, n)
+	start := make(chan struct{})
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-start
+			errs[i] = pool.QueryRow(ctx, `SELECT errand.enqueue(workspace_id => $1, kind => 'ping', idempotency_key => 'same')`, ws).Scan(&ids[i])
+		}()
+	}
+	close(start)
+	wg.Wait()
+	for i := range n {
+		if errs[i] != nil {
+			t.Fatalf("insert %d: %v", i, errs[i])
+		}
+		if ids[i] != ids[0] {
+			t.Errorf("insert %d got id %d, insert 0 got %d", i, ids[i], ids[0])
+		}
+	}
+	if c := countJobs(t, pool); c != 1 {
+		t.Errorf("%d jobs for one key, want 1", c)
+	}
+}
+
+// The wake-up: one notification per transaction and queue, at commit, none on
+// rollback.
+func TestContractNotifiesOncePerQueueAtCommitAndNotOnRollback(t *testing.T) {
+	url, pool := migratedDB(t)
+	ws := newWorkspace(t, pool, "acme")
+	ctx := context.Background()
+	listener, err := pgx.Connect(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer listener.Close(ctx)
+	if _, err := listener.Exec(ctx, `LISTEN "errand.river_insert"`); err != nil {
+		t.Fatal(err)
+	}
+	collect := func() []string {
+		var got []string
+		for {
+			wctx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+			n, err := listener.WaitForNotification(wctx)
+			cancel()
+			if err != nil {
+				return got
+			}
+			got = append(got, n.Payload)
+		}
+	}
+
+	tx, err := pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Exec(ctx, `INSERT INTO errand.jobs (workspace_id, kind) SELECT $1::uuid, 'ping' FROM generate_series(1, 100)`, ws); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Exec(ctx, `INSERT INTO errand.jobs (workspace_id, kind) VALUES ($1, 'ping')`, ws); err != nil {
+		t.Fatal(err)
+	}
+	if got := collect(); len(got) != 0 {
+		t.Fatalf("notified before commit: %v", got)
+	}
+	if err := tx.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := collect(); len(got) != 1 || got[0] != `{"queue" : "default"}` {
+		t.Errorf("after commit of 101 rows: notifications %q, want exactly one for queue default", got)
+	}
+
+	tx, err = pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Exec(ctx, `INSERT INTO errand.jobs (workspace_id, kind) VALUES ($1, 'ping')`, ws); err != nil {
+		t.Fatal(err)
+	}
+	if err := tx.Rollback(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := collect(); len(got) != 0 {
+		t.Errorf("rollback woke someone: %v", got)
+	}
+
+	// A job scheduled for later wakes nobody now.
+	if _, err := pool.Exec(ctx, `INSERT INTO errand.jobs (workspace_id, kind, run_at) VALUES ($1, 'ping', now() + interval '1 hour')`, ws); err != nil {
+		t.Fatal(err)
+	}
+	if got := collect(); len(got) != 0 {
+		t.Errorf("future job notified: %v", got)
+	}
+}

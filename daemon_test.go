@@ -1,0 +1,377 @@
+package errand_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/errand-dev/errand"
+	"github.com/errand-dev/errand/internal/testdb"
+	"github.com/errand-dev/errand/jobs"
+)
+
+func TestRunWorksPingAndServesHealth(t *testing.T) {
+	url, pool := migratedDB(t)
+	ws := newWorkspace(t, pool, "acme")
+	d := startDaemon(t, url, nil)
+
+	for _, path := range []string{"/healthz", "/readyz"} {
+		resp, err := http.Get("http://" + d.addr + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			t.Errorf("%s: %d", path, resp.StatusCode)
+		}
+	}
+	id := enqueue(t, pool, ws, "ping", `{"sleep_ms": 10, "some_future_field": true}`)
+	j := waitJob(t, pool, id, 30*time.Second, "completed", "failed")
+	if j.Status != "completed" || j.Attempt != 1 {
+		t.Fatalf("ping: %+v, want completed on attempt 1 (unknown args fields are ignored)", j)
+	}
+	if logs := d.logs.String(); !strings.Contains(logs, `"msg":"job done","job_id":`) || !strings.Contains(logs, `"workspace_id":"`+ws+`"`) {
+		t.Errorf("no structured log line for the job with its workspace:\n%s", logs)
+	}
+	if err := d.stop(t); err != nil {
+		t.Errorf("clean shutdown returned %v", err)
+	}
+}
+
+func TestRunRetriesWithBackoffThenCompletes(t *testing.T) {
+	url, pool := migratedDB(t)
+	ws := newWorkspace(t, pool, "acme")
+	startDaemon(t, url, nil)
+	id := enqueue(t, pool, ws, "ping", `{"fail_times": 2}`)
+	j := waitJob(t, pool, id, 30*time.Second, "completed", "failed")
+	if j.Status != "completed" || j.Attempt != 3 {
+		t.Fatalf("got %+v, want completed on attempt 3", j)
+	}
+	if !strings.Contains(j.LastError, "attempt 2 of 2: ping failed") {
+		t.Errorf("last_error %q does not keep the latest failure", j.LastError)
+	}
+}
+
+func TestRunFailsHopelessJobsAtOnce(t *testing.T) {
+	url, pool := migratedDB(t, errand.WithKinds(scopedKind()))
+	ws := newWorkspace(t, pool, "acme")
+	ctx := context.Background()
+	startDaemon(t, url, nil, errand.WithKinds(scopedKind()))
+
+	// Rows written straight into River's table stand for a producer that
+	// bypassed the contract, or an older binary's args.
+	direct := func(kind, args, metadata string) int64 {
+		var id int64
+		err := pool.QueryRow(ctx, `INSERT INTO errand.river_job (kind, args, metadata, queue, max_attempts, state)
+			VALUES ($1, $2, $3, 'default', 25, 'available') RETURNING id`, kind, args, metadata).Scan(&id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _ = pool.Exec(ctx, `SELECT pg_notify('errand.river_insert', '{"queue":"default"}')`)
+		return id
+	}
+	cases := []struct {
+		name string
+		id   int64
+		want string
+	}{
+		{"args of the wrong type", enqueue(t, pool, ws, "ping", `{"sleep_ms": "soon"}`), "decode args: json: cannot unmarshal string"},
+		{"args out of range", enqueue(t, pool, ws, "ping", `{"sleep_ms": 999999}`), "sleep_ms must be between 0 and 30000, got 999999"},
+		{"workspace that no longer exists", direct("test.scoped", `{"note": "x"}`, `{"workspace_id": "00000000-0000-0000-0000-0000000000aa"}`),
+			"workspace 00000000-0000-0000-0000-0000000000aa: workspace not found"},
+		{"required field missing", direct("test.scoped", `{"unrelated": 1}`, `{"workspace_id": "`+ws+`"}`),
+			"args are missing required field(s): note"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			j := waitJob(t, pool, tc.id, 30*time.Second, "failed", "completed")
+			if j.Status != "failed" || j.Attempt != 1 || !strings.Contains(j.LastError, tc.want) {
+				t.Errorf("got %+v, want failed after 1 attempt with %q", j, tc.want)
+			}
+		})
+	}
+}
+
+// scopedArgs is a test kind touching a tenant table through the job's scope.
+type scopedArgs struct {
+	Note string `json:"note" errand:"required"`
+	Fail bool   `json:"fail"`
+}
+
+func scopedKind() jobs.Kind {
+	return jobs.Define("test.scoped", jobs.QueueDefault, func(ctx context.Context, job *jobs.Job, args scopedArgs) error {
+		return job.CompleteInWorkspace(ctx, func(tx pgx.Tx) error {
+			// No WHERE workspace_id: row level security fills it in.
+			if _, err := tx.Exec(ctx, `INSERT INTO errand.workspace_members (workspace_id, user_id, role)
+				VALUES (current_setting('app.current_workspace_id')::uuid, gen_random_uuid(), 'viewer')`); err != nil {
+				return err
+			}
+			if args.Fail {
+				return errors.New("asked to fail after writing")
+			}
+			return nil
+		})
+	})
+}
+
+func TestCompleteInWorkspaceCommitsEffectsWithCompletion(t *testing.T) {
+	url, pool := migratedDB(t, errand.WithKinds(scopedKind()))
+	ws := newWorkspace(t, pool, "acme")
+	ctx := context.Background()
+	startDaemon(t, url, nil, errand.WithKinds(scopedKind()))
+
+	ok := enqueue(t, pool, ws, "test.scoped", `{"note": "x"}`)
+	if j := waitJob(t, pool, ok, 30*time.Second, "completed", "failed"); j.Status != "completed" {
+		t.Fatalf("got %+v", j)
+	}
+	var bad int64
+	if err := pool.QueryRow(ctx, `INSERT INTO errand.jobs (workspace_id, kind, args, max_attempts) VALUES ($1, 'test.scoped', '{"note": "x", "fail": true}', 2) RETURNING id`, ws).Scan(&bad); err != nil {
+		t.Fatal(err)
+	}
+	if j := waitJob(t, pool, bad, 30*time.Second, "failed"); j.Attempt != 2 {
+		t.Fatalf("got %+v", j)
+	}
+	var rows int
+	if err := pool.QueryRow(ctx, `SELECT count(*) FROM errand.workspace_members`).Scan(&rows); err != nil {
+		t.Fatal(err)
+	}
+	// The superuser test connection bypasses RLS: it counts every row.
+	if rows != 1 {
+		t.Errorf("%d rows written, want 1: the failing job's writes must roll back with it", rows)
+	}
+}
+
+func TestRunTimesOutAKindWithItsOwnTimeout(t *testing.T) {
+	slow := jobs.Define("test.slow", jobs.QueueDefault, func(ctx context.Context, job *jobs.Job, args struct{}) error {
+		<-ctx.Done()
+		return ctx.Err()
+	}, jobs.WithTimeout(100*time.Millisecond), jobs.WithMaxAttempts(1))
+	url, pool := migratedDB(t, errand.WithKinds(slow))
+	ws := newWorkspace(t, pool, "acme")
+	startDaemon(t, url, nil, errand.WithKinds(slow))
+	id := enqueue(t, pool, ws, "test.slow", `{}`)
+	j := waitJob(t, pool, id, 30*time.Second, "failed", "completed")
+	if j.Status != "failed" || !strings.Contains(j.LastError, "deadline exceeded") {
+		t.Fatalf("got %+v, want failed by its 100ms timeout", j)
+	}
+	var maxAttempts int
+	if err := pool.QueryRow(context.Background(), "SELECT max_attempts FROM errand.kinds WHERE kind = 'test.slow'").Scan(&maxAttempts); err != nil {
+		t.Fatal(err)
+	}
+	if maxAttempts != 1 {
+		t.Errorf("published max_attempts %d, want 1", maxAttempts)
+	}
+}
+
+func TestShutdownLetsRunningJobsFinish(t *testing.T) {
+	url, pool := migratedDB(t)
+	ws := newWorkspace(t, pool, "acme")
+	d := startDaemon(t, url, nil)
+	id := enqueue(t, pool, ws, "ping", `{"sleep_ms": 500}`)
+	waitJob(t, pool, id, 30*time.Second, "processing")
+	if err := d.stop(t); err != nil {
+		t.Fatal(err)
+	}
+	if j := getJob(t, pool, id); j.Status != "completed" {
+		t.Errorf("after graceful stop: %+v, want completed", j)
+	}
+}
+
+func TestShutdownTimeoutPutsJobsBackWithoutUsingAnAttempt(t *testing.T) {
+	url, pool := migratedDB(t)
+	ws := newWorkspace(t, pool, "acme")
+	d := startDaemon(t, url, map[string]string{"ERRAND_SHUTDOWN_TIMEOUT": "200ms"})
+	id := enqueue(t, pool, ws, "ping", `{"sleep_ms": 20000}`)
+	waitJob(t, pool, id, 30*time.Second, "processing")
+	start := time.Now()
+	if err := d.stop(t); err != nil {
+		t.Fatalf("shutdown returned %v, want nil (exit 0)", err)
+	}
+	if el := time.Since(start); el > 15*time.Second {
+		t.Errorf("shutdown took %s with a 200ms timeout", el)
+	}
+	j := getJob(t, pool, id)
+	if j.Status != "pending" || j.Attempt != 0 {
+		t.Errorf("cancelled job: %+v, want pending with attempt 0", j)
+	}
+}
+
+func TestRunRefusesAnUnmigratedDatabase(t *testing.T) {
+	url := testdb.NewDatabase(t, false)
+	var out bytes.Buffer
+	err := errand.Main(context.Background(), []string{"run"}, mapEnv(map[string]string{"DATABASE_URL": url, "ERRAND_HTTP_ADDR": freeAddr(t)}), &out, &out)
+	if err == nil || !strings.Contains(err.Error(), "run `errand migrate` first") {
+		t.Fatalf("got %v, want a message telling to migrate", err)
+	}
+}
+
+func TestConfigReportsEveryBadValue(t *testing.T) {
+	env := map[string]string{
+		"DATABASE_URL":            "postgres://x",
+		"ERRAND_QUEUES":           "email=0,bogus=3",
+		"ERRAND_SHUTDOWN_TIMEOUT": "soon",
+		"ERRAND_MAX_ARGS_BYTES":   "-5",
+		"ERRAND_LOG_LEVEL":        "loud",
+		"ERRAND_FETCH_COOLDOWN":   "0s",
+	}
+	var out bytes.Buffer
+	err := errand.Main(context.Background(), []string{"run"}, mapEnv(env), &out, &out)
+	if err == nil {
+		t.Fatal("bad configuration accepted")
+	}
+	for _, name := range []string{"ERRAND_QUEUES", "ERRAND_SHUTDOWN_TIMEOUT", "ERRAND_MAX_ARGS_BYTES", "ERRAND_LOG_LEVEL", "ERRAND_FETCH_COOLDOWN"} {
+		if !strings.Contains(err.Error(), name+"=") {
+			t.Errorf("error does not name %s:\n%v", name, err)
+		}
+	}
+}
+
+func TestConfigQueueErrors(t *testing.T) {
+	cases := map[string]string{
+		"a queue that does not exist":  "bogus=3",
+		"a worker count of zero":       "email=0",
+		"a pair without =":             "email",
+		"a count that is not a number": "email=many",
+	}
+	for name, v := range cases {
+		t.Run(name, func(t *testing.T) {
+			_, err := errand.LoadConfig(mapEnv(map[string]string{"ERRAND_QUEUES": v}))
+			if err == nil || !strings.Contains(err.Error(), "ERRAND_QUEUES") {
+				t.Errorf("ERRAND_QUEUES=%q: got %v", v, err)
+			}
+		})
+	}
+	cfg, err := errand.LoadConfig(mapEnv(map[string]string{"ERRAND_QUEUES": "email=3"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Queues["email"] != 3 || cfg.Queues["default"] != 50 {
+		t.Errorf("queues %v: want email=3 and the other defaults kept", cfg.Queues)
+	}
+}
+
+func TestHelpListsEveryVariableAndUnknownCommandIsAUsageError(t *testing.T) {
+	var out bytes.Buffer
+	if err := errand.Main(context.Background(), []string{"help"}, mapEnv(nil), &out, &out); err != nil {
+		t.Fatal(err)
+	}
+	for _, v := range []string{"DATABASE_URL", "ERRAND_HTTP_ADDR", "ERRAND_QUEUES", "ERRAND_SHUTDOWN_TIMEOUT", "ERRAND_MAX_ARGS_BYTES",
+		"ERRAND_FETCH_COOLDOWN", "ERRAND_FETCH_POLL_INTERVAL", "ERRAND_POLL_ONLY", "ERRAND_DB_MAX_CONNS", "ERRAND_RETRY_BASE", "ERRAND_LOG_LEVEL", "ERRAND_LOG_FORMAT"} {
+		if !strings.Contains(out.String(), v) {
+			t.Errorf("help does not list %s", v)
+		}
+	}
+	err := errand.Main(context.Background(), []string{"frobnicate"}, mapEnv(nil), &out, &out)
+	if !errors.Is(err, errand.ErrUsage) {
+		t.Errorf("unknown command: %v, want ErrUsage", err)
+	}
+}
+
+func TestKindsArePublishedAtStartAndNeverRemoved(t *testing.T) {
+	url, pool := migratedDB(t)
+	ctx := context.Background()
+	// Another binary's kind, which this one does not know.
+	if _, err := pool.Exec(ctx, `INSERT INTO errand.kinds (kind, queue, required_args) VALUES ('other.binary', 'default', '{}')`); err != nil {
+		t.Fatal(err)
+	}
+	ws := newWorkspace(t, pool, "acme")
+	startDaemon(t, url, nil, errand.WithKinds(scopedKind()))
+	var kinds []string
+	rows, err := pool.Query(ctx, "SELECT kind || ':' || array_to_string(required_args, ',') FROM errand.kinds ORDER BY kind")
+	if err != nil {
+		t.Fatal(err)
+	}
+	kinds, err = pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Join(kinds, " "); got != "other.binary: ping: test.scoped:note" {
+		t.Errorf("kinds %q", got)
+	}
+	// This replica does not fetch the other binary's jobs, so their attempts
+	// are not burned.
+	other := enqueue(t, pool, ws, "other.binary", `{}`)
+	ping := enqueue(t, pool, ws, "ping", `{}`)
+	waitJob(t, pool, ping, 30*time.Second, "completed")
+	time.Sleep(300 * time.Millisecond)
+	if j := getJob(t, pool, other); j.Status != "pending" || j.Attempt != 0 {
+		t.Errorf("unknown kind's job: %+v, want untouched", j)
+	}
+}
+
+// Behind a transaction-mode pooler notifications never arrive. The proxy
+// here drops them the same way; the daemon must notice and poll.
+func TestRunFallsBackToPollingWhenNotificationsDoNotArrive(t *testing.T) {
+	dbURL, pool := migratedDB(t)
+	ws := newWorkspace(t, pool, "acme")
+	proxied := notificationDroppingProxy(t, dbURL)
+	d := startDaemon(t, proxied, map[string]string{"ERRAND_FETCH_POLL_INTERVAL": "100ms"})
+	logs := d.logs.String()
+	if strings.Count(logs, "LISTEN/NOTIFY does not work") != 1 || !strings.Contains(logs, `"poll_only":true`) {
+		t.Fatalf("want one warning and poll_only=true:\n%s", logs)
+	}
+	id := enqueue(t, pool, ws, "ping", `{}`)
+	waitJob(t, pool, id, 30*time.Second, "completed")
+}
+
+func notificationDroppingProxy(t *testing.T, dbURL string) string {
+	t.Helper()
+	u, err := url.Parse(dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	upstream := u.Host
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			client, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			server, err := net.Dial("tcp", upstream)
+			if err != nil {
+				client.Close()
+				continue
+			}
+			go func() { _, _ = io.Copy(server, client); server.Close() }()
+			go func() { dropNotifications(client, server); client.Close() }()
+		}
+	}()
+	u.Host = ln.Addr().String()
+	return u.String()
+}
+
+// dropNotifications copies backend messages, leaving out NotificationResponse ('A').
+func dropNotifications(dst io.Writer, src io.Reader) {
+	header := make([]byte, 5)
+	for {
+		if _, err := io.ReadFull(src, header); err != nil {
+			return
+		}
+		n := int(binary.BigEndian.Uint32(header[1:])) - 4
+		body := make([]byte, n)
+		if _, err := io.ReadFull(src, body); err != nil {
+			return
+		}
+		if header[0] == 'A' {
+			continue
+		}
+		if _, err := dst.Write(append(header, body...)); err != nil {
+			return
+		}
+	}
+}

@@ -1,0 +1,207 @@
+// Package testdb gives each test package its own migrated database: on the
+// server DATABASE_URL points at when it is set, otherwise on a private
+// PostgreSQL started for the test binary. Packages run in parallel without
+// touching each other's data.
+package testdb
+
+import (
+	"context"
+	"fmt"
+	"net/url"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/errand-dev/errand/internal/localpg"
+	"github.com/errand-dev/errand/migrations"
+)
+
+// Test-binary-wide state, set once by Main before any test runs.
+var (
+	adminURL string
+	pkgURL   string
+	counter  atomic.Int64
+)
+
+// Main is a test package's TestMain:
+//
+//	func TestMain(m *testing.M) { os.Exit(testdb.Main(m)) }
+func Main(m *testing.M) int {
+	ctx := context.Background()
+	var server *localpg.Server
+	adminURL = os.Getenv("DATABASE_URL")
+	if adminURL == "" {
+		var err error
+		server, err = localpg.Start(ctx, localpg.Options{Ephemeral: true})
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "testdb: no DATABASE_URL and no local PostgreSQL could be started:", err)
+			return 1
+		}
+		adminURL = server.URL("postgres")
+	}
+	code := func() int {
+		dropStale(ctx)
+		name := fmt.Sprintf("errand_test_%s_%d", sanitize(strings.TrimSuffix(filepath.Base(os.Args[0]), ".test")), os.Getpid())
+		u, err := createDatabase(ctx, name, true)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "testdb:", err)
+			return 1
+		}
+		pkgURL = u
+		defer dropDatabase(ctx, name)
+		return m.Run()
+	}()
+	if server != nil {
+		_ = server.Stop()
+	}
+	return code
+}
+
+// URL is the package's migrated database.
+func URL(t testing.TB) string {
+	t.Helper()
+	if pkgURL == "" {
+		t.Fatal("testdb: call testdb.Main from TestMain")
+	}
+	return pkgURL
+}
+
+// AdminURL connects to the server's postgres database as a superuser.
+func AdminURL(t testing.TB) string {
+	t.Helper()
+	if adminURL == "" {
+		t.Fatal("testdb: call testdb.Main from TestMain")
+	}
+	return adminURL
+}
+
+// NewDatabase creates a database of the test's own, migrated or empty,
+// dropped when the test ends.
+func NewDatabase(t testing.TB, migrate bool) string {
+	t.Helper()
+	name := fmt.Sprintf("errand_test_%s_%d_%d", sanitize(t.Name()), os.Getpid(), counter.Add(1))
+	if len(name) > 63 {
+		name = fmt.Sprintf("errand_test_x_%d_%d", os.Getpid(), counter.Add(1))
+	}
+	u, err := createDatabase(context.Background(), name, migrate)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { dropDatabase(context.Background(), name) })
+	return u
+}
+
+// Pool opens a pool on url, closed when the test ends.
+func Pool(t testing.TB, url string) *pgxpool.Pool {
+	t.Helper()
+	pool, err := pgxpool.New(context.Background(), url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+	return pool
+}
+
+// WithDatabase returns url with its database replaced.
+func WithDatabase(rawURL, db string) string {
+	u, err := url.Parse(rawURL)
+	if err != nil {
+		return rawURL
+	}
+	u.Path = "/" + db
+	return u.String()
+}
+
+func createDatabase(ctx context.Context, name string, migrate bool) (string, error) {
+	conn, err := pgx.Connect(ctx, adminURL)
+	if err != nil {
+		return "", fmt.Errorf("connect to %s: %w", redact(adminURL), err)
+	}
+	defer conn.Close(ctx)
+	if _, err := conn.Exec(ctx, "CREATE DATABASE "+pgx.Identifier{name}.Sanitize()); err != nil {
+		return "", fmt.Errorf("create database %s: %w", name, err)
+	}
+	u := WithDatabase(adminURL, name)
+	if migrate {
+		pool, err := pgxpool.New(ctx, u)
+		if err != nil {
+			return "", err
+		}
+		defer pool.Close()
+		if _, err := migrations.Up(ctx, pool, nil); err != nil {
+			return "", err
+		}
+	}
+	return u, nil
+}
+
+func dropDatabase(ctx context.Context, name string) {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, adminURL)
+	if err != nil {
+		return
+	}
+	defer conn.Close(ctx)
+	_, _ = conn.Exec(ctx, "DROP DATABASE IF EXISTS "+pgx.Identifier{name}.Sanitize()+" WITH (FORCE)")
+}
+
+var stalePID = regexp.MustCompile(`^errand_test_.*?_(\d+)(_\d+)?$`)
+
+// dropStale drops databases left by test binaries that were killed.
+func dropStale(ctx context.Context) {
+	conn, err := pgx.Connect(ctx, adminURL)
+	if err != nil {
+		return
+	}
+	rows, err := conn.Query(ctx, "SELECT datname FROM pg_database WHERE datname LIKE 'errand\\_test\\_%'")
+	if err != nil {
+		conn.Close(ctx)
+		return
+	}
+	names, _ := pgx.CollectRows(rows, pgx.RowTo[string])
+	conn.Close(ctx)
+	for _, n := range names {
+		m := stalePID.FindStringSubmatch(n)
+		if m == nil {
+			continue
+		}
+		pid, _ := strconv.Atoi(m[1])
+		if pid > 0 && syscall.Kill(pid, 0) == syscall.ESRCH {
+			dropDatabase(ctx, n)
+		}
+	}
+}
+
+func sanitize(s string) string {
+	var b strings.Builder
+	for _, r := range strings.ToLower(s) {
+		if (r >= 'a' && r <= 'z') || (r >= '0' && r <= '9') {
+			b.WriteRune(r)
+		} else {
+			b.WriteByte('_')
+		}
+	}
+	out := b.String()
+	if len(out) > 24 {
+		out = out[:24]
+	}
+	return out
+}
+
+func redact(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "(unparseable url)"
+	}
+	return u.Redacted()
+}
