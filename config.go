@@ -26,6 +26,8 @@ type Config struct {
 	RetryBase         time.Duration
 	LogLevel          slog.Level
 	LogFormat         string
+	DevDir            string
+	PGBinDir          string
 }
 
 // envVar documents one variable; `errand help` prints the table.
@@ -70,6 +72,10 @@ func envVars() []envVar {
 				c.LogFormat = v
 				return nil
 			}},
+		{"ERRAND_DEV_DIR", "", "errand dev: where its PostgreSQL keeps data (default: user cache dir, or /var/tmp/errand-dev as root)",
+			func(c *Config, v string) error { c.DevDir = v; return nil }},
+		{"ERRAND_PG_BINDIR", "", "errand dev and tests: PostgreSQL server binaries (default: pg_config --bindir, else /usr/lib/postgresql/*/bin)",
+			func(c *Config, v string) error { c.PGBinDir = v; return nil }},
 	}
 }
 
