@@ -25,7 +25,7 @@ const devPort = 54329
 // from the locally installed binaries (data kept in ERRAND_DEV_DIR across
 // restarts), migrates it, seeds a demo workspace, prints how to use it, and
 // works jobs until ctx is cancelled.
-func Dev(ctx context.Context, cfg Config, reg *jobs.Registry, getenv func(string) string, stdout io.Writer, logger *slog.Logger) error {
+func Dev(ctx context.Context, cfg Config, reg *jobs.Registry, getenv func(string) string, stdout io.Writer, logger *slog.Logger, opts ...Option) error {
 	if cfg.DatabaseURL == "" {
 		dir, err := devDir(cfg)
 		if err != nil {
@@ -56,7 +56,7 @@ func Dev(ctx context.Context, cfg Config, reg *jobs.Registry, getenv func(string
 	if err != nil {
 		return err
 	}
-	return RunWith(ctx, cfg, reg, logger, func(addr string) {
+	ready := WithReady(func(addr string) {
 		fmt.Fprintf(stdout, `
 errand dev is running. Ctrl-C stops it; data is kept for the next run.
 
@@ -71,6 +71,7 @@ Watch jobs:
 
 `, addr, cfg.DatabaseURL, ws.ID)
 	})
+	return Run(ctx, cfg, reg, logger, append(opts, ready)...)
 }
 
 func devDir(cfg Config) (string, error) {

@@ -19,6 +19,8 @@ import (
 	"os"
 	"strings"
 
+	"github.com/riverqueue/river/rivertype"
+
 	"github.com/errand-dev/errand/jobs"
 	"github.com/errand-dev/errand/migrations"
 	"github.com/errand-dev/errand/store"
@@ -28,7 +30,28 @@ import (
 type Option func(*options)
 
 type options struct {
-	kinds []jobs.Kind
+	kinds      []jobs.Kind
+	onReady    func(httpAddr string)
+	onJobStart func(job *rivertype.JobRow)
+}
+
+func collect(opts []Option) options {
+	var o options
+	for _, opt := range opts {
+		opt(&o)
+	}
+	return o
+}
+
+// WithReady is called once the daemon works jobs, with its HTTP address.
+func WithReady(fn func(httpAddr string)) Option {
+	return func(o *options) { o.onReady = fn }
+}
+
+// WithJobStartHook is called in the worker goroutine as each job starts, for
+// metrics and benchmarks; keep it fast.
+func WithJobStartHook(fn func(job *rivertype.JobRow)) Option {
+	return func(o *options) { o.onJobStart = fn }
 }
 
 // WithKinds registers kinds beside the built-in ones. They are published to
@@ -43,10 +66,7 @@ var ErrUsage = errors.New("usage")
 // Main runs the errand command line. It returns when the command is done or,
 // for run and dev, when ctx is cancelled (SIGTERM) and shutdown is complete.
 func Main(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer, opts ...Option) error {
-	var o options
-	for _, opt := range opts {
-		opt(&o)
-	}
+	o := collect(opts)
 	cmd := "help"
 	if len(args) > 0 {
 		cmd = args[0]
@@ -72,7 +92,7 @@ func Main(ctx context.Context, args []string, getenv func(string) string, stdout
 		if cfg.DatabaseURL == "" {
 			return fmt.Errorf("DATABASE_URL is not set: point it at PostgreSQL, or use `errand dev` for a local one")
 		}
-		return Run(ctx, cfg, reg, logger)
+		return Run(ctx, cfg, reg, logger, opts...)
 	case "migrate":
 		if cfg.DatabaseURL == "" {
 			return fmt.Errorf("DATABASE_URL is not set")
@@ -85,7 +105,7 @@ func Main(ctx context.Context, args []string, getenv func(string) string, stdout
 		}
 		return Migrate(ctx, cfg, reg, stdout)
 	case "dev":
-		return Dev(ctx, cfg, reg, getenv, stdout, logger)
+		return Dev(ctx, cfg, reg, getenv, stdout, logger, opts...)
 	default:
 		return fmt.Errorf("%w: unknown command %q; `errand help` lists them", ErrUsage, cmd)
 	}

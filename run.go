@@ -25,14 +25,10 @@ import (
 )
 
 // Run is `errand run`: it works jobs until ctx is cancelled, then shuts down
-// gracefully (see shutdown) and returns nil.
-func Run(ctx context.Context, cfg Config, reg *jobs.Registry, logger *slog.Logger) error {
-	return RunWith(ctx, cfg, reg, logger, nil)
-}
-
-// RunWith is Run with a callback told the HTTP address once the daemon is
-// working jobs (tests and `errand dev` use it).
-func RunWith(ctx context.Context, cfg Config, reg *jobs.Registry, logger *slog.Logger, ready func(httpAddr string)) error {
+// gracefully (see shutdown) and returns nil. Of opts, WithReady and
+// WithJobStartHook apply; kinds come in reg.
+func Run(ctx context.Context, cfg Config, reg *jobs.Registry, logger *slog.Logger, opts ...Option) error {
+	o := collect(opts)
 	st, err := openStore(ctx, cfg, false)
 	if err != nil {
 		return err
@@ -58,7 +54,7 @@ func RunWith(ctx context.Context, cfg Config, reg *jobs.Registry, logger *slog.L
 		}
 	}
 
-	client, err := newRiverClient(st, cfg, reg, logger, pollOnly)
+	client, err := newRiverClient(st, cfg, reg, logger, pollOnly, o.onJobStart)
 	if err != nil {
 		return err
 	}
@@ -88,8 +84,8 @@ func RunWith(ctx context.Context, cfg Config, reg *jobs.Registry, logger *slog.L
 		slog.Bool("poll_only", pollOnly),
 		slog.String("tenant_scope_role", st.ScopeRole()),
 		slog.Int("kinds", len(reg.Kinds())))
-	if ready != nil {
-		ready(ln.Addr().String())
+	if o.onReady != nil {
+		o.onReady(ln.Addr().String())
 	}
 
 	select {
@@ -127,7 +123,7 @@ func shutdown(client *river.Client[pgx.Tx], timeout time.Duration, logger *slog.
 	return nil
 }
 
-func newRiverClient(st *store.Store, cfg Config, reg *jobs.Registry, logger *slog.Logger, pollOnly bool) (*river.Client[pgx.Tx], error) {
+func newRiverClient(st *store.Store, cfg Config, reg *jobs.Registry, logger *slog.Logger, pollOnly bool, onStart func(*rivertype.JobRow)) (*river.Client[pgx.Tx], error) {
 	queues := make(map[string]river.QueueConfig, len(cfg.Queues))
 	for name, n := range cfg.Queues {
 		queues[name] = river.QueueConfig{MaxWorkers: n}
@@ -153,7 +149,7 @@ func newRiverClient(st *store.Store, cfg Config, reg *jobs.Registry, logger *slo
 		// job's own timeout.
 		RescueStuckJobsAfter: max(time.Hour, jobTimeout+time.Minute),
 		RetryPolicy:          &jobs.RetryPolicy{Base: cfg.RetryBase},
-		Middleware:           []rivertype.Middleware{&jobs.Middleware{Logger: logger}},
+		Middleware:           []rivertype.Middleware{&jobs.Middleware{Logger: logger, OnStart: onStart}},
 		Logger:               riverLogger,
 	})
 	if err != nil {

@@ -15,6 +15,8 @@ import (
 type Middleware struct {
 	river.MiddlewareDefaults
 	Logger *slog.Logger
+	// OnStart, when set, is called as each job starts (metrics, benchmarks).
+	OnStart func(job *rivertype.JobRow)
 }
 
 var _ rivertype.WorkerMiddleware = (*Middleware)(nil)
@@ -22,6 +24,9 @@ var _ rivertype.WorkerMiddleware = (*Middleware)(nil)
 // Work implements rivertype.WorkerMiddleware.
 func (m *Middleware) Work(ctx context.Context, job *rivertype.JobRow, doInner func(context.Context) error) error {
 	start := time.Now()
+	if m.OnStart != nil {
+		m.OnStart(job)
+	}
 	err := doInner(ctx)
 	if err != nil && IsDecodeError(err) && !IsPermanent(err) {
 		err = Permanent(err)
