@@ -41,7 +41,7 @@ func Main(m *testing.M) int {
 	adminURL = os.Getenv("DATABASE_URL")
 	if adminURL == "" {
 		var err error
-		server, err = localpg.Start(ctx, localpg.Options{Ephemeral: true})
+		server, err = localpg.Start(ctx, localpg.Options{Ephemeral: true, BinDir: os.Getenv("ERRAND_PG_BINDIR")})
 		if err != nil {
 			fmt.Fprintln(os.Stderr, "testdb: no DATABASE_URL and no local PostgreSQL could be started:", err)
 			return 1
