@@ -1,0 +1,111 @@
+package jobs
+
+import (
+	"context"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestRetryPolicyDoublesWithJitterUpToTheCap(t *testing.T) {
+	cases := []struct {
+		attempt  int
+		rand     float64
+		want     time.Duration
+		scenario string
+	}{
+		{1, 0, 500 * time.Millisecond, "first retry, least jitter: half the base"},
+		{1, 1, time.Second, "first retry, most jitter: the base"},
+		{2, 1, 2 * time.Second, "second retry doubles"},
+		{4, 0.5, 6 * time.Second, "fourth retry: 8s window, midpoint"},
+		{40, 1, time.Hour, "many attempts stop at the cap"},
+		{1 << 20, 1, time.Hour, "an absurd attempt count neither overflows nor loops for long"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.scenario, func(t *testing.T) {
+			p := &RetryPolicy{Base: time.Second, Rand: func() float64 { return tc.rand }}
+			if got := p.Delay(tc.attempt); got != tc.want {
+				t.Errorf("Delay(%d) with rand %v = %s, want %s", tc.attempt, tc.rand, got, tc.want)
+			}
+		})
+	}
+}
+
+type taggedArgs struct {
+	To       string `json:"to" errand:"required"`
+	Template string `json:"template,omitempty" errand:"required"`
+	Optional string `json:"optional"`
+	NoTag    string `errand:"required"`
+}
+
+func TestRequiredArgsComeFromStructTags(t *testing.T) {
+	k := Define("test.tags", QueueDefault, func(context.Context, *Job, taggedArgs) error { return nil })
+	if want := []string{"to", "template", "NoTag"}; !slices.Equal(k.RequiredArgs, want) {
+		t.Errorf("required %v, want %v", k.RequiredArgs, want)
+	}
+	if k.Timeout != time.Minute || k.MaxAttempts != 25 {
+		t.Errorf("defaults: timeout %s max attempts %d", k.Timeout, k.MaxAttempts)
+	}
+}
+
+func TestCheckRequiredNamesWhatIsMissing(t *testing.T) {
+	cases := map[string]struct {
+		raw, missing string
+	}{
+		"field left out":    {`{"to": "a@b.c"}`, "template"},
+		"field set to null": {`{"to": null, "template": "x"}`, "to"},
+		"both left out":     {`{}`, "to, template"},
+		"nothing missing":   {`{"to": "a", "template": "b"}`, ""},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			err := checkRequired([]byte(tc.raw), []string{"to", "template"})
+			if tc.missing == "" {
+				if err != nil {
+					t.Fatal(err)
+				}
+				return
+			}
+			if err == nil || !strings.HasSuffix(err.Error(), "missing required field(s): "+tc.missing) {
+				t.Errorf("got %v, want missing %s", err, tc.missing)
+			}
+		})
+	}
+}
+
+func TestRegistryRefusesBadKinds(t *testing.T) {
+	noop := func(context.Context, *Job, struct{}) error { return nil }
+	cases := map[string]Kind{
+		"a kind on a queue that does not exist": Define("test.q", "nope", noop),
+		"a kind not built with Define":          {Name: "test.raw", Queue: QueueDefault},
+		"the same name twice":                   Define("ping", QueueDefault, noop),
+	}
+	for name, k := range cases {
+		t.Run(name, func(t *testing.T) {
+			r, err := NewRegistry(Ping())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := r.Add(k); err == nil {
+				t.Errorf("registered %q", k.Name)
+			}
+		})
+	}
+}
+
+func TestPingValidateRefusesOutOfRangeArgs(t *testing.T) {
+	cases := map[string]PingArgs{
+		"negative sleep":      {SleepMS: -1},
+		"sleep over 30s":      {SleepMS: 30001},
+		"negative fail_times": {FailTimes: -2},
+	}
+	for name, a := range cases {
+		if a.Validate() == nil {
+			t.Errorf("%s: %+v accepted", name, a)
+		}
+	}
+	if err := (PingArgs{SleepMS: 30000, FailTimes: 3}).Validate(); err != nil {
+		t.Errorf("valid args refused: %v", err)
+	}
+}
