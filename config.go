@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/mail"
+	"net/url"
 	"slices"
 	"strconv"
 	"strings"
@@ -28,6 +30,10 @@ type Config struct {
 	LogFormat         string
 	DevDir            string
 	PGBinDir          string
+	ResendAPIKey      string
+	ResendBaseURL     string
+	EmailFrom         string
+	ResendRPS         float64
 }
 
 // envVar documents one variable; `errand help` prints the table.
@@ -72,6 +78,37 @@ func envVars() []envVar {
 				c.LogFormat = v
 				return nil
 			}},
+		{"RESEND_API_KEY", "", "Resend API key; unset means emails are captured locally (errand.emails), nothing leaves the machine",
+			func(c *Config, v string) error { c.ResendAPIKey = v; return nil }},
+		{"RESEND_BASE_URL", "https://api.resend.com", "Resend-compatible API endpoint",
+			func(c *Config, v string) error {
+				u, err := url.Parse(v)
+				if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+					return fmt.Errorf("want an http(s) URL")
+				}
+				c.ResendBaseURL = strings.TrimRight(v, "/")
+				return nil
+			}},
+		{"ERRAND_EMAIL_FROM", "", "sender, e.g. `Acme <notifications@acme.com>`; required with RESEND_API_KEY",
+			func(c *Config, v string) error {
+				if v == "" {
+					return nil
+				}
+				if _, err := mail.ParseAddress(v); err != nil || strings.ContainsAny(v, "\r\n") {
+					return fmt.Errorf("want an address such as `Acme <notifications@acme.com>`")
+				}
+				c.EmailFrom = v
+				return nil
+			}},
+		{"ERRAND_RESEND_RPS", "2", "Resend requests per second, shared by all replicas (Resend's limit is per team)",
+			func(c *Config, v string) error {
+				f, err := strconv.ParseFloat(v, 64)
+				if err != nil || f <= 0 || f > 1000 {
+					return fmt.Errorf("want a number of requests per second above 0")
+				}
+				c.ResendRPS = f
+				return nil
+			}},
 		{"ERRAND_DEV_DIR", "", "errand dev: where its PostgreSQL keeps data (default: user cache dir, or /var/tmp/errand-dev as root)",
 			func(c *Config, v string) error { c.DevDir = v; return nil }},
 		{"ERRAND_PG_BINDIR", "", "errand dev and tests: PostgreSQL server binaries (default: pg_config --bindir, else /usr/lib/postgresql/*/bin)",
@@ -92,6 +129,9 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 		if err := ev.parse(&c, v); err != nil {
 			errs = append(errs, fmt.Errorf("%s=%q: %w", ev.Name, v, err))
 		}
+	}
+	if c.ResendAPIKey != "" && c.EmailFrom == "" {
+		errs = append(errs, fmt.Errorf("ERRAND_EMAIL_FROM is required when RESEND_API_KEY is set (e.g. `Acme <notifications@acme.com>`)"))
 	}
 	return c, errors.Join(errs...)
 }

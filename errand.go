@@ -33,6 +33,7 @@ type options struct {
 	kinds      []jobs.Kind
 	onReady    func(httpAddr string)
 	onJobStart func(job *rivertype.JobRow)
+	problems   *jobs.Problems
 }
 
 func collect(opts []Option) options {
@@ -46,6 +47,12 @@ func collect(opts []Option) options {
 // WithReady is called once the daemon works jobs, with its HTTP address.
 func WithReady(fn func(httpAddr string)) Option {
 	return func(o *options) { o.onReady = fn }
+}
+
+// WithProblems shares the set of operator problems the kinds report (see
+// jobs.Deps) with /readyz.
+func WithProblems(p *jobs.Problems) Option {
+	return func(o *options) { o.problems = p }
 }
 
 // WithJobStartHook is called in the worker goroutine as each job starts, for
@@ -82,7 +89,18 @@ func Main(ctx context.Context, args []string, getenv func(string) string, stdout
 		return fmt.Errorf("configuration:\n%w", err)
 	}
 	logger := newLogger(stdout, cfg)
-	reg, err := registry(o, jobs.Deps{Logger: logger})
+	if o.problems == nil {
+		o.problems = &jobs.Problems{}
+		opts = append(opts, WithProblems(o.problems))
+	}
+	reg, err := registry(o, jobs.Deps{
+		Logger:        logger,
+		Problems:      o.problems,
+		ResendAPIKey:  cfg.ResendAPIKey,
+		ResendBaseURL: cfg.ResendBaseURL,
+		EmailFrom:     cfg.EmailFrom,
+		ResendRPS:     cfg.ResendRPS,
+	})
 	if err != nil {
 		return err
 	}

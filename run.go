@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -64,7 +65,7 @@ func Run(ctx context.Context, cfg Config, reg *jobs.Registry, logger *slog.Logge
 	if err != nil {
 		return fmt.Errorf("listen on ERRAND_HTTP_ADDR %s: %w", cfg.HTTPAddr, err)
 	}
-	srv := &http.Server{Handler: healthHandler(st, &running), ReadHeaderTimeout: 5 * time.Second}
+	srv := &http.Server{Handler: healthHandler(st, &running, o.problems), ReadHeaderTimeout: 5 * time.Second}
 	go func() {
 		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			logger.Error("http server stopped", slog.String("error", err.Error()))
@@ -194,7 +195,7 @@ func probeListen(ctx context.Context, pool *pgxpool.Pool) error {
 	return nil
 }
 
-func healthHandler(st *store.Store, running *atomic.Bool) http.Handler {
+func healthHandler(st *store.Store, running *atomic.Bool, problems *jobs.Problems) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintln(w, "ok")
@@ -206,6 +207,10 @@ func healthHandler(st *store.Store, running *atomic.Bool) http.Handler {
 		}
 		if err := st.Ping(r.Context()); err != nil {
 			http.Error(w, "not ready: database unreachable: "+err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		if list := problems.List(); len(list) > 0 {
+			http.Error(w, "not ready:\n"+strings.Join(list, "\n"), http.StatusServiceUnavailable)
 			return
 		}
 		fmt.Fprintln(w, "ready")

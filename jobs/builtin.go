@@ -1,10 +1,25 @@
 package jobs
 
-import "log/slog"
+import (
+	"log/slog"
+	"maps"
+	"slices"
+	"sync"
+)
 
 // Deps are what the built-in kinds need from the binary that runs them.
 type Deps struct {
 	Logger *slog.Logger
+	// Problems collects conditions an operator must fix (a rotated API key);
+	// /readyz reports them. Nil means nobody is told.
+	Problems *Problems
+
+	// Email (kind email.send). No ResendAPIKey means capture mode: emails
+	// are rendered and stored in errand.emails, nothing leaves the machine.
+	ResendAPIKey  string
+	ResendBaseURL string
+	EmailFrom     string
+	ResendRPS     float64
 }
 
 // Builtin returns errand's built-in kinds.
@@ -12,4 +27,48 @@ func Builtin(d Deps) []Kind {
 	return []Kind{
 		Ping(),
 	}
+}
+
+// Problems is a set of named operator-facing problems, safe for concurrent
+// use. The zero value is empty and ready.
+type Problems struct {
+	mu sync.Mutex
+	m  map[string]string
+}
+
+// Set records (or replaces) the problem called name.
+func (p *Problems) Set(name, message string) {
+	if p == nil {
+		return
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.m == nil {
+		p.m = map[string]string{}
+	}
+	p.m[name] = message
+}
+
+// Clear removes the problem called name.
+func (p *Problems) Clear(name string) {
+	if p == nil {
+		return
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	delete(p.m, name)
+}
+
+// List returns the current problems' messages, sorted by name.
+func (p *Problems) List() []string {
+	if p == nil {
+		return nil
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var out []string
+	for _, name := range slices.Sorted(maps.Keys(p.m)) {
+		out = append(out, name+": "+p.m[name])
+	}
+	return out
 }
