@@ -375,3 +375,32 @@ func dropNotifications(dst io.Writer, src io.Reader) {
 		}
 	}
 }
+
+func TestRetryAfterSetsTheNextAttemptTime(t *testing.T) {
+	later := jobs.Define("test.later", jobs.QueueDefault, func(ctx context.Context, job *jobs.Job, args struct{}) error {
+		return jobs.RetryAfter(errors.New("provider said wait"), 2*time.Hour)
+	})
+	url, pool := migratedDB(t, errand.WithKinds(later))
+	ws := newWorkspace(t, pool, "acme")
+	startDaemon(t, url, nil, errand.WithKinds(later))
+	id := enqueue(t, pool, ws, "test.later", `{}`)
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		var state string
+		var wait time.Duration
+		err := pool.QueryRow(context.Background(), `SELECT state::text, coalesce(scheduled_at - now(), '0') FROM errand.river_job WHERE id = $1`, id).Scan(&state, &wait)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if state == "retryable" {
+			if wait < 110*time.Minute || wait > 2*time.Hour {
+				t.Errorf("next attempt in %s, want about 2h", wait)
+			}
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("state %s after 30s", state)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}

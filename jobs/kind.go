@@ -123,6 +123,19 @@ func IsPermanent(err error) bool {
 	return errors.As(err, &cancel)
 }
 
+// RetryAfter makes a failed attempt's retry wait at least d (a provider's
+// Retry-After) instead of the usual backoff; the attempt still counts. To wait
+// without using an attempt, return river.JobSnooze(d) instead.
+func RetryAfter(err error, d time.Duration) error { return &retryAfterError{err: err, after: d} }
+
+type retryAfterError struct {
+	err   error
+	after time.Duration
+}
+
+func (r *retryAfterError) Error() string { return r.err.Error() }
+func (r *retryAfterError) Unwrap() error { return r.err }
+
 // Job is what a WorkFunc gets besides its args.
 type Job struct {
 	ID          int64
@@ -174,6 +187,9 @@ func permanentIfGone(err error) error {
 type envelope[T any] struct {
 	kind string
 	args T
+	// retryAfter is set by Work from a RetryAfter error and read by
+	// NextRetry: the envelope is the one piece of state per job, not per kind.
+	retryAfter time.Duration
 }
 
 func (e envelope[T]) Kind() string { return e.kind }
@@ -203,6 +219,14 @@ type worker[T any] struct {
 
 func (w *worker[T]) Timeout(*river.Job[envelope[T]]) time.Duration { return w.kind.Timeout }
 
+// NextRetry honours RetryAfter; the zero time means the client's policy.
+func (w *worker[T]) NextRetry(rj *river.Job[envelope[T]]) time.Time {
+	if rj.Args.retryAfter <= 0 {
+		return time.Time{}
+	}
+	return time.Now().Add(rj.Args.retryAfter)
+}
+
 func (w *worker[T]) Work(ctx context.Context, rj *river.Job[envelope[T]]) error {
 	if err := checkRequired(rj.EncodedArgs, w.kind.RequiredArgs); err != nil {
 		return Permanent(err)
@@ -229,7 +253,12 @@ func (w *worker[T]) Work(ctx context.Context, rj *river.Job[envelope[T]]) error 
 			return err
 		},
 	}
-	return w.work(ctx, job, rj.Args.args)
+	err := w.work(ctx, job, rj.Args.args)
+	var ra *retryAfterError
+	if errors.As(err, &ra) {
+		rj.Args.retryAfter = ra.after
+	}
+	return err
 }
 
 func checkRequired(raw []byte, required []string) error {
