@@ -204,6 +204,7 @@ Commands:
   migrate          apply errand's and River's migrations (idempotent, safe to run concurrently)
   migrate status   show applied and pending migrations
   dev              run everything on a private local PostgreSQL (when DATABASE_URL is unset)
+  bench            measure: bench throughput --jobs N [--baseline] | bench latency --samples N [--background-rps R]
   help             this text
 
 Environment:

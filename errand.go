@@ -124,6 +124,11 @@ func Main(ctx context.Context, args []string, getenv func(string) string, stdout
 		return Migrate(ctx, cfg, reg, stdout)
 	case "dev":
 		return Dev(ctx, cfg, reg, getenv, stdout, logger, opts...)
+	case "bench":
+		if cfg.DatabaseURL == "" {
+			return fmt.Errorf("DATABASE_URL is not set: errand bench needs a database it may write to")
+		}
+		return Bench(ctx, cfg, reg, args[1:], stdout, logger, opts...)
 	default:
 		return fmt.Errorf("%w: unknown command %q; `errand help` lists them", ErrUsage, cmd)
 	}
