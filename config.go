@@ -65,7 +65,14 @@ func envVars() []envVar {
 		{"ERRAND_POLL_ONLY", "false", "never LISTEN; poll only (set automatically behind a transaction-mode pooler)",
 			func(c *Config, v string) (err error) { c.PollOnly, err = strconv.ParseBool(v); return err }},
 		{"ERRAND_DB_MAX_CONNS", "20", "size of the connection pool (River's listener keeps one)",
-			func(c *Config, v string) (err error) { c.DBMaxConns, err = positiveInt(v); return err }},
+			func(c *Config, v string) error {
+				n, err := positiveInt(v)
+				if err != nil || n < 4 {
+					return fmt.Errorf("want at least 4 (River's listener holds one, fetches and completions need more)")
+				}
+				c.DBMaxConns = n
+				return nil
+			}},
 		{"ERRAND_RETRY_BASE", "1s", "first retry delay; each later one doubles (with jitter), up to 1h",
 			durationVar(func(c *Config) *time.Duration { return &c.RetryBase }, time.Millisecond)},
 		{"ERRAND_LOG_LEVEL", "info", "debug, info, warn or error",

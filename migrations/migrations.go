@@ -86,18 +86,16 @@ func Up(ctx context.Context, pool *pgxpool.Pool, logger *slog.Logger) ([]string,
 	// one is used by the next), so the lock is a session lock held on its own
 	// connection while River migrates through the pool. A crashed migrator's
 	// session ends and frees the lock.
-	conn, err := pool.Acquire(ctx)
+	// Its own connection, not one of the pool's: River migrates through the
+	// pool, which may be small.
+	conn, err := pgx.ConnectConfig(ctx, pool.Config().ConnConfig.Copy())
 	if err != nil {
 		return nil, fmt.Errorf("migrate: %w", err)
 	}
-	defer conn.Release()
+	defer conn.Close(context.WithoutCancel(ctx))
 	if _, err := conn.Exec(ctx, "SELECT pg_advisory_lock($1)", int64(lockKey)); err != nil {
 		return nil, fmt.Errorf("migrate: take lock: %w", err)
 	}
-	defer func() {
-		// Unlock even when ctx is done, so the pooled connection is clean.
-		_, _ = conn.Exec(context.WithoutCancel(ctx), "SELECT pg_advisory_unlock($1)", int64(lockKey))
-	}()
 
 	var applied []string
 	if _, err := conn.Exec(ctx, "CREATE SCHEMA IF NOT EXISTS "+Schema); err != nil {

@@ -22,17 +22,13 @@ type Workspace struct {
 // it does not exist (dev seeding, benchmarks, tests).
 func (s *Store) EnsureWorkspace(ctx context.Context, name, slug string) (Workspace, error) {
 	var w Workspace
+	// DO UPDATE (a no-op) rather than DO NOTHING so RETURNING gives the
+	// existing row, also to a caller that lost a race for the same slug.
 	err := s.pool.QueryRow(ctx, `
-		WITH ins AS (
-			INSERT INTO errand.workspaces (name, slug) VALUES ($1, $2)
-			ON CONFLICT (slug) DO NOTHING
-			RETURNING id, name, slug, plan, coalesce(stripe_customer_id, ''), created_at
-		)
-		SELECT id::text, name, slug, plan, coalesce, created_at FROM ins
-		UNION ALL
-		SELECT id::text, name, slug, plan, coalesce(stripe_customer_id, ''), created_at
-		FROM errand.workspaces WHERE slug = $2
-		LIMIT 1`, name, slug).Scan(&w.ID, &w.Name, &w.Slug, &w.Plan, &w.StripeCustomerID, &w.CreatedAt)
+		INSERT INTO errand.workspaces (name, slug) VALUES ($1, $2)
+		ON CONFLICT (slug) DO UPDATE SET slug = EXCLUDED.slug
+		RETURNING id::text, name, slug, plan, coalesce(stripe_customer_id, ''), created_at`,
+		name, slug).Scan(&w.ID, &w.Name, &w.Slug, &w.Plan, &w.StripeCustomerID, &w.CreatedAt)
 	if err != nil {
 		return w, fmt.Errorf("ensure workspace %q: %w", slug, err)
 	}

@@ -1,0 +1,864 @@
+package store_test
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net/url"
+	"os"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/errand-dev/errand/internal/testdb"
+	"github.com/errand-dev/errand/migrations"
+	"github.com/errand-dev/errand/store"
+)
+
+func TestMain(m *testing.M) { os.Exit(testdb.Main(m)) }
+
+// errRollback makes InWorkspace roll back instead of committing.
+var errRollback = errors.New("roll back")
+
+// sqlInsufficientPrivilege is what PostgreSQL reports both for a row-level
+// security WITH CHECK violation and for a missing table privilege.
+const sqlInsufficientPrivilege = "42501"
+
+type queryRower interface {
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+}
+
+type querier interface {
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+}
+
+func openStore(t *testing.T, databaseURL string) *store.Store {
+	t.Helper()
+	st, err := store.Open(context.Background(), databaseURL, store.Options{})
+	if err != nil {
+		t.Fatalf("store.Open: %v", err)
+	}
+	t.Cleanup(st.Close)
+	return st
+}
+
+func newWorkspace(t *testing.T, q queryRower, slug string) string {
+	t.Helper()
+	var id string
+	err := q.QueryRow(context.Background(),
+		"INSERT INTO errand.workspaces (name, slug) VALUES ($1, $2) RETURNING id::text", strings.ToUpper(slug), slug).Scan(&id)
+	if err != nil {
+		t.Fatalf("create workspace %s: %v", slug, err)
+	}
+	return id
+}
+
+// addMembers inserts n members of workspaceID through q (a superuser pool, or
+// a transaction scoped to workspaceID).
+func addMembers(t *testing.T, q queryRower, workspaceID string, n int) {
+	t.Helper()
+	for range n {
+		var ok bool
+		err := q.QueryRow(context.Background(),
+			"INSERT INTO errand.workspace_members (workspace_id, user_id) VALUES ($1, gen_random_uuid()) RETURNING true", workspaceID).Scan(&ok)
+		if err != nil {
+			t.Fatalf("add member to %s: %v", workspaceID, err)
+		}
+	}
+}
+
+// memberWorkspaces returns workspace_id of every row the query sees, without
+// any WHERE clause: what a query that forgot to filter gets.
+func memberWorkspaces(ctx context.Context, q querier) ([]string, error) {
+	rows, err := q.Query(ctx, "SELECT workspace_id::text FROM errand.workspace_members")
+	if err != nil {
+		return nil, err
+	}
+	return pgx.CollectRows(rows, pgx.RowTo[string])
+}
+
+func countMembers(t *testing.T, q queryRower, workspaceID string) int {
+	t.Helper()
+	var n int
+	if err := q.QueryRow(context.Background(), "SELECT count(*) FROM errand.workspace_members WHERE workspace_id = $1", workspaceID).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+func currentUser(t *testing.T, q queryRower) string {
+	t.Helper()
+	var u string
+	if err := q.QueryRow(context.Background(), "SELECT current_user::text").Scan(&u); err != nil {
+		t.Fatal(err)
+	}
+	return u
+}
+
+func assertOnly(t *testing.T, got []string, want string, wantN int) {
+	t.Helper()
+	if len(got) != wantN {
+		t.Errorf("saw %d rows %v, want %d rows of workspace %s", len(got), got, wantN, want)
+	}
+	for _, ws := range got {
+		if ws != want {
+			t.Errorf("saw a row of workspace %s while scoped to %s", ws, want)
+		}
+	}
+}
+
+func assertPgCode(t *testing.T, err error, code, what string) {
+	t.Helper()
+	var pgErr *pgconn.PgError
+	if !errors.As(err, &pgErr) {
+		t.Fatalf("%s: got error %v, want PostgreSQL error %s", what, err, code)
+	}
+	if pgErr.Code != code {
+		t.Fatalf("%s: got SQLSTATE %s (%s), want %s", what, pgErr.Code, pgErr.Message, code)
+	}
+}
+
+func randomHex(t *testing.T) string {
+	t.Helper()
+	b := make([]byte, 6)
+	if _, err := rand.Read(b); err != nil {
+		t.Fatal(err)
+	}
+	return hex.EncodeToString(b)
+}
+
+// withUser returns rawURL connecting as user (trust auth: no password).
+func withUser(t *testing.T, rawURL, user string) string {
+	t.Helper()
+	u, err := url.Parse(rawURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u.User = url.User(user)
+	return u.String()
+}
+
+func adminExec(t *testing.T, databaseURL string, sql string, args ...any) {
+	t.Helper()
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, databaseURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	if _, err := conn.Exec(ctx, sql, args...); err != nil {
+		t.Fatalf("%s: %v", sql, err)
+	}
+}
+
+// newRole creates a cluster-wide LOGIN role with attrs, dropped when the test
+// ends (after anything registered later, such as a database it owns).
+func newRole(t *testing.T, prefix, attrs string) string {
+	t.Helper()
+	name := prefix + "_" + randomHex(t)
+	admin := testdb.AdminURL(t)
+	adminExec(t, admin, "CREATE ROLE "+pgx.Identifier{name}.Sanitize()+" LOGIN "+attrs)
+	t.Cleanup(func() {
+		ctx := context.Background()
+		conn, err := pgx.Connect(ctx, admin)
+		if err != nil {
+			t.Errorf("cleanup: %v", err)
+			return
+		}
+		defer conn.Close(ctx)
+		if _, err := conn.Exec(ctx, "DROP ROLE IF EXISTS "+pgx.Identifier{name}.Sanitize()); err != nil {
+			t.Errorf("cleanup: drop role %s: %v", name, err)
+		}
+	})
+	return name
+}
+
+func TestInWorkspaceQueryWithoutWhereSeesOnlyScopedWorkspace(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	dbURL := testdb.NewDatabase(t, true)
+	admin := testdb.Pool(t, dbURL)
+	a := newWorkspace(t, admin, "a")
+	b := newWorkspace(t, admin, "b")
+	// Superusers bypass row level security, FORCE or not.
+	addMembers(t, admin, a, 2)
+	addMembers(t, admin, b, 3)
+
+	st := openStore(t, dbURL)
+	if got := st.ScopeRole(); got != "errand_tenant" {
+		t.Fatalf("ScopeRole() = %q for a superuser, want errand_tenant", got)
+	}
+
+	t.Run("select without where", func(t *testing.T) {
+		err := st.InWorkspace(ctx, a, func(tx pgx.Tx) error {
+			if u := currentUser(t, tx); u != "errand_tenant" {
+				t.Errorf("scoped transaction runs as %q, want errand_tenant", u)
+			}
+			got, err := memberWorkspaces(ctx, tx)
+			if err != nil {
+				return err
+			}
+			assertOnly(t, got, a, 2)
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	})
+
+	t.Run("update and delete without where touch only the scoped workspace", func(t *testing.T) {
+		err := st.InWorkspace(ctx, a, func(tx pgx.Tx) error {
+			tag, err := tx.Exec(ctx, "UPDATE errand.workspace_members SET role = 'viewer'")
+			if err != nil {
+				return err
+			}
+			if tag.RowsAffected() != 2 {
+				t.Errorf("UPDATE without WHERE changed %d rows, want workspace A's 2", tag.RowsAffected())
+			}
+			tag, err = tx.Exec(ctx, "DELETE FROM errand.workspace_members")
+			if err != nil {
+				return err
+			}
+			if tag.RowsAffected() != 2 {
+				t.Errorf("DELETE without WHERE removed %d rows, want workspace A's 2", tag.RowsAffected())
+			}
+			return errRollback
+		})
+		if !errors.Is(err, errRollback) {
+			t.Fatalf("InWorkspace = %v, want the rollback sentinel back", err)
+		}
+		if n := countMembers(t, admin, a); n != 2 {
+			t.Errorf("workspace A has %d members after rollback, want 2", n)
+		}
+		var bUntouched int
+		if err := admin.QueryRow(ctx, "SELECT count(*) FROM errand.workspace_members WHERE workspace_id = $1 AND role = 'member'", b).Scan(&bUntouched); err != nil {
+			t.Fatal(err)
+		}
+		if bUntouched != 3 {
+			t.Errorf("workspace B has %d untouched members, want 3", bUntouched)
+		}
+	})
+
+	// Writes that would put a row into another workspace are refused by the
+	// policy's WITH CHECK.
+	refused := []struct {
+		name string
+		sql  string
+	}{
+		{"insert a row for another workspace", "INSERT INTO errand.workspace_members (workspace_id, user_id) VALUES ($1, gen_random_uuid())"},
+		{"move a scoped row to another workspace", "UPDATE errand.workspace_members SET workspace_id = $1"},
+	}
+	for _, tc := range refused {
+		t.Run(tc.name, func(t *testing.T) {
+			called := false
+			err := st.InWorkspace(ctx, a, func(tx pgx.Tx) error {
+				called = true
+				_, err := tx.Exec(ctx, tc.sql, b)
+				return err
+			})
+			if !called {
+				t.Fatal("fn was not called")
+			}
+			assertPgCode(t, err, sqlInsufficientPrivilege, tc.name)
+			if !strings.Contains(err.Error(), "row-level security") {
+				t.Errorf("error %q does not name row-level security", err)
+			}
+			if n := countMembers(t, admin, b); n != 3 {
+				t.Errorf("workspace B has %d members, want 3", n)
+			}
+			if n := countMembers(t, admin, a); n != 2 {
+				t.Errorf("workspace A has %d members, want 2", n)
+			}
+		})
+	}
+}
+
+func TestTenantRoleFailsClosedWithoutWorkspace(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	dbURL := testdb.URL(t)
+	admin := testdb.Pool(t, dbURL)
+	a := newWorkspace(t, admin, "failclosed-"+randomHex(t))
+	addMembers(t, admin, a, 2)
+
+	cases := []struct {
+		name string
+		// earlierTx scopes a committed transaction on the connection first.
+		earlierTx bool
+		setup     func(t *testing.T, conn *pgx.Conn, tx pgx.Tx)
+	}{
+		{"workspace id never set", false, func(*testing.T, *pgx.Conn, pgx.Tx) {}},
+		{"workspace id set to empty string", false, func(t *testing.T, _ *pgx.Conn, tx pgx.Tx) {
+			if _, err := tx.Exec(ctx, "SELECT set_config('app.current_workspace_id', '', true)"); err != nil {
+				t.Fatal(err)
+			}
+		}},
+		{"workspace id left over from an earlier transaction on the connection", true, func(t *testing.T, conn *pgx.Conn, _ pgx.Tx) {
+			// SET LOCAL in a finished transaction leaves the placeholder
+			// defined with value '' on this connection.
+			var v string
+			if err := conn.QueryRow(ctx, "SELECT current_setting('app.current_workspace_id')").Scan(&v); err != nil {
+				t.Fatal(err)
+			}
+			if v != "" {
+				t.Fatalf("app.current_workspace_id = %q after the earlier transaction, want ''", v)
+			}
+		}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			conn, err := pgx.Connect(ctx, dbURL)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close(ctx)
+			if tc.earlierTx {
+				err := pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
+					_, err := tx.Exec(ctx, "SELECT set_config('app.current_workspace_id', $1, true)", a)
+					return err
+				})
+				if err != nil {
+					t.Fatal(err)
+				}
+			}
+			tx, err := conn.Begin(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer tx.Rollback(ctx)
+			if _, err := tx.Exec(ctx, "SET LOCAL ROLE errand_tenant"); err != nil {
+				t.Fatal(err)
+			}
+			tc.setup(t, conn, tx)
+
+			got, err := memberWorkspaces(ctx, tx)
+			if err != nil {
+				t.Fatalf("SELECT without a workspace: %v, want no error", err)
+			}
+			if len(got) != 0 {
+				t.Errorf("SELECT without a workspace saw %d rows, want none", len(got))
+			}
+			// Naming the workspace explicitly does not help either.
+			if n := countMembers(t, tx, a); n != 0 {
+				t.Errorf("SELECT ... WHERE workspace_id = A without a workspace saw %d rows, want none", n)
+			}
+		})
+	}
+
+	// The rows are there: the zero counts above come from the policy.
+	if n := countMembers(t, admin, a); n != 2 {
+		t.Fatalf("superuser sees %d members of A, want 2", n)
+	}
+}
+
+func TestInWorkspaceRefusesBadWorkspaceID(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	dbURL := testdb.URL(t)
+	admin := testdb.Pool(t, dbURL)
+	st := openStore(t, dbURL)
+	existing := newWorkspace(t, admin, "bad-id-"+randomHex(t))
+	deleted := newWorkspace(t, admin, "deleted-"+randomHex(t))
+	if _, err := admin.Exec(ctx, "DELETE FROM errand.workspaces WHERE id = $1", deleted); err != nil {
+		t.Fatal(err)
+	}
+
+	cases := []struct {
+		name         string
+		workspaceID  string
+		wantNotFound bool
+	}{
+		{"workspace that does not exist", "6f1c2a3e-0000-4000-8000-000000000001", true},
+		{"workspace that was deleted", deleted, true},
+		{"workspace id that is not a uuid", "acme", false},
+		{"workspace id with a typo (one character too many)", existing + "0", false},
+		{"empty workspace id", "", false},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			called := false
+			err := st.InWorkspace(ctx, tc.workspaceID, func(pgx.Tx) error {
+				called = true
+				return nil
+			})
+			if err == nil {
+				t.Fatal("InWorkspace succeeded, want an error")
+			}
+			if called {
+				t.Error("fn ran for a workspace that cannot be scoped to")
+			}
+			if got := errors.Is(err, store.ErrWorkspaceNotFound); got != tc.wantNotFound {
+				t.Errorf("errors.Is(%v, ErrWorkspaceNotFound) = %v, want %v", err, got, tc.wantNotFound)
+			}
+		})
+	}
+
+	// The failures left nothing behind: the pool still scopes a good id.
+	err := st.InWorkspace(ctx, existing, func(tx pgx.Tx) error {
+		w, err := store.WorkspaceInTx(ctx, tx)
+		if err != nil {
+			return err
+		}
+		if w.ID != existing {
+			t.Errorf("WorkspaceInTx = %s, want %s", w.ID, existing)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("InWorkspace(existing) after failures: %v", err)
+	}
+}
+
+func TestUnscopeReturnsToErrandsOwnRole(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	dbURL := testdb.URL(t)
+	admin := testdb.Pool(t, dbURL)
+	st := openStore(t, dbURL)
+	a := newWorkspace(t, admin, "unscope-"+randomHex(t))
+	if _, err := admin.Exec(ctx, "INSERT INTO errand.kinds (kind, queue) VALUES ('ping', 'default') ON CONFLICT DO NOTHING"); err != nil {
+		t.Fatal(err)
+	}
+	var jobID int64
+	if err := admin.QueryRow(ctx, "SELECT errand.enqueue(workspace_id => $1, kind => 'ping')", a).Scan(&jobID); err != nil {
+		t.Fatal(err)
+	}
+	var sessionUser string
+	if err := admin.QueryRow(ctx, "SELECT session_user::text").Scan(&sessionUser); err != nil {
+		t.Fatal(err)
+	}
+
+	err := pgx.BeginFunc(ctx, st.Pool(), func(tx pgx.Tx) error {
+		if err := st.Scope(ctx, tx, a); err != nil {
+			return err
+		}
+		if u := currentUser(t, tx); u != "errand_tenant" {
+			t.Errorf("after Scope current_user = %q, want errand_tenant", u)
+		}
+		// Scoped, River's table is out of reach (in a savepoint, so the
+		// transaction survives the refusal).
+		sp, err := tx.Begin(ctx)
+		if err != nil {
+			return err
+		}
+		_, err = sp.Exec(ctx, "UPDATE errand.river_job SET priority = 2 WHERE id = $1", jobID)
+		assertPgCode(t, err, sqlInsufficientPrivilege, "scoped UPDATE of river_job")
+		if err := sp.Rollback(ctx); err != nil {
+			return err
+		}
+
+		if err := st.Unscope(ctx, tx); err != nil {
+			return err
+		}
+		var cur, sess, ws string
+		if err := tx.QueryRow(ctx, "SELECT current_user::text, session_user::text, current_setting('app.current_workspace_id', true)").Scan(&cur, &sess, &ws); err != nil {
+			return err
+		}
+		if cur != sess || cur != sessionUser {
+			t.Errorf("after Unscope current_user = %q, session_user = %q, want both %q", cur, sess, sessionUser)
+		}
+		if ws != "" {
+			t.Errorf("after Unscope app.current_workspace_id = %q, want ''", ws)
+		}
+		tag, err := tx.Exec(ctx, "UPDATE errand.river_job SET priority = 2 WHERE id = $1", jobID)
+		if err != nil {
+			return fmt.Errorf("unscoped UPDATE of river_job: %w", err)
+		}
+		if tag.RowsAffected() != 1 {
+			t.Errorf("unscoped UPDATE of river_job changed %d rows, want 1", tag.RowsAffected())
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var priority int
+	if err := admin.QueryRow(ctx, "SELECT priority FROM errand.river_job WHERE id = $1", jobID).Scan(&priority); err != nil {
+		t.Fatal(err)
+	}
+	if priority != 2 {
+		t.Errorf("job priority = %d after the committed update, want 2", priority)
+	}
+}
+
+// A plain owner role, as managed PostgreSQL hands out: no superuser, no
+// CREATEROLE, no BYPASSRLS. FORCE row level security scopes it directly.
+func TestPlainOwnerRoleIsScopedByForcedRLS(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	adminURL := testdb.AdminURL(t)
+	role := newRole(t, "errand_owner", "NOSUPERUSER NOCREATEROLE NOCREATEDB NOBYPASSRLS")
+	// errand_test_* with the pid: testdb drops it if this binary is killed.
+	dbName := fmt.Sprintf("errand_test_owner%s_%d_1", randomHex(t), os.Getpid())
+	adminExec(t, adminURL, "CREATE DATABASE "+pgx.Identifier{dbName}.Sanitize()+" OWNER "+pgx.Identifier{role}.Sanitize())
+	t.Cleanup(func() {
+		conn, err := pgx.Connect(ctx, adminURL)
+		if err != nil {
+			t.Errorf("cleanup: %v", err)
+			return
+		}
+		defer conn.Close(ctx)
+		if _, err := conn.Exec(ctx, "DROP DATABASE IF EXISTS "+pgx.Identifier{dbName}.Sanitize()+" WITH (FORCE)"); err != nil {
+			t.Errorf("cleanup: drop database %s: %v", dbName, err)
+		}
+	})
+	ownerURL := withUser(t, testdb.WithDatabase(adminURL, dbName), role)
+	superURL := testdb.WithDatabase(adminURL, dbName)
+
+	pool, err := pgxpool.New(ctx, ownerURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var super, createRole, bypass bool
+	if err := pool.QueryRow(ctx, "SELECT rolsuper, rolcreaterole, rolbypassrls FROM pg_roles WHERE rolname = current_user").Scan(&super, &createRole, &bypass); err != nil {
+		t.Fatal(err)
+	}
+	if super || createRole || bypass {
+		t.Fatalf("role %s: superuser %v createrole %v bypassrls %v, want a plain role", role, super, createRole, bypass)
+	}
+	applied, err := migrations.Up(ctx, pool, nil)
+	pool.Close()
+	if err != nil {
+		t.Fatalf("migrations.Up as a plain owner: %v", err)
+	}
+	if !slices.Contains(applied, "errand/1") {
+		t.Fatalf("migrations.Up applied %v, want errand/1 among them", applied)
+	}
+
+	superPool := testdb.Pool(t, superURL)
+	var tableOwner string
+	if err := superPool.QueryRow(ctx, "SELECT tableowner::text FROM pg_tables WHERE schemaname = 'errand' AND tablename = 'workspace_members'").Scan(&tableOwner); err != nil {
+		t.Fatal(err)
+	}
+	if tableOwner != role {
+		t.Fatalf("errand.workspace_members is owned by %s, want %s (the migrating role)", tableOwner, role)
+	}
+
+	st := openStore(t, ownerURL)
+	if got := st.ScopeRole(); got != "" {
+		t.Fatalf("ScopeRole() = %q for a plain owner, want \"\"", got)
+	}
+	wa, err := st.EnsureWorkspace(ctx, "A", "a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	wb, err := st.EnsureWorkspace(ctx, "B", "b")
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, b := wa.ID, wb.ID
+
+	// Outside a scope the owner can write nothing...
+	_, err = st.Pool().Exec(ctx, "INSERT INTO errand.workspace_members (workspace_id, user_id) VALUES ($1, gen_random_uuid())", a)
+	assertPgCode(t, err, sqlInsufficientPrivilege, "owner INSERT outside any scope")
+
+	for _, w := range []struct {
+		id string
+		n  int
+	}{{a, 2}, {b, 3}} {
+		err := st.InWorkspace(ctx, w.id, func(tx pgx.Tx) error {
+			addMembers(t, tx, w.id, w.n)
+			return nil
+		})
+		if err != nil {
+			t.Fatalf("add members inside InWorkspace(%s): %v", w.id, err)
+		}
+	}
+
+	// ...and sees nothing, though the rows exist.
+	var bare int
+	if err := st.Pool().QueryRow(ctx, "SELECT count(*) FROM errand.workspace_members").Scan(&bare); err != nil {
+		t.Fatal(err)
+	}
+	if bare != 0 {
+		t.Errorf("owner outside any scope sees %d members, want 0 (FORCE ROW LEVEL SECURITY)", bare)
+	}
+	var total int
+	if err := superPool.QueryRow(ctx, "SELECT count(*) FROM errand.workspace_members").Scan(&total); err != nil {
+		t.Fatal(err)
+	}
+	if total != 5 {
+		t.Fatalf("superuser sees %d members, want 5", total)
+	}
+
+	err = st.InWorkspace(ctx, a, func(tx pgx.Tx) error {
+		if u := currentUser(t, tx); u != role {
+			t.Errorf("scoped transaction runs as %q, want the owner %q (no role switch)", u, role)
+		}
+		got, err := memberWorkspaces(ctx, tx)
+		if err != nil {
+			return err
+		}
+		assertOnly(t, got, a, 2)
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	err = st.InWorkspace(ctx, a, func(tx pgx.Tx) error {
+		_, err := tx.Exec(ctx, "INSERT INTO errand.workspace_members (workspace_id, user_id) VALUES ($1, gen_random_uuid())", b)
+		return err
+	})
+	assertPgCode(t, err, sqlInsufficientPrivilege, "owner scoped to A inserting a row for B")
+	if n := countMembers(t, superPool, b); n != 3 {
+		t.Errorf("workspace B has %d members, want 3", n)
+	}
+
+	// Unscope drops the workspace again: back to seeing nothing.
+	err = pgx.BeginFunc(ctx, st.Pool(), func(tx pgx.Tx) error {
+		if err := st.Scope(ctx, tx, b); err != nil {
+			return err
+		}
+		if n := countMembers(t, tx, b); n != 3 {
+			t.Errorf("scoped to B the owner sees %d of B's members, want 3", n)
+		}
+		if err := st.Unscope(ctx, tx); err != nil {
+			return err
+		}
+		if n := countMembers(t, tx, b); n != 0 {
+			t.Errorf("after Unscope the owner sees %d of B's members, want 0", n)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestOpenAsBypassRLSRole(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	// Roles first: their cleanup then runs after the database is dropped.
+	outsider := newRole(t, "errand_bypass", "NOSUPERUSER BYPASSRLS")
+	member := newRole(t, "errand_bypass", "NOSUPERUSER BYPASSRLS")
+	dbURL := testdb.NewDatabase(t, true)
+	admin := testdb.Pool(t, dbURL)
+	// A BYPASSRLS role errand could really run as: it may use errand's tables
+	// and switch to the tenant role.
+	for _, sql := range []string{
+		"GRANT USAGE ON SCHEMA errand TO " + pgx.Identifier{member}.Sanitize(),
+		"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA errand TO " + pgx.Identifier{member}.Sanitize(),
+		"GRANT errand_tenant TO " + pgx.Identifier{member}.Sanitize(),
+	} {
+		if _, err := admin.Exec(ctx, sql); err != nil {
+			t.Fatalf("%s: %v", sql, err)
+		}
+	}
+	a := newWorkspace(t, admin, "a")
+	b := newWorkspace(t, admin, "b")
+	addMembers(t, admin, a, 1)
+	addMembers(t, admin, b, 2)
+
+	t.Run("not a member of errand_tenant", func(t *testing.T) {
+		st, err := store.Open(ctx, withUser(t, dbURL, outsider), store.Options{})
+		if err == nil {
+			st.Close()
+			t.Fatal("store.Open succeeded for a BYPASSRLS role that cannot switch to errand_tenant; tenant queries would see every workspace")
+		}
+		if !strings.Contains(err.Error(), "errand_tenant") {
+			t.Errorf("error %q does not mention errand_tenant", err)
+		}
+	})
+
+	t.Run("member of errand_tenant", func(t *testing.T) {
+		st := openStore(t, withUser(t, dbURL, member))
+		if got := st.ScopeRole(); got != "errand_tenant" {
+			t.Fatalf("ScopeRole() = %q, want errand_tenant", got)
+		}
+		err := st.InWorkspace(ctx, a, func(tx pgx.Tx) error {
+			got, err := memberWorkspaces(ctx, tx)
+			if err != nil {
+				return err
+			}
+			assertOnly(t, got, a, 1)
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	})
+}
+
+func TestPublishKindsAddsAndUpdatesButNeverRemoves(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	st := openStore(t, testdb.NewDatabase(t, true))
+
+	kindsByName := func(t *testing.T) map[string]store.KindInfo {
+		t.Helper()
+		kinds, err := st.Kinds(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m := map[string]store.KindInfo{}
+		for _, k := range kinds {
+			m[k.Kind] = k
+		}
+		return m
+	}
+	updatedAt := func(t *testing.T, kind string) (ts string) {
+		t.Helper()
+		if err := st.Pool().QueryRow(ctx, "SELECT updated_at::text FROM errand.kinds WHERE kind = $1", kind).Scan(&ts); err != nil {
+			t.Fatal(err)
+		}
+		return ts
+	}
+	equal := func(a, b store.KindInfo) bool {
+		return a.Kind == b.Kind && a.Queue == b.Queue && slices.Equal(a.RequiredArgs, b.RequiredArgs) &&
+			a.MaxAttempts == b.MaxAttempts && a.Description == b.Description
+	}
+
+	a := store.KindInfo{Kind: "test.a", Queue: "default", RequiredArgs: []string{"to"}, MaxAttempts: 5, Description: "first"}
+	b := store.KindInfo{Kind: "test.b", Queue: "default", MaxAttempts: 25}
+	if err := st.PublishKinds(ctx, []store.KindInfo{a, b}); err != nil {
+		t.Fatal(err)
+	}
+	got := kindsByName(t)
+	if len(got) != 2 {
+		t.Fatalf("Kinds() = %v, want test.a and test.b", got)
+	}
+	bWant := b
+	bWant.RequiredArgs = []string{} // nil is published as an empty array
+	for _, want := range []store.KindInfo{a, bWant} {
+		if !equal(got[want.Kind], want) {
+			t.Errorf("Kinds()[%s] = %+v, want %+v", want.Kind, got[want.Kind], want)
+		}
+	}
+	aUpdatedAt := updatedAt(t, a.Kind)
+
+	b2 := store.KindInfo{Kind: "test.b", Queue: "emails", RequiredArgs: []string{"to", "subject"}, MaxAttempts: 3, Description: "second"}
+	if err := st.PublishKinds(ctx, []store.KindInfo{b2}); err != nil {
+		t.Fatal(err)
+	}
+	got = kindsByName(t)
+	if _, ok := got[a.Kind]; !ok {
+		t.Fatalf("publishing without test.a removed it: %v", got)
+	}
+	if !equal(got[a.Kind], a) {
+		t.Errorf("test.a changed to %+v, want %+v", got[a.Kind], a)
+	}
+	if !equal(got[b2.Kind], b2) {
+		t.Errorf("test.b = %+v, want updated to %+v", got[b2.Kind], b2)
+	}
+	if len(got) != 2 {
+		t.Errorf("Kinds() has %d kinds, want 2", len(got))
+	}
+	if ts := updatedAt(t, a.Kind); ts != aUpdatedAt {
+		t.Errorf("test.a updated_at moved from %s to %s though it was not published again", aUpdatedAt, ts)
+	}
+
+	// Publishing b2 again unchanged leaves its row alone.
+	b2UpdatedAt := updatedAt(t, b2.Kind)
+	if err := st.PublishKinds(ctx, []store.KindInfo{b2}); err != nil {
+		t.Fatal(err)
+	}
+	if ts := updatedAt(t, b2.Kind); ts != b2UpdatedAt {
+		t.Errorf("republishing an unchanged kind moved updated_at from %s to %s", b2UpdatedAt, ts)
+	}
+}
+
+func TestEnsureWorkspaceAndForEachWorkspace(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	st := openStore(t, testdb.NewDatabase(t, true))
+
+	first, err := st.EnsureWorkspace(ctx, "Acme", "acme")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if first.ID == "" || first.Name != "Acme" || first.Slug != "acme" || first.Plan != "free" || first.CreatedAt.IsZero() {
+		t.Fatalf("EnsureWorkspace created %+v", first)
+	}
+	again, err := st.EnsureWorkspace(ctx, "Acme renamed", "acme")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if again != first {
+		t.Errorf("EnsureWorkspace for an existing slug = %+v, want the existing %+v", again, first)
+	}
+	other, err := st.EnsureWorkspace(ctx, "Beta", "beta")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if other.ID == first.ID {
+		t.Errorf("two slugs share workspace id %s", first.ID)
+	}
+	third, err := st.EnsureWorkspace(ctx, "Gamma", "gamma")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var n int
+	if err := st.Pool().QueryRow(ctx, "SELECT count(*) FROM errand.workspaces").Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	if n != 3 {
+		t.Fatalf("errand.workspaces has %d rows, want 3", n)
+	}
+
+	visits := map[string]int{}
+	if err := st.ForEachWorkspace(ctx, func(id string) error {
+		visits[id]++
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range []string{first.ID, other.ID, third.ID} {
+		if visits[id] != 1 {
+			t.Errorf("workspace %s visited %d times, want once", id, visits[id])
+		}
+	}
+	if len(visits) != 3 {
+		t.Errorf("visited %d distinct workspaces, want 3: %v", len(visits), visits)
+	}
+
+	stop := errors.New("stop")
+	calls := 0
+	err = st.ForEachWorkspace(ctx, func(string) error {
+		calls++
+		return stop
+	})
+	if !errors.Is(err, stop) || calls != 1 {
+		t.Errorf("fn failing on the first workspace: ForEachWorkspace = %v after %d calls, want the error after 1", err, calls)
+	}
+}
+
+// Racing callers for one slug all get the one workspace (a DO NOTHING +
+// SELECT version lost the race to its own snapshot).
+func TestEnsureWorkspaceConcurrentCallersGetOneWorkspace(t *testing.T) {
+	st, err := store.Open(context.Background(), testdb.NewDatabase(t, true), store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	for round := range 10 {
+		slug := fmt.Sprintf("race-%d", round)
+		ids := make([]string, 8)
+		errs := make([]error, 8)
+		start := make(chan struct{})
+		done := make(chan struct{})
+		for i := range ids {
+			go func() {
+				defer func() { done <- struct{}{} }()
+				<-start
+				w, err := st.EnsureWorkspace(context.Background(), "Race", slug)
+				ids[i], errs[i] = w.ID, err
+			}()
+		}
+		close(start)
+		for range ids {
+			<-done
+		}
+		for i := range ids {
+			if errs[i] != nil || ids[i] != ids[0] {
+				t.Fatalf("round %d caller %d: id %q err %v, caller 0 got %q", round, i, ids[i], errs[i], ids[0])
+			}
+		}
+	}
+}
