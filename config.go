@@ -26,6 +26,7 @@ type Config struct {
 	PollOnly          bool
 	DBMaxConns        int
 	RetryBase         time.Duration
+	RescueAfter       time.Duration
 	LogLevel          slog.Level
 	LogFormat         string
 	DevDir            string
@@ -75,6 +76,8 @@ func envVars() []envVar {
 			}},
 		{"ERRAND_RETRY_BASE", "1s", "first retry delay; each later one doubles (with jitter), up to 1h",
 			durationVar(func(c *Config) *time.Duration { return &c.RetryBase }, time.Millisecond)},
+		{"ERRAND_RESCUE_AFTER", "10s", "a dead replica's running jobs are available again within this (heartbeats on the database clock)",
+			durationVar(func(c *Config) *time.Duration { return &c.RescueAfter }, 3*time.Second)},
 		{"ERRAND_LOG_LEVEL", "info", "debug, info, warn or error",
 			func(c *Config, v string) error { return c.LogLevel.UnmarshalText([]byte(v)) }},
 		{"ERRAND_LOG_FORMAT", "auto", "json, text, or auto (json unless stdout is a terminal)",

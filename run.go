@@ -20,6 +20,7 @@ import (
 	"github.com/riverqueue/river/riverdriver/riverpgxv5"
 	"github.com/riverqueue/river/rivertype"
 
+	"github.com/errand-dev/errand/internal/maintenance"
 	"github.com/errand-dev/errand/jobs"
 	"github.com/errand-dev/errand/migrations"
 	"github.com/errand-dev/errand/store"
@@ -55,17 +56,24 @@ func Run(ctx context.Context, cfg Config, reg *jobs.Registry, logger *slog.Logge
 		}
 	}
 
-	client, err := newRiverClient(st, cfg, reg, logger, pollOnly, o.onJobStart)
-	if err != nil {
-		return err
+	// The engine (River client, its pool, its heartbeat) is replaced when it
+	// fences itself; readiness follows the current one.
+	var current atomic.Pointer[engine]
+	ready := func() error {
+		e := current.Load()
+		if e == nil {
+			return errors.New("job processing is not running")
+		}
+		if !e.heartbeat.Healthy() {
+			return errors.New("this replica's heartbeat is not being renewed")
+		}
+		return nil
 	}
-
-	var running atomic.Bool
 	ln, err := net.Listen("tcp", cfg.HTTPAddr)
 	if err != nil {
 		return fmt.Errorf("listen on ERRAND_HTTP_ADDR %s: %w", cfg.HTTPAddr, err)
 	}
-	srv := &http.Server{Handler: healthHandler(st, &running, o.problems), ReadHeaderTimeout: 5 * time.Second}
+	srv := &http.Server{Handler: healthHandler(st, ready, o.problems), ReadHeaderTimeout: 5 * time.Second}
 	go func() {
 		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			logger.Error("http server stopped", slog.String("error", err.Error()))
@@ -73,58 +81,72 @@ func Run(ctx context.Context, cfg Config, reg *jobs.Registry, logger *slog.Logge
 	}()
 	defer srv.Close()
 
-	// River's client runs on its own context: cancelling ctx (SIGTERM) starts
-	// our graceful shutdown instead of River's abrupt one.
-	if err := client.Start(context.WithoutCancel(ctx)); err != nil {
-		return fmt.Errorf("start river client: %w", err)
-	}
-	running.Store(true)
-	logger.Info("errand running",
-		slog.String("http", "http://"+ln.Addr().String()),
-		slog.Any("queues", cfg.Queues),
-		slog.Bool("poll_only", pollOnly),
-		slog.String("tenant_scope_role", st.ScopeRole()),
-		slog.Int("kinds", len(reg.Kinds())))
-	if o.onReady != nil {
-		o.onReady(ln.Addr().String())
-	}
+	lease, fenceAfter, beat := rescueTimings(cfg.RescueAfter)
+	rescueCtx, stopRescuer := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopRescuer()
+	go maintenance.NewRescuer(st, maintenance.RescuerConfig{Lease: lease, Interval: beat, Logger: logger}).Run(rescueCtx)
 
-	select {
-	case <-ctx.Done():
-	case <-client.Stopped():
-		running.Store(false)
-		return errors.New("river client stopped unexpectedly")
+	first := true
+	for {
+		e, err := startEngine(ctx, cfg, reg, logger, pollOnly, o.onJobStart, fenceAfter, beat)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			if first {
+				return err
+			}
+			logger.Warn("cannot start job processing yet; retrying", slog.String("error", err.Error()))
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-time.After(time.Second):
+			}
+			continue
+		}
+		current.Store(e)
+		if first {
+			logger.Info("errand running",
+				slog.String("http", "http://"+ln.Addr().String()),
+				slog.String("replica", e.id),
+				slog.Any("queues", cfg.Queues),
+				slog.Bool("poll_only", pollOnly),
+				slog.String("tenant_scope_role", st.ScopeRole()),
+				slog.Duration("rescue_after", cfg.RescueAfter),
+				slog.Int("kinds", len(reg.Kinds())))
+			if o.onReady != nil {
+				o.onReady(ln.Addr().String())
+			}
+			first = false
+		} else {
+			logger.Info("rejoined as a new replica", slog.String("replica", e.id))
+		}
+
+		select {
+		case <-ctx.Done():
+			current.Store(nil)
+			return e.shutdown(cfg.ShutdownTimeout, logger)
+		case <-e.heartbeat.Fenced():
+			current.Store(nil)
+			e.abandon(logger)
+		case <-e.client.Stopped():
+			current.Store(nil)
+			e.abandon(logger)
+			return errors.New("river client stopped unexpectedly")
+		}
 	}
-	running.Store(false)
-	return shutdown(client, cfg.ShutdownTimeout, logger)
 }
 
-// shutdown stops fetching, lets running jobs finish within timeout, then
-// cancels the rest: a cancelled job goes back to pending with its attempt
-// given back (River's soft-stop path), so nothing is lost or burned.
-func shutdown(client *river.Client[pgx.Tx], timeout time.Duration, logger *slog.Logger) error {
-	logger.Info("shutting down: letting running jobs finish", slog.Duration("timeout", timeout))
-	softCtx, cancel := context.WithTimeout(context.Background(), timeout)
-	defer cancel()
-	err := client.Stop(softCtx)
-	if err == nil {
-		logger.Info("shut down cleanly")
-		return nil
-	}
-	if !errors.Is(err, context.DeadlineExceeded) {
-		return fmt.Errorf("stop: %w", err)
-	}
-	logger.Warn("shutdown timeout reached: cancelling running jobs; they return to pending without losing an attempt")
-	hardCtx, cancelHard := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancelHard()
-	if err := client.StopAndCancel(hardCtx); err != nil {
-		return fmt.Errorf("stop and cancel: %w", err)
-	}
-	logger.Info("shut down after cancelling running jobs")
-	return nil
+// rescueTimings derives the lease others use to declare a replica dead, the
+// point where a replica that cannot renew fences itself, and the heartbeat
+// and sweep interval, from ERRAND_RESCUE_AFTER: a dead replica's jobs are
+// back within lease + one sweep (< rescueAfter), and a cut-off replica has
+// cancelled its jobs (fence + one renewal's timeout) before the lease ends.
+func rescueTimings(rescueAfter time.Duration) (lease, fenceAfter, interval time.Duration) {
+	return rescueAfter * 6 / 10, rescueAfter * 4 / 10, rescueAfter / 10
 }
 
-func newRiverClient(st *store.Store, cfg Config, reg *jobs.Registry, logger *slog.Logger, pollOnly bool, onStart func(*rivertype.JobRow)) (*river.Client[pgx.Tx], error) {
+func newRiverClient(st *store.Store, id string, cfg Config, reg *jobs.Registry, logger *slog.Logger, pollOnly bool, onStart func(*rivertype.JobRow)) (*river.Client[pgx.Tx], error) {
 	queues := make(map[string]river.QueueConfig, len(cfg.Queues))
 	for name, n := range cfg.Queues {
 		queues[name] = river.QueueConfig{MaxWorkers: n}
@@ -138,7 +160,7 @@ func newRiverClient(st *store.Store, cfg Config, reg *jobs.Registry, logger *slo
 	}
 	client, err := river.NewClient(riverpgxv5.New(st.Pool()), &river.Config{
 		Schema:              migrations.Schema,
-		ID:                  clientID(),
+		ID:                  id,
 		Queues:              queues,
 		Workers:             reg.Workers(st),
 		FetchCooldown:       cfg.FetchCooldown,
@@ -195,14 +217,14 @@ func probeListen(ctx context.Context, pool *pgxpool.Pool) error {
 	return nil
 }
 
-func healthHandler(st *store.Store, running *atomic.Bool, problems *jobs.Problems) http.Handler {
+func healthHandler(st *store.Store, ready func() error, problems *jobs.Problems) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintln(w, "ok")
 	})
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
-		if !running.Load() {
-			http.Error(w, "not ready: job processing is not running", http.StatusServiceUnavailable)
+		if err := ready(); err != nil {
+			http.Error(w, "not ready: "+err.Error(), http.StatusServiceUnavailable)
 			return
 		}
 		if err := st.Ping(r.Context()); err != nil {

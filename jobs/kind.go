@@ -249,8 +249,17 @@ func (w *worker[T]) Work(ctx context.Context, rj *river.Job[envelope[T]]) error 
 		row:         rj.JobRow,
 		store:       w.store,
 		complete: func(ctx context.Context, tx pgx.Tx) error {
-			_, err := river.JobCompleteTx[*riverpgxv5.Driver](ctx, tx, rj)
-			return err
+			done, err := river.JobCompleteTx[*riverpgxv5.Driver](ctx, tx, rj)
+			if err != nil {
+				return err
+			}
+			// The database's completion guard leaves a job that was rescued
+			// (and belongs to a newer attempt) untouched: then this
+			// attempt's writes must not commit either.
+			if done.State != rivertype.JobStateCompleted {
+				return fmt.Errorf("job %d not completed by this attempt (state %s): it was rescued from this replica", rj.ID, done.State)
+			}
+			return nil
 		},
 	}
 	err := w.work(ctx, job, rj.Args.args)

@@ -24,6 +24,9 @@ type Options struct {
 	// SkipScopeCheck skips checking that tenant scoping can work, for
 	// callers (migrate) that run before the tenant role exists.
 	SkipScopeCheck bool
+	// RuntimeParams are session settings every connection starts with
+	// (errand.replica_id for the completion guard).
+	RuntimeParams map[string]string
 }
 
 // Store is a pgx pool plus what errand learned about its role at Open.
@@ -39,6 +42,9 @@ func Open(ctx context.Context, databaseURL string, opts Options) (*Store, error)
 	cfg, err := pgxpool.ParseConfig(databaseURL)
 	if err != nil {
 		return nil, fmt.Errorf("parse DATABASE_URL: %w", err)
+	}
+	for k, v := range opts.RuntimeParams {
+		cfg.ConnConfig.RuntimeParams[k] = v
 	}
 	cfg.MaxConns = opts.MaxConns
 	if cfg.MaxConns <= 0 {

@@ -1,0 +1,127 @@
+package errand
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/riverqueue/river"
+	"github.com/riverqueue/river/rivertype"
+
+	"github.com/errand-dev/errand/internal/maintenance"
+	"github.com/errand-dev/errand/jobs"
+	"github.com/errand-dev/errand/store"
+)
+
+// engine is one replica identity: a River client, the pool its jobs use
+// (every connection tagged with the replica id, which the completion guard
+// in the database checks), and the heartbeat that keeps its lease.
+type engine struct {
+	id        string
+	store     *store.Store
+	client    *river.Client[pgx.Tx]
+	heartbeat *maintenance.Heartbeat
+	stopBeat  context.CancelFunc
+	beatDone  chan struct{}
+}
+
+func startEngine(ctx context.Context, cfg Config, reg *jobs.Registry, logger *slog.Logger, pollOnly bool,
+	onStart func(*rivertype.JobRow), fenceAfter, beat time.Duration) (*engine, error) {
+	id := clientID()
+	st, err := store.Open(ctx, cfg.DatabaseURL, store.Options{
+		MaxConns:      int32(cfg.DBMaxConns),
+		RuntimeParams: map[string]string{"errand.replica_id": id, "application_name": "errand " + id},
+	})
+	if err != nil {
+		return nil, err
+	}
+	host, _ := os.Hostname()
+	hb := maintenance.NewHeartbeat(maintenance.HeartbeatConfig{
+		ID: id, Hostname: host, PID: os.Getpid(),
+		ConnConfig: st.Pool().Config().ConnConfig.Copy(),
+		Interval:   beat, FenceAfter: fenceAfter,
+		Logger: logger.With(slog.String("replica", id)),
+	})
+	// Registered before the first fetch, so every job it runs has a known,
+	// heartbeating owner.
+	conn, err := st.Pool().Acquire(ctx)
+	if err != nil {
+		st.Close()
+		return nil, fmt.Errorf("register replica: %w", err)
+	}
+	err = hb.Beat(ctx, conn.Conn())
+	conn.Release()
+	if err != nil {
+		st.Close()
+		return nil, fmt.Errorf("register replica: %w", err)
+	}
+	client, err := newRiverClient(st, id, cfg, reg, logger, pollOnly, onStart)
+	if err != nil {
+		st.Close()
+		return nil, err
+	}
+	beatCtx, stopBeat := context.WithCancel(context.WithoutCancel(ctx))
+	e := &engine{id: id, store: st, client: client, heartbeat: hb, stopBeat: stopBeat, beatDone: make(chan struct{})}
+	go func() {
+		defer close(e.beatDone)
+		hb.Run(beatCtx)
+	}()
+	// River's client runs on its own context: cancelling ctx (SIGTERM) starts
+	// our graceful shutdown instead of River's abrupt one.
+	if err := client.Start(context.WithoutCancel(ctx)); err != nil {
+		stopBeat()
+		<-e.beatDone
+		st.Close()
+		return nil, fmt.Errorf("start river client: %w", err)
+	}
+	return e, nil
+}
+
+// shutdown stops fetching, lets running jobs finish within timeout, then
+// cancels the rest: a cancelled job goes back to pending with its attempt
+// given back (River's soft-stop path), so nothing is lost or burned. Last,
+// the replica retires, so anything it could not put back is rescued at once.
+func (e *engine) shutdown(timeout time.Duration, logger *slog.Logger) error {
+	defer e.close()
+	logger.Info("shutting down: letting running jobs finish", slog.Duration("timeout", timeout))
+	softCtx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	err := e.client.Stop(softCtx)
+	if err == nil {
+		logger.Info("shut down cleanly")
+		return nil
+	}
+	if !errors.Is(err, context.DeadlineExceeded) {
+		return fmt.Errorf("stop: %w", err)
+	}
+	logger.Warn("shutdown timeout reached: cancelling running jobs; they return to pending without losing an attempt")
+	hardCtx, cancelHard := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancelHard()
+	if err := e.client.StopAndCancel(hardCtx); err != nil {
+		return fmt.Errorf("stop and cancel: %w", err)
+	}
+	logger.Info("shut down after cancelling running jobs")
+	return nil
+}
+
+// abandon gives up this replica identity after fencing: running jobs are
+// cancelled at once, and whatever River cannot write back any more is left to
+// the rescuers, whose completions the database guard then protects.
+func (e *engine) abandon(logger *slog.Logger) {
+	defer e.close()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := e.client.StopAndCancel(ctx); err != nil {
+		logger.Warn("abandoned replica did not stop cleanly", slog.String("replica", e.id), slog.String("error", err.Error()))
+	}
+}
+
+func (e *engine) close() {
+	e.stopBeat()
+	<-e.beatDone
+	e.store.Close()
+}

@@ -1,0 +1,98 @@
+package store
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// Heartbeat registers or renews replica id, stamped with the database's clock.
+func Heartbeat(ctx context.Context, conn *pgx.Conn, id, hostname string, pid int) error {
+	_, err := conn.Exec(ctx, `
+		INSERT INTO errand.replicas (id, hostname, pid) VALUES ($1, $2, $3)
+		ON CONFLICT (id) DO UPDATE SET heartbeat_at = now()`, id, hostname, pid)
+	if err != nil {
+		return fmt.Errorf("heartbeat: %w", err)
+	}
+	return nil
+}
+
+// Retire marks a replica dead at once (a clean exit), so anything it still
+// held is rescued without waiting for its lease.
+func Retire(ctx context.Context, conn *pgx.Conn, id string) error {
+	_, err := conn.Exec(ctx, `UPDATE errand.replicas SET heartbeat_at = '-infinity' WHERE id = $1`, id)
+	if err != nil {
+		return fmt.Errorf("retire replica: %w", err)
+	}
+	return nil
+}
+
+// Rescued is a job put back (or, out of attempts, failed) because its replica died.
+type Rescued struct {
+	JobID int64
+	Queue string
+	Owner string
+	State string
+}
+
+// RescueOrphans puts back the running jobs of replicas whose heartbeat is
+// older than lease: available again (their attempt counted) or discarded when
+// out of attempts. It wakes the queues it refilled, and forgets replicas dead
+// for a day.
+func (s *Store) RescueOrphans(ctx context.Context, lease time.Duration) ([]Rescued, error) {
+	var out []Rescued
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		// The completion guard lets this transaction move other replicas' jobs.
+		if _, err := tx.Exec(ctx, `SELECT set_config('errand.rescuing', 'on', true)`); err != nil {
+			return err
+		}
+		rows, err := tx.Query(ctx, `
+			WITH dead AS (
+				SELECT id FROM errand.replicas WHERE heartbeat_at < now() - make_interval(secs => $1)
+			)
+			UPDATE errand.river_job j SET
+				state = CASE WHEN j.attempt < j.max_attempts THEN 'available' ELSE 'discarded' END::errand.river_job_state,
+				scheduled_at = now(),
+				finalized_at = CASE WHEN j.attempt < j.max_attempts THEN NULL ELSE now() END,
+				errors = coalesce(j.errors, '{}') || jsonb_build_object(
+					'at', now(), 'attempt', j.attempt, 'trace', '',
+					'error', format('rescued: replica %s stopped heartbeating while running this job', j.attempted_by[array_length(j.attempted_by, 1)])),
+				metadata = j.metadata || jsonb_build_object('errand:rescued', coalesce((j.metadata ->> 'errand:rescued')::int, 0) + 1)
+			WHERE j.state = 'running'
+			  AND j.attempted_by[array_length(j.attempted_by, 1)] IN (SELECT id FROM dead)
+			RETURNING j.id, j.queue, j.attempted_by[array_length(j.attempted_by, 1)], j.state::text`,
+			lease.Seconds())
+		if err != nil {
+			return err
+		}
+		out, err = pgx.CollectRows(rows, func(r pgx.CollectableRow) (Rescued, error) {
+			var x Rescued
+			err := r.Scan(&x.JobID, &x.Queue, &x.Owner, &x.State)
+			return x, err
+		})
+		if err != nil {
+			return err
+		}
+		woken := map[string]bool{}
+		for _, x := range out {
+			if x.State == "available" && !woken[x.Queue] {
+				woken[x.Queue] = true
+				if _, err := tx.Exec(ctx, `SELECT pg_notify('errand.river_insert', json_build_object('queue', $1::text)::text)`, x.Queue); err != nil {
+					return err
+				}
+			}
+		}
+		_, err = tx.Exec(ctx, `
+			DELETE FROM errand.replicas r
+			WHERE r.heartbeat_at < now() - interval '1 day'
+			  AND NOT EXISTS (SELECT 1 FROM errand.river_job j
+			                  WHERE j.state = 'running' AND j.attempted_by[array_length(j.attempted_by, 1)] = r.id)`)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("rescue orphaned jobs: %w", err)
+	}
+	return out, nil
+}
