@@ -63,9 +63,11 @@ func NewHeartbeat(cfg HeartbeatConfig) *Heartbeat {
 // Fenced is closed when the replica has gone FenceAfter without renewing.
 func (h *Heartbeat) Fenced() <-chan struct{} { return h.fenced }
 
-// Healthy reports whether the lease was renewed within two intervals.
+// Healthy reports whether the lease was renewed lately and the replica has
+// not fenced itself.
 func (h *Heartbeat) Healthy() bool {
-	return h.now().Sub(time.Unix(0, h.lastOK.Load())) <= 2*h.cfg.Interval+time.Second
+	late := min(2*h.cfg.Interval+time.Second, h.cfg.FenceAfter)
+	return !h.isFenced() && h.now().Sub(time.Unix(0, h.lastOK.Load())) <= late
 }
 
 // Beat renews once on conn (registering the replica the first time).

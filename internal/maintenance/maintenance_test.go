@@ -1,0 +1,288 @@
+package maintenance
+
+import (
+	"context"
+	"io"
+	"net"
+	"net/url"
+	"os"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/errand-dev/errand/internal/testdb"
+	"github.com/errand-dev/errand/store"
+)
+
+func TestMain(m *testing.M) { os.Exit(testdb.Main(m)) }
+
+type fixture struct {
+	url  string
+	pool *pgxpool.Pool
+	st   *store.Store
+	ws   string
+}
+
+func setup(t *testing.T) fixture {
+	t.Helper()
+	url := testdb.NewDatabase(t, true)
+	pool := testdb.Pool(t, url)
+	ctx := context.Background()
+	if _, err := pool.Exec(ctx, `INSERT INTO errand.kinds (kind, queue) VALUES ('ping', 'default')`); err != nil {
+		t.Fatal(err)
+	}
+	var ws string
+	if err := pool.QueryRow(ctx, `INSERT INTO errand.workspaces (name, slug) VALUES ('A', 'a') RETURNING id::text`).Scan(&ws); err != nil {
+		t.Fatal(err)
+	}
+	st, err := store.Open(ctx, url, store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(st.Close)
+	return fixture{url, pool, st, ws}
+}
+
+// runningJob makes a job that owner is running (attempt 1 of maxAttempts).
+func (f fixture) runningJob(t *testing.T, owner string, maxAttempts int) int64 {
+	t.Helper()
+	var id int64
+	err := f.pool.QueryRow(context.Background(), `SELECT errand.enqueue(workspace_id => $1, kind => 'ping', max_attempts => $2)`, f.ws, maxAttempts).Scan(&id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = f.pool.Exec(context.Background(), `UPDATE errand.river_job SET state = 'running', attempt = 1, attempted_at = now(),
+		attempted_by = ARRAY['someone-earlier', $2] WHERE id = $1`, id, owner)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return id
+}
+
+func (f fixture) replica(t *testing.T, id string, age time.Duration) {
+	t.Helper()
+	_, err := f.pool.Exec(context.Background(), `INSERT INTO errand.replicas (id, heartbeat_at) VALUES ($1, now() - make_interval(secs => $2))`, id, age.Seconds())
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+func (f fixture) state(t *testing.T, id int64) (state string, attempt int, lastError string) {
+	t.Helper()
+	err := f.pool.QueryRow(context.Background(), `SELECT river_state, attempt, coalesce(last_error, '') FROM errand.jobs WHERE id = $1`, id).Scan(&state, &attempt, &lastError)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return
+}
+
+func TestRescuerPutsBackOnlyDeadReplicasJobs(t *testing.T) {
+	f := setup(t)
+	f.replica(t, "dead", time.Minute)
+	f.replica(t, "alive", 0)
+	orphan := f.runningJob(t, "dead", 5)
+	lastChance := f.runningJob(t, "dead", 1)
+	healthy := f.runningJob(t, "alive", 5)
+
+	listener, err := pgx.Connect(context.Background(), f.url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer listener.Close(context.Background())
+	if _, err := listener.Exec(context.Background(), `LISTEN "errand.river_insert"`); err != nil {
+		t.Fatal(err)
+	}
+
+	r := NewRescuer(f.st, RescuerConfig{Lease: 10 * time.Second})
+	rescued, err := r.Sweep(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rescued) != 2 {
+		t.Fatalf("rescued %+v, want the dead replica's two jobs", rescued)
+	}
+	if s, attempt, e := f.state(t, orphan); s != "available" || attempt != 1 || e != "rescued: replica dead stopped heartbeating while running this job" {
+		t.Errorf("orphan: %s attempt %d error %q; want available, attempt kept, the reason", s, attempt, e)
+	}
+	if s, _, _ := f.state(t, lastChance); s != "discarded" {
+		t.Errorf("job out of attempts: %s, want discarded", s)
+	}
+	if s, _, _ := f.state(t, healthy); s != "running" {
+		t.Errorf("live replica's job: %s, want left running", s)
+	}
+	wctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	if n, err := listener.WaitForNotification(wctx); err != nil || n.Payload != `{"queue" : "default"}` {
+		t.Errorf("no wake-up for the refilled queue: %v %v", n, err)
+	}
+	// A second sweep finds nothing.
+	if again, err := r.Sweep(context.Background()); err != nil || len(again) != 0 {
+		t.Errorf("second sweep: %v %v", again, err)
+	}
+}
+
+// The completion guard: a replica that is not the job's latest owner cannot
+// finish it; the owner, ops sessions and the rescuer can.
+func TestCompletionGuardStopsAStaleReplica(t *testing.T) {
+	f := setup(t)
+	ctx := context.Background()
+	finish := func(replica string, rescuing bool, id int64) int64 {
+		cfg, err := pgx.ParseConfig(f.url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if replica != "" {
+			cfg.RuntimeParams["errand.replica_id"] = replica
+		}
+		conn, err := pgx.ConnectConfig(ctx, cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close(ctx)
+		tx, err := conn.Begin(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if rescuing {
+			if _, err := tx.Exec(ctx, `SELECT set_config('errand.rescuing', 'on', true)`); err != nil {
+				t.Fatal(err)
+			}
+		}
+		tag, err := tx.Exec(ctx, `UPDATE errand.river_job SET state = 'completed', finalized_at = now() WHERE id = $1 AND state = 'running'`, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := tx.Commit(ctx); err != nil {
+			t.Fatal(err)
+		}
+		return tag.RowsAffected()
+	}
+	cases := []struct {
+		name     string
+		replica  string
+		rescuing bool
+		want     int64
+	}{
+		{"a replica whose job was rescued and rerun elsewhere", "old-owner", false, 0},
+		{"the job's current owner", "new-owner", false, 1},
+		{"an ops session without a replica id", "", false, 1},
+		{"the rescuer of another replica", "rescuer", true, 1},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			id := f.runningJob(t, "new-owner", 5)
+			if got := finish(tc.replica, tc.rescuing, id); got != tc.want {
+				t.Errorf("rows finished %d, want %d", got, tc.want)
+			}
+		})
+	}
+}
+
+// cutProxy forwards TCP to the database until cut, then refuses and drops
+// everything: a replica cut off from PostgreSQL.
+type cutProxy struct {
+	ln    net.Listener
+	mu    sync.Mutex
+	cut   bool
+	conns []net.Conn
+}
+
+func newCutProxy(t *testing.T, upstream string) *cutProxy {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &cutProxy{ln: ln}
+	t.Cleanup(func() { ln.Close(); p.sever() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			p.mu.Lock()
+			if p.cut {
+				p.mu.Unlock()
+				c.Close()
+				continue
+			}
+			s, err := net.Dial("tcp", upstream)
+			if err != nil {
+				p.mu.Unlock()
+				c.Close()
+				continue
+			}
+			p.conns = append(p.conns, c, s)
+			p.mu.Unlock()
+			go func() { _, _ = io.Copy(s, c); s.Close() }()
+			go func() { _, _ = io.Copy(c, s); c.Close() }()
+		}
+	}()
+	return p
+}
+
+func (p *cutProxy) sever() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.cut = true
+	for _, c := range p.conns {
+		c.Close()
+	}
+	p.conns = nil
+}
+
+func TestHeartbeatFencesWhenItCannotRenew(t *testing.T) {
+	f := setup(t)
+	u, err := url.Parse(f.url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	proxy := newCutProxy(t, u.Host)
+	u.Host = proxy.ln.Addr().String()
+	cfg, err := pgx.ParseConfig(u.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	hb := NewHeartbeat(HeartbeatConfig{ID: "r1", ConnConfig: cfg, Interval: 100 * time.Millisecond, FenceAfter: 600 * time.Millisecond})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go hb.Run(ctx)
+
+	// Renewals land, stamped by the database.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		var beats int
+		err := f.pool.QueryRow(ctx, `SELECT count(*) FROM errand.replicas WHERE id = 'r1' AND heartbeat_at > now() - interval '1 second'`).Scan(&beats)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if beats == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no heartbeat within 10s")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	select {
+	case <-hb.Fenced():
+		t.Fatal("fenced while renewing")
+	default:
+	}
+	if !hb.Healthy() {
+		t.Error("not healthy while renewing")
+	}
+
+	proxy.sever()
+	select {
+	case <-hb.Fenced():
+	case <-time.After(30 * time.Second):
+		t.Fatal("not fenced within 30s of losing the database")
+	}
+	if hb.Healthy() {
+		t.Error("healthy after fencing")
+	}
+}
