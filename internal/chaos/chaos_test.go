@@ -1,0 +1,416 @@
+// Package chaos runs real errand processes (errand-chaos: errand plus a kind
+// whose effect commits with its completion) and breaks things under them:
+// SIGKILL, cut connections, SIGTERM under load, a PostgreSQL restart. The
+// time bounds are generous correctness bounds, not performance figures.
+package chaos
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/errand-dev/errand/internal/testdb"
+)
+
+var binary string
+
+func TestMain(m *testing.M) {
+	os.Exit(func() int {
+		if !isShort() {
+			dir, err := os.MkdirTemp("", "errand-chaos-bin-")
+			if err != nil {
+				fmt.Fprintln(os.Stderr, err)
+				return 1
+			}
+			defer os.RemoveAll(dir)
+			binary = filepath.Join(dir, "errand-chaos")
+			out, err := exec.Command("go", "build", "-o", binary, "./errand-chaos").CombinedOutput()
+			if err != nil {
+				fmt.Fprintf(os.Stderr, "build errand-chaos: %v\n%s", err, out)
+				return 1
+			}
+		}
+		return testdb.Main(m)
+	}())
+}
+
+func isShort() bool {
+	for _, a := range os.Args {
+		if a == "-test.short=true" || a == "-test.short" {
+			return true
+		}
+	}
+	return false
+}
+
+const rescueAfter = 3 * time.Second
+
+type env struct {
+	url  string
+	pool *pgxpool.Pool
+	ws   string
+}
+
+// prepare migrates url with errand-chaos (publishing chaos.effect) and adds
+// the effects table, a tenant table like any other.
+func prepare(t *testing.T, url string) env {
+	t.Helper()
+	cmd := exec.Command(binary, "migrate")
+	cmd.Env = append(os.Environ(), "DATABASE_URL="+url)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("migrate: %v\n%s", err, out)
+	}
+	pool := testdb.Pool(t, url)
+	ctx := context.Background()
+	_, err := pool.Exec(ctx, `
+		CREATE TABLE errand.chaos_effects (workspace_id uuid NOT NULL, job_id bigint NOT NULL, replica text NOT NULL, at timestamptz NOT NULL DEFAULT now());
+		ALTER TABLE errand.chaos_effects ENABLE ROW LEVEL SECURITY;
+		ALTER TABLE errand.chaos_effects FORCE ROW LEVEL SECURITY;
+		CREATE POLICY tenant_isolation ON errand.chaos_effects
+			USING (workspace_id = nullif(current_setting('app.current_workspace_id', true), '')::uuid)
+			WITH CHECK (workspace_id = nullif(current_setting('app.current_workspace_id', true), '')::uuid);
+		SELECT errand.grant_tenant('errand.chaos_effects');`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ws string
+	if err := pool.QueryRow(ctx, `INSERT INTO errand.workspaces (name, slug) VALUES ('Chaos', 'chaos') RETURNING id::text`).Scan(&ws); err != nil {
+		t.Fatal(err)
+	}
+	return env{url, pool, ws}
+}
+
+func setup(t *testing.T) env {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("chaos tests run real processes")
+	}
+	return prepare(t, testdb.NewDatabase(t, false))
+}
+
+type replica struct {
+	name string
+	cmd  *exec.Cmd
+	addr string
+	mu   sync.Mutex
+	logs strings.Builder
+	done chan struct{}
+	err  error
+}
+
+func (r *replica) log() string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.logs.String()
+}
+
+func freeAddr(t *testing.T) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+func start(t *testing.T, name, dbURL string, extra ...string) *replica {
+	t.Helper()
+	r := &replica{name: name, addr: freeAddr(t), done: make(chan struct{})}
+	r.cmd = exec.Command(binary, "run")
+	r.cmd.Env = append(os.Environ(),
+		"DATABASE_URL="+dbURL,
+		"ERRAND_HTTP_ADDR="+r.addr,
+		"ERRAND_RESCUE_AFTER="+rescueAfter.String(),
+		"ERRAND_RETRY_BASE=50ms",
+		"ERRAND_LOG_FORMAT=json",
+		"ERRAND_LOG_LEVEL=warn",
+	)
+	r.cmd.Env = append(r.cmd.Env, extra...)
+	out, err := r.cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.cmd.Stderr = r.cmd.Stdout
+	if err := r.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		s := bufio.NewScanner(out)
+		s.Buffer(make([]byte, 1<<20), 1<<20)
+		for s.Scan() {
+			r.mu.Lock()
+			r.logs.WriteString(s.Text() + "\n")
+			r.mu.Unlock()
+		}
+		r.err = r.cmd.Wait()
+		close(r.done)
+	}()
+	t.Cleanup(func() {
+		_ = r.cmd.Process.Kill()
+		<-r.done
+		if t.Failed() {
+			t.Logf("replica %s logs:\n%s", r.name, r.log())
+		}
+	})
+	if !r.waitReady(30 * time.Second) {
+		t.Fatalf("replica %s not ready within 30s:\n%s", name, r.log())
+	}
+	return r
+}
+
+func (r *replica) ready() bool {
+	c := http.Client{Timeout: time.Second}
+	resp, err := c.Get("http://" + r.addr + "/readyz")
+	if err != nil {
+		return false
+	}
+	resp.Body.Close()
+	return resp.StatusCode == 200
+}
+
+func (r *replica) waitReady(d time.Duration) bool {
+	deadline := time.Now().Add(d)
+	for time.Now().Before(deadline) {
+		select {
+		case <-r.done:
+			return false
+		default:
+		}
+		if r.ready() {
+			return true
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return false
+}
+
+func (e env) enqueue(t *testing.T, n, sleepMS int) {
+	t.Helper()
+	_, err := e.pool.Exec(context.Background(), `INSERT INTO errand.jobs (workspace_id, kind, args)
+		SELECT $1::uuid, 'chaos.effect', jsonb_build_object('sleep_ms', $3::int) FROM generate_series(1, $2::int)`, e.ws, n, sleepMS)
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+func (e env) count(t *testing.T, sql string, args ...any) int {
+	t.Helper()
+	var n int
+	if err := e.pool.QueryRow(context.Background(), sql, args...).Scan(&n); err != nil {
+		t.Fatalf("%s: %v", sql, err)
+	}
+	return n
+}
+
+func (e env) waitCount(t *testing.T, want int, d time.Duration, sql string) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for {
+		got := e.count(t, sql)
+		if got >= want {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d after %s, want %d: %s", got, d, want, sql)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// checkOnce: every job completed, each effect committed exactly once.
+func (e env) checkOnce(t *testing.T, n int) {
+	t.Helper()
+	if got := e.count(t, `SELECT count(*) FROM errand.jobs WHERE kind = 'chaos.effect' AND status = 'completed'`); got != n {
+		t.Errorf("%d of %d jobs completed", got, n)
+	}
+	if dup := e.count(t, `SELECT count(*) FROM (SELECT job_id FROM errand.chaos_effects GROUP BY job_id HAVING count(*) > 1) d`); dup != 0 {
+		t.Errorf("%d jobs committed their effect more than once", dup)
+	}
+	if got := e.count(t, `SELECT count(DISTINCT job_id) FROM errand.chaos_effects`); got != n {
+		t.Errorf("%d effects for %d jobs", got, n)
+	}
+}
+
+func TestKilledReplicasJobsAreRescuedAndEffectsHappenOnce(t *testing.T) {
+	e := setup(t)
+	const n = 5000
+	e.enqueue(t, n, 150)
+	a := start(t, "a", e.url)
+	start(t, "b", e.url)
+	start(t, "c", e.url)
+	e.waitCount(t, 600, 60*time.Second, `SELECT count(*) FROM errand.jobs WHERE status = 'completed'`)
+
+	// a's replica id, then SIGKILL it while it holds jobs.
+	var victim string
+	if err := e.pool.QueryRow(context.Background(), `SELECT id FROM errand.replicas WHERE pid = $1`, a.cmd.Process.Pid).Scan(&victim); err != nil {
+		t.Fatal(err)
+	}
+	held := e.count(t, `SELECT count(*) FROM errand.river_job WHERE state = 'running' AND attempted_by[array_length(attempted_by, 1)] = $1`, victim)
+	if held == 0 {
+		t.Fatal("the victim held no jobs at the kill")
+	}
+	killed := time.Now()
+	if err := a.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+
+	e.waitCount(t, n, 3*time.Minute, `SELECT count(*) FROM errand.jobs WHERE status = 'completed'`)
+	e.checkOnce(t, n)
+	rescued := e.count(t, `SELECT count(*) FROM errand.river_job WHERE metadata ? 'errand:rescued'`)
+	if rescued < held {
+		t.Errorf("%d jobs rescued, the victim held %d", rescued, held)
+	}
+	// Each rescued job was available again within 3 × ERRAND_RESCUE_AFTER of
+	// the kill (when it then ran depends on the queue ahead of it).
+	var slowest time.Duration
+	err := e.pool.QueryRow(context.Background(), `
+		SELECT coalesce(max((err ->> 'at')::timestamptz) - $1, '0')
+		FROM errand.river_job, unnest(errors) AS err
+		WHERE err ->> 'error' LIKE 'rescued:%'`, killed).Scan(&slowest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if slowest <= 0 || slowest > 3*rescueAfter {
+		t.Errorf("rescued %s after the kill, bound %s", slowest, 3*rescueAfter)
+	}
+	t.Logf("victim held %d jobs; %d rescued; all available again %s after the kill (ERRAND_RESCUE_AFTER %s)", held, rescued, slowest, rescueAfter)
+}
+
+// cutProxy forwards TCP to PostgreSQL until cut: a replica cut off.
+type cutProxy struct {
+	ln    net.Listener
+	mu    sync.Mutex
+	cut   bool
+	conns []net.Conn
+}
+
+func newCutProxy(t *testing.T, upstream string) *cutProxy {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &cutProxy{ln: ln}
+	t.Cleanup(func() { ln.Close(); p.set(true) })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			p.mu.Lock()
+			if p.cut {
+				p.mu.Unlock()
+				c.Close()
+				continue
+			}
+			s, err := net.Dial("tcp", upstream)
+			if err != nil {
+				p.mu.Unlock()
+				c.Close()
+				continue
+			}
+			p.conns = append(p.conns, c, s)
+			p.mu.Unlock()
+			go func() { _, _ = io.Copy(s, c); s.Close() }()
+			go func() { _, _ = io.Copy(c, s); c.Close() }()
+		}
+	}()
+	return p
+}
+
+func (p *cutProxy) set(cut bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.cut = cut
+	if cut {
+		for _, c := range p.conns {
+			c.Close()
+		}
+		p.conns = nil
+	}
+}
+
+func (p *cutProxy) url(t *testing.T, dbURL string) string {
+	u, err := url.Parse(dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u.Host = p.ln.Addr().String()
+	return u.String()
+}
+
+func TestCutOffReplicaFencesAndItsJobsRunElsewhereOnce(t *testing.T) {
+	e := setup(t)
+	u, _ := url.Parse(e.url)
+	proxy := newCutProxy(t, u.Host)
+	cutOff := start(t, "cut-off", proxy.url(t, e.url))
+	const n = 20
+	e.enqueue(t, n, 4000)
+	e.waitCount(t, n, 30*time.Second, `SELECT count(*) FROM errand.jobs WHERE status = 'processing'`)
+	var firstID string
+	if err := e.pool.QueryRow(context.Background(), `SELECT id FROM errand.replicas WHERE pid = $1`, cutOff.cmd.Process.Pid).Scan(&firstID); err != nil {
+		t.Fatal(err)
+	}
+	start(t, "healthy", e.url)
+
+	proxy.set(true)
+	e.waitCount(t, n, 3*rescueAfter+30*time.Second, `SELECT count(*) FROM errand.jobs WHERE status = 'completed'`)
+	e.checkOnce(t, n)
+	if byCut := e.count(t, `SELECT count(*) FROM errand.chaos_effects WHERE replica = $1`, firstID); byCut != 0 {
+		t.Errorf("%d effects committed by the cut-off replica's old identity", byCut)
+	}
+	if !strings.Contains(cutOff.log(), "fencing") {
+		t.Errorf("the cut-off replica did not log that it fenced itself")
+	}
+	if cutOff.ready() {
+		t.Error("cut-off replica reports ready")
+	}
+
+	// Reconnected, it rejoins under a new identity without a restart.
+	proxy.set(false)
+	if !cutOff.waitReady(60 * time.Second) {
+		t.Fatal("cut-off replica not ready again within 60s of reconnecting")
+	}
+	e.enqueue(t, 10, 0)
+	e.waitCount(t, n+10, 60*time.Second, `SELECT count(*) FROM errand.jobs WHERE status = 'completed'`)
+	e.checkOnce(t, n+10)
+}
+
+func TestSIGTERMUnderLoadLosesNothingAndUsesNoAttempt(t *testing.T) {
+	e := setup(t)
+	const n = 300
+	e.enqueue(t, n, 700)
+	a := start(t, "a", e.url, "ERRAND_SHUTDOWN_TIMEOUT=300ms")
+	start(t, "b", e.url)
+	e.waitCount(t, 60, 60*time.Second, `SELECT count(*) FROM errand.jobs WHERE status = 'completed'`)
+	if err := a.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-a.done:
+		if a.err != nil {
+			t.Errorf("SIGTERM exit: %v, want 0", a.err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("no exit within 30s of SIGTERM")
+	}
+	e.waitCount(t, n, 3*time.Minute, `SELECT count(*) FROM errand.jobs WHERE status = 'completed'`)
+	e.checkOnce(t, n)
+	if more := e.count(t, `SELECT count(*) FROM errand.jobs WHERE attempt <> 1`); more != 0 {
+		t.Errorf("%d jobs used more than one attempt", more)
+	}
+}
