@@ -2,14 +2,12 @@ package errand_test
 
 import (
 	"context"
-	"errors"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 )
 
 func countJobs(t *testing.T, q interface {
@@ -110,76 +108,6 @@ func TestContractStatusMapsRiverStates(t *testing.T) {
 		if got := getJob(t, pool, id).Status; got != status {
 			t.Errorf("river state %s: status %q, want %q", river, got, status)
 		}
-	}
-}
-
-func TestContractRefusesBadInsertsAndEnqueuesNothing(t *testing.T) {
-	_, pool := migratedDB(t)
-	ws := newWorkspace(t, pool, "acme")
-	big := `{"pad": "` + strings.Repeat("x", 1<<20) + `"}`
-	cases := []struct {
-		name    string
-		sql     string
-		args    []any
-		code    string
-		message string
-	}{
-		{"unknown kind", `INSERT INTO errand.jobs (workspace_id, kind, args) VALUES ($1, 'pingg', '{}')`, []any{ws},
-			"22023", `unknown job kind "pingg" (known kinds: ping, test.needs)`},
-		{"kind left out", `INSERT INTO errand.jobs (workspace_id, args) VALUES ($1, '{}')`, []any{ws},
-			"23502", "kind is required"},
-		{"null workspace_id", `INSERT INTO errand.jobs (workspace_id, kind, args) VALUES (NULL, 'ping', '{}')`, nil,
-			"23502", `workspace_id is required for kind "ping"`},
-		{"workspace that does not exist", `INSERT INTO errand.jobs (workspace_id, kind, args) VALUES ('00000000-0000-0000-0000-000000000001', 'ping', '{}')`, nil,
-			"23503", "workspace 00000000-0000-0000-0000-000000000001 does not exist"},
-		{"workspace_id that is not a uuid", `INSERT INTO errand.jobs (workspace_id, kind, args) VALUES ('acme', 'ping', '{}')`, nil,
-			"22P02", "invalid input syntax for type uuid"},
-		{"args that are an array", `INSERT INTO errand.jobs (workspace_id, kind, args) VALUES ($1, 'ping', '[1]')`, []any{ws},
-			"22023", "args must be a JSON object, got array"},
-		{"args that are a string", `INSERT INTO errand.jobs (workspace_id, kind, args) VALUES ($1, 'ping', '"hi"')`, []any{ws},
-			"22023", "args must be a JSON object, got string"},
-		{"args set to NULL", `INSERT INTO errand.jobs (workspace_id, kind, args) VALUES ($1, 'ping', NULL)`, []any{ws},
-			"22023", "args must be a JSON object, got NULL"},
-		{"args that are not JSON", `INSERT INTO errand.jobs (workspace_id, kind, args) VALUES ($1, 'ping', '{nope')`, []any{ws},
-			"22P02", "invalid input syntax for type json"},
-		{"args over the size limit", `INSERT INTO errand.jobs (workspace_id, kind, args) VALUES ($1, 'ping', $2)`, []any{ws, big},
-			"54000", "over the limit of 1048576 bytes (ERRAND_MAX_ARGS_BYTES)"},
-		{"args missing a required field", `INSERT INTO errand.jobs (workspace_id, kind, args) VALUES ($1, 'test.needs', '{"a": 1}')`, []any{ws},
-			"22023", `args for kind "test.needs" are missing required field(s): b`},
-		{"required field set to null", `INSERT INTO errand.jobs (workspace_id, kind, args) VALUES ($1, 'test.needs', '{"a": 1, "b": null}')`, []any{ws},
-			"22023", "missing required field(s): b"},
-		{"priority too high", `INSERT INTO errand.jobs (workspace_id, kind, priority) VALUES ($1, 'ping', 5)`, []any{ws},
-			"23514", "priority must be between 1 and 4, got 5"},
-		{"priority zero", `INSERT INTO errand.jobs (workspace_id, kind, priority) VALUES ($1, 'ping', 0)`, []any{ws},
-			"23514", "priority must be between 1 and 4, got 0"},
-		{"max_attempts zero", `INSERT INTO errand.jobs (workspace_id, kind, max_attempts) VALUES ($1, 'ping', 0)`, []any{ws},
-			"23514", "max_attempts must be between 1 and 1000, got 0"},
-		{"empty idempotency_key", `INSERT INTO errand.jobs (workspace_id, kind, idempotency_key) VALUES ($1, 'ping', '')`, []any{ws},
-			"23514", "idempotency_key must be 1 to 255 characters"},
-		{"enqueue function with unknown kind", `SELECT errand.enqueue(workspace_id => $1, kind => 'nope')`, []any{ws},
-			"22023", `unknown job kind "nope"`},
-		{"one bad row in a multi-row insert", `INSERT INTO errand.jobs (workspace_id, kind, args) VALUES ($1, 'ping', '{}'), ($1, 'ping', '[]')`, []any{ws},
-			"22023", "args must be a JSON object"},
-	}
-	ctx := context.Background()
-	if _, err := pool.Exec(ctx, `INSERT INTO errand.kinds (kind, queue, required_args) VALUES ('test.needs', 'default', '{a,b}')`); err != nil {
-		t.Fatal(err)
-	}
-	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			before := countJobs(t, pool)
-			_, err := pool.Exec(ctx, tc.sql, tc.args...)
-			var pgErr *pgconn.PgError
-			if !errors.As(err, &pgErr) {
-				t.Fatalf("want a PostgreSQL error, got %v", err)
-			}
-			if pgErr.Code != tc.code || !strings.Contains(pgErr.Message, tc.message) {
-				t.Errorf("got %s %q, want %s containing %q", pgErr.Code, pgErr.Message, tc.code, tc.message)
-			}
-			if after := countJobs(t, pool); after != before {
-				t.Errorf("%d jobs enqueued by a refused insert", after-before)
-			}
-		})
 	}
 }
 
