@@ -2,6 +2,8 @@ package errand_test
 
 import (
 	"context"
+	"fmt"
+	neturl "net/url"
 	"strings"
 	"sync"
 	"testing"
@@ -266,5 +268,52 @@ func TestContractNotifiesOncePerQueueAtCommitAndNotOnRollback(t *testing.T) {
 	}
 	if got := collect(); len(got) != 0 {
 		t.Errorf("future job notified: %v", got)
+	}
+}
+
+// An app server's own role, with only the grants the README lists, enqueues
+// and reads jobs; it needs no rights on River's tables.
+func TestContractWorksForAnAppRoleWithTheDocumentedGrants(t *testing.T) {
+	url, pool := migratedDB(t)
+	ws := newWorkspace(t, pool, "acme")
+	ctx := context.Background()
+	role := fmt.Sprintf("errand_app_%d", time.Now().UnixNano())
+	for _, sql := range []string{
+		`CREATE ROLE ` + role + ` LOGIN`,
+		`GRANT USAGE ON SCHEMA errand TO ` + role,
+		`GRANT SELECT, INSERT ON errand.jobs TO ` + role,
+		`GRANT EXECUTE ON FUNCTION errand.enqueue TO ` + role,
+	} {
+		if _, err := pool.Exec(ctx, sql); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Cleanup(func() {
+		_, _ = pool.Exec(context.Background(), `DROP OWNED BY `+role)
+		_, _ = pool.Exec(context.Background(), `DROP ROLE `+role)
+	})
+	u, err := neturl.Parse(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u.User = neturl.User(role)
+	app, err := pgx.Connect(ctx, u.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer app.Close(ctx)
+	var id, viaFunc int64
+	if err := app.QueryRow(ctx, `INSERT INTO errand.jobs (workspace_id, kind, args) VALUES ($1, 'ping', '{}') RETURNING id`, ws).Scan(&id); err != nil {
+		t.Fatalf("app role INSERT: %v", err)
+	}
+	if err := app.QueryRow(ctx, `SELECT errand.enqueue(workspace_id => $1, kind => 'ping')`, ws).Scan(&viaFunc); err != nil {
+		t.Fatalf("app role enqueue(): %v", err)
+	}
+	var status string
+	if err := app.QueryRow(ctx, `SELECT status FROM errand.jobs WHERE id = $1`, id).Scan(&status); err != nil || status != "pending" {
+		t.Errorf("app role reads status %q, %v", status, err)
+	}
+	if _, err := app.Exec(ctx, `DELETE FROM errand.river_job`); err == nil {
+		t.Error("app role could write River's table directly")
 	}
 }
