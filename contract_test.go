@@ -159,6 +159,16 @@ func TestContractIdempotencyKeyReturnsTheExistingJob(t *testing.T) {
 	if again := insert(ws, "ping", `{}`); again != first {
 		t.Errorf("key of a completed job: id %d, want %d", again, first)
 	}
+	// RETURNING shows the existing job, not the refused duplicate.
+	var status, args string
+	err := pool.QueryRow(ctx, `INSERT INTO errand.jobs (workspace_id, kind, args, idempotency_key) VALUES ($1, 'ping', '{"sleep_ms": 9}', 'invite-42')
+		RETURNING status, args::text`, ws).Scan(&status, &args)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if status != "completed" || args != `{"sleep_ms": 1}` {
+		t.Errorf("duplicate RETURNING status %q args %s, want the existing job's completed and {\"sleep_ms\": 1}", status, args)
+	}
 	// The function returns the same id.
 	var viaFunc int64
 	if err := pool.QueryRow(ctx, `SELECT errand.enqueue(workspace_id => $1, kind => 'ping', idempotency_key => 'invite-42')`, ws).Scan(&viaFunc); err != nil {
@@ -240,6 +250,15 @@ func TestContractNotifiesOncePerQueueAtCommitAndNotOnRollback(t *testing.T) {
 	}
 	if got := collect(); len(got) != 0 {
 		t.Fatalf("notified before commit: %v", got)
+	}
+	// PostgreSQL would fold repeated notifications anyway; the point is
+	// not to call pg_notify per row, which the trigger records here.
+	var notified string
+	if err := tx.QueryRow(ctx, `SELECT current_setting('errand.notified_queues', true)`).Scan(&notified); err != nil {
+		t.Fatal(err)
+	}
+	if notified != ",default," {
+		t.Errorf("queues notified in this transaction: %q, want one entry for default", notified)
 	}
 	if err := tx.Commit(ctx); err != nil {
 		t.Fatal(err)

@@ -23,7 +23,7 @@ import (
 func TestRunWorksPingAndServesHealth(t *testing.T) {
 	url, pool := migratedDB(t)
 	ws := newWorkspace(t, pool, "acme")
-	d := startDaemon(t, url, nil)
+	d := startDaemon(t, url, map[string]string{"ERRAND_LOG_LEVEL": "debug"})
 
 	for _, path := range []string{"/healthz", "/readyz"} {
 		resp, err := http.Get("http://" + d.addr + path)
@@ -295,7 +295,7 @@ func TestKindsArePublishedAtStartAndNeverRemoved(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := strings.Join(kinds, " "); got != "other.binary: ping: test.scoped:note" {
+	if got := strings.Join(kinds, " "); got != "email.send:to,template other.binary: ping: test.scoped:note" {
 		t.Errorf("kinds %q", got)
 	}
 	// This replica does not fetch the other binary's jobs, so their attempts

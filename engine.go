@@ -30,11 +30,15 @@ type engine struct {
 }
 
 func startEngine(ctx context.Context, cfg Config, reg *jobs.Registry, logger *slog.Logger, pollOnly bool,
-	onStart func(*rivertype.JobRow), fenceAfter, beat time.Duration) (*engine, error) {
+	onStart func(*rivertype.JobRow), t rescueTiming) (*engine, error) {
 	id := clientID()
-	st, err := store.Open(ctx, cfg.DatabaseURL, store.Options{
-		MaxConns:      int32(cfg.DBMaxConns),
-		RuntimeParams: map[string]string{"errand.replica_id": id, "application_name": "errand " + id},
+	// Setup must not hang on a database that swallows packets; the client
+	// itself runs on ctx.
+	setupCtx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	st, err := store.Open(setupCtx, cfg.DatabaseURL, store.Options{
+		MaxConns: int32(cfg.DBMaxConns),
+		Session:  map[string]string{"errand.replica_id": id, "application_name": "errand " + id},
 	})
 	if err != nil {
 		return nil, err
@@ -43,17 +47,17 @@ func startEngine(ctx context.Context, cfg Config, reg *jobs.Registry, logger *sl
 	hb := maintenance.NewHeartbeat(maintenance.HeartbeatConfig{
 		ID: id, Hostname: host, PID: os.Getpid(),
 		ConnConfig: st.Pool().Config().ConnConfig.Copy(),
-		Interval:   beat, FenceAfter: fenceAfter,
+		Interval:   t.interval, FenceAfter: t.fenceAfter, Lease: t.lease,
 		Logger: logger.With(slog.String("replica", id)),
 	})
 	// Registered before the first fetch, so every job it runs has a known,
 	// heartbeating owner.
-	conn, err := st.Pool().Acquire(ctx)
+	conn, err := st.Pool().Acquire(setupCtx)
 	if err != nil {
 		st.Close()
 		return nil, fmt.Errorf("register replica: %w", err)
 	}
-	err = hb.Beat(ctx, conn.Conn())
+	err = hb.Register(setupCtx, conn.Conn())
 	conn.Release()
 	if err != nil {
 		st.Close()
@@ -83,27 +87,39 @@ func startEngine(ctx context.Context, cfg Config, reg *jobs.Registry, logger *sl
 
 // shutdown stops fetching, lets running jobs finish within timeout, then
 // cancels the rest: a cancelled job goes back to pending with its attempt
-// given back (River's soft-stop path), so nothing is lost or burned. Last,
-// the replica retires, so anything it could not put back is rescued at once.
+// given back (River's soft-stop path), so nothing is lost or burned. If the
+// replica fences itself meanwhile, the jobs are cancelled at once. Only a
+// client that really stopped retires its replica; otherwise its jobs wait for
+// the lease like a crashed replica's.
 func (e *engine) shutdown(timeout time.Duration, logger *slog.Logger) error {
-	defer e.close()
 	logger.Info("shutting down: letting running jobs finish", slog.Duration("timeout", timeout))
 	softCtx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
+	go func() {
+		select {
+		case <-e.heartbeat.Fenced():
+			cancel()
+		case <-softCtx.Done():
+		}
+	}()
 	err := e.client.Stop(softCtx)
 	if err == nil {
+		e.close(true)
 		logger.Info("shut down cleanly")
 		return nil
 	}
-	if !errors.Is(err, context.DeadlineExceeded) {
+	if !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, context.Canceled) {
+		e.close(false)
 		return fmt.Errorf("stop: %w", err)
 	}
-	logger.Warn("shutdown timeout reached: cancelling running jobs; they return to pending without losing an attempt")
+	logger.Warn("cancelling running jobs; they return to pending without losing an attempt")
 	hardCtx, cancelHard := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancelHard()
 	if err := e.client.StopAndCancel(hardCtx); err != nil {
+		e.close(false)
 		return fmt.Errorf("stop and cancel: %w", err)
 	}
+	e.close(true)
 	logger.Info("shut down after cancelling running jobs")
 	return nil
 }
@@ -112,16 +128,30 @@ func (e *engine) shutdown(timeout time.Duration, logger *slog.Logger) error {
 // cancelled at once, and whatever River cannot write back any more is left to
 // the rescuers, whose completions the database guard then protects.
 func (e *engine) abandon(logger *slog.Logger) {
-	defer e.close()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	if err := e.client.StopAndCancel(ctx); err != nil {
 		logger.Warn("abandoned replica did not stop cleanly", slog.String("replica", e.id), slog.String("error", err.Error()))
 	}
+	e.close(false)
 }
 
-func (e *engine) close() {
+// close stops the heartbeat (retiring the replica when retire is set and it
+// has not fenced) and closes the pool, without waiting forever for
+// connections a stuck job still holds.
+func (e *engine) close(retire bool) {
+	if !retire {
+		e.heartbeat.Abandon()
+	}
 	e.stopBeat()
 	<-e.beatDone
-	e.store.Close()
+	closed := make(chan struct{})
+	go func() {
+		e.store.Close()
+		close(closed)
+	}()
+	select {
+	case <-closed:
+	case <-time.After(5 * time.Second):
+	}
 }

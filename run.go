@@ -31,7 +31,9 @@ import (
 // WithJobStartHook apply; kinds come in reg.
 func Run(ctx context.Context, cfg Config, reg *jobs.Registry, logger *slog.Logger, opts ...Option) error {
 	o := collect(opts)
-	st, err := openStore(ctx, cfg, false)
+	// A small pool for checks, readiness and the rescuer; jobs use their
+	// engine's pool of ERRAND_DB_MAX_CONNS.
+	st, err := store.Open(ctx, cfg.DatabaseURL, store.Options{MaxConns: 4, SkipScopeCheck: true})
 	if err != nil {
 		return err
 	}
@@ -81,14 +83,14 @@ func Run(ctx context.Context, cfg Config, reg *jobs.Registry, logger *slog.Logge
 	}()
 	defer srv.Close()
 
-	lease, fenceAfter, beat := rescueTimings(cfg.RescueAfter)
+	timing := rescueTimings(cfg.RescueAfter)
 	rescueCtx, stopRescuer := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopRescuer()
-	go maintenance.NewRescuer(st, maintenance.RescuerConfig{Lease: lease, Interval: beat, Logger: logger}).Run(rescueCtx)
+	go maintenance.NewRescuer(st, maintenance.RescuerConfig{Lease: timing.lease, Interval: timing.interval, Logger: logger}).Run(rescueCtx)
 
 	first := true
 	for {
-		e, err := startEngine(ctx, cfg, reg, logger, pollOnly, o.onJobStart, fenceAfter, beat)
+		e, err := startEngine(ctx, cfg, reg, logger, pollOnly, o.onJobStart, timing)
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil
@@ -131,19 +133,28 @@ func Run(ctx context.Context, cfg Config, reg *jobs.Registry, logger *slog.Logge
 			e.abandon(logger)
 		case <-e.client.Stopped():
 			current.Store(nil)
-			e.abandon(logger)
+			e.close(false)
 			return errors.New("river client stopped unexpectedly")
 		}
 	}
 }
 
-// rescueTimings derives the lease others use to declare a replica dead, the
-// point where a replica that cannot renew fences itself, and the heartbeat
-// and sweep interval, from ERRAND_RESCUE_AFTER: a dead replica's jobs are
-// back within lease + one sweep (< rescueAfter), and a cut-off replica has
-// cancelled its jobs (fence + one renewal's timeout) before the lease ends.
-func rescueTimings(rescueAfter time.Duration) (lease, fenceAfter, interval time.Duration) {
-	return rescueAfter * 6 / 10, rescueAfter * 4 / 10, rescueAfter / 10
+type rescueTiming struct {
+	lease, fenceAfter, interval time.Duration
+}
+
+// rescueTimings derives everything from ERRAND_RESCUE_AFTER (R):
+//   - lease 0.6R: a heartbeat older than this (database clock) is dead;
+//   - interval R/10: renewals, their timeout, and rescuer sweeps;
+//   - fenceAfter 0.4R: a replica with no renewal confirmed for this long
+//     (counted from when the renewal was sent, so no later than the
+//     database's stamp) cancels its jobs.
+//
+// A dead replica's jobs are back within lease + one sweep = 0.7R < R. A
+// cut-off replica fences at most 0.4R after its last visible stamp, leaving
+// 0.2R for its cancelled jobs to stop before anyone may rescue them.
+func rescueTimings(rescueAfter time.Duration) rescueTiming {
+	return rescueTiming{lease: rescueAfter * 6 / 10, fenceAfter: rescueAfter * 4 / 10, interval: rescueAfter / 10}
 }
 
 func newRiverClient(st *store.Store, id string, cfg Config, reg *jobs.Registry, logger *slog.Logger, pollOnly bool, onStart func(*rivertype.JobRow)) (*river.Client[pgx.Tx], error) {
@@ -237,6 +248,9 @@ func healthHandler(st *store.Store, ready func() error, problems *jobs.Problems)
 		}
 		fmt.Fprintln(w, "ready")
 	})
+	emails := jobs.EmailsHandler(st)
+	mux.Handle("GET /emails", emails)
+	mux.Handle("GET /emails/{id}", emails)
 	return mux
 }
 

@@ -26,6 +26,7 @@ type Deps struct {
 func Builtin(d Deps) []Kind {
 	return []Kind{
 		Ping(),
+		Email(d),
 	}
 }
 

@@ -11,7 +11,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"reflect"
+	"slices"
 	"strings"
 	"time"
 
@@ -52,6 +54,9 @@ type Kind struct {
 	// RequiredArgs are the args fields an INSERT must carry, read from the
 	// args type's `errand:"required"` struct tags.
 	RequiredArgs []string
+	// ArgEnums limits args fields to fixed sets of string values (see
+	// WithArgEnum); the SQL contract refuses other values at INSERT.
+	ArgEnums map[string][]string
 
 	register func(w *river.Workers, st *store.Store)
 }
@@ -67,6 +72,18 @@ func WithMaxAttempts(n int) Option { return func(k *Kind) { k.MaxAttempts = n } 
 
 // WithDescription documents the kind in errand.kinds.
 func WithDescription(s string) Option { return func(k *Kind) { k.Description = s } }
+
+// WithArgEnum limits the args field to values: an INSERT carrying the field
+// with any other value (or a non-string) is refused. A missing or null field
+// is left to RequiredArgs.
+func WithArgEnum(field string, values ...string) Option {
+	return func(k *Kind) {
+		if k.ArgEnums == nil {
+			k.ArgEnums = map[string][]string{}
+		}
+		k.ArgEnums[field] = slices.Clone(values)
+	}
+}
 
 // Define makes a kind whose args decode into T (a struct). Decoding ignores
 // unknown fields, so two versions of a binary can run side by side. If T (or
@@ -91,7 +108,7 @@ func Define[T any](name, queue string, work WorkFunc[T], opts ...Option) Kind {
 
 // Info is what the SQL contract needs to know about the kind.
 func (k Kind) Info() store.KindInfo {
-	return store.KindInfo{Kind: k.Name, Queue: k.Queue, RequiredArgs: k.RequiredArgs, MaxAttempts: k.MaxAttempts, Description: k.Description}
+	return store.KindInfo{Kind: k.Name, Queue: k.Queue, RequiredArgs: k.RequiredArgs, ArgEnums: k.ArgEnums, MaxAttempts: k.MaxAttempts, Description: k.Description}
 }
 
 // requiredFields reads `errand:"required"` tags, using the JSON field names.
@@ -231,6 +248,9 @@ func (w *worker[T]) Work(ctx context.Context, rj *river.Job[envelope[T]]) error 
 	if err := checkRequired(rj.EncodedArgs, w.kind.RequiredArgs); err != nil {
 		return Permanent(err)
 	}
+	if err := checkEnums(rj.EncodedArgs, w.kind.ArgEnums); err != nil {
+		return Permanent(err)
+	}
 	if v, ok := any(rj.Args.args).(validator); ok {
 		if err := v.Validate(); err != nil {
 			return Permanent(fmt.Errorf("invalid args: %w", err))
@@ -286,6 +306,33 @@ func checkRequired(raw []byte, required []string) error {
 	}
 	if len(missing) > 0 {
 		return fmt.Errorf("args are missing required field(s): %s", strings.Join(missing, ", "))
+	}
+	return nil
+}
+
+// checkEnums repeats the SQL contract's arg_enums check for jobs that did not
+// come through it (written straight into River's table, or published by an
+// older binary).
+func checkEnums(raw []byte, enums map[string][]string) error {
+	if len(enums) == 0 {
+		return nil
+	}
+	var fields map[string]json.RawMessage
+	if err := json.Unmarshal(raw, &fields); err != nil {
+		return &decodeError{err: err}
+	}
+	for _, name := range slices.Sorted(maps.Keys(enums)) {
+		v, ok := fields[name]
+		if !ok || bytes.Equal(v, []byte("null")) {
+			continue
+		}
+		var s string
+		if err := json.Unmarshal(v, &s); err != nil || !slices.Contains(enums[name], s) {
+			if err != nil {
+				s = string(v)
+			}
+			return fmt.Errorf("args field %q must be one of: %s, got %q", name, strings.Join(enums[name], ", "), s)
+		}
 	}
 	return nil
 }

@@ -31,7 +31,9 @@ func (m *Middleware) Work(ctx context.Context, job *rivertype.JobRow, doInner fu
 	if err != nil && IsDecodeError(err) && !IsPermanent(err) {
 		err = Permanent(err)
 	}
-	level := slog.LevelInfo
+	// Successes at debug: at thousands of jobs a second a line each is the
+	// daemon's main cost. Failures always say what happened.
+	level := slog.LevelDebug
 	msg := "job done"
 	switch {
 	case err == nil:

@@ -39,9 +39,13 @@ CREATE TABLE errand.kinds (
     queue text NOT NULL,
     required_args text[] NOT NULL DEFAULT '{}',
     max_attempts int NOT NULL DEFAULT 25,
+    -- Args fields that must hold one of a fixed set of string values
+    -- (email.send's template): {"field": ["value", ...]}.
+    arg_enums jsonb NOT NULL DEFAULT '{}',
     description text NOT NULL DEFAULT '',
     updated_at timestamptz NOT NULL DEFAULT now(),
-    CONSTRAINT max_attempts_positive CHECK (max_attempts > 0)
+    CONSTRAINT max_attempts_positive CHECK (max_attempts > 0),
+    CONSTRAINT arg_enums_object CHECK (jsonb_typeof(arg_enums) = 'object')
 );
 
 -- Settings the SQL contract needs from errand's configuration
@@ -55,7 +59,7 @@ INSERT INTO errand.settings (name, value) VALUES ('max_args_bytes', '1048576');
 
 -- workspace_id lives in River's metadata (River's columns are River's); this
 -- index makes per-workspace queries, caps and fairness cheap.
-CREATE INDEX river_job_workspace_idx ON errand.river_job ((metadata ->> 'workspace_id'), state);
+CREATE INDEX river_job_workspace_idx ON errand.river_job (((metadata ->> 'workspace_id')::uuid), state);
 
 -- The contract's view. Not tenant-filtered: grant it only to trusted roles
 -- (app servers, ops).
@@ -105,6 +109,10 @@ DECLARE
     v_unique_states bit(8);
     v_metadata jsonb;
     v_notified text;
+    v_inserted boolean := true;
+    v_enum_field text;
+    v_enum_values jsonb;
+    v_enum_got text;
 BEGIN
     IF NEW.kind IS NULL THEN
         RAISE EXCEPTION 'errand: kind is required' USING ERRCODE = 'not_null_violation';
@@ -137,6 +145,22 @@ BEGIN
     IF v_missing IS NOT NULL THEN
         RAISE EXCEPTION 'errand: args for kind "%" are missing required field(s): %', NEW.kind, v_missing
             USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    -- Fields that must hold one of a fixed set of values (email.send's
+    -- template): the first offending field, in name order, is reported.
+    IF k.arg_enums <> '{}'::jsonb THEN
+        SELECT e.key, e.value, NEW.args ->> e.key INTO v_enum_field, v_enum_values, v_enum_got
+        FROM jsonb_each(k.arg_enums) AS e
+        WHERE NEW.args ? e.key
+          AND NEW.args -> e.key <> 'null'::jsonb
+          AND NOT (jsonb_typeof(NEW.args -> e.key) = 'string' AND e.value ? (NEW.args ->> e.key))
+        ORDER BY e.key
+        LIMIT 1;
+        IF v_enum_field IS NOT NULL THEN
+            RAISE EXCEPTION 'errand: args field "%" of kind "%" must be one of: %, got "%"', v_enum_field, NEW.kind,
+                (SELECT string_agg(a.v, ', ' ORDER BY a.n) FROM jsonb_array_elements_text(v_enum_values) WITH ORDINALITY AS a(v, n)), v_enum_got
+                USING ERRCODE = 'invalid_parameter_value';
+        END IF;
     END IF;
     SELECT s.value::bigint INTO v_max_bytes FROM errand.settings s WHERE s.name = 'max_args_bytes';
     v_size := octet_length(NEW.args::text);
@@ -183,7 +207,12 @@ BEGIN
               AND unique_states IS NOT NULL
               AND errand.river_job_state_in_bitmask(unique_states, state)
         DO UPDATE SET unique_key = EXCLUDED.unique_key
-        RETURNING river_job.id, river_job.created_at INTO NEW.id, NEW.created_at;
+        RETURNING river_job.id, river_job.created_at, river_job.xmax = 0 INTO NEW.id, NEW.created_at, v_inserted;
+        IF NOT v_inserted THEN
+            -- A duplicate: RETURNING shows the existing job, and nobody is woken.
+            SELECT * INTO NEW FROM errand.jobs WHERE jobs.id = NEW.id;
+            RETURN NEW;
+        END IF;
     END IF;
 
     -- Wake an idle worker when the transaction commits. Once per transaction
@@ -238,7 +267,7 @@ BEGIN
         errors = coalesce(errors, '{}') || jsonb_build_object(
             'at', now(), 'attempt', attempt,
             'error', format('workspace %s was deleted', OLD.id), 'trace', '')
-    WHERE metadata ->> 'workspace_id' = OLD.id::text
+    WHERE (metadata ->> 'workspace_id')::uuid = OLD.id
       AND state IN ('available', 'scheduled', 'retryable', 'pending');
     RETURN OLD;
 END;
@@ -257,6 +286,22 @@ ALTER TABLE errand.workspace_members FORCE ROW LEVEL SECURITY;
 CREATE POLICY tenant_isolation ON errand.workspace_members
     USING (workspace_id = nullif(current_setting('app.current_workspace_id', true), '')::uuid)
     WITH CHECK (workspace_id = nullif(current_setting('app.current_workspace_id', true), '')::uuid);
+
+-- The directory tables are not tenant tables (the app writes them without a
+-- scope, and errand reads them to fan out), but a tenant-scoped transaction
+-- sees only its own workspace and that workspace's members' user rows.
+ALTER TABLE errand.workspaces ENABLE ROW LEVEL SECURITY;
+ALTER TABLE errand.workspaces FORCE ROW LEVEL SECURITY;
+CREATE POLICY scoped_directory ON errand.workspaces
+    USING (nullif(current_setting('app.current_workspace_id', true), '') IS NULL
+           OR id = nullif(current_setting('app.current_workspace_id', true), '')::uuid);
+ALTER TABLE errand.users ENABLE ROW LEVEL SECURITY;
+ALTER TABLE errand.users FORCE ROW LEVEL SECURITY;
+CREATE POLICY scoped_directory ON errand.users
+    USING (nullif(current_setting('app.current_workspace_id', true), '') IS NULL
+           OR EXISTS (SELECT 1 FROM errand.workspace_members m
+                      WHERE m.user_id = users.id
+                        AND m.workspace_id = nullif(current_setting('app.current_workspace_id', true), '')::uuid));
 
 -- The role tenant-scoped transactions run as when errand's own role bypasses
 -- RLS. Roles are cluster-wide and databases migrate concurrently (advisory

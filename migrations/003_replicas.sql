@@ -13,20 +13,24 @@ CREATE TABLE errand.replicas (
     started_at timestamptz NOT NULL DEFAULT now(),
     heartbeat_at timestamptz NOT NULL DEFAULT now()
 );
-CREATE INDEX replicas_heartbeat_idx ON errand.replicas (heartbeat_at);
+-- No index besides the key: each replica rewrites its row every second, and
+-- an index on heartbeat_at would stop those updates being HOT.
 
 -- Completion guard. River finishes a job with `UPDATE ... WHERE state =
 -- 'running'`, which cannot tell a rescued-and-rerun job from the original.
 -- Every errand connection carries errand.replica_id; a replica that is not
 -- the job's latest owner (the last of attempted_by) may not move it out of
--- running. The WHEN clause keeps the hot path (the owner finishing its own
--- job) free of any function call. Sessions without errand.replica_id (ops,
--- the app) are not affected.
+-- running. The WHEN clause is a few built-in calls, so the hot path (the
+-- owner finishing its own job) runs no PL/pgSQL. Sessions without
+-- errand.replica_id (ops, the app) are not affected, nor are jobs of River
+-- clients that are not errand replicas (River's own rescuer handles those).
 CREATE FUNCTION errand.fence_stale_finish() RETURNS trigger
 LANGUAGE plpgsql
 AS $$
 BEGIN
-    IF current_setting('errand.rescuing', true) = 'on' THEN
+    IF current_setting('errand.rescuing', true) = 'on'
+       OR NOT EXISTS (SELECT 1 FROM errand.replicas r
+                      WHERE r.id = OLD.attempted_by[array_length(OLD.attempted_by, 1)]) THEN
         RETURN NEW;
     END IF;
     RETURN NULL;

@@ -14,8 +14,10 @@ type KindInfo struct {
 	Kind         string
 	Queue        string
 	RequiredArgs []string
-	MaxAttempts  int
-	Description  string
+	// ArgEnums maps an args field to the only values it may hold.
+	ArgEnums    map[string][]string
+	MaxAttempts int
+	Description string
 }
 
 // PublishKinds adds or updates kinds in errand.kinds. It never removes one:
@@ -27,18 +29,23 @@ func (s *Store) PublishKinds(ctx context.Context, kinds []KindInfo) error {
 		if required == nil {
 			required = []string{}
 		}
+		enums := k.ArgEnums
+		if enums == nil {
+			enums = map[string][]string{} // '{}', not JSON null
+		}
 		batch.Queue(`
-			INSERT INTO errand.kinds (kind, queue, required_args, max_attempts, description, updated_at)
-			VALUES ($1, $2, $3, $4, $5, now())
+			INSERT INTO errand.kinds (kind, queue, required_args, arg_enums, max_attempts, description, updated_at)
+			VALUES ($1, $2, $3, $4, $5, $6, now())
 			ON CONFLICT (kind) DO UPDATE SET
 				queue = EXCLUDED.queue,
 				required_args = EXCLUDED.required_args,
+				arg_enums = EXCLUDED.arg_enums,
 				max_attempts = EXCLUDED.max_attempts,
 				description = EXCLUDED.description,
 				updated_at = now()
-			WHERE (kinds.queue, kinds.required_args, kinds.max_attempts, kinds.description)
-			   IS DISTINCT FROM (EXCLUDED.queue, EXCLUDED.required_args, EXCLUDED.max_attempts, EXCLUDED.description)`,
-			k.Kind, k.Queue, required, k.MaxAttempts, k.Description)
+			WHERE (kinds.queue, kinds.required_args, kinds.arg_enums, kinds.max_attempts, kinds.description)
+			   IS DISTINCT FROM (EXCLUDED.queue, EXCLUDED.required_args, EXCLUDED.arg_enums, EXCLUDED.max_attempts, EXCLUDED.description)`,
+			k.Kind, k.Queue, required, enums, k.MaxAttempts, k.Description)
 	}
 	if err := s.pool.SendBatch(ctx, batch).Close(); err != nil {
 		return fmt.Errorf("publish kinds: %w", err)
@@ -60,13 +67,13 @@ func (s *Store) PublishMaxArgsBytes(ctx context.Context, n int) error {
 
 // Kinds lists the published kinds.
 func (s *Store) Kinds(ctx context.Context) ([]KindInfo, error) {
-	rows, err := s.pool.Query(ctx, `SELECT kind, queue, required_args, max_attempts, description FROM errand.kinds ORDER BY kind`)
+	rows, err := s.pool.Query(ctx, `SELECT kind, queue, required_args, arg_enums, max_attempts, description FROM errand.kinds ORDER BY kind`)
 	if err != nil {
 		return nil, fmt.Errorf("list kinds: %w", err)
 	}
 	kinds, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (KindInfo, error) {
 		var k KindInfo
-		err := row.Scan(&k.Kind, &k.Queue, &k.RequiredArgs, &k.MaxAttempts, &k.Description)
+		err := row.Scan(&k.Kind, &k.Queue, &k.RequiredArgs, &k.ArgEnums, &k.MaxAttempts, &k.Description)
 		return k, err
 	})
 	if err != nil {

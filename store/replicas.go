@@ -2,19 +2,38 @@ package store
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 )
 
-// Heartbeat registers or renews replica id, stamped with the database's clock.
-func Heartbeat(ctx context.Context, conn *pgx.Conn, id, hostname string, pid int) error {
-	_, err := conn.Exec(ctx, `
-		INSERT INTO errand.replicas (id, hostname, pid) VALUES ($1, $2, $3)
-		ON CONFLICT (id) DO UPDATE SET heartbeat_at = now()`, id, hostname, pid)
+// RegisterReplica records a new replica, its heartbeat stamped with the
+// database's clock.
+func RegisterReplica(ctx context.Context, conn *pgx.Conn, id, hostname string, pid int) error {
+	_, err := conn.Exec(ctx, `INSERT INTO errand.replicas (id, hostname, pid) VALUES ($1, $2, $3)`, id, hostname, pid)
+	if err != nil {
+		return fmt.Errorf("register replica: %w", err)
+	}
+	return nil
+}
+
+// ErrLeaseExpired is returned by RenewReplica when the lease had already run
+// out: others may have rescued the replica's jobs, so it must not go on.
+var ErrLeaseExpired = errors.New("replica lease expired")
+
+// RenewReplica renews a live lease, stamped with the database's clock. It
+// never revives an expired one.
+func RenewReplica(ctx context.Context, conn *pgx.Conn, id string, lease time.Duration) error {
+	tag, err := conn.Exec(ctx, `
+		UPDATE errand.replicas SET heartbeat_at = now()
+		WHERE id = $1 AND heartbeat_at >= now() - make_interval(secs => $2)`, id, lease.Seconds())
 	if err != nil {
 		return fmt.Errorf("heartbeat: %w", err)
+	}
+	if tag.RowsAffected() == 0 {
+		return fmt.Errorf("heartbeat %s: %w", id, ErrLeaseExpired)
 	}
 	return nil
 }
@@ -38,8 +57,8 @@ type Rescued struct {
 }
 
 // RescueOrphans puts back the running jobs of replicas whose heartbeat is
-// older than lease: available again (their attempt counted) or discarded when
-// out of attempts. It wakes the queues it refilled, and forgets replicas dead
+// older than lease: available again (their attempt counted), discarded when
+// out of attempts, cancelled when someone asked to cancel them. It wakes the queues it refilled, and forgets replicas dead
 // for a day.
 func (s *Store) RescueOrphans(ctx context.Context, lease time.Duration) ([]Rescued, error) {
 	var out []Rescued
@@ -53,9 +72,14 @@ func (s *Store) RescueOrphans(ctx context.Context, lease time.Duration) ([]Rescu
 				SELECT id FROM errand.replicas WHERE heartbeat_at < now() - make_interval(secs => $1)
 			)
 			UPDATE errand.river_job j SET
-				state = CASE WHEN j.attempt < j.max_attempts THEN 'available' ELSE 'discarded' END::errand.river_job_state,
+				state = CASE
+					WHEN j.metadata ? 'cancel_attempted_at' THEN 'cancelled'
+					WHEN j.attempt < j.max_attempts THEN 'available'
+					ELSE 'discarded' END::errand.river_job_state,
 				scheduled_at = now(),
-				finalized_at = CASE WHEN j.attempt < j.max_attempts THEN NULL ELSE now() END,
+				finalized_at = CASE
+					WHEN j.attempt < j.max_attempts AND NOT j.metadata ? 'cancel_attempted_at' THEN NULL
+					ELSE now() END,
 				errors = coalesce(j.errors, '{}') || jsonb_build_object(
 					'at', now(), 'attempt', j.attempt, 'trace', '',
 					'error', format('rescued: replica %s stopped heartbeating while running this job', j.attempted_by[array_length(j.attempted_by, 1)])),

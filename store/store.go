@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 )
 
@@ -24,9 +25,10 @@ type Options struct {
 	// SkipScopeCheck skips checking that tenant scoping can work, for
 	// callers (migrate) that run before the tenant role exists.
 	SkipScopeCheck bool
-	// RuntimeParams are session settings every connection starts with
-	// (errand.replica_id for the completion guard).
-	RuntimeParams map[string]string
+	// Session settings every connection sets when it opens (errand.replica_id
+	// for the completion guard). Set by a statement after connecting, not as
+	// startup parameters, which PgBouncer refuses.
+	Session map[string]string
 }
 
 // Store is a pgx pool plus what errand learned about its role at Open.
@@ -43,8 +45,19 @@ func Open(ctx context.Context, databaseURL string, opts Options) (*Store, error)
 	if err != nil {
 		return nil, fmt.Errorf("parse DATABASE_URL: %w", err)
 	}
-	for k, v := range opts.RuntimeParams {
-		cfg.ConnConfig.RuntimeParams[k] = v
+	if len(opts.Session) > 0 {
+		names := make([]string, 0, len(opts.Session))
+		values := make([]string, 0, len(opts.Session))
+		for k, v := range opts.Session {
+			names, values = append(names, k), append(values, v)
+		}
+		cfg.AfterConnect = func(ctx context.Context, conn *pgx.Conn) error {
+			_, err := conn.Exec(ctx, `SELECT set_config(n, v, false) FROM unnest($1::text[], $2::text[]) AS s(n, v)`, names, values)
+			return err
+		}
+	}
+	if cfg.ConnConfig.ConnectTimeout == 0 {
+		cfg.ConnConfig.ConnectTimeout = 10 * time.Second
 	}
 	cfg.MaxConns = opts.MaxConns
 	if cfg.MaxConns <= 0 {
@@ -105,7 +118,8 @@ func (s *Store) DetectScopeRole(ctx context.Context) error {
 }
 
 // ErrWorkspaceNotFound is returned (wrapped) by InWorkspace when the
-// workspace does not exist (any more). Retrying cannot help.
+// workspace does not exist (any more), or the id is empty or not a uuid.
+// Retrying cannot help.
 var ErrWorkspaceNotFound = errors.New("workspace not found")
 
 // InWorkspace runs fn in a transaction where row level security shows only
@@ -125,7 +139,7 @@ func (s *Store) InWorkspace(ctx context.Context, workspaceID string, fn func(tx 
 // transaction.
 func (s *Store) Scope(ctx context.Context, tx pgx.Tx, workspaceID string) error {
 	if workspaceID == "" {
-		return fmt.Errorf("scope: empty workspace id")
+		return fmt.Errorf("job has no workspace id: %w", ErrWorkspaceNotFound)
 	}
 	var exists bool
 	// The existence check runs before the role switch takes effect for it;
@@ -135,6 +149,10 @@ func (s *Store) Scope(ctx context.Context, tx pgx.Tx, workspaceID string) error 
 		       CASE WHEN $2 <> '' THEN set_config('role', $2, true) END,
 		       EXISTS (SELECT 1 FROM errand.workspaces WHERE id = $1::uuid)`,
 		workspaceID, s.scopeRole).Scan(nil, nil, &exists)
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && pgErr.Code == "22P02" {
+		return fmt.Errorf("workspace id %q is not a uuid: %w", workspaceID, ErrWorkspaceNotFound)
+	}
 	if err != nil {
 		return fmt.Errorf("scope to workspace %s: %w", workspaceID, err)
 	}

@@ -7,8 +7,8 @@ package chaos
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"net/url"
@@ -17,6 +17,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -290,12 +291,33 @@ func TestKilledReplicasJobsAreRescuedAndEffectsHappenOnce(t *testing.T) {
 	t.Logf("victim held %d jobs; %d rescued; all available again %s after the kill (ERRAND_RESCUE_AFTER %s)", held, rescued, slowest, rescueAfter)
 }
 
-// cutProxy forwards TCP to PostgreSQL until cut: a replica cut off.
+// cutProxy forwards TCP to PostgreSQL until cut (everything dropped and
+// refused) or blackholed (connections stay open, nothing gets through: a
+// partition, where a replica's queries hang instead of failing).
 type cutProxy struct {
 	ln    net.Listener
 	mu    sync.Mutex
 	cut   bool
+	hole  atomic.Bool
 	conns []net.Conn
+}
+
+func (p *cutProxy) blackhole(on bool) { p.hole.Store(on) }
+
+// pipe copies like io.Copy, swallowing everything while blackholed.
+func (p *cutProxy) pipe(dst, src net.Conn) {
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := src.Read(buf)
+		if n > 0 && !p.hole.Load() {
+			if _, werr := dst.Write(buf[:n]); werr != nil {
+				return
+			}
+		}
+		if err != nil {
+			return
+		}
+	}
 }
 
 func newCutProxy(t *testing.T, upstream string) *cutProxy {
@@ -325,8 +347,8 @@ func newCutProxy(t *testing.T, upstream string) *cutProxy {
 			}
 			p.conns = append(p.conns, c, s)
 			p.mu.Unlock()
-			go func() { _, _ = io.Copy(s, c); s.Close() }()
-			go func() { _, _ = io.Copy(c, s); c.Close() }()
+			go func() { p.pipe(s, c); s.Close() }()
+			go func() { p.pipe(c, s); c.Close() }()
 		}
 	}()
 	return p
@@ -353,7 +375,7 @@ func (p *cutProxy) url(t *testing.T, dbURL string) string {
 	return u.String()
 }
 
-func TestCutOffReplicaFencesAndItsJobsRunElsewhereOnce(t *testing.T) {
+func TestCutOffReplicaFencesBeforeItsJobsAreRescued(t *testing.T) {
 	e := setup(t)
 	u, _ := url.Parse(e.url)
 	proxy := newCutProxy(t, u.Host)
@@ -367,20 +389,38 @@ func TestCutOffReplicaFencesAndItsJobsRunElsewhereOnce(t *testing.T) {
 	}
 	start(t, "healthy", e.url)
 
-	proxy.set(true)
+	// A partition: the cut-off replica's sockets stay open, its queries hang.
+	proxy.blackhole(true)
 	e.waitCount(t, n, 3*rescueAfter+30*time.Second, `SELECT count(*) FROM errand.jobs WHERE status = 'completed'`)
 	e.checkOnce(t, n)
 	if byCut := e.count(t, `SELECT count(*) FROM errand.chaos_effects WHERE replica = $1`, firstID); byCut != 0 {
 		t.Errorf("%d effects committed by the cut-off replica's old identity", byCut)
 	}
-	if !strings.Contains(cutOff.log(), "fencing") {
-		t.Errorf("the cut-off replica did not log that it fenced itself")
+
+	// Never two live runs: the cut-off replica fenced (cancelling its jobs)
+	// before the first of them was rescued.
+	fencedAt, ok := logTime(cutOff.log(), "fencing")
+	if !ok {
+		t.Fatalf("the cut-off replica did not log that it fenced itself")
 	}
+	var rescuedAt time.Time
+	err := e.pool.QueryRow(context.Background(), `
+		SELECT min((err ->> 'at')::timestamptz) FROM errand.river_job, unnest(errors) AS err
+		WHERE err ->> 'error' LIKE 'rescued: replica ' || $1 || ' %'`, firstID).Scan(&rescuedAt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !fencedAt.Before(rescuedAt) {
+		t.Errorf("fenced at %s, but its jobs were rescued at %s", fencedAt, rescuedAt)
+	}
+	t.Logf("fenced %s before the rescue", rescuedAt.Sub(fencedAt))
 	if cutOff.ready() {
 		t.Error("cut-off replica reports ready")
 	}
 
-	// Reconnected, it rejoins under a new identity without a restart.
+	// The partition heals: it rejoins under a new identity without a restart.
+	proxy.set(true)
+	proxy.blackhole(false)
 	proxy.set(false)
 	if !cutOff.waitReady(60 * time.Second) {
 		t.Fatal("cut-off replica not ready again within 60s of reconnecting")
@@ -388,6 +428,22 @@ func TestCutOffReplicaFencesAndItsJobsRunElsewhereOnce(t *testing.T) {
 	e.enqueue(t, 10, 0)
 	e.waitCount(t, n+10, 60*time.Second, `SELECT count(*) FROM errand.jobs WHERE status = 'completed'`)
 	e.checkOnce(t, n+10)
+}
+
+// logTime finds the first JSON log line containing substr and returns its time.
+func logTime(logs, substr string) (time.Time, bool) {
+	for _, line := range strings.Split(logs, "\n") {
+		if !strings.Contains(line, substr) {
+			continue
+		}
+		var l struct {
+			Time time.Time `json:"time"`
+		}
+		if json.Unmarshal([]byte(line), &l) == nil {
+			return l.Time, true
+		}
+	}
+	return time.Time{}, false
 }
 
 func TestSIGTERMUnderLoadLosesNothingAndUsesNoAttempt(t *testing.T) {

@@ -131,9 +131,6 @@ func TestConnectionExhaustionAndStatementTimeoutRecover(t *testing.T) {
 	for _, c := range hogs {
 		c.Close(ctx)
 	}
-	if r.log() == "" {
-		t.Error("no log while the database refused work")
-	}
 	e.waitCount(t, n, 3*time.Minute, `SELECT count(*) FROM errand.jobs WHERE status = 'completed'`)
 	e.checkOnce(t, n)
 	if stuck := e.count(t, `SELECT count(*) FROM errand.jobs WHERE status = 'processing'`); stuck != 0 {
@@ -143,7 +140,9 @@ func TestConnectionExhaustionAndStatementTimeoutRecover(t *testing.T) {
 		t.Error("replica not ready after the trouble passed")
 	}
 	logs := r.log()
-	if !strings.Contains(logs, "statement timeout") && !strings.Contains(logs, "too many clients") && !strings.Contains(logs, "connection slots") {
-		t.Errorf("logs name neither the statement timeout nor the refused connections:\n%s", logs)
+	for _, cause := range []string{"too many clients", "canceling statement due to statement timeout"} {
+		if !strings.Contains(logs, cause) {
+			t.Errorf("the logs do not say %q", cause)
+		}
 	}
 }

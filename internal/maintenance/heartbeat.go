@@ -5,6 +5,7 @@ package maintenance
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"sync"
 	"sync/atomic"
@@ -15,8 +16,8 @@ import (
 	"github.com/errand-dev/errand/store"
 )
 
-// HeartbeatConfig configures a Heartbeat. Zero durations take defaults
-// derived from the 10 s lease errand uses by default.
+// HeartbeatConfig configures a Heartbeat. Zero durations take the defaults
+// errand derives from its default ERRAND_RESCUE_AFTER of 10 s.
 type HeartbeatConfig struct {
 	// ID is the replica's id (River's client id, the last of attempted_by).
 	ID       string
@@ -25,24 +26,38 @@ type HeartbeatConfig struct {
 	// ConnConfig is used for the heartbeat's own connection: a pool that is
 	// exhausted by jobs must not stop a live replica from proving it.
 	ConnConfig *pgx.ConnConfig
-	// Interval between renewals; default 1s.
+	// Interval between renewals, also each renewal's timeout; default 1s.
 	Interval time.Duration
-	// FenceAfter: with no successful renewal for this long (by this
-	// process's monotonic clock), the replica fences itself; default 4s. It
-	// must leave room before the lease others use to declare it dead.
+	// FenceAfter: with no renewal sent-and-confirmed for this long, the
+	// replica fences itself; default 4s.
 	FenceAfter time.Duration
-	Logger     *slog.Logger
+	// Lease is how old a heartbeat others treat as dead; default 6s. A
+	// renewal that finds its lease already expired fences at once: its jobs
+	// may have been rescued.
+	Lease  time.Duration
+	Logger *slog.Logger
 }
 
 // Heartbeat renews a replica's lease and reports when the replica must
 // fence itself.
+//
+// Timing: a renewal counts from the moment it was sent (before the database
+// stamped it), so the fence deadline is at most FenceAfter after the last
+// stamp others can see; it runs on its own timer that no I/O can hold up.
+// Lease - FenceAfter is the time left for cancelled jobs to stop.
 type Heartbeat struct {
 	cfg    HeartbeatConfig
-	lastOK atomic.Int64 // unix nanos of the last successful renewal
+	mu     sync.Mutex
+	lastOK time.Time // send time of the last confirmed renewal (monotonic)
 	fenced chan struct{}
 	once   sync.Once
-	now    func() time.Time
+	// abandoned: stop without retiring (the client did not stop cleanly,
+	// so its jobs must wait out the lease).
+	abandoned atomic.Bool
 }
+
+// Abandon makes Run stop without retiring the replica.
+func (h *Heartbeat) Abandon() { h.abandoned.Store(true) }
 
 // NewHeartbeat returns a Heartbeat; Run starts it.
 func NewHeartbeat(cfg HeartbeatConfig) *Heartbeat {
@@ -52,39 +67,99 @@ func NewHeartbeat(cfg HeartbeatConfig) *Heartbeat {
 	if cfg.FenceAfter <= 0 {
 		cfg.FenceAfter = 4 * time.Second
 	}
+	if cfg.Lease <= 0 {
+		cfg.Lease = 6 * time.Second
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	h := &Heartbeat{cfg: cfg, fenced: make(chan struct{}), now: time.Now}
-	h.lastOK.Store(h.now().UnixNano())
-	return h
+	return &Heartbeat{cfg: cfg, lastOK: time.Now(), fenced: make(chan struct{})}
 }
 
-// Fenced is closed when the replica has gone FenceAfter without renewing.
+// Fenced is closed when the replica must stop: no renewal for FenceAfter, or
+// a renewal that found its lease already expired.
 func (h *Heartbeat) Fenced() <-chan struct{} { return h.fenced }
 
 // Healthy reports whether the lease was renewed lately and the replica has
 // not fenced itself.
 func (h *Heartbeat) Healthy() bool {
 	late := min(2*h.cfg.Interval+time.Second, h.cfg.FenceAfter)
-	return !h.isFenced() && h.now().Sub(time.Unix(0, h.lastOK.Load())) <= late
+	return !h.isFenced() && time.Since(h.last()) <= late
 }
 
-// Beat renews once on conn (registering the replica the first time).
-func (h *Heartbeat) Beat(ctx context.Context, conn *pgx.Conn) error {
-	ctx, cancel := context.WithTimeout(ctx, h.cfg.Interval)
-	defer cancel()
-	if err := store.Heartbeat(ctx, conn, h.cfg.ID, h.cfg.Hostname, h.cfg.PID); err != nil {
+func (h *Heartbeat) last() time.Time {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.lastOK
+}
+
+// Register records the replica before it runs anything.
+func (h *Heartbeat) Register(ctx context.Context, conn *pgx.Conn) error {
+	sent := time.Now()
+	if err := store.RegisterReplica(ctx, conn, h.cfg.ID, h.cfg.Hostname, h.cfg.PID); err != nil {
 		return err
 	}
-	h.lastOK.Store(h.now().UnixNano())
+	h.confirm(sent)
 	return nil
 }
 
+// Beat renews once on conn.
+func (h *Heartbeat) Beat(ctx context.Context, conn *pgx.Conn) error {
+	ctx, cancel := context.WithTimeout(ctx, h.cfg.Interval)
+	defer cancel()
+	sent := time.Now()
+	if err := store.RenewReplica(ctx, conn, h.cfg.ID, h.cfg.Lease); err != nil {
+		if errors.Is(err, store.ErrLeaseExpired) {
+			h.fence("this replica's lease had already expired when it renewed; its jobs may have been rescued")
+		}
+		return err
+	}
+	h.confirm(sent)
+	return nil
+}
+
+func (h *Heartbeat) confirm(sent time.Time) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if sent.After(h.lastOK) {
+		h.lastOK = sent
+	}
+}
+
+func (h *Heartbeat) fence(why string) {
+	h.once.Do(func() {
+		h.cfg.Logger.Error("fencing: cancelling this replica's running jobs before others rescue them",
+			slog.String("replica", h.cfg.ID), slog.String("why", why), slog.Duration("fence_after", h.cfg.FenceAfter))
+		close(h.fenced)
+	})
+}
+
 // Run renews the lease every Interval until ctx is done or the replica is
-// fenced. On a clean stop it retires the replica so nothing waits for its
-// lease.
+// fenced. On a clean stop it retires the replica (unless fenced) so nothing
+// waits for its lease.
 func (h *Heartbeat) Run(ctx context.Context) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	// The fence deadline, on its own goroutine: renewals blocked in I/O
+	// must not delay it.
+	go func() {
+		t := time.NewTicker(min(50*time.Millisecond, h.cfg.Interval))
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-h.fenced:
+				return
+			case <-t.C:
+				if time.Since(h.last()) > h.cfg.FenceAfter {
+					h.fence("no renewal confirmed by the database for fence_after")
+					return
+				}
+			}
+		}
+	}()
+
 	var conn *pgx.Conn
 	defer func() {
 		if conn != nil {
@@ -93,32 +168,22 @@ func (h *Heartbeat) Run(ctx context.Context) {
 	}()
 	tick := time.NewTicker(h.cfg.Interval)
 	defer tick.Stop()
-	check := time.NewTicker(min(100*time.Millisecond, h.cfg.Interval))
-	defer check.Stop()
 	failing := false
 	for {
 		select {
 		case <-ctx.Done():
-			if conn != nil && !h.isFenced() {
-				rctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-				_ = store.Retire(rctx, conn, h.cfg.ID)
-				cancel()
+			if !h.isFenced() && !h.abandoned.Load() {
+				h.retire(conn)
 			}
 			return
-		case <-check.C:
-			if h.now().Sub(time.Unix(0, h.lastOK.Load())) > h.cfg.FenceAfter {
-				h.cfg.Logger.Error("fencing: the database has not renewed this replica's lease; cancelling its running jobs before others rescue them",
-					slog.String("replica", h.cfg.ID), slog.Duration("fence_after", h.cfg.FenceAfter))
-				h.once.Do(func() { close(h.fenced) })
-				return
-			}
-			continue
+		case <-h.fenced:
+			return
 		case <-tick.C:
 		}
 		if conn == nil || conn.IsClosed() {
-			cctx, cancel := context.WithTimeout(ctx, h.cfg.Interval)
+			cctx, ccancel := context.WithTimeout(ctx, h.cfg.Interval)
 			c, err := pgx.ConnectConfig(cctx, h.cfg.ConnConfig)
-			cancel()
+			ccancel()
 			if err != nil {
 				if !failing {
 					h.cfg.Logger.Warn("heartbeat: cannot connect", slog.String("error", err.Error()))
@@ -129,7 +194,7 @@ func (h *Heartbeat) Run(ctx context.Context) {
 			conn = c
 		}
 		if err := h.Beat(ctx, conn); err != nil {
-			if !failing {
+			if !failing && ctx.Err() == nil {
 				h.cfg.Logger.Warn("heartbeat failed", slog.String("error", err.Error()))
 				failing = true
 			}
@@ -142,6 +207,21 @@ func (h *Heartbeat) Run(ctx context.Context) {
 			failing = false
 		}
 	}
+}
+
+// retire marks the replica dead at once, on conn or a fresh connection.
+func (h *Heartbeat) retire(conn *pgx.Conn) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	if conn == nil || conn.IsClosed() {
+		c, err := pgx.ConnectConfig(ctx, h.cfg.ConnConfig)
+		if err != nil {
+			return
+		}
+		defer c.Close(context.Background())
+		conn = c
+	}
+	_ = store.Retire(ctx, conn, h.cfg.ID)
 }
 
 func (h *Heartbeat) isFenced() bool {

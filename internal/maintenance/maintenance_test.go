@@ -2,11 +2,12 @@ package maintenance
 
 import (
 	"context"
-	"io"
+	"errors"
 	"net"
 	"net/url"
 	"os"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -86,6 +87,10 @@ func TestRescuerPutsBackOnlyDeadReplicasJobs(t *testing.T) {
 	orphan := f.runningJob(t, "dead", 5)
 	lastChance := f.runningJob(t, "dead", 1)
 	healthy := f.runningJob(t, "alive", 5)
+	cancelAsked := f.runningJob(t, "dead", 5)
+	if _, err := f.pool.Exec(context.Background(), `UPDATE errand.river_job SET metadata = metadata || '{"cancel_attempted_at": "2026-01-01T00:00:00Z"}' WHERE id = $1`, cancelAsked); err != nil {
+		t.Fatal(err)
+	}
 
 	listener, err := pgx.Connect(context.Background(), f.url)
 	if err != nil {
@@ -101,8 +106,11 @@ func TestRescuerPutsBackOnlyDeadReplicasJobs(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(rescued) != 2 {
-		t.Fatalf("rescued %+v, want the dead replica's two jobs", rescued)
+	if len(rescued) != 3 {
+		t.Fatalf("rescued %+v, want the dead replica's three jobs", rescued)
+	}
+	if s, _, _ := f.state(t, cancelAsked); s != "cancelled" {
+		t.Errorf("job someone asked to cancel: %s, want cancelled, not run again", s)
 	}
 	if s, attempt, e := f.state(t, orphan); s != "available" || attempt != 1 || e != "rescued: replica dead stopped heartbeating while running this job" {
 		t.Errorf("orphan: %s attempt %d error %q; want available, attempt kept, the reason", s, attempt, e)
@@ -160,20 +168,24 @@ func TestCompletionGuardStopsAStaleReplica(t *testing.T) {
 		}
 		return tag.RowsAffected()
 	}
+	f.replica(t, "new-owner", 0)
 	cases := []struct {
 		name     string
+		owner    string
 		replica  string
 		rescuing bool
 		want     int64
 	}{
-		{"a replica whose job was rescued and rerun elsewhere", "old-owner", false, 0},
-		{"the job's current owner", "new-owner", false, 1},
-		{"an ops session without a replica id", "", false, 1},
-		{"the rescuer of another replica", "rescuer", true, 1},
+		{"a replica whose job was rescued and rerun elsewhere", "new-owner", "old-owner", false, 0},
+		{"River's rescuer on the leader, for a live replica's job", "new-owner", "leader", false, 0},
+		{"the job's current owner", "new-owner", "new-owner", false, 1},
+		{"an ops session without a replica id", "new-owner", "", false, 1},
+		{"errand's rescuer on another replica", "new-owner", "rescuer", true, 1},
+		{"River's rescuer, for a plain River client's job", "plain-river-client", "leader", false, 1},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			id := f.runningJob(t, "new-owner", 5)
+			id := f.runningJob(t, tc.owner, 5)
 			if got := finish(tc.replica, tc.rescuing, id); got != tc.want {
 				t.Errorf("rows finished %d, want %d", got, tc.want)
 			}
@@ -181,13 +193,33 @@ func TestCompletionGuardStopsAStaleReplica(t *testing.T) {
 	}
 }
 
-// cutProxy forwards TCP to the database until cut, then refuses and drops
-// everything: a replica cut off from PostgreSQL.
+// cutProxy forwards TCP to the database until cut (everything dropped and
+// refused) or blackholed (connections stay open, no byte gets through): a
+// replica cut off from PostgreSQL.
 type cutProxy struct {
 	ln    net.Listener
 	mu    sync.Mutex
 	cut   bool
+	hole  atomic.Bool
 	conns []net.Conn
+}
+
+func (p *cutProxy) blackhole() { p.hole.Store(true) }
+
+// pipe copies like io.Copy, but swallows everything while blackholed.
+func (p *cutProxy) pipe(dst, src net.Conn) {
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := src.Read(buf)
+		if n > 0 && !p.hole.Load() {
+			if _, werr := dst.Write(buf[:n]); werr != nil {
+				return
+			}
+		}
+		if err != nil {
+			return
+		}
+	}
 }
 
 func newCutProxy(t *testing.T, upstream string) *cutProxy {
@@ -217,8 +249,8 @@ func newCutProxy(t *testing.T, upstream string) *cutProxy {
 			}
 			p.conns = append(p.conns, c, s)
 			p.mu.Unlock()
-			go func() { _, _ = io.Copy(s, c); s.Close() }()
-			go func() { _, _ = io.Copy(c, s); c.Close() }()
+			go func() { p.pipe(s, c); s.Close() }()
+			go func() { p.pipe(c, s); c.Close() }()
 		}
 	}()
 	return p
@@ -246,9 +278,17 @@ func TestHeartbeatFencesWhenItCannotRenew(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	hb := NewHeartbeat(HeartbeatConfig{ID: "r1", ConnConfig: cfg, Interval: 100 * time.Millisecond, FenceAfter: 600 * time.Millisecond})
+	hb := NewHeartbeat(HeartbeatConfig{ID: "r1", ConnConfig: cfg, Interval: 100 * time.Millisecond, FenceAfter: 600 * time.Millisecond, Lease: 900 * time.Millisecond})
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
+	conn, err := pgx.ConnectConfig(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := hb.Register(ctx, conn); err != nil {
+		t.Fatal(err)
+	}
+	conn.Close(ctx)
 	go hb.Run(ctx)
 
 	// Renewals land, stamped by the database.
@@ -276,13 +316,54 @@ func TestHeartbeatFencesWhenItCannotRenew(t *testing.T) {
 		t.Error("not healthy while renewing")
 	}
 
-	proxy.sever()
+	// A partition: sockets stay open but nothing gets through, so renewals
+	// hang instead of failing fast. The fence must not wait for them.
+	proxy.blackhole()
+	cut := time.Now()
 	select {
 	case <-hb.Fenced():
-	case <-time.After(30 * time.Second):
-		t.Fatal("not fenced within 30s of losing the database")
+	case <-time.After(5 * time.Second):
+		t.Fatal("not fenced within 5s of a partition (fence_after 600ms)")
 	}
+	t.Logf("fenced %s after the partition", time.Since(cut))
 	if hb.Healthy() {
 		t.Error("healthy after fencing")
+	}
+}
+
+// A renewal never revives an expired lease: the replica fences instead.
+func TestHeartbeatFencesWhenItsLeaseHadExpired(t *testing.T) {
+	f := setup(t)
+	cfg, err := pgx.ParseConfig(f.url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	conn, err := pgx.ConnectConfig(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	hb := NewHeartbeat(HeartbeatConfig{ID: "late", ConnConfig: cfg, Lease: 6 * time.Second})
+	if err := hb.Register(ctx, conn); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.pool.Exec(ctx, `UPDATE errand.replicas SET heartbeat_at = now() - interval '1 minute' WHERE id = 'late'`); err != nil {
+		t.Fatal(err)
+	}
+	if err := hb.Beat(ctx, conn); !errors.Is(err, store.ErrLeaseExpired) {
+		t.Fatalf("renewing an expired lease: %v, want ErrLeaseExpired", err)
+	}
+	select {
+	case <-hb.Fenced():
+	default:
+		t.Error("not fenced after finding its lease expired")
+	}
+	var age time.Duration
+	if err := f.pool.QueryRow(ctx, `SELECT now() - heartbeat_at FROM errand.replicas WHERE id = 'late'`).Scan(&age); err != nil {
+		t.Fatal(err)
+	}
+	if age < 50*time.Second {
+		t.Errorf("the expired lease was renewed (age %s)", age)
 	}
 }

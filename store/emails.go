@@ -1,0 +1,151 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// Email statuses in errand.emails.
+const (
+	EmailQueued   = "queued"   // rendered, not sent yet (or waiting to be retried)
+	EmailSent     = "sent"     // Resend accepted it
+	EmailFailed   = "failed"   // failed for good; Error says why
+	EmailCaptured = "captured" // capture mode: stored here, never sent
+)
+
+// Email is a row of errand.emails, a tenant table: read and write it only in
+// a transaction scoped with InWorkspace.
+type Email struct {
+	ID          int64
+	WorkspaceID string
+	JobID       int64
+	Recipients  []string
+	Template    string
+	// Sender, Subject, HTML and Text are what was rendered on the first
+	// attempt ("" until then, and Text or HTML may stay ""); retries send
+	// them again unchanged.
+	Sender            string
+	ReplyTo           string
+	Subject           string
+	HTML              string
+	Text              string
+	Status            string
+	ProviderMessageID string
+	Error             string
+	CreatedAt         time.Time
+	SentAt            time.Time // zero until sent or captured
+}
+
+// Rendered reports whether the row holds a rendering to reuse.
+func (e Email) Rendered() bool { return e.Subject != "" }
+
+const emailColumns = `id, workspace_id::text, coalesce(job_id, 0), recipients, template, coalesce(sender, ''),
+	coalesce(reply_to, ''), coalesce(subject, ''), coalesce(html, ''), coalesce(text, ''), status,
+	coalesce(provider_message_id, ''), coalesce(error, ''), created_at, coalesce(sent_at, 'epoch')`
+
+func scanEmail(row pgx.Row) (Email, error) {
+	var e Email
+	err := row.Scan(&e.ID, &e.WorkspaceID, &e.JobID, &e.Recipients, &e.Template, &e.Sender,
+		&e.ReplyTo, &e.Subject, &e.HTML, &e.Text, &e.Status,
+		&e.ProviderMessageID, &e.Error, &e.CreatedAt, &e.SentAt)
+	if e.SentAt.Unix() == 0 {
+		e.SentAt = time.Time{}
+	}
+	return e, err
+}
+
+// SaveEmailInTx records the email of job e.JobID in the scoped transaction
+// tx: it inserts the row, or updates the job's existing one. Empty fields
+// never erase stored ones (a failure recorded after rendering keeps the
+// rendering), and Error is cleared once the email is sent or captured. SentAt
+// is set (once) by the database when Status becomes sent or captured.
+func SaveEmailInTx(ctx context.Context, tx pgx.Tx, e Email) (Email, error) {
+	recipients := e.Recipients
+	if recipients == nil {
+		recipients = []string{}
+	}
+	row := tx.QueryRow(ctx, `
+		INSERT INTO errand.emails AS m (workspace_id, job_id, recipients, template, sender, reply_to, subject, html, text,
+			status, provider_message_id, error, sent_at)
+		VALUES ($1, $2, $3, $4, nullif($5, ''), nullif($6, ''), nullif($7, ''), nullif($8, ''), nullif($9, ''),
+			$10, nullif($11, ''), nullif($12, ''), CASE WHEN $10 IN ('sent', 'captured') THEN now() END)
+		ON CONFLICT (job_id) DO UPDATE SET
+			recipients = CASE WHEN cardinality(EXCLUDED.recipients) > 0 THEN EXCLUDED.recipients ELSE m.recipients END,
+			sender = coalesce(EXCLUDED.sender, m.sender),
+			reply_to = coalesce(EXCLUDED.reply_to, m.reply_to),
+			subject = coalesce(EXCLUDED.subject, m.subject),
+			html = coalesce(EXCLUDED.html, m.html),
+			text = coalesce(EXCLUDED.text, m.text),
+			status = EXCLUDED.status,
+			provider_message_id = coalesce(EXCLUDED.provider_message_id, m.provider_message_id),
+			error = CASE WHEN EXCLUDED.status IN ('sent', 'captured') THEN NULL ELSE coalesce(EXCLUDED.error, m.error) END,
+			sent_at = coalesce(m.sent_at, EXCLUDED.sent_at)
+		RETURNING `+emailColumns,
+		e.WorkspaceID, e.JobID, recipients, e.Template, e.Sender, e.ReplyTo, e.Subject, e.HTML, e.Text,
+		e.Status, e.ProviderMessageID, e.Error)
+	saved, err := scanEmail(row)
+	if err != nil {
+		return saved, fmt.Errorf("save email of job %d: %w", e.JobID, err)
+	}
+	return saved, nil
+}
+
+// EmailForJobInTx reads the email of a job; found is false when it has none
+// yet.
+func EmailForJobInTx(ctx context.Context, tx pgx.Tx, jobID int64) (e Email, found bool, err error) {
+	e, err = scanEmail(tx.QueryRow(ctx, `SELECT `+emailColumns+` FROM errand.emails WHERE job_id = $1`, jobID))
+	if errors.Is(err, pgx.ErrNoRows) {
+		return Email{}, false, nil
+	}
+	if err != nil {
+		return e, false, fmt.Errorf("read email of job %d: %w", jobID, err)
+	}
+	return e, true, nil
+}
+
+// EmailInTx reads one email by id; found is false when the scoped workspace
+// has no such email.
+func EmailInTx(ctx context.Context, tx pgx.Tx, id int64) (e Email, found bool, err error) {
+	e, err = scanEmail(tx.QueryRow(ctx, `SELECT `+emailColumns+` FROM errand.emails WHERE id = $1`, id))
+	if errors.Is(err, pgx.ErrNoRows) {
+		return Email{}, false, nil
+	}
+	if err != nil {
+		return e, false, fmt.Errorf("read email %d: %w", id, err)
+	}
+	return e, true, nil
+}
+
+// RecentEmailsInTx lists the scoped workspace's latest emails, newest first,
+// without their bodies.
+func RecentEmailsInTx(ctx context.Context, tx pgx.Tx, limit int) ([]Email, error) {
+	rows, err := tx.Query(ctx, `
+		SELECT id, workspace_id::text, coalesce(job_id, 0), recipients, template, coalesce(sender, ''),
+			coalesce(reply_to, ''), coalesce(subject, ''), '', '', status,
+			coalesce(provider_message_id, ''), coalesce(error, ''), created_at, coalesce(sent_at, 'epoch')
+		FROM errand.emails ORDER BY created_at DESC, id DESC LIMIT $1`, limit)
+	if err != nil {
+		return nil, fmt.Errorf("list emails: %w", err)
+	}
+	emails, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (Email, error) { return scanEmail(row) })
+	if err != nil {
+		return nil, fmt.Errorf("list emails: %w", err)
+	}
+	return emails, nil
+}
+
+// InstanceID is this database's id (errand.settings instance_id, made by
+// migration 002): it keeps keys derived from job ids, which restart in every
+// database, unique across databases.
+func (s *Store) InstanceID(ctx context.Context) (string, error) {
+	var id string
+	err := s.pool.QueryRow(ctx, `SELECT value FROM errand.settings WHERE name = 'instance_id'`).Scan(&id)
+	if err != nil {
+		return "", fmt.Errorf("read instance_id: %w", err)
+	}
+	return id, nil
+}
