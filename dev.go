@@ -68,6 +68,10 @@ Enqueue a ping:
   psql '%[2]s' -c "INSERT INTO errand.jobs (workspace_id, kind, args) VALUES ('%[3]s', 'ping', '{\"sleep_ms\": 100}') RETURNING id"
 Watch jobs:
   psql '%[2]s' -c "SELECT id, kind, status, attempt, last_error, created_at FROM errand.jobs ORDER BY id DESC LIMIT 10"
+Send an email (captured: nothing leaves the machine without RESEND_API_KEY):
+  psql '%[2]s' -c "INSERT INTO errand.jobs (workspace_id, kind, args) VALUES ('%[3]s', 'email.send', '{\"to\": \"you@example.com\", \"template\": \"invite\", \"data\": {\"invite_url\": \"https://example.com/invite\"}}') RETURNING id"
+Captured emails:
+  http://%[1]s/emails
 
 `, addr, cfg.DatabaseURL, ws.ID)
 	})

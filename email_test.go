@@ -162,7 +162,14 @@ func TestEmailSendsTheExactRequestToResend(t *testing.T) {
 	fake := newFakeResend(t)
 	url, pool := migratedDB(t)
 	ws := newWorkspace(t, pool, "acme")
-	startDaemon(t, url, sendEnv(fake))
+	d := startDaemon(t, url, sendEnv(fake))
+	// With a key set the captured-email page, which lists every tenant's
+	// recipients, is not served.
+	if resp, err := http.Get("http://" + d.addr + "/emails"); err != nil || resp.StatusCode != http.StatusNotFound {
+		t.Errorf("/emails with RESEND_API_KEY set: %v %v, want 404", resp, err)
+	} else {
+		resp.Body.Close()
+	}
 
 	id := enqueue(t, pool, ws, "email.send", `{
 		"to": ["Ann <ann@example.com>", "bob@example.com"],

@@ -75,7 +75,7 @@ func Run(ctx context.Context, cfg Config, reg *jobs.Registry, logger *slog.Logge
 	if err != nil {
 		return fmt.Errorf("listen on ERRAND_HTTP_ADDR %s: %w", cfg.HTTPAddr, err)
 	}
-	srv := &http.Server{Handler: healthHandler(st, ready, o.problems), ReadHeaderTimeout: 5 * time.Second}
+	srv := &http.Server{Handler: healthHandler(st, ready, o.problems, cfg.ResendAPIKey == ""), ReadHeaderTimeout: 5 * time.Second}
 	go func() {
 		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			logger.Error("http server stopped", slog.String("error", err.Error()))
@@ -228,7 +228,10 @@ func probeListen(ctx context.Context, pool *pgxpool.Pool) error {
 	return nil
 }
 
-func healthHandler(st *store.Store, ready func() error, problems *jobs.Problems) http.Handler {
+// healthHandler serves /healthz and /readyz, and in capture mode (no
+// RESEND_API_KEY) the captured-email pages: they list every tenant's
+// recipients, which only a development setup should show.
+func healthHandler(st *store.Store, ready func() error, problems *jobs.Problems, captureMode bool) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintln(w, "ok")
@@ -248,9 +251,11 @@ func healthHandler(st *store.Store, ready func() error, problems *jobs.Problems)
 		}
 		fmt.Fprintln(w, "ready")
 	})
-	emails := jobs.EmailsHandler(st)
-	mux.Handle("GET /emails", emails)
-	mux.Handle("GET /emails/{id}", emails)
+	if captureMode {
+		emails := jobs.EmailsHandler(st)
+		mux.Handle("GET /emails", emails)
+		mux.Handle("GET /emails/{id}", emails)
+	}
 	return mux
 }
 

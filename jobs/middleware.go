@@ -2,6 +2,7 @@ package jobs
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"time"
 
@@ -35,8 +36,11 @@ func (m *Middleware) Work(ctx context.Context, job *rivertype.JobRow, doInner fu
 	// daemon's main cost. Failures always say what happened.
 	level := slog.LevelDebug
 	msg := "job done"
+	var snooze *rivertype.JobSnoozeError
 	switch {
 	case err == nil:
+	case errors.As(err, &snooze):
+		msg = "job snoozed (no attempt used)"
 	case IsPermanent(err):
 		level, msg = slog.LevelError, "job failed permanently"
 	case ctx.Err() != nil:
