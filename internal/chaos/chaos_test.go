@@ -17,13 +17,13 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/errand-dev/errand/internal/netfault"
 	"github.com/errand-dev/errand/internal/testdb"
 )
 
@@ -291,95 +291,11 @@ func TestKilledReplicasJobsAreRescuedAndEffectsHappenOnce(t *testing.T) {
 	t.Logf("victim held %d jobs; %d rescued; all available again %s after the kill (ERRAND_RESCUE_AFTER %s)", held, rescued, slowest, rescueAfter)
 }
 
-// cutProxy forwards TCP to PostgreSQL until cut (everything dropped and
-// refused) or blackholed (connections stay open, nothing gets through: a
-// partition, where a replica's queries hang instead of failing).
-type cutProxy struct {
-	ln    net.Listener
-	mu    sync.Mutex
-	cut   bool
-	hole  atomic.Bool
-	conns []net.Conn
-}
-
-func (p *cutProxy) blackhole(on bool) { p.hole.Store(on) }
-
-// pipe copies like io.Copy, swallowing everything while blackholed.
-func (p *cutProxy) pipe(dst, src net.Conn) {
-	buf := make([]byte, 32<<10)
-	for {
-		n, err := src.Read(buf)
-		if n > 0 && !p.hole.Load() {
-			if _, werr := dst.Write(buf[:n]); werr != nil {
-				return
-			}
-		}
-		if err != nil {
-			return
-		}
-	}
-}
-
-func newCutProxy(t *testing.T, upstream string) *cutProxy {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &cutProxy{ln: ln}
-	t.Cleanup(func() { ln.Close(); p.set(true) })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			p.mu.Lock()
-			if p.cut {
-				p.mu.Unlock()
-				c.Close()
-				continue
-			}
-			s, err := net.Dial("tcp", upstream)
-			if err != nil {
-				p.mu.Unlock()
-				c.Close()
-				continue
-			}
-			p.conns = append(p.conns, c, s)
-			p.mu.Unlock()
-			go func() { p.pipe(s, c); s.Close() }()
-			go func() { p.pipe(c, s); c.Close() }()
-		}
-	}()
-	return p
-}
-
-func (p *cutProxy) set(cut bool) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.cut = cut
-	if cut {
-		for _, c := range p.conns {
-			c.Close()
-		}
-		p.conns = nil
-	}
-}
-
-func (p *cutProxy) url(t *testing.T, dbURL string) string {
-	u, err := url.Parse(dbURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	u.Host = p.ln.Addr().String()
-	return u.String()
-}
-
 func TestCutOffReplicaFencesBeforeItsJobsAreRescued(t *testing.T) {
 	e := setup(t)
 	u, _ := url.Parse(e.url)
-	proxy := newCutProxy(t, u.Host)
-	cutOff := start(t, "cut-off", proxy.url(t, e.url))
+	proxy := netfault.New(t, u.Host)
+	cutOff := start(t, "cut-off", proxy.URL(t, e.url))
 	const n = 20
 	e.enqueue(t, n, 4000)
 	e.waitCount(t, n, 30*time.Second, `SELECT count(*) FROM errand.jobs WHERE status = 'processing'`)
@@ -390,7 +306,7 @@ func TestCutOffReplicaFencesBeforeItsJobsAreRescued(t *testing.T) {
 	start(t, "healthy", e.url)
 
 	// A partition: the cut-off replica's sockets stay open, its queries hang.
-	proxy.blackhole(true)
+	proxy.Blackhole(true)
 	e.waitCount(t, n, 3*rescueAfter+30*time.Second, `SELECT count(*) FROM errand.jobs WHERE status = 'completed'`)
 	e.checkOnce(t, n)
 	if byCut := e.count(t, `SELECT count(*) FROM errand.chaos_effects WHERE replica = $1`, firstID); byCut != 0 {
@@ -419,9 +335,9 @@ func TestCutOffReplicaFencesBeforeItsJobsAreRescued(t *testing.T) {
 	}
 
 	// The partition heals: it rejoins under a new identity without a restart.
-	proxy.set(true)
-	proxy.blackhole(false)
-	proxy.set(false)
+	proxy.Cut(true)
+	proxy.Blackhole(false)
+	proxy.Cut(false)
 	if !cutOff.waitReady(60 * time.Second) {
 		t.Fatal("cut-off replica not ready again within 60s of reconnecting")
 	}

@@ -3,17 +3,15 @@ package maintenance
 import (
 	"context"
 	"errors"
-	"net"
 	"net/url"
 	"os"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/errand-dev/errand/internal/netfault"
 	"github.com/errand-dev/errand/internal/testdb"
 	"github.com/errand-dev/errand/store"
 )
@@ -193,88 +191,14 @@ func TestCompletionGuardStopsAStaleReplica(t *testing.T) {
 	}
 }
 
-// cutProxy forwards TCP to the database until cut (everything dropped and
-// refused) or blackholed (connections stay open, no byte gets through): a
-// replica cut off from PostgreSQL.
-type cutProxy struct {
-	ln    net.Listener
-	mu    sync.Mutex
-	cut   bool
-	hole  atomic.Bool
-	conns []net.Conn
-}
-
-func (p *cutProxy) blackhole() { p.hole.Store(true) }
-
-// pipe copies like io.Copy, but swallows everything while blackholed.
-func (p *cutProxy) pipe(dst, src net.Conn) {
-	buf := make([]byte, 32<<10)
-	for {
-		n, err := src.Read(buf)
-		if n > 0 && !p.hole.Load() {
-			if _, werr := dst.Write(buf[:n]); werr != nil {
-				return
-			}
-		}
-		if err != nil {
-			return
-		}
-	}
-}
-
-func newCutProxy(t *testing.T, upstream string) *cutProxy {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &cutProxy{ln: ln}
-	t.Cleanup(func() { ln.Close(); p.sever() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			p.mu.Lock()
-			if p.cut {
-				p.mu.Unlock()
-				c.Close()
-				continue
-			}
-			s, err := net.Dial("tcp", upstream)
-			if err != nil {
-				p.mu.Unlock()
-				c.Close()
-				continue
-			}
-			p.conns = append(p.conns, c, s)
-			p.mu.Unlock()
-			go func() { p.pipe(s, c); s.Close() }()
-			go func() { p.pipe(c, s); c.Close() }()
-		}
-	}()
-	return p
-}
-
-func (p *cutProxy) sever() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.cut = true
-	for _, c := range p.conns {
-		c.Close()
-	}
-	p.conns = nil
-}
-
 func TestHeartbeatFencesWhenItCannotRenew(t *testing.T) {
 	f := setup(t)
 	u, err := url.Parse(f.url)
 	if err != nil {
 		t.Fatal(err)
 	}
-	proxy := newCutProxy(t, u.Host)
-	u.Host = proxy.ln.Addr().String()
-	cfg, err := pgx.ParseConfig(u.String())
+	proxy := netfault.New(t, u.Host)
+	cfg, err := pgx.ParseConfig(proxy.URL(t, f.url))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -318,7 +242,7 @@ func TestHeartbeatFencesWhenItCannotRenew(t *testing.T) {
 
 	// A partition: sockets stay open but nothing gets through, so renewals
 	// hang instead of failing fast. The fence must not wait for them.
-	proxy.blackhole()
+	proxy.Blackhole(true)
 	cut := time.Now()
 	select {
 	case <-hb.Fenced():
