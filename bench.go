@@ -2,14 +2,661 @@ package errand
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
+	"flag"
+	"fmt"
 	"io"
 	"log/slog"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/riverqueue/river"
+	"github.com/riverqueue/river/riverdriver/riverpgxv5"
+	"github.com/riverqueue/river/rivertype"
 
 	"github.com/errand-dev/errand/jobs"
+	"github.com/errand-dev/errand/migrations"
+	"github.com/errand-dev/errand/store"
 )
 
-// Bench is `errand bench` (being written).
+const benchUsage = `usage:
+  errand bench throughput [--jobs N] [--workers W] [--baseline]
+  errand bench latency [--samples N] [--background-rps R]
+
+Each run creates its own workspace, prints progress lines and then exactly one
+line starting with RESULT, and deletes its jobs and workspace afterwards.
+`
+
+// Bench is `errand bench`. Both modes run the daemon in this process against
+// DATABASE_URL, in a workspace of their own that they delete afterwards, and
+// print exactly one machine-readable RESULT line, last.
+//
+// throughput inserts N ping jobs through the SQL contract before any worker
+// starts (as River's own bench does: insert time is reported, not counted)
+// and times the burn-down; --baseline burns down the same number of no-op
+// jobs on a bare River client, every errand layer off, measured the same way.
+// latency times serial single-row INSERTs to the job's start.
 func Bench(ctx context.Context, cfg Config, reg *jobs.Registry, args []string, stdout io.Writer, logger *slog.Logger, opts ...Option) error {
-	return errors.New("errand bench: not implemented yet")
+	if len(args) == 0 {
+		return fmt.Errorf("%w: errand bench needs a mode, throughput or latency\n%s", ErrUsage, benchUsage)
+	}
+	b := &bench{
+		cfg:    cfg,
+		reg:    reg,
+		stdout: stdout,
+		// River and errand log each job at info; at warn the hot path only
+		// pays an Enabled check.
+		quiet: slog.New(levelFloor{logger.Handler(), slog.LevelWarn}),
+		opts:  opts,
+	}
+	switch mode, rest := args[0], args[1:]; mode {
+	case "throughput":
+		f, err := parseThroughputFlags(rest, stdout)
+		if err != nil {
+			return helpIsNoError(err)
+		}
+		return b.throughput(ctx, f)
+	case "latency":
+		f, err := parseLatencyFlags(rest, stdout)
+		if err != nil {
+			return helpIsNoError(err)
+		}
+		return b.latency(ctx, f)
+	case "help", "-h", "--help":
+		_, err := io.WriteString(stdout, benchUsage)
+		return err
+	default:
+		return fmt.Errorf("%w: unknown bench mode %q, want throughput or latency\n%s", ErrUsage, mode, benchUsage)
+	}
+}
+
+// helpIsNoError: -h has printed the flags, which is all that was asked.
+func helpIsNoError(err error) error {
+	if errors.Is(err, flag.ErrHelp) {
+		return nil
+	}
+	return err
+}
+
+type throughputFlags struct {
+	jobs     int
+	workers  int
+	baseline bool
+}
+
+type latencyFlags struct {
+	samples       int
+	backgroundRPS int
+}
+
+func parseThroughputFlags(args []string, out io.Writer) (throughputFlags, error) {
+	var f throughputFlags
+	fs := flag.NewFlagSet("errand bench throughput", flag.ContinueOnError)
+	fs.SetOutput(out)
+	fs.IntVar(&f.jobs, "jobs", 100_000, "ping jobs to insert and work")
+	fs.IntVar(&f.workers, "workers", 2000, "workers of the default queue")
+	fs.BoolVar(&f.baseline, "baseline", false, "burn down no-op jobs on a bare River client instead (every errand layer off)")
+	if err := parseBenchFlags(fs, args); err != nil {
+		return f, err
+	}
+	switch {
+	case f.jobs <= 0:
+		return f, fmt.Errorf("%w: errand bench throughput: --jobs must be positive, got %d", ErrUsage, f.jobs)
+	case f.workers < 1 || f.workers > 10000:
+		return f, fmt.Errorf("%w: errand bench throughput: --workers must be 1 to 10000, got %d", ErrUsage, f.workers)
+	}
+	return f, nil
+}
+
+func parseLatencyFlags(args []string, out io.Writer) (latencyFlags, error) {
+	var f latencyFlags
+	fs := flag.NewFlagSet("errand bench latency", flag.ContinueOnError)
+	fs.SetOutput(out)
+	fs.IntVar(&f.samples, "samples", 2000, "serial INSERTs to time")
+	fs.IntVar(&f.backgroundRPS, "background-rps", 0, "ping jobs per second inserted on another connection throughout (0: none)")
+	if err := parseBenchFlags(fs, args); err != nil {
+		return f, err
+	}
+	switch {
+	case f.samples <= 0:
+		return f, fmt.Errorf("%w: errand bench latency: --samples must be positive, got %d", ErrUsage, f.samples)
+	case f.backgroundRPS < 0 || f.backgroundRPS > 10000:
+		return f, fmt.Errorf("%w: errand bench latency: --background-rps must be 0 to 10000, got %d", ErrUsage, f.backgroundRPS)
+	}
+	return f, nil
+}
+
+func parseBenchFlags(fs *flag.FlagSet, args []string) error {
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return fmt.Errorf("%w: %s: %v", ErrUsage, fs.Name(), err)
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("%w: %s: unexpected argument %q", ErrUsage, fs.Name(), fs.Arg(0))
+	}
+	return nil
+}
+
+type bench struct {
+	cfg    Config
+	reg    *jobs.Registry
+	stdout io.Writer
+	quiet  *slog.Logger
+	opts   []Option
+}
+
+func (b *bench) printf(format string, args ...any) {
+	fmt.Fprintf(b.stdout, "bench: "+format+"\n", args...)
+}
+
+// The bench's SQL. Jobs go in through the contract (errand.jobs); the
+// baseline writes River's table directly, as River's own inserts would.
+const (
+	benchInsertPings = `INSERT INTO errand.jobs (workspace_id, kind, args)
+		SELECT $1::uuid, 'ping', '{}'::jsonb FROM generate_series(1, $2::int)`
+	benchInsertRiver = `INSERT INTO errand.river_job (args, kind, max_attempts, metadata, priority, queue, scheduled_at, state, tags)
+		SELECT '{}'::jsonb, '` + benchNoopKind + `', 25, jsonb_build_object('workspace_id', $1::uuid), 1, '` + benchBaselineQueue + `', now(), 'available', '{}'
+		FROM generate_series(1, $2::int)`
+	benchInsertOne = `INSERT INTO errand.jobs (workspace_id, kind, args) VALUES ($1, 'ping', '{}') RETURNING id`
+	// The workspace expression is the one river_job_workspace_idx and the
+	// errand.jobs view use. Whether any job is unfinished is an index probe
+	// per state, stopping at the first row.
+	benchUnfinished = `SELECT EXISTS (SELECT 1 FROM errand.river_job
+		WHERE (metadata ->> 'workspace_id')::uuid = $1::uuid
+		  AND state IN ('available', 'running', 'retryable', 'scheduled', 'pending'))`
+	benchCountFinal = `SELECT count(*) FILTER (WHERE state = 'completed'), count(*) FILTER (WHERE state <> 'completed')
+		FROM errand.river_job WHERE (metadata ->> 'workspace_id')::uuid = $1::uuid`
+	benchDeleteJobs      = `DELETE FROM errand.river_job WHERE (metadata ->> 'workspace_id')::uuid = $1::uuid`
+	benchDeleteWorkspace = `DELETE FROM errand.workspaces WHERE id = $1::uuid`
+	benchVacuum          = `VACUUM (ANALYZE) errand.river_job`
+	benchAnalyze         = `ANALYZE errand.river_job`
+)
+
+// prepare connects, checks the schema, publishes the kinds (so the contract
+// knows ping before the daemon starts) and creates the run's workspace.
+func (b *bench) prepare(ctx context.Context) (*store.Store, string, error) {
+	if _, ok := b.reg.Lookup("ping"); !ok {
+		return nil, "", errors.New("errand bench: kind ping is not registered")
+	}
+	st, err := openStore(ctx, b.cfg, false)
+	if err != nil {
+		return nil, "", err
+	}
+	if err := migrations.Check(ctx, st.Pool()); err != nil {
+		st.Close()
+		return nil, "", err
+	}
+	if err := publish(ctx, st, b.cfg, b.reg); err != nil {
+		st.Close()
+		return nil, "", err
+	}
+	suffix := make([]byte, 6)
+	_, _ = rand.Read(suffix)
+	slug := "bench-" + time.Now().UTC().Format("20060102-150405") + "-" + hex.EncodeToString(suffix)
+	ws, err := st.EnsureWorkspace(ctx, "errand bench", slug)
+	if err != nil {
+		st.Close()
+		return nil, "", err
+	}
+	b.printf("workspace %s (%s)", ws.ID, slug)
+	return st, ws.ID, nil
+}
+
+// cleanup deletes the run's jobs and workspace, also after a failed or
+// interrupted run, and vacuums so the next run starts from a tidy table.
+func (b *bench) cleanup(ctx context.Context, st *store.Store, ws string) error {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Minute)
+	defer cancel()
+	tag, err := st.Pool().Exec(ctx, benchDeleteJobs, ws)
+	if err != nil {
+		return fmt.Errorf("bench cleanup: delete jobs of workspace %s: %w", ws, err)
+	}
+	if _, err := st.Pool().Exec(ctx, benchDeleteWorkspace, ws); err != nil {
+		return fmt.Errorf("bench cleanup: delete workspace %s: %w", ws, err)
+	}
+	// Best effort: VACUUM needs ownership of the table.
+	if _, err := st.Pool().Exec(ctx, benchVacuum); err != nil {
+		b.printf("cleanup: vacuum skipped: %v", err)
+	}
+	b.printf("cleaned up: deleted %d jobs and the workspace", tag.RowsAffected())
+	return nil
+}
+
+// benchDaemon is Run working in the background.
+type benchDaemon struct {
+	ready  time.Time     // when it started working jobs
+	done   chan struct{} // closed when Run returns
+	err    error         // what Run returned, valid after done
+	cancel context.CancelFunc
+}
+
+// stop shuts the daemon down gracefully and returns what Run returned.
+func (d *benchDaemon) stop() error {
+	d.cancel()
+	<-d.done
+	return d.err
+}
+
+// startDaemon runs Run with cfg and the bench's start hook (chained with a
+// hook the binary set) and returns once it works jobs.
+func (b *bench) startDaemon(ctx context.Context, cfg Config, onStart func(*rivertype.JobRow)) (*benchDaemon, error) {
+	user := collect(b.opts)
+	hook := onStart
+	if user.onJobStart != nil {
+		hook = func(job *rivertype.JobRow) { onStart(job); user.onJobStart(job) }
+	}
+	runCtx, cancel := context.WithCancel(ctx)
+	d := &benchDaemon{done: make(chan struct{}), cancel: cancel}
+	ready := make(chan struct{})
+	opts := append(slices.Clone(b.opts),
+		WithJobStartHook(hook),
+		WithReady(func(addr string) {
+			d.ready = time.Now()
+			close(ready)
+			if user.onReady != nil {
+				user.onReady(addr)
+			}
+		}))
+	go func() {
+		defer close(d.done)
+		d.err = Run(runCtx, cfg, b.reg, b.quiet, opts...)
+	}()
+	select {
+	case <-ready:
+		return d, nil
+	case <-d.done:
+		cancel()
+		if d.err == nil {
+			return nil, errors.New("daemon stopped before it was ready")
+		}
+		return nil, d.err
+	}
+}
+
+func (b *bench) throughput(ctx context.Context, f throughputFlags) (err error) {
+	st, ws, err := b.prepare(ctx)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	defer func() {
+		if ws == "" {
+			return // cleaned up already
+		}
+		if cerr := b.cleanup(ctx, st, ws); cerr != nil && err == nil {
+			err = cerr
+		}
+	}()
+
+	insert, mode := benchInsertPings, "throughput"
+	if f.baseline {
+		insert, mode = benchInsertRiver, "throughput-baseline"
+	}
+	t := time.Now()
+	tag, err := st.Pool().Exec(ctx, insert, ws, f.jobs)
+	if err != nil {
+		return fmt.Errorf("insert %d jobs: %w", f.jobs, err)
+	}
+	insertTime := time.Since(t)
+	if n := tag.RowsAffected(); n != int64(f.jobs) {
+		return fmt.Errorf("insert %d jobs: %d rows inserted", f.jobs, n)
+	}
+	insertRate := float64(f.jobs) / insertTime.Seconds()
+	b.printf("inserted %d jobs in one statement in %s (%.0f jobs/s, not counted)", f.jobs, insertTime.Round(time.Millisecond), insertRate)
+	// Fresh statistics, so the fetch plans don't depend on when autovacuum
+	// (if it runs at all) last looked at the table.
+	if _, err := st.Pool().Exec(ctx, benchAnalyze); err != nil {
+		return fmt.Errorf("analyze: %w", err)
+	}
+
+	var started atomic.Int64
+	var elapsed time.Duration
+	cpu0 := processCPU()
+	if f.baseline {
+		elapsed, err = b.burnDownRiver(ctx, st, ws, f, &started)
+	} else {
+		elapsed, err = b.burnDownErrand(ctx, st, ws, f, &started)
+	}
+	if err != nil {
+		return err
+	}
+	cpu := processCPU() - cpu0
+	rate := float64(f.jobs) / elapsed.Seconds()
+	b.printf("completed %d/%d jobs in %s with %d workers", f.jobs, f.jobs, elapsed.Round(time.Millisecond), f.workers)
+	// The database's share is not visible from here (it may be remote).
+	b.printf("this process used %s of CPU working them (%.1f µs per job)", cpu.Round(time.Millisecond), float64(cpu.Microseconds())/float64(f.jobs))
+	if err := b.cleanup(ctx, st, ws); err != nil {
+		return err
+	}
+	ws = ""
+	fmt.Fprintf(b.stdout, "RESULT mode=%s jobs=%d jobs_per_s=%.0f insert_jobs_per_s=%.0f max_rss_mb=%.1f\n",
+		mode, f.jobs, rate, insertRate, maxRSSMB())
+	return nil
+}
+
+func (b *bench) burnDownErrand(ctx context.Context, st *store.Store, ws string, f throughputFlags, started *atomic.Int64) (time.Duration, error) {
+	cfg := b.cfg
+	cfg.Queues = make(map[string]int, len(b.cfg.Queues))
+	for q, n := range b.cfg.Queues {
+		cfg.Queues[q] = n
+	}
+	cfg.Queues[jobs.QueueDefault] = f.workers
+	cfg.FetchCooldown = 2 * time.Millisecond
+	cfg.HTTPAddr = "127.0.0.1:0"
+	d, err := b.startDaemon(ctx, cfg, func(*rivertype.JobRow) { started.Add(1) })
+	if err != nil {
+		return 0, err
+	}
+	end, err := b.waitBurnDown(ctx, st.Pool(), ws, f.jobs, started, d.done)
+	if serr := d.stop(); serr != nil {
+		err = errors.Join(err, serr)
+	}
+	return end.Sub(d.ready), err
+}
+
+// The baseline's jobs have a kind and a queue of their own: a bare River
+// client fetches every kind in its queues and would fail real jobs whose kind
+// it lacks, and no errand replica serves this queue. River's queue cleaner
+// removes the queue's row a day after its last use.
+const (
+	benchNoopKind      = "bench_noop"
+	benchBaselineQueue = "bench_baseline"
+)
+
+type benchNoopArgs struct{}
+
+func (benchNoopArgs) Kind() string { return benchNoopKind }
+
+type benchNoopWorker struct {
+	river.WorkerDefaults[benchNoopArgs]
+	started *atomic.Int64
+}
+
+func (w *benchNoopWorker) Work(context.Context, *river.Job[benchNoopArgs]) error {
+	w.started.Add(1)
+	return nil
+}
+
+// burnDownRiver is the baseline: a bare River client on a pool of the size
+// errand uses, no middleware, hooks, retry policy or other queues.
+func (b *bench) burnDownRiver(ctx context.Context, st *store.Store, ws string, f throughputFlags, started *atomic.Int64) (time.Duration, error) {
+	workers := river.NewWorkers()
+	river.AddWorker(workers, &benchNoopWorker{started: started})
+	client, err := river.NewClient(riverpgxv5.New(st.Pool()), &river.Config{
+		Schema:            migrations.Schema,
+		Queues:            map[string]river.QueueConfig{benchBaselineQueue: {MaxWorkers: f.workers}},
+		FetchCooldown:     2 * time.Millisecond,
+		FetchPollInterval: b.cfg.FetchPollInterval,
+		Workers:           workers,
+		Logger:            b.quiet,
+	})
+	if err != nil {
+		return 0, fmt.Errorf("river client: %w", err)
+	}
+	if err := client.Start(context.WithoutCancel(ctx)); err != nil {
+		return 0, fmt.Errorf("start river client: %w", err)
+	}
+	t0 := time.Now()
+	end, err := b.waitBurnDown(ctx, st.Pool(), ws, f.jobs, started, client.Stopped())
+	stopCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	defer cancel()
+	if serr := client.Stop(stopCtx); serr != nil && err == nil {
+		err = fmt.Errorf("stop river client: %w", serr)
+	}
+	return end.Sub(t0), err
+}
+
+// waitBurnDown returns when every job of ws is finalized. Jobs are counted
+// as they start (an atomic add in the hot path, nothing more); once all have
+// started, or every second in case another replica took some, the database
+// is asked whether any is unfinished. The answer lags completion by River's
+// batched completer (up to ~50 ms) plus up to one poll interval, the same in
+// both modes.
+func (b *bench) waitBurnDown(ctx context.Context, pool *pgxpool.Pool, ws string, n int, started *atomic.Int64, stopped <-chan struct{}) (time.Time, error) {
+	const (
+		poll    = 10 * time.Millisecond
+		every   = time.Second
+		stalled = time.Minute
+	)
+	tick := time.NewTicker(poll)
+	defer tick.Stop()
+	t0 := time.Now()
+	lastCheck, lastProgress := t0, t0
+	lastStarted := int64(0)
+	for {
+		select {
+		case <-ctx.Done():
+			return time.Time{}, ctx.Err()
+		case <-stopped:
+			return time.Time{}, errors.New("the workers stopped during the run")
+		case now := <-tick.C:
+			s := started.Load()
+			if s != lastStarted {
+				lastStarted, lastProgress = s, now
+			}
+			if s < int64(n) && now.Sub(lastCheck) < every {
+				continue
+			}
+			if s < int64(n) {
+				b.printf("%d/%d jobs started after %s", s, n, now.Sub(t0).Round(time.Millisecond))
+			}
+			lastCheck = now
+			// The answer holds as of the query's snapshot, so the burn-down
+			// ended before the question was asked.
+			asked := time.Now()
+			var unfinished bool
+			if err := pool.QueryRow(ctx, benchUnfinished, ws).Scan(&unfinished); err != nil {
+				return time.Time{}, fmt.Errorf("check progress: %w", err)
+			}
+			if !unfinished {
+				var completed, other int64
+				if err := pool.QueryRow(ctx, benchCountFinal, ws).Scan(&completed, &other); err != nil {
+					return time.Time{}, fmt.Errorf("count jobs: %w", err)
+				}
+				if completed != int64(n) {
+					return time.Time{}, fmt.Errorf("%d of %d jobs completed, %d failed or cancelled", completed, n, other)
+				}
+				return asked, nil
+			}
+			if now.Sub(lastProgress) > stalled {
+				return time.Time{}, fmt.Errorf("no job started for %s: %d of %d started (is its queue served?)", stalled, s, n)
+			}
+		}
+	}
+}
+
+type benchStart struct {
+	id int64
+	at time.Time
+}
+
+func (b *bench) latency(ctx context.Context, f latencyFlags) (err error) {
+	st, ws, err := b.prepare(ctx)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	defer func() {
+		if ws == "" {
+			return // cleaned up already
+		}
+		if cerr := b.cleanup(ctx, st, ws); cerr != nil && err == nil {
+			err = cerr
+		}
+	}()
+
+	// The hook must never block a worker: starts queue up for the sampler,
+	// which skips the background jobs' ones.
+	starts := make(chan benchStart, 1<<14)
+	var dropped atomic.Int64
+	cfg := b.cfg
+	cfg.HTTPAddr = "127.0.0.1:0"
+	d, err := b.startDaemon(ctx, cfg, func(job *rivertype.JobRow) {
+		select {
+		case starts <- benchStart{job.ID, time.Now()}:
+		default:
+			dropped.Add(1)
+		}
+	})
+	if err != nil {
+		return err
+	}
+	defer d.stop()
+
+	conn, err := pgx.Connect(ctx, cfg.DatabaseURL)
+	if err != nil {
+		return fmt.Errorf("connect: %w", err)
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+
+	stopBackground := func() (int64, float64, error) { return 0, 0, nil }
+	if f.backgroundRPS > 0 {
+		if stopBackground, err = b.background(ctx, cfg.DatabaseURL, ws, f.backgroundRPS); err != nil {
+			return err
+		}
+		defer stopBackground()
+	}
+
+	// A sample is timed from just before the INSERT is sent to the job's
+	// start; the INSERT's own round trip (trigger, commit) is kept apart too.
+	sample := func() (total, insert time.Duration, err error) {
+		timeout := time.NewTimer(10 * time.Second)
+		defer timeout.Stop()
+		t0 := time.Now()
+		var id int64
+		if err := conn.QueryRow(ctx, benchInsertOne, ws).Scan(&id); err != nil {
+			return 0, 0, fmt.Errorf("insert: %w", err)
+		}
+		insert = time.Since(t0)
+		for {
+			select {
+			case s := <-starts:
+				if s.id == id {
+					return s.at.Sub(t0), insert, nil
+				}
+			case <-d.done:
+				return 0, 0, fmt.Errorf("daemon stopped: %v", d.err)
+			case <-timeout.C:
+				return 0, 0, fmt.Errorf("job %d did not start within 10s (%d start events dropped)", id, dropped.Load())
+			case <-ctx.Done():
+				return 0, 0, ctx.Err()
+			}
+		}
+	}
+	// A few uncounted samples warm up the connection's prepared statement and
+	// the workers.
+	const warmup, gap = 20, 5 * time.Millisecond
+	totals := make([]time.Duration, 0, f.samples)
+	inserts := make([]time.Duration, 0, f.samples)
+	for i := range warmup + f.samples {
+		time.Sleep(gap)
+		total, insert, err := sample()
+		if err != nil {
+			return err
+		}
+		if i >= warmup {
+			totals = append(totals, total)
+			inserts = append(inserts, insert)
+		}
+	}
+	n, rate, err := stopBackground()
+	if err != nil {
+		return err
+	}
+	if f.backgroundRPS > 0 {
+		b.printf("background load: %d jobs inserted at %.0f/s", n, rate)
+	}
+	if err := d.stop(); err != nil {
+		return err
+	}
+	b.printf("%d samples, %d warm-up samples not counted, %s idle between samples", f.samples, warmup, gap)
+	b.printf("of which the INSERT round trip (trigger and commit): p50 %.3f ms, p99 %.3f ms",
+		percentileMS(inserts, 0.50), percentileMS(inserts, 0.99))
+	if err := b.cleanup(ctx, st, ws); err != nil {
+		return err
+	}
+	ws = ""
+	fmt.Fprintf(b.stdout, "RESULT mode=latency samples=%d background_rps=%d p50_ms=%.3f p95_ms=%.3f p99_ms=%.3f max_ms=%.3f\n",
+		f.samples, f.backgroundRPS, percentileMS(totals, 0.50), percentileMS(totals, 0.95), percentileMS(totals, 0.99), percentileMS(totals, 1))
+	return nil
+}
+
+// percentileMS is the p-quantile (nearest rank below) of ds in milliseconds;
+// it sorts ds.
+func percentileMS(ds []time.Duration, p float64) float64 {
+	slices.Sort(ds)
+	return float64(ds[int(p*float64(len(ds)-1))].Microseconds()) / 1000
+}
+
+// background inserts rps ping jobs per second on a connection of its own,
+// paced by a ticker (a tick missed while an INSERT is slow is skipped, not
+// made up), until stop, which reports how many it inserted and at what rate.
+func (b *bench) background(ctx context.Context, url, ws string, rps int) (stop func() (int64, float64, error), err error) {
+	conn, err := pgx.Connect(ctx, url)
+	if err != nil {
+		return nil, fmt.Errorf("connect: %w", err)
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	var inserted int64
+	var insertErr error
+	done := make(chan struct{})
+	start := time.Now()
+	go func() {
+		defer close(done)
+		tick := time.NewTicker(time.Second / time.Duration(rps))
+		defer tick.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+			}
+			if _, err := conn.Exec(ctx, benchInsertOne, ws); err != nil {
+				if ctx.Err() == nil {
+					insertErr = fmt.Errorf("background insert: %w", err)
+				}
+				return
+			}
+			inserted++
+		}
+	}()
+	var once sync.Once
+	var rate float64
+	return func() (int64, float64, error) {
+		once.Do(func() {
+			cancel()
+			<-done
+			rate = float64(inserted) / time.Since(start).Seconds()
+			_ = conn.Close(context.WithoutCancel(ctx))
+		})
+		return inserted, rate, insertErr
+	}, nil
+}
+
+// processCPU is the user and system CPU time this process has used.
+func processCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// maxRSSMB is the process's peak resident set size. Linux reports ru_maxrss
+// in KiB (errand is Linux-only: see internal/localpg).
+func maxRSSMB() float64 {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return float64(ru.Maxrss) / 1024
 }

@@ -21,6 +21,7 @@ import (
 	"github.com/riverqueue/river"
 	"github.com/riverqueue/river/riverdriver/riverpgxv5"
 	"github.com/riverqueue/river/rivertype"
+	"github.com/tidwall/gjson"
 
 	"github.com/errand-dev/errand/store"
 )
@@ -209,6 +210,9 @@ type envelope[T any] struct {
 	retryAfter time.Duration
 }
 
+// Kind names the kind. River also calls it on a zero envelope (plugin
+// lookup), where it is "": errand's kinds register no per-kind hooks, so
+// they share that entry harmlessly.
 func (e envelope[T]) Kind() string { return e.kind }
 
 func (e *envelope[T]) UnmarshalJSON(b []byte) error {
@@ -337,13 +341,11 @@ func checkEnums(raw []byte, enums map[string][]string) error {
 	return nil
 }
 
-// WorkspaceOf reads the workspace id errand keeps in River's metadata.
+// WorkspaceOf reads the workspace id errand keeps in River's metadata. It
+// runs for every job, so it scans for the one field instead of decoding the
+// whole object.
 func WorkspaceOf(row *rivertype.JobRow) string {
-	var md struct {
-		WorkspaceID string `json:"workspace_id"`
-	}
-	_ = json.Unmarshal(row.Metadata, &md)
-	return md.WorkspaceID
+	return gjson.GetBytes(row.Metadata, "workspace_id").String()
 }
 
 // IsDecodeError reports whether err came from decoding a job's args.

@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/riverqueue/river/rivertype"
 )
 
 func TestRetryPolicyDoublesWithJitterUpToTheCap(t *testing.T) {
@@ -107,5 +109,19 @@ func TestPingValidateRefusesOutOfRangeArgs(t *testing.T) {
 	}
 	if err := (PingArgs{SleepMS: 30000, FailTimes: 3}).Validate(); err != nil {
 		t.Errorf("valid args refused: %v", err)
+	}
+}
+
+func TestWorkspaceOfReadsRiversMetadata(t *testing.T) {
+	cases := map[string]struct{ metadata, want string }{
+		"errand's metadata":            {`{"workspace_id": "5dac5824-4ac0-4db5-8f13-b01ac0ac2c36", "idempotency_key": "k"}`, "5dac5824-4ac0-4db5-8f13-b01ac0ac2c36"},
+		"a job without a workspace":    {`{"river:periodic": true}`, ""},
+		"empty metadata":               {`{}`, ""},
+		"a workspace nested elsewhere": {`{"other": {"workspace_id": "x"}}`, ""},
+	}
+	for name, tc := range cases {
+		if got := WorkspaceOf(&rivertype.JobRow{Metadata: []byte(tc.metadata)}); got != tc.want {
+			t.Errorf("%s: %q, want %q", name, got, tc.want)
+		}
 	}
 }

@@ -1,0 +1,132 @@
+package errand_test
+
+import (
+	"context"
+	"errors"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/errand-dev/errand"
+)
+
+// These check that errand bench works and reports in the promised format;
+// they never judge the numbers, which depend on the machine.
+
+func benchRun(t *testing.T, url string, args ...string) []string {
+	t.Helper()
+	out := &syncBuffer{}
+	env := mapEnv(map[string]string{"DATABASE_URL": url, "ERRAND_LOG_FORMAT": "json"})
+	err := errand.Main(context.Background(), append([]string{"bench"}, args...), env, out, out)
+	if err != nil {
+		t.Fatalf("errand bench %s: %v\n%s", strings.Join(args, " "), err, out.String())
+	}
+	return strings.Split(strings.TrimSpace(out.String()), "\n")
+}
+
+// benchResult checks that the last line matches re and returns its submatches as
+// numbers, each of which must be positive.
+func benchResult(t *testing.T, lines []string, re string) []float64 {
+	t.Helper()
+	last := lines[len(lines)-1]
+	m := regexp.MustCompile(re).FindStringSubmatch(last)
+	if m == nil {
+		t.Fatalf("last line %q does not match %s\noutput:\n%s", last, re, strings.Join(lines, "\n"))
+	}
+	var nums []float64
+	for _, s := range m[1:] {
+		f, err := strconv.ParseFloat(s, 64)
+		if err != nil || f <= 0 {
+			t.Errorf("last line %q: %q is not a positive number", last, s)
+		}
+		nums = append(nums, f)
+	}
+	return nums
+}
+
+func benchHasLine(t *testing.T, lines []string, want string) {
+	t.Helper()
+	for _, l := range lines {
+		if strings.Contains(l, want) {
+			return
+		}
+	}
+	t.Errorf("no line contains %q:\n%s", want, strings.Join(lines, "\n"))
+}
+
+// benchAssertCleanedUp checks the bench left no jobs and no workspace behind.
+func benchAssertCleanedUp(t *testing.T, pool *pgxpool.Pool) {
+	t.Helper()
+	var jobs, workspaces int
+	err := pool.QueryRow(context.Background(), `
+		SELECT (SELECT count(*) FROM errand.river_job),
+		       (SELECT count(*) FROM errand.workspaces WHERE slug LIKE 'bench-%')`).Scan(&jobs, &workspaces)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if jobs != 0 || workspaces != 0 {
+		t.Errorf("left behind %d jobs and %d bench workspaces", jobs, workspaces)
+	}
+}
+
+const benchNumber = `(\d+(?:\.\d+)?)`
+
+func TestBenchThroughputWorksEveryJobAndCleansUp(t *testing.T) {
+	t.Parallel()
+	url, pool := migratedDB(t)
+	lines := benchRun(t, url, "throughput", "--jobs", "2000", "--workers", "200")
+	benchResult(t, lines, `^RESULT mode=throughput jobs=2000 jobs_per_s=`+benchNumber+` insert_jobs_per_s=`+benchNumber+` max_rss_mb=`+benchNumber+`$`)
+	benchHasLine(t, lines, "completed 2000/2000 jobs")
+	benchAssertCleanedUp(t, pool)
+}
+
+func TestBenchThroughputBaselineWorksEveryJobAndCleansUp(t *testing.T) {
+	t.Parallel()
+	url, pool := migratedDB(t)
+	lines := benchRun(t, url, "throughput", "--jobs", "2000", "--workers", "200", "--baseline")
+	benchResult(t, lines, `^RESULT mode=throughput-baseline jobs=2000 jobs_per_s=`+benchNumber+` insert_jobs_per_s=`+benchNumber+` max_rss_mb=`+benchNumber+`$`)
+	benchHasLine(t, lines, "completed 2000/2000 jobs")
+	benchAssertCleanedUp(t, pool)
+}
+
+func TestBenchLatencyWithBackgroundLoad(t *testing.T) {
+	t.Parallel()
+	url, pool := migratedDB(t)
+	lines := benchRun(t, url, "latency", "--samples", "30", "--background-rps", "50")
+	p := benchResult(t, lines, `^RESULT mode=latency samples=30 background_rps=50 p50_ms=`+benchNumber+` p95_ms=`+benchNumber+` p99_ms=`+benchNumber+` max_ms=`+benchNumber+`$`)
+	if len(p) == 4 && !(p[0] <= p[1] && p[1] <= p[2] && p[2] <= p[3]) {
+		t.Errorf("percentiles out of order: %v", p)
+	}
+	benchHasLine(t, lines, "background load: ")
+	benchAssertCleanedUp(t, pool)
+}
+
+func TestBenchRefusesABadCommandLine(t *testing.T) {
+	cases := map[string][]string{
+		"no mode":                      {},
+		"an unknown mode":              {"thruput"},
+		"zero jobs":                    {"throughput", "--jobs", "0"},
+		"jobs that are not a number":   {"throughput", "--jobs", "abc"},
+		"negative jobs":                {"throughput", "--jobs", "-5"},
+		"zero workers":                 {"throughput", "--workers", "0"},
+		"an unknown flag":              {"throughput", "--jbos", "10"},
+		"a stray argument":             {"throughput", "--jobs", "10", "extra"},
+		"zero samples":                 {"latency", "--samples", "0"},
+		"a negative background rate":   {"latency", "--background-rps", "-1"},
+		"a throughput flag in latency": {"latency", "--jobs", "10"},
+	}
+	// The command line is checked before anything connects.
+	env := mapEnv(map[string]string{"DATABASE_URL": "postgres://nobody@127.0.0.1:1/none?sslmode=disable&connect_timeout=1"})
+	for name, args := range cases {
+		t.Run(name, func(t *testing.T) {
+			out := &syncBuffer{}
+			err := errand.Main(context.Background(), append([]string{"bench"}, args...), env, out, out)
+			if !errors.Is(err, errand.ErrUsage) {
+				t.Errorf("errand bench %s: got %v, want a usage error\n%s", strings.Join(args, " "), err, out.String())
+			}
+		})
+	}
+}
