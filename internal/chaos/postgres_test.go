@@ -5,7 +5,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -97,20 +96,29 @@ func TestConnectionExhaustionAndStatementTimeoutRecover(t *testing.T) {
 	}
 	r := start(t, "a", e.url, "ERRAND_DB_MAX_CONNS=8", "ERRAND_LOG_LEVEL=info")
 
-	// Take every remaining connection slot.
+	// Take every connection slot, and for two seconds keep cutting the
+	// replica's own connections and taking the slots they free, so that it
+	// must reconnect to a full server.
 	var hogs []*pgx.Conn
-	var mu sync.Mutex
-	for {
-		c, err := pgx.Connect(ctx, srv.URL("postgres"))
-		if err != nil {
-			if !strings.Contains(err.Error(), "too many clients") && !strings.Contains(err.Error(), "remaining connection slots") {
-				t.Fatalf("unexpected connect error: %v", err)
+	fill := func() {
+		for {
+			c, err := pgx.Connect(ctx, srv.URL("postgres"))
+			if err != nil {
+				if !strings.Contains(err.Error(), "too many clients") && !strings.Contains(err.Error(), "remaining connection slots") {
+					t.Fatalf("unexpected connect error: %v", err)
+				}
+				return
 			}
-			break
+			hogs = append(hogs, c)
 		}
-		mu.Lock()
-		hogs = append(hogs, c)
-		mu.Unlock()
+	}
+	fill()
+	for deadline := time.Now().Add(2 * time.Second); time.Now().Before(deadline); {
+		if _, err := hogs[0].Exec(ctx, `SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name LIKE 'errand %'`); err != nil {
+			t.Fatal(err)
+		}
+		fill()
+		time.Sleep(50 * time.Millisecond)
 	}
 	const n = 200
 	// Enqueue through a hog (the pool can't connect either).
