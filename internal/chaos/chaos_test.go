@@ -27,7 +27,10 @@ import (
 	"github.com/errand-dev/errand/internal/testdb"
 )
 
-var binary string
+var (
+	binary     string
+	buildFlags []string
+)
 
 func TestMain(m *testing.M) {
 	os.Exit(func() int {
@@ -39,7 +42,8 @@ func TestMain(m *testing.M) {
 			}
 			defer os.RemoveAll(dir)
 			binary = filepath.Join(dir, "errand-chaos")
-			out, err := exec.Command("go", "build", "-o", binary, "./errand-chaos").CombinedOutput()
+			args := append(append([]string{"build"}, buildFlags...), "-o", binary, "./errand-chaos")
+			out, err := exec.Command("go", args...).CombinedOutput()
 			if err != nil {
 				fmt.Fprintf(os.Stderr, "build errand-chaos: %v\n%s", err, out)
 				return 1
@@ -163,6 +167,9 @@ func start(t *testing.T, name, dbURL string, extra ...string) *replica {
 	t.Cleanup(func() {
 		_ = r.cmd.Process.Kill()
 		<-r.done
+		if strings.Contains(r.log(), "WARNING: DATA RACE") {
+			t.Errorf("replica %s reported a data race", r.name)
+		}
 		if t.Failed() {
 			t.Logf("replica %s logs:\n%s", r.name, r.log())
 		}
