@@ -317,8 +317,8 @@ func TestRunFallsBackToPollingWhenNotificationsDoNotArrive(t *testing.T) {
 	proxied := notificationDroppingProxy(t, dbURL)
 	d := startDaemon(t, proxied, map[string]string{"ERRAND_FETCH_POLL_INTERVAL": "100ms"})
 	logs := d.logs.String()
-	if strings.Count(logs, "LISTEN/NOTIFY does not work") != 1 || !strings.Contains(logs, `"poll_only":true`) {
-		t.Fatalf("want one warning and poll_only=true:\n%s", logs)
+	if strings.Count(logs, "LISTEN/NOTIFY does not work") != 1 || !strings.Contains(logs, `"poll_only":true,"completion_guard":false`) {
+		t.Fatalf("want one warning, poll_only=true and the completion guard off:\n%s", logs)
 	}
 	id := enqueue(t, pool, ws, "ping", `{}`)
 	waitJob(t, pool, id, 30*time.Second, "completed")

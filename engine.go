@@ -29,17 +29,18 @@ type engine struct {
 	beatDone  chan struct{}
 }
 
-func startEngine(ctx context.Context, cfg Config, reg *jobs.Registry, logger *slog.Logger, pollOnly bool,
+func startEngine(ctx context.Context, cfg Config, reg *jobs.Registry, logger *slog.Logger, pollOnly, guard bool,
 	onStart func(*rivertype.JobRow), t rescueTiming) (*engine, error) {
 	id := clientID()
 	// Setup must not hang on a database that swallows packets; the client
 	// itself runs on ctx.
 	setupCtx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	defer cancel()
-	st, err := store.Open(setupCtx, cfg.DatabaseURL, store.Options{
-		MaxConns: int32(cfg.DBMaxConns),
-		Session:  map[string]string{"errand.replica_id": id, "application_name": "errand " + id},
-	})
+	session := map[string]string{"application_name": "errand " + id}
+	if guard {
+		session["errand.replica_id"] = id
+	}
+	st, err := store.Open(setupCtx, cfg.DatabaseURL, store.Options{MaxConns: int32(cfg.DBMaxConns), Session: session})
 	if err != nil {
 		return nil, err
 	}

@@ -48,12 +48,16 @@ func Run(ctx context.Context, cfg Config, reg *jobs.Registry, logger *slog.Logge
 		return err
 	}
 
-	pollOnly := cfg.PollOnly
+	// Behind a transaction-mode pooler session state leaks between clients,
+	// so the replica id the completion guard reads could be another
+	// replica's, and the guard would refuse an owner's own completion: the
+	// guard is left off there.
+	pollOnly, guard := cfg.PollOnly, true
 	if !pollOnly {
 		if err := probeListen(ctx, st.Pool()); err != nil {
-			pollOnly = true
+			pollOnly, guard = true, false
 			logger.Warn("LISTEN/NOTIFY does not work on this connection (a transaction-mode pooler such as PgBouncer or Supavisor?); "+
-				"falling back to polling every ERRAND_FETCH_POLL_INTERVAL: jobs start up to that much later. Point DATABASE_URL at a direct or session-mode connection to fix.",
+				"falling back to polling every ERRAND_FETCH_POLL_INTERVAL: jobs start up to that much later, and the completion guard that stops a rescued job's stale attempt from finishing it is off. Point DATABASE_URL at a direct or session-mode connection to fix.",
 				slog.String("cause", err.Error()), slog.Duration("poll_interval", cfg.FetchPollInterval))
 		}
 	}
@@ -90,7 +94,7 @@ func Run(ctx context.Context, cfg Config, reg *jobs.Registry, logger *slog.Logge
 
 	first := true
 	for {
-		e, err := startEngine(ctx, cfg, reg, logger, pollOnly, o.onJobStart, timing)
+		e, err := startEngine(ctx, cfg, reg, logger, pollOnly, guard, o.onJobStart, timing)
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil
@@ -113,6 +117,7 @@ func Run(ctx context.Context, cfg Config, reg *jobs.Registry, logger *slog.Logge
 				slog.String("replica", e.id),
 				slog.Any("queues", cfg.Queues),
 				slog.Bool("poll_only", pollOnly),
+				slog.Bool("completion_guard", guard),
 				slog.String("tenant_scope_role", st.ScopeRole()),
 				slog.Duration("rescue_after", cfg.RescueAfter),
 				slog.Int("kinds", len(reg.Kinds())))
