@@ -363,6 +363,11 @@ func TestEmailOutcomesOfResendErrors(t *testing.T) {
 			answerJSON(w, 400, resendErrorBody(400, "invalid_attachment", "Attachment must have either a content or path."))
 		case "the key reused with another body":
 			answerJSON(w, 409, resendErrorBody(409, "invalid_idempotent_request", "Same idempotency key used with a different request payload."))
+		case "a redirect":
+			w.Header().Set("Location", "/emails")
+			w.WriteHeader(http.StatusFound)
+		case "always a 500":
+			answerJSON(w, 500, resendErrorBody(500, "internal_server_error", "Something went wrong."))
 		case "a concurrent request":
 			if concurrent.Add(1) == 1 {
 				answerJSON(w, 409, resendErrorBody(409, "concurrent_idempotent_requests", "Same idempotency key used while original request is still in progress."))
@@ -392,6 +397,44 @@ func TestEmailOutcomesOfResendErrors(t *testing.T) {
 	for i, tc := range cases {
 		ids[i] = enqueue(t, pool, ws, "email.send", customEmail(tc.subject))
 	}
+	// A 500 on the last attempt: the job is discarded and the email failed,
+	// not left queued.
+	var exhausted int64
+	if err := pool.QueryRow(context.Background(), `INSERT INTO errand.jobs (workspace_id, kind, args, max_attempts) VALUES ($1, 'email.send', $2, 2) RETURNING id`,
+		ws, customEmail("always a 500")).Scan(&exhausted); err != nil {
+		t.Fatal(err)
+	}
+	// A redirect is never followed (Go would resend the POST as a GET and
+	// read the list of emails as a send): the email waits for the operator.
+	redirected := enqueue(t, pool, ws, "email.send", customEmail("a redirect"))
+	t.Run("a 500 on every attempt", func(t *testing.T) {
+		j := waitJob(t, pool, exhausted, 30*time.Second, "failed", "completed")
+		if j.Attempt != 2 || !strings.Contains(j.LastError, "500") {
+			t.Errorf("job %+v, want failed after its 2 attempts", j)
+		}
+		if e := getEmail(t, pool, exhausted); e.Status != "failed" || !strings.Contains(e.Error, "internal_server_error") {
+			t.Errorf("email row %+v, want failed with Resend's reason", e)
+		}
+	})
+	t.Run("a redirect", func(t *testing.T) {
+		deadline := time.Now().Add(30 * time.Second)
+		for len(fake.withSubject("a redirect")) == 0 && time.Now().Before(deadline) {
+			time.Sleep(20 * time.Millisecond)
+		}
+		time.Sleep(300 * time.Millisecond)
+		j := getJob(t, pool, redirected)
+		if j.Status != "pending" || j.Attempt != 0 {
+			t.Errorf("job %+v, want waiting (pending, no attempt used)", j)
+		}
+		if e := getEmail(t, pool, redirected); e.Status != "queued" || !strings.Contains(e.Error, "check RESEND_BASE_URL") {
+			t.Errorf("email row %+v, want queued with the operator's reason", e)
+		}
+		for _, r := range fake.received() {
+			if r.method != http.MethodPost {
+				t.Errorf("a %s request followed the redirect", r.method)
+			}
+		}
+	})
 	for i, tc := range cases {
 		t.Run(tc.subject, func(t *testing.T) {
 			j := waitJob(t, pool, ids[i], 30*time.Second, "completed", "failed")
@@ -492,6 +535,9 @@ func TestEmailRateLimitIsSharedByReplicas(t *testing.T) {
 	ws := newWorkspace(t, pool, "acme")
 	env := sendEnv(fake)
 	env["ERRAND_RESEND_RPS"] = "5"
+	// Few email workers each, so both replicas must send: a limiter that
+	// was per process would let 10 a second through.
+	env["ERRAND_QUEUES"] = "email=3"
 	startDaemon(t, url, env)
 	startDaemon(t, url, env)
 
@@ -519,6 +565,13 @@ func TestEmailRateLimitIsSharedByReplicas(t *testing.T) {
 	reqs := fake.received()
 	if len(reqs) != emails {
 		t.Fatalf("%d requests, want %d", len(reqs), emails)
+	}
+	var replicas int
+	if err := pool.QueryRow(context.Background(), `SELECT count(DISTINCT attempted_by[array_length(attempted_by, 1)]) FROM errand.river_job WHERE id = ANY($1)`, ids).Scan(&replicas); err != nil {
+		t.Fatal(err)
+	}
+	if replicas != 2 {
+		t.Errorf("emails sent by %d replica(s), want both", replicas)
 	}
 	for i, r := range reqs {
 		inWindow := 0
@@ -631,6 +684,8 @@ func TestEmailBadInputIsRefusedAtInsertOrFailsAtOnce(t *testing.T) {
 		{"51 recipients", `{"to": [` + strings.Join(many, ",") + `], "template": "custom", "subject": "s", "text": "t"}`, "to: 51 recipients, at most 50", true},
 		{"a newline in the subject", `{"to": "a@example.com", "template": "custom", "subject": "Hi\r\nBcc: all@example.com", "text": "t"}`, "subject has a line break", true},
 		{"a newline in a recipient's name", `{"to": "Ann\nBcc: x@example.com <a@example.com>", "template": "custom", "subject": "s", "text": "t"}`, "has a line break", true},
+		{"a line break hidden in an encoded name", `{"to": "=?utf-8?q?Ann=0D=0AEve?= <a@example.com>", "template": "custom", "subject": "s", "text": "t"}`, "has a control character in its name", true},
+		{"a Unicode line separator in the subject", `{"to": "a@example.com", "template": "custom", "subject": "Hi\u2028Bcc: x", "text": "t"}`, "subject has a control character", true},
 		{"custom without a subject", `{"to": "a@example.com", "template": "custom", "text": "t"}`, `subject is required with template "custom"`, true},
 		{"custom without html or text", `{"to": "a@example.com", "template": "custom", "subject": "s"}`, "html or text (or both) is required", true},
 		{"invite without data.invite_url", `{"to": "a@example.com", "template": "invite", "data": {"inviteurl": "x"}}`, `template "invite" needs data.invite_url`, true},

@@ -164,6 +164,9 @@ func newEmailSender(d Deps, templates map[string]*emailTemplate) *emailSender {
 	k.client = resend.NewCustomClient(&http.Client{
 		Transport: recordingTransport{base: transport},
 		Timeout:   sendBudget,
+		// Never follow a redirect: Go would turn the POST into a bodiless
+		// GET, and its answer (Resend's email list) would read as sent.
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 	}, strings.TrimSpace(d.ResendAPIKey))
 	// resend-go reads RESEND_BASE_URL once, at init, from the process
 	// environment; errand's configuration decides instead. The trailing
@@ -245,6 +248,8 @@ func (k *emailSender) check(a EmailArgs) (message, error) {
 			add(`subject is required with template "custom"`)
 		case strings.ContainsAny(a.Subject, "\r\n"):
 			add("subject has a line break: a subject is one line")
+		case hasControl(a.Subject):
+			add("subject has a control character")
 		}
 		if strings.TrimSpace(a.HTML) == "" && strings.TrimSpace(a.Text) == "" {
 			add(`html or text (or both) is required with template "custom"`)
@@ -310,14 +315,22 @@ func checkAddress(s string) error {
 	if strings.TrimSpace(s) == "" {
 		return errors.New("empty address")
 	}
-	if _, err := mail.ParseAddress(s); err != nil {
+	addr, err := mail.ParseAddress(s)
+	if err != nil {
 		return fmt.Errorf("%q is not an email address (%v)", s, err)
+	}
+	// ParseAddress decodes RFC 2047 names: a line break can hide in one.
+	if hasControl(addr.Name) {
+		return fmt.Errorf("%q has a control character in its name", s)
 	}
 	return nil
 }
 
+// hasControl finds C0 and C1 controls and Unicode line separators.
 func hasControl(s string) bool {
-	return strings.ContainsFunc(s, func(r rune) bool { return r < 0x20 || r == 0x7f })
+	return strings.ContainsFunc(s, func(r rune) bool {
+		return r < 0x20 || (r >= 0x7f && r <= 0x9f) || r == '\u2028' || r == '\u2029'
+	})
 }
 
 // validTag follows Resend's rule for tag names and values.
@@ -443,11 +456,19 @@ func (k *emailSender) send(ctx context.Context, job *Job, args EmailArgs, msg me
 	_, sendErr := k.client.Emails.SendWithOptions(withHTTPAnswer(ctx, answer), req,
 		&resend.SendEmailOptions{IdempotencyKey: IdempotencyKey(instanceID, job.ID)})
 	res := classify(answer, sendErr)
+	if res.outcome != outcomeOperator && answer.status != 0 {
+		// Resend took the key and the endpoint: whatever refused this email,
+		// the operator's problem (if any) is fixed.
+		k.problems.Clear(problemName)
+	}
 
 	switch res.outcome {
 	case outcomeSent:
-		err := job.CompleteInWorkspace(ctx, func(tx pgx.Tx) error {
-			_, err := store.SaveEmailInTx(ctx, tx, store.Email{
+		// Resend has it: record it even if the attempt's time just ran out.
+		rctx, cancel := bookkeeping(ctx)
+		defer cancel()
+		err := job.CompleteInWorkspace(rctx, func(tx pgx.Tx) error {
+			_, err := store.SaveEmailInTx(rctx, tx, store.Email{
 				WorkspaceID: job.WorkspaceID, JobID: job.ID, Template: args.Template,
 				Status: store.EmailSent, ProviderMessageID: res.messageID,
 			})
@@ -471,6 +492,11 @@ func (k *emailSender) send(ctx context.Context, job *Job, args EmailArgs, msg me
 	case outcomePermanent:
 		return k.fail(ctx, job, args, errors.New(res.reason))
 	default:
+		if job.Attempt >= job.MaxAttempts {
+			// River discards the job now: the email failed for good.
+			k.record(ctx, job, args, store.EmailFailed, res.reason)
+			return errors.New(res.reason)
+		}
 		k.note(ctx, job, args, res.reason)
 		if res.retryAfter > 0 {
 			return RetryAfter(errors.New(res.reason), res.retryAfter)
@@ -553,18 +579,7 @@ func bookkeeping(ctx context.Context) (context.Context, context.CancelFunc) {
 
 // note records why the latest attempt did not send; the email stays queued.
 func (k *emailSender) note(ctx context.Context, job *Job, args EmailArgs, reason string) {
-	ctx, cancel := bookkeeping(ctx)
-	defer cancel()
-	err := job.InWorkspace(ctx, func(tx pgx.Tx) error {
-		_, err := store.SaveEmailInTx(ctx, tx, store.Email{
-			WorkspaceID: job.WorkspaceID, JobID: job.ID, Recipients: trimmed(args.To), Template: args.Template,
-			Status: store.EmailQueued, Error: reason,
-		})
-		return err
-	})
-	if err != nil {
-		k.logger.Warn("could not record an email's failed attempt", slog.Int64("job_id", job.ID), slog.String("error", err.Error()))
-	}
+	k.record(ctx, job, args, store.EmailQueued, reason)
 }
 
 // fail records the email as failed with cause, in its own transaction, and
@@ -574,17 +589,23 @@ func (k *emailSender) fail(ctx context.Context, job *Job, args EmailArgs, cause 
 	if errors.As(cause, &bad) {
 		cause = bad.err
 	}
-	wctx, cancel := bookkeeping(ctx)
+	k.record(ctx, job, args, store.EmailFailed, cause.Error())
+	return Permanent(cause)
+}
+
+// record writes the email's status and reason in its own transaction, with
+// its own time, so it happens even when the attempt's context is done.
+func (k *emailSender) record(ctx context.Context, job *Job, args EmailArgs, status, reason string) {
+	ctx, cancel := bookkeeping(ctx)
 	defer cancel()
-	err := job.InWorkspace(wctx, func(tx pgx.Tx) error {
-		_, err := store.SaveEmailInTx(wctx, tx, store.Email{
+	err := job.InWorkspace(ctx, func(tx pgx.Tx) error {
+		_, err := store.SaveEmailInTx(ctx, tx, store.Email{
 			WorkspaceID: job.WorkspaceID, JobID: job.ID, Recipients: trimmed(args.To), Template: args.Template,
-			Status: store.EmailFailed, Error: cause.Error(),
+			Status: status, Error: reason,
 		})
 		return err
 	})
 	if err != nil {
-		k.logger.Warn("could not record a failed email", slog.Int64("job_id", job.ID), slog.String("error", err.Error()))
+		k.logger.Warn("could not record an email's status", slog.Int64("job_id", job.ID), slog.String("status", status), slog.String("error", err.Error()))
 	}
-	return Permanent(cause)
 }

@@ -125,9 +125,9 @@ func classify(a *httpAnswer, netErr error) sendResult {
 	case a.status == http.StatusForbidden:
 		r.outcome = outcomeOperator
 		r.reason = "Resend refused to send (" + status + "): " + msg + "; emails wait until the key's permissions or the sending domain (ERRAND_EMAIL_FROM) are fixed"
-	case a.status == http.StatusNotFound || a.status == http.StatusMethodNotAllowed:
+	case a.status == http.StatusNotFound || a.status == http.StatusMethodNotAllowed || (a.status >= 300 && a.status < 400):
 		r.outcome = outcomeOperator
-		r.reason = "Resend's endpoint answered " + status + ": " + msg + "; check RESEND_BASE_URL; emails wait until it is fixed"
+		r.reason = "Resend's endpoint answered " + status + ": " + msg + "; check RESEND_BASE_URL (https, no redirect); emails wait until it is fixed"
 	case a.status == http.StatusConflict && re.Name == "concurrent_idempotent_requests":
 		r.outcome = outcomeRetry
 	case a.status >= 500 || a.status == http.StatusRequestTimeout:

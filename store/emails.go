@@ -75,11 +75,12 @@ func SaveEmailInTx(ctx context.Context, tx pgx.Tx, e Email) (Email, error) {
 			$10, nullif($11, ''), nullif($12, ''), CASE WHEN $10 IN ('sent', 'captured') THEN now() END)
 		ON CONFLICT (job_id) DO UPDATE SET
 			recipients = CASE WHEN cardinality(EXCLUDED.recipients) > 0 THEN EXCLUDED.recipients ELSE m.recipients END,
-			sender = coalesce(EXCLUDED.sender, m.sender),
-			reply_to = coalesce(EXCLUDED.reply_to, m.reply_to),
-			subject = coalesce(EXCLUDED.subject, m.subject),
-			html = coalesce(EXCLUDED.html, m.html),
-			text = coalesce(EXCLUDED.text, m.text),
+			-- The first rendering wins: every attempt sends the same bytes.
+			sender = coalesce(m.sender, EXCLUDED.sender),
+			reply_to = coalesce(m.reply_to, EXCLUDED.reply_to),
+			subject = coalesce(m.subject, EXCLUDED.subject),
+			html = coalesce(m.html, EXCLUDED.html),
+			text = coalesce(m.text, EXCLUDED.text),
 			status = EXCLUDED.status,
 			provider_message_id = coalesce(EXCLUDED.provider_message_id, m.provider_message_id),
 			error = CASE WHEN EXCLUDED.status IN ('sent', 'captured') THEN NULL ELSE coalesce(EXCLUDED.error, m.error) END,
