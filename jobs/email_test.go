@@ -352,7 +352,7 @@ func TestCheckEnumsRepeatsTheContract(t *testing.T) {
 		`{"template": "welcome"}`: `args field "template" must be one of: invite, custom, got "welcome"`,
 		`{"template": 5}`:         `got "5"`,
 	} {
-		err := checkEnums([]byte(raw), enums)
+		err := checkArgs([]byte(raw), nil, enums)
 		if (want == "") != (err == nil) || err != nil && !strings.Contains(err.Error(), want) {
 			t.Errorf("%s: got %v, want %q", raw, err, want)
 		}

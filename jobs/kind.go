@@ -249,10 +249,7 @@ func (w *worker[T]) NextRetry(rj *river.Job[envelope[T]]) time.Time {
 }
 
 func (w *worker[T]) Work(ctx context.Context, rj *river.Job[envelope[T]]) error {
-	if err := checkRequired(rj.EncodedArgs, w.kind.RequiredArgs); err != nil {
-		return Permanent(err)
-	}
-	if err := checkEnums(rj.EncodedArgs, w.kind.ArgEnums); err != nil {
+	if err := checkArgs(rj.EncodedArgs, w.kind.RequiredArgs, w.kind.ArgEnums); err != nil {
 		return Permanent(err)
 	}
 	if v, ok := any(rj.Args.args).(validator); ok {
@@ -294,8 +291,11 @@ func (w *worker[T]) Work(ctx context.Context, rj *river.Job[envelope[T]]) error 
 	return err
 }
 
-func checkRequired(raw []byte, required []string) error {
-	if len(required) == 0 {
+// checkArgs repeats the SQL contract's required-field and arg_enums checks
+// for jobs that did not come through it (written straight into River's table,
+// or published by an older binary), decoding the args' top level once.
+func checkArgs(raw []byte, required []string, enums map[string][]string) error {
+	if len(required) == 0 && len(enums) == 0 {
 		return nil
 	}
 	var fields map[string]json.RawMessage
@@ -310,20 +310,6 @@ func checkRequired(raw []byte, required []string) error {
 	}
 	if len(missing) > 0 {
 		return fmt.Errorf("args are missing required field(s): %s", strings.Join(missing, ", "))
-	}
-	return nil
-}
-
-// checkEnums repeats the SQL contract's arg_enums check for jobs that did not
-// come through it (written straight into River's table, or published by an
-// older binary).
-func checkEnums(raw []byte, enums map[string][]string) error {
-	if len(enums) == 0 {
-		return nil
-	}
-	var fields map[string]json.RawMessage
-	if err := json.Unmarshal(raw, &fields); err != nil {
-		return &decodeError{err: err}
 	}
 	for _, name := range slices.Sorted(maps.Keys(enums)) {
 		v, ok := fields[name]

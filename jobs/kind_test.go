@@ -62,7 +62,7 @@ func TestCheckRequiredNamesWhatIsMissing(t *testing.T) {
 	}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {
-			err := checkRequired([]byte(tc.raw), []string{"to", "template"})
+			err := checkArgs([]byte(tc.raw), []string{"to", "template"}, nil)
 			if tc.missing == "" {
 				if err != nil {
 					t.Fatal(err)
