@@ -62,13 +62,13 @@ func Bench(ctx context.Context, cfg Config, reg *jobs.Registry, args []string, s
 		if err != nil {
 			return helpIsNoError(err)
 		}
-		return b.throughput(ctx, f)
+		return b.inWorkspace(ctx, func(st *store.Store, ws string) (string, error) { return b.throughput(ctx, st, ws, f) })
 	case "latency":
 		f, err := parseLatencyFlags(rest, stdout)
 		if err != nil {
 			return helpIsNoError(err)
 		}
-		return b.latency(ctx, f)
+		return b.inWorkspace(ctx, func(st *store.Store, ws string) (string, error) { return b.latency(ctx, st, ws, f) })
 	case "help", "-h", "--help":
 		_, err := io.WriteString(stdout, benchUsage)
 		return err
@@ -211,6 +211,25 @@ func (b *bench) prepare(ctx context.Context) (*store.Store, string, error) {
 	return st, ws.ID, nil
 }
 
+// inWorkspace gives a mode a workspace of its own, cleans it up whatever
+// happened, and prints the mode's RESULT line last.
+func (b *bench) inWorkspace(ctx context.Context, mode func(st *store.Store, ws string) (string, error)) error {
+	st, ws, err := b.prepare(ctx)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	result, err := mode(st, ws)
+	if cerr := b.cleanup(ctx, st, ws); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return err
+	}
+	_, err = fmt.Fprintln(b.stdout, result)
+	return err
+}
+
 // cleanup deletes the run's jobs and workspace, also after a failed or
 // interrupted run, and vacuums so the next run starts from a tidy table.
 func (b *bench) cleanup(ctx context.Context, st *store.Store, ws string) error {
@@ -282,21 +301,7 @@ func (b *bench) startDaemon(ctx context.Context, cfg Config, onStart func(*river
 	}
 }
 
-func (b *bench) throughput(ctx context.Context, f throughputFlags) (err error) {
-	st, ws, err := b.prepare(ctx)
-	if err != nil {
-		return err
-	}
-	defer st.Close()
-	defer func() {
-		if ws == "" {
-			return // cleaned up already
-		}
-		if cerr := b.cleanup(ctx, st, ws); cerr != nil && err == nil {
-			err = cerr
-		}
-	}()
-
+func (b *bench) throughput(ctx context.Context, st *store.Store, ws string, f throughputFlags) (result string, err error) {
 	insert, mode := benchInsertPings, "throughput"
 	if f.baseline {
 		insert, mode = benchInsertRiver, "throughput-baseline"
@@ -304,18 +309,18 @@ func (b *bench) throughput(ctx context.Context, f throughputFlags) (err error) {
 	t := time.Now()
 	tag, err := st.Pool().Exec(ctx, insert, ws, f.jobs)
 	if err != nil {
-		return fmt.Errorf("insert %d jobs: %w", f.jobs, err)
+		return "", fmt.Errorf("insert %d jobs: %w", f.jobs, err)
 	}
 	insertTime := time.Since(t)
 	if n := tag.RowsAffected(); n != int64(f.jobs) {
-		return fmt.Errorf("insert %d jobs: %d rows inserted", f.jobs, n)
+		return "", fmt.Errorf("insert %d jobs: %d rows inserted", f.jobs, n)
 	}
 	insertRate := float64(f.jobs) / insertTime.Seconds()
 	b.printf("inserted %d jobs in one statement in %s (%.0f jobs/s, not counted)", f.jobs, insertTime.Round(time.Millisecond), insertRate)
 	// Fresh statistics, so the fetch plans don't depend on when autovacuum
 	// (if it runs at all) last looked at the table.
 	if _, err := st.Pool().Exec(ctx, benchAnalyze); err != nil {
-		return fmt.Errorf("analyze: %w", err)
+		return "", fmt.Errorf("analyze: %w", err)
 	}
 
 	var started atomic.Int64
@@ -327,20 +332,15 @@ func (b *bench) throughput(ctx context.Context, f throughputFlags) (err error) {
 		elapsed, err = b.burnDownErrand(ctx, st, ws, f, &started)
 	}
 	if err != nil {
-		return err
+		return "", err
 	}
 	cpu := processCPU() - cpu0
 	rate := float64(f.jobs) / elapsed.Seconds()
 	b.printf("completed %d/%d jobs in %s with %d workers", f.jobs, f.jobs, elapsed.Round(time.Millisecond), f.workers)
 	// The database's share is not visible from here (it may be remote).
 	b.printf("this process used %s of CPU working them (%.1f µs per job)", cpu.Round(time.Millisecond), float64(cpu.Microseconds())/float64(f.jobs))
-	if err := b.cleanup(ctx, st, ws); err != nil {
-		return err
-	}
-	ws = ""
-	fmt.Fprintf(b.stdout, "RESULT mode=%s jobs=%d jobs_per_s=%.0f insert_jobs_per_s=%.0f max_rss_mb=%.1f\n",
-		mode, f.jobs, rate, insertRate, maxRSSMB())
-	return nil
+	return fmt.Sprintf("RESULT mode=%s jobs=%d jobs_per_s=%.0f insert_jobs_per_s=%.0f max_rss_mb=%.1f",
+		mode, f.jobs, rate, insertRate, maxRSSMB()), nil
 }
 
 func (b *bench) burnDownErrand(ctx context.Context, st *store.Store, ws string, f throughputFlags, started *atomic.Int64) (time.Duration, error) {
@@ -479,21 +479,7 @@ type benchStart struct {
 	at time.Time
 }
 
-func (b *bench) latency(ctx context.Context, f latencyFlags) (err error) {
-	st, ws, err := b.prepare(ctx)
-	if err != nil {
-		return err
-	}
-	defer st.Close()
-	defer func() {
-		if ws == "" {
-			return // cleaned up already
-		}
-		if cerr := b.cleanup(ctx, st, ws); cerr != nil && err == nil {
-			err = cerr
-		}
-	}()
-
+func (b *bench) latency(ctx context.Context, st *store.Store, ws string, f latencyFlags) (result string, err error) {
 	// The hook must never block a worker: starts queue up for the sampler,
 	// which skips the background jobs' ones.
 	starts := make(chan benchStart, 1<<14)
@@ -508,20 +494,20 @@ func (b *bench) latency(ctx context.Context, f latencyFlags) (err error) {
 		}
 	})
 	if err != nil {
-		return err
+		return "", err
 	}
 	defer d.stop()
 
 	conn, err := pgx.Connect(ctx, cfg.DatabaseURL)
 	if err != nil {
-		return fmt.Errorf("connect: %w", err)
+		return "", fmt.Errorf("connect: %w", err)
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
 
 	stopBackground := func() (int64, float64, error) { return 0, 0, nil }
 	if f.backgroundRPS > 0 {
 		if stopBackground, err = b.background(ctx, cfg.DatabaseURL, ws, f.backgroundRPS); err != nil {
-			return err
+			return "", err
 		}
 		defer stopBackground()
 	}
@@ -561,7 +547,7 @@ func (b *bench) latency(ctx context.Context, f latencyFlags) (err error) {
 		time.Sleep(gap)
 		total, insert, err := sample()
 		if err != nil {
-			return err
+			return "", err
 		}
 		if i >= warmup {
 			totals = append(totals, total)
@@ -570,24 +556,19 @@ func (b *bench) latency(ctx context.Context, f latencyFlags) (err error) {
 	}
 	n, rate, err := stopBackground()
 	if err != nil {
-		return err
+		return "", err
 	}
 	if f.backgroundRPS > 0 {
 		b.printf("background load: %d jobs inserted at %.0f/s", n, rate)
 	}
 	if err := d.stop(); err != nil {
-		return err
+		return "", err
 	}
 	b.printf("%d samples, %d warm-up samples not counted, %s idle between samples", f.samples, warmup, gap)
 	b.printf("of which the INSERT round trip (trigger and commit): p50 %.3f ms, p99 %.3f ms",
 		percentileMS(inserts, 0.50), percentileMS(inserts, 0.99))
-	if err := b.cleanup(ctx, st, ws); err != nil {
-		return err
-	}
-	ws = ""
-	fmt.Fprintf(b.stdout, "RESULT mode=latency samples=%d background_rps=%d p50_ms=%.3f p95_ms=%.3f p99_ms=%.3f max_ms=%.3f\n",
-		f.samples, f.backgroundRPS, percentileMS(totals, 0.50), percentileMS(totals, 0.95), percentileMS(totals, 0.99), percentileMS(totals, 1))
-	return nil
+	return fmt.Sprintf("RESULT mode=latency samples=%d background_rps=%d p50_ms=%.3f p95_ms=%.3f p99_ms=%.3f max_ms=%.3f",
+		f.samples, f.backgroundRPS, percentileMS(totals, 0.50), percentileMS(totals, 0.95), percentileMS(totals, 0.99), percentileMS(totals, 1)), nil
 }
 
 // percentileMS is the p-quantile (nearest rank below) of ds in milliseconds;
