@@ -11,6 +11,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/errand-dev/errand"
+	"github.com/errand-dev/errand/errandtest"
 )
 
 // badInput is one malformed input a user can send. In sql, $1 is a live
@@ -84,18 +85,18 @@ func TestBadInputCorpus(t *testing.T) {
 	if len(corpus) < 40 {
 		t.Fatalf("corpus has %d inputs, want at least 40", len(corpus))
 	}
-	url, pool := migratedDB(t, errand.WithKinds(scopedKind()))
-	ws := newWorkspace(t, pool, "acme")
-	gone := newWorkspace(t, pool, "gone")
+	url, pool := errandtest.MigratedDB(t, errand.WithKinds(errandtest.ScopedKind()))
+	ws := errandtest.NewWorkspace(t, pool, "acme")
+	gone := errandtest.NewWorkspace(t, pool, "gone")
 	ctx := context.Background()
 	if _, err := pool.Exec(ctx, `DELETE FROM errand.workspaces WHERE id = $1`, gone); err != nil {
 		t.Fatal(err)
 	}
-	d := startDaemon(t, url, nil, errand.WithKinds(scopedKind()))
+	d := errandtest.StartDaemon(t, url, nil, errand.WithKinds(errandtest.ScopedKind()))
 
 	for _, tc := range corpus {
 		t.Run(tc.name, func(t *testing.T) {
-			before := countJobs(t, pool)
+			before := errandtest.CountJobs(t, pool)
 			sql := strings.NewReplacer("$1", "'"+ws+"'", "$2", "'"+gone+"'").Replace(tc.sql)
 			if tc.code != "" {
 				_, err := pool.Exec(ctx, sql)
@@ -106,7 +107,7 @@ func TestBadInputCorpus(t *testing.T) {
 				if pgErr.Code != tc.code || !strings.Contains(pgErr.Message, tc.message) {
 					t.Errorf("got %s %q, want %s containing %q", pgErr.Code, pgErr.Message, tc.code, tc.message)
 				}
-				if after := countJobs(t, pool); after != before {
+				if after := errandtest.CountJobs(t, pool); after != before {
 					t.Errorf("%d jobs enqueued by a refused insert", after-before)
 				}
 				return
@@ -115,14 +116,14 @@ func TestBadInputCorpus(t *testing.T) {
 			if err := pool.QueryRow(ctx, sql+" RETURNING id").Scan(&id); err != nil {
 				t.Fatalf("insert refused (%v), want it accepted and failed by the worker", err)
 			}
-			j := waitJob(t, pool, id, 30*time.Second, "failed", "completed")
+			j := errandtest.WaitJob(t, pool, id, 30*time.Second, "failed", "completed")
 			if j.Status != "failed" || j.Attempt != 1 || !strings.Contains(j.LastError, tc.failed) {
 				t.Errorf("got %+v, want failed on attempt 1 with %q", j, tc.failed)
 			}
 		})
 	}
 
-	resp, err := http.Get("http://" + d.addr + "/readyz")
+	resp, err := http.Get("http://" + d.Addr + "/readyz")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -137,7 +138,7 @@ func TestBadInputCorpus(t *testing.T) {
 	if retried != 0 {
 		t.Errorf("%d hopeless jobs were retried", retried)
 	}
-	if strings.Contains(d.logs.String(), "panic") {
-		t.Errorf("a panic was logged:\n%s", d.logs.String())
+	if strings.Contains(d.Logs.String(), "panic") {
+		t.Errorf("a panic was logged:\n%s", d.Logs.String())
 	}
 }

@@ -1,8 +1,19 @@
-// Package jobs defines errand's job kinds and the registry a binary builds
-// from them. A team's own binary adds kinds next to the built-in ones:
+// Package jobs is the SDK every job kind is built with, errand's own
+// (jobs/ping, jobs/email, ...) and a team's alike: Define makes a kind from
+// an args type and a work function, options give it a timeout, its
+// environment variables and its start-up (routes, readiness problems), and
+// Job gives the work function its workspace-scoped transactions.
 //
-//	reg := jobs.Builtin(deps)
-//	reg.Add(jobs.Define("report.export", "reports", exportReport))
+//	var export = jobs.Define("report.export", jobs.QueueReports,
+//		func(ctx context.Context, job *jobs.Job, args ExportArgs) error {
+//			return job.CompleteInWorkspace(ctx, func(tx pgx.Tx) error {
+//				_, err := tx.Exec(ctx, `UPDATE my_app.reports SET exported_at = now() WHERE id = $1`, args.ReportID)
+//				return err
+//			})
+//		}, jobs.WithTimeout(5*time.Minute))
+//
+// A binary runs it with errand.Main(ctx, args, getenv, stdout, stderr,
+// errand.WithKinds(export)); see the package example.
 package jobs
 
 import (
@@ -58,8 +69,11 @@ type Kind struct {
 	// ArgEnums limits args fields to fixed sets of string values (see
 	// WithArgEnum); the SQL contract refuses other values at INSERT.
 	ArgEnums map[string][]string
+	// Env are the environment variables the kind reads (see WithEnv).
+	Env []EnvVar
 
 	register func(w *river.Workers, st *store.Store)
+	setup    SetupFunc
 }
 
 // Option adjusts a Kind in Define.
@@ -166,6 +180,10 @@ type Job struct {
 	store    *store.Store
 	complete func(ctx context.Context, tx pgx.Tx) error
 }
+
+// Store is the pool the job runs on: use it for queries that are not
+// tenant data (settings, rate limits); tenant data goes through InWorkspace.
+func (j *Job) Store() *store.Store { return j.store }
 
 // InWorkspace runs fn in a transaction scoped to the job's workspace (see
 // store.InWorkspace). A workspace that no longer exists fails the job at once.

@@ -85,7 +85,7 @@ func TestRegistryRefusesBadKinds(t *testing.T) {
 	}
 	for name, k := range cases {
 		t.Run(name, func(t *testing.T) {
-			r, err := NewRegistry(Ping())
+			r, err := NewRegistry(Define("ping", QueueDefault, noop))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -93,22 +93,6 @@ func TestRegistryRefusesBadKinds(t *testing.T) {
 				t.Errorf("registered %q", k.Name)
 			}
 		})
-	}
-}
-
-func TestPingValidateRefusesOutOfRangeArgs(t *testing.T) {
-	cases := map[string]PingArgs{
-		"negative sleep":      {SleepMS: -1},
-		"sleep over 30s":      {SleepMS: 30001},
-		"negative fail_times": {FailTimes: -2},
-	}
-	for name, a := range cases {
-		if a.Validate() == nil {
-			t.Errorf("%s: %+v accepted", name, a)
-		}
-	}
-	if err := (PingArgs{SleepMS: 30000, FailTimes: 3}).Validate(); err != nil {
-		t.Errorf("valid args refused: %v", err)
 	}
 }
 
@@ -123,5 +107,25 @@ func TestWorkspaceOfReadsRiversMetadata(t *testing.T) {
 		if got := WorkspaceOf(&rivertype.JobRow{Metadata: []byte(tc.metadata)}); got != tc.want {
 			t.Errorf("%s: %q, want %q", name, got, tc.want)
 		}
+	}
+}
+
+func TestCheckEnumsRepeatsTheContract(t *testing.T) {
+	enums := map[string][]string{"template": {"invite", "custom"}}
+	for raw, want := range map[string]string{
+		`{"template": "invite"}`:  "",
+		`{"template": null}`:      "",
+		`{}`:                      "",
+		`{"template": "welcome"}`: `args field "template" must be one of: invite, custom, got "welcome"`,
+		`{"template": 5}`:         `got "5"`,
+	} {
+		err := checkArgs([]byte(raw), nil, enums)
+		if (want == "") != (err == nil) || err != nil && !strings.Contains(err.Error(), want) {
+			t.Errorf("%s: got %v, want %q", raw, err, want)
+		}
+	}
+	k := Define("test.enum", QueueDefault, func(context.Context, *Job, struct{}) error { return nil }, WithArgEnum("mode", "a", "b"))
+	if got := k.Info().ArgEnums["mode"]; !slices.Equal(got, []string{"a", "b"}) {
+		t.Errorf("published enum %v", got)
 	}
 }

@@ -1,4 +1,4 @@
-package errand_test
+package migrations_test
 
 import (
 	"context"
@@ -9,26 +9,16 @@ import (
 	"testing"
 	"time"
 
+	"github.com/errand-dev/errand/errandtest"
 	"github.com/jackc/pgx/v5"
 )
 
-func countJobs(t *testing.T, q interface {
-	QueryRow(context.Context, string, ...any) pgx.Row
-}) int {
-	t.Helper()
-	var n int
-	if err := q.QueryRow(context.Background(), "SELECT count(*) FROM errand.river_job").Scan(&n); err != nil {
-		t.Fatal(err)
-	}
-	return n
-}
-
 func TestContractInsertReturnsIDAndListsThePendingJob(t *testing.T) {
-	_, pool := migratedDB(t)
-	ws := newWorkspace(t, pool, "acme")
+	_, pool := errandtest.MigratedDB(t)
+	ws := errandtest.NewWorkspace(t, pool, "acme")
 	ctx := context.Background()
 
-	id := enqueue(t, pool, ws, "ping", `{}`)
+	id := errandtest.Enqueue(t, pool, ws, "ping", `{}`)
 	var gotWS, kind, status string
 	var attempt, maxAttempts int
 	var runAt, createdAt time.Time
@@ -67,8 +57,8 @@ func TestContractInsertReturnsIDAndListsThePendingJob(t *testing.T) {
 }
 
 func TestContractOptionalColumnsAndEnqueueFunction(t *testing.T) {
-	_, pool := migratedDB(t)
-	ws := newWorkspace(t, pool, "acme")
+	_, pool := errandtest.MigratedDB(t)
+	ws := errandtest.NewWorkspace(t, pool, "acme")
 	ctx := context.Background()
 	runAt := time.Now().Add(time.Hour).Truncate(time.Millisecond)
 
@@ -91,15 +81,15 @@ func TestContractOptionalColumnsAndEnqueueFunction(t *testing.T) {
 }
 
 func TestContractStatusMapsRiverStates(t *testing.T) {
-	_, pool := migratedDB(t)
-	ws := newWorkspace(t, pool, "acme")
+	_, pool := errandtest.MigratedDB(t)
+	ws := errandtest.NewWorkspace(t, pool, "acme")
 	ctx := context.Background()
 	want := map[string]string{
 		"available": "pending", "scheduled": "pending", "retryable": "pending", "pending": "pending",
 		"running": "processing", "completed": "completed", "discarded": "failed", "cancelled": "failed",
 	}
 	for river, status := range want {
-		id := enqueue(t, pool, ws, "ping", `{}`)
+		id := errandtest.Enqueue(t, pool, ws, "ping", `{}`)
 		finalized := "NULL"
 		if status == "completed" || status == "failed" {
 			finalized = "now()"
@@ -107,16 +97,16 @@ func TestContractStatusMapsRiverStates(t *testing.T) {
 		if _, err := pool.Exec(ctx, "UPDATE errand.river_job SET state = $1, finalized_at = "+finalized+" WHERE id = $2", river, id); err != nil {
 			t.Fatal(err)
 		}
-		if got := getJob(t, pool, id).Status; got != status {
+		if got := errandtest.GetJob(t, pool, id).Status; got != status {
 			t.Errorf("river state %s: status %q, want %q", river, got, status)
 		}
 	}
 }
 
 func TestContractMaxArgsBytesComesFromConfiguration(t *testing.T) {
-	url, pool := migratedDB(t)
-	ws := newWorkspace(t, pool, "acme")
-	startDaemon(t, url, map[string]string{"ERRAND_MAX_ARGS_BYTES": "64"})
+	url, pool := errandtest.MigratedDB(t)
+	ws := errandtest.NewWorkspace(t, pool, "acme")
+	errandtest.StartDaemon(t, url, map[string]string{"ERRAND_MAX_ARGS_BYTES": "64"})
 	_, err := pool.Exec(context.Background(), `INSERT INTO errand.jobs (workspace_id, kind, args) VALUES ($1, 'ping', $2)`,
 		ws, `{"pad": "`+strings.Repeat("x", 80)+`"}`)
 	if err == nil || !strings.Contains(err.Error(), "over the limit of 64 bytes") {
@@ -125,9 +115,9 @@ func TestContractMaxArgsBytesComesFromConfiguration(t *testing.T) {
 }
 
 func TestContractIdempotencyKeyReturnsTheExistingJob(t *testing.T) {
-	_, pool := migratedDB(t)
-	ws := newWorkspace(t, pool, "acme")
-	other := newWorkspace(t, pool, "other")
+	_, pool := errandtest.MigratedDB(t)
+	ws := errandtest.NewWorkspace(t, pool, "acme")
+	other := errandtest.NewWorkspace(t, pool, "other")
 	ctx := context.Background()
 	insert := func(ws, kind, args string) int64 {
 		var id int64
@@ -180,8 +170,8 @@ func TestContractIdempotencyKeyReturnsTheExistingJob(t *testing.T) {
 }
 
 func TestContractConcurrentDuplicatesGetOneJob(t *testing.T) {
-	_, pool := migratedDB(t)
-	ws := newWorkspace(t, pool, "acme")
+	_, pool := errandtest.MigratedDB(t)
+	ws := errandtest.NewWorkspace(t, pool, "acme")
 	ctx := context.Background()
 	const n = 10
 	ids := make([]int64, n)
@@ -206,7 +196,7 @@ func TestContractConcurrentDuplicatesGetOneJob(t *testing.T) {
 			t.Errorf("insert %d got id %d, insert 0 got %d", i, ids[i], ids[0])
 		}
 	}
-	if c := countJobs(t, pool); c != 1 {
+	if c := errandtest.CountJobs(t, pool); c != 1 {
 		t.Errorf("%d jobs for one key, want 1", c)
 	}
 }
@@ -214,8 +204,8 @@ func TestContractConcurrentDuplicatesGetOneJob(t *testing.T) {
 // The wake-up: one notification per transaction and queue, at commit, none on
 // rollback.
 func TestContractNotifiesOncePerQueueAtCommitAndNotOnRollback(t *testing.T) {
-	url, pool := migratedDB(t)
-	ws := newWorkspace(t, pool, "acme")
+	url, pool := errandtest.MigratedDB(t)
+	ws := errandtest.NewWorkspace(t, pool, "acme")
 	ctx := context.Background()
 	listener, err := pgx.Connect(ctx, url)
 	if err != nil {
@@ -293,8 +283,8 @@ func TestContractNotifiesOncePerQueueAtCommitAndNotOnRollback(t *testing.T) {
 // An app server's own role, with only the grants the README lists, enqueues
 // and reads jobs; it needs no rights on River's tables.
 func TestContractWorksForAnAppRoleWithTheDocumentedGrants(t *testing.T) {
-	url, pool := migratedDB(t)
-	ws := newWorkspace(t, pool, "acme")
+	url, pool := errandtest.MigratedDB(t)
+	ws := errandtest.NewWorkspace(t, pool, "acme")
 	ctx := context.Background()
 	role := fmt.Sprintf("errand_app_%d", time.Now().UnixNano())
 	for _, sql := range []string{

@@ -19,7 +19,7 @@ import (
 // alone, so that a caller who would rather not wait that long (and snoozes)
 // does not push everyone else back: reserved is false and wait is how long
 // until the next free slot.
-func (s *Store) ReserveSlot(ctx context.Context, name string, interval, maxWait time.Duration) (wait time.Duration, reserved bool, err error) {
+func ReserveSlot(ctx context.Context, db DB, name string, interval, maxWait time.Duration) (wait time.Duration, reserved bool, err error) {
 	if interval <= 0 {
 		return 0, true, nil
 	}
@@ -31,7 +31,7 @@ func (s *Store) ReserveSlot(ctx context.Context, name string, interval, maxWait 
 	// leaves a too-distant schedule untouched, and the second branch then
 	// reads it (from the statement's snapshot: good enough for how long to
 	// stay away).
-	err = s.pool.QueryRow(ctx, `
+	err = db.QueryRow(ctx, `
 		WITH r AS (
 			INSERT INTO errand.rate_limits AS rl (name, next_at) VALUES ($1, clock_timestamp() + $2::interval)
 			ON CONFLICT (name) DO UPDATE SET next_at = greatest(rl.next_at, clock_timestamp()) + $2::interval

@@ -22,7 +22,7 @@ type KindInfo struct {
 
 // PublishKinds adds or updates kinds in errand.kinds. It never removes one:
 // another binary (with other custom kinds) may share the database.
-func (s *Store) PublishKinds(ctx context.Context, kinds []KindInfo) error {
+func PublishKinds(ctx context.Context, db DB, kinds []KindInfo) error {
 	batch := &pgx.Batch{}
 	for _, k := range kinds {
 		required := k.RequiredArgs
@@ -47,15 +47,17 @@ func (s *Store) PublishKinds(ctx context.Context, kinds []KindInfo) error {
 			   IS DISTINCT FROM (EXCLUDED.queue, EXCLUDED.required_args, EXCLUDED.arg_enums, EXCLUDED.max_attempts, EXCLUDED.description)`,
 			k.Kind, k.Queue, required, enums, k.MaxAttempts, k.Description)
 	}
-	if err := s.pool.SendBatch(ctx, batch).Close(); err != nil {
+	// One transaction, so a binary's kinds appear together.
+	err := pgx.BeginFunc(ctx, db, func(tx pgx.Tx) error { return tx.SendBatch(ctx, batch).Close() })
+	if err != nil {
 		return fmt.Errorf("publish kinds: %w", err)
 	}
 	return nil
 }
 
 // PublishMaxArgsBytes tells the SQL contract the args size limit.
-func (s *Store) PublishMaxArgsBytes(ctx context.Context, n int) error {
-	_, err := s.pool.Exec(ctx, `
+func PublishMaxArgsBytes(ctx context.Context, db DB, n int) error {
+	_, err := db.Exec(ctx, `
 		INSERT INTO errand.settings (name, value) VALUES ('max_args_bytes', $1)
 		ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value, updated_at = now()
 		WHERE settings.value IS DISTINCT FROM EXCLUDED.value`, strconv.Itoa(n))
@@ -66,8 +68,8 @@ func (s *Store) PublishMaxArgsBytes(ctx context.Context, n int) error {
 }
 
 // Kinds lists the published kinds.
-func (s *Store) Kinds(ctx context.Context) ([]KindInfo, error) {
-	rows, err := s.pool.Query(ctx, `SELECT kind, queue, required_args, arg_enums, max_attempts, description FROM errand.kinds ORDER BY kind`)
+func Kinds(ctx context.Context, db DB) ([]KindInfo, error) {
+	rows, err := db.Query(ctx, `SELECT kind, queue, required_args, arg_enums, max_attempts, description FROM errand.kinds ORDER BY kind`)
 	if err != nil {
 		return nil, fmt.Errorf("list kinds: %w", err)
 	}

@@ -11,8 +11,8 @@ import (
 
 // RegisterReplica records a new replica, its heartbeat stamped with the
 // database's clock.
-func RegisterReplica(ctx context.Context, conn *pgx.Conn, id, hostname string, pid int) error {
-	_, err := conn.Exec(ctx, `INSERT INTO errand.replicas (id, hostname, pid) VALUES ($1, $2, $3)`, id, hostname, pid)
+func RegisterReplica(ctx context.Context, db DB, id, hostname string, pid int) error {
+	_, err := db.Exec(ctx, `INSERT INTO errand.replicas (id, hostname, pid) VALUES ($1, $2, $3)`, id, hostname, pid)
 	if err != nil {
 		return fmt.Errorf("register replica: %w", err)
 	}
@@ -25,8 +25,8 @@ var ErrLeaseExpired = errors.New("replica lease expired")
 
 // RenewReplica renews a live lease, stamped with the database's clock. It
 // never revives an expired one.
-func RenewReplica(ctx context.Context, conn *pgx.Conn, id string, lease time.Duration) error {
-	tag, err := conn.Exec(ctx, `
+func RenewReplica(ctx context.Context, db DB, id string, lease time.Duration) error {
+	tag, err := db.Exec(ctx, `
 		UPDATE errand.replicas SET heartbeat_at = now()
 		WHERE id = $1 AND heartbeat_at >= now() - make_interval(secs => $2)`, id, lease.Seconds())
 	if err != nil {
@@ -40,8 +40,8 @@ func RenewReplica(ctx context.Context, conn *pgx.Conn, id string, lease time.Dur
 
 // Retire marks a replica dead at once (a clean exit), so anything it still
 // held is rescued without waiting for its lease.
-func Retire(ctx context.Context, conn *pgx.Conn, id string) error {
-	_, err := conn.Exec(ctx, `UPDATE errand.replicas SET heartbeat_at = '-infinity' WHERE id = $1`, id)
+func Retire(ctx context.Context, db DB, id string) error {
+	_, err := db.Exec(ctx, `UPDATE errand.replicas SET heartbeat_at = '-infinity' WHERE id = $1`, id)
 	if err != nil {
 		return fmt.Errorf("retire replica: %w", err)
 	}
@@ -60,9 +60,9 @@ type Rescued struct {
 // older than lease: available again (their attempt counted), discarded when
 // out of attempts, cancelled when someone asked to cancel them. It wakes the queues it refilled, and forgets replicas dead
 // for a day.
-func (s *Store) RescueOrphans(ctx context.Context, lease time.Duration) ([]Rescued, error) {
+func RescueOrphans(ctx context.Context, db DB, lease time.Duration) ([]Rescued, error) {
 	var out []Rescued
-	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+	err := pgx.BeginFunc(ctx, db, func(tx pgx.Tx) error {
 		// The completion guard lets this transaction move other replicas' jobs.
 		if _, err := tx.Exec(ctx, `SELECT set_config('errand.rescuing', 'on', true)`); err != nil {
 			return err

@@ -78,8 +78,44 @@ func Open(ctx context.Context, databaseURL string, opts Options) (*Store, error)
 	return s, nil
 }
 
+// DB is what every query function in store (and in each kind's queries
+// file) takes: a *Store, a *pgxpool.Pool, a *pgx.Conn and a pgx.Tx all
+// satisfy it, so one function serves a pool, a dedicated connection and a
+// scoped transaction alike.
+type DB interface {
+	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+	Begin(ctx context.Context) (pgx.Tx, error)
+}
+
+var (
+	_ DB = (*Store)(nil)
+	_ DB = (*pgxpool.Pool)(nil)
+	_ DB = (*pgx.Conn)(nil)
+	_ DB = (pgx.Tx)(nil)
+)
+
 // Pool is the underlying pool, for River and for callers that need raw access.
 func (s *Store) Pool() *pgxpool.Pool { return s.pool }
+
+// Exec runs sql on the pool (DB).
+func (s *Store) Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error) {
+	return s.pool.Exec(ctx, sql, args...)
+}
+
+// Query runs sql on the pool (DB).
+func (s *Store) Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error) {
+	return s.pool.Query(ctx, sql, args...)
+}
+
+// QueryRow runs sql on the pool (DB).
+func (s *Store) QueryRow(ctx context.Context, sql string, args ...any) pgx.Row {
+	return s.pool.QueryRow(ctx, sql, args...)
+}
+
+// Begin starts a transaction on the pool (DB).
+func (s *Store) Begin(ctx context.Context) (pgx.Tx, error) { return s.pool.Begin(ctx) }
 
 // Close closes the pool.
 func (s *Store) Close() { s.pool.Close() }

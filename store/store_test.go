@@ -10,7 +10,9 @@ import (
 	"os"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -403,7 +405,7 @@ func TestInWorkspaceRefusesBadWorkspaceID(t *testing.T) {
 
 	// The failures left nothing behind: the pool still scopes a good id.
 	err := st.InWorkspace(ctx, existing, func(tx pgx.Tx) error {
-		w, err := store.WorkspaceInTx(ctx, tx)
+		w, err := store.CurrentWorkspace(ctx, tx)
 		if err != nil {
 			return err
 		}
@@ -546,11 +548,11 @@ func TestPlainOwnerRoleIsScopedByForcedRLS(t *testing.T) {
 	if got := st.ScopeRole(); got != "" {
 		t.Fatalf("ScopeRole() = %q for a plain owner, want \"\"", got)
 	}
-	wa, err := st.EnsureWorkspace(ctx, "A", "a")
+	wa, err := store.EnsureWorkspace(ctx, st, "A", "a")
 	if err != nil {
 		t.Fatal(err)
 	}
-	wb, err := st.EnsureWorkspace(ctx, "B", "b")
+	wb, err := store.EnsureWorkspace(ctx, st, "B", "b")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -695,7 +697,7 @@ func TestPublishKindsAddsAndUpdatesButNeverRemoves(t *testing.T) {
 
 	kindsByName := func(t *testing.T) map[string]store.KindInfo {
 		t.Helper()
-		kinds, err := st.Kinds(ctx)
+		kinds, err := store.Kinds(ctx, st)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -719,7 +721,7 @@ func TestPublishKindsAddsAndUpdatesButNeverRemoves(t *testing.T) {
 
 	a := store.KindInfo{Kind: "test.a", Queue: "default", RequiredArgs: []string{"to"}, MaxAttempts: 5, Description: "first"}
 	b := store.KindInfo{Kind: "test.b", Queue: "default", MaxAttempts: 25}
-	if err := st.PublishKinds(ctx, []store.KindInfo{a, b}); err != nil {
+	if err := store.PublishKinds(ctx, st, []store.KindInfo{a, b}); err != nil {
 		t.Fatal(err)
 	}
 	got := kindsByName(t)
@@ -736,7 +738,7 @@ func TestPublishKindsAddsAndUpdatesButNeverRemoves(t *testing.T) {
 	aUpdatedAt := updatedAt(t, a.Kind)
 
 	b2 := store.KindInfo{Kind: "test.b", Queue: "emails", RequiredArgs: []string{"to", "subject"}, MaxAttempts: 3, Description: "second"}
-	if err := st.PublishKinds(ctx, []store.KindInfo{b2}); err != nil {
+	if err := store.PublishKinds(ctx, st, []store.KindInfo{b2}); err != nil {
 		t.Fatal(err)
 	}
 	got = kindsByName(t)
@@ -758,7 +760,7 @@ func TestPublishKindsAddsAndUpdatesButNeverRemoves(t *testing.T) {
 
 	// Publishing b2 again unchanged leaves its row alone.
 	b2UpdatedAt := updatedAt(t, b2.Kind)
-	if err := st.PublishKinds(ctx, []store.KindInfo{b2}); err != nil {
+	if err := store.PublishKinds(ctx, st, []store.KindInfo{b2}); err != nil {
 		t.Fatal(err)
 	}
 	if ts := updatedAt(t, b2.Kind); ts != b2UpdatedAt {
@@ -771,28 +773,28 @@ func TestEnsureWorkspaceAndForEachWorkspace(t *testing.T) {
 	ctx := context.Background()
 	st := openStore(t, testdb.NewDatabase(t, true))
 
-	first, err := st.EnsureWorkspace(ctx, "Acme", "acme")
+	first, err := store.EnsureWorkspace(ctx, st, "Acme", "acme")
 	if err != nil {
 		t.Fatal(err)
 	}
 	if first.ID == "" || first.Name != "Acme" || first.Slug != "acme" || first.Plan != "free" || first.CreatedAt.IsZero() {
 		t.Fatalf("EnsureWorkspace created %+v", first)
 	}
-	again, err := st.EnsureWorkspace(ctx, "Acme renamed", "acme")
+	again, err := store.EnsureWorkspace(ctx, st, "Acme renamed", "acme")
 	if err != nil {
 		t.Fatal(err)
 	}
 	if again != first {
 		t.Errorf("EnsureWorkspace for an existing slug = %+v, want the existing %+v", again, first)
 	}
-	other, err := st.EnsureWorkspace(ctx, "Beta", "beta")
+	other, err := store.EnsureWorkspace(ctx, st, "Beta", "beta")
 	if err != nil {
 		t.Fatal(err)
 	}
 	if other.ID == first.ID {
 		t.Errorf("two slugs share workspace id %s", first.ID)
 	}
-	third, err := st.EnsureWorkspace(ctx, "Gamma", "gamma")
+	third, err := store.EnsureWorkspace(ctx, st, "Gamma", "gamma")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -805,7 +807,7 @@ func TestEnsureWorkspaceAndForEachWorkspace(t *testing.T) {
 	}
 
 	visits := map[string]int{}
-	if err := st.ForEachWorkspace(ctx, func(id string) error {
+	if err := store.ForEachWorkspace(ctx, st, func(id string) error {
 		visits[id]++
 		return nil
 	}); err != nil {
@@ -822,7 +824,7 @@ func TestEnsureWorkspaceAndForEachWorkspace(t *testing.T) {
 
 	stop := errors.New("stop")
 	calls := 0
-	err = st.ForEachWorkspace(ctx, func(string) error {
+	err = store.ForEachWorkspace(ctx, st, func(string) error {
 		calls++
 		return stop
 	})
@@ -849,7 +851,7 @@ func TestEnsureWorkspaceConcurrentCallersGetOneWorkspace(t *testing.T) {
 			go func() {
 				defer func() { done <- struct{}{} }()
 				<-start
-				w, err := st.EnsureWorkspace(context.Background(), "Race", slug)
+				w, err := store.EnsureWorkspace(context.Background(), st, "Race", slug)
 				ids[i], errs[i] = w.ID, err
 			}()
 		}
@@ -912,5 +914,46 @@ func TestInWorkspaceScopesTheDirectoryTables(t *testing.T) {
 	var n int
 	if err := admin.QueryRow(ctx, `SELECT count(*) FROM errand.users`).Scan(&n); err != nil || n != 3 {
 		t.Errorf("unscoped users: %d %v", n, err)
+	}
+}
+
+// The shared limiter hands out slots one interval apart, by the database's
+// clock, and leaves a schedule alone that is further out than a caller waits.
+// The interval is long (10 s) so the assertions hold on a machine however
+// busy: ten reservations would have to take 5 s for one to be misjudged.
+func TestReserveSlotSpacesRequestsAcrossCallers(t *testing.T) {
+	st := openStore(t, testdb.NewDatabase(t, true))
+	ctx := context.Background()
+	const interval = 10 * time.Second
+	const slack = 5 * time.Second
+	waits := make([]time.Duration, 10)
+	var wg sync.WaitGroup
+	for i := range waits {
+		wg.Go(func() {
+			wait, reserved, err := store.ReserveSlot(ctx, st, "test", interval, time.Hour)
+			if err != nil || !reserved {
+				t.Errorf("reserve: %v reserved %v", err, reserved)
+			}
+			waits[i] = wait
+		})
+	}
+	wg.Wait()
+	slices.Sort(waits)
+	for i, w := range waits {
+		// Slot i starts i intervals after the first; the calls themselves
+		// take a little of the database's time.
+		want := time.Duration(i) * interval
+		if w > want || w < want-slack {
+			t.Errorf("slot %d starts in %s, want %s (at most %s less)", i, w, want, slack)
+		}
+	}
+	// The next free slot is ~100 s out: a caller that waits at most 50 s gets
+	// none, and the schedule stays where it was.
+	wait, reserved, err := store.ReserveSlot(ctx, st, "test", interval, 50*time.Second)
+	if err != nil || reserved || wait < 100*time.Second-slack {
+		t.Errorf("a slot ~100s out with a 50s limit: wait %s reserved %v err %v, want not reserved", wait, reserved, err)
+	}
+	if wait2, reserved, _ := store.ReserveSlot(ctx, st, "test", interval, time.Hour); !reserved || wait2 < wait-slack || wait2 > wait {
+		t.Errorf("after a refusal the schedule moved: next slot in %s (reserved %v), want about %s", wait2, reserved, wait)
 	}
 }

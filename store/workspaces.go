@@ -20,11 +20,11 @@ type Workspace struct {
 
 // EnsureWorkspace returns the workspace with slug, creating it with name when
 // it does not exist (dev seeding, benchmarks, tests).
-func (s *Store) EnsureWorkspace(ctx context.Context, name, slug string) (Workspace, error) {
+func EnsureWorkspace(ctx context.Context, db DB, name, slug string) (Workspace, error) {
 	var w Workspace
 	// DO UPDATE (a no-op) rather than DO NOTHING so RETURNING gives the
 	// existing row, also to a caller that lost a race for the same slug.
-	err := s.pool.QueryRow(ctx, `
+	err := db.QueryRow(ctx, `
 		INSERT INTO errand.workspaces (name, slug) VALUES ($1, $2)
 		ON CONFLICT (slug) DO UPDATE SET slug = EXCLUDED.slug
 		RETURNING id::text, name, slug, plan, coalesce(stripe_customer_id, ''), created_at`,
@@ -35,11 +35,11 @@ func (s *Store) EnsureWorkspace(ctx context.Context, name, slug string) (Workspa
 	return w, nil
 }
 
-// WorkspaceInTx reads the current workspace inside a tenant-scoped
-// transaction (see InWorkspace).
-func WorkspaceInTx(ctx context.Context, tx pgx.Tx) (Workspace, error) {
+// CurrentWorkspace reads the workspace a tenant-scoped transaction is scoped
+// to (see InWorkspace).
+func CurrentWorkspace(ctx context.Context, db DB) (Workspace, error) {
 	var w Workspace
-	err := tx.QueryRow(ctx, `
+	err := db.QueryRow(ctx, `
 		SELECT id::text, name, slug, plan, coalesce(stripe_customer_id, ''), created_at
 		FROM errand.workspaces
 		WHERE id = nullif(current_setting('app.current_workspace_id', true), '')::uuid`).
@@ -53,8 +53,8 @@ func WorkspaceInTx(ctx context.Context, tx pgx.Tx) (Workspace, error) {
 // ForEachWorkspace is the one explicit path for work across workspaces (a
 // scheduler fanning out): it lists workspace ids without any tenant scope, and
 // each unit of work is then expected to scope itself with InWorkspace.
-func (s *Store) ForEachWorkspace(ctx context.Context, fn func(id string) error) error {
-	rows, err := s.pool.Query(ctx, `SELECT id::text FROM errand.workspaces ORDER BY id`)
+func ForEachWorkspace(ctx context.Context, db DB, fn func(id string) error) error {
+	rows, err := db.Query(ctx, `SELECT id::text FROM errand.workspaces ORDER BY id`)
 	if err != nil {
 		return fmt.Errorf("list workspaces: %w", err)
 	}

@@ -1,4 +1,6 @@
-package errand
+// Package bench is `errand bench`: throughput and latency measured against
+// the daemon running in this process. Its queries are in queries.go.
+package bench
 
 import (
 	"context"
@@ -21,6 +23,8 @@ import (
 	"github.com/riverqueue/river/riverdriver/riverpgxv5"
 	"github.com/riverqueue/river/rivertype"
 
+	"github.com/errand-dev/errand/internal/config"
+	"github.com/errand-dev/errand/internal/daemon"
 	"github.com/errand-dev/errand/jobs"
 	"github.com/errand-dev/errand/migrations"
 	"github.com/errand-dev/errand/store"
@@ -34,7 +38,10 @@ Each run creates its own workspace, prints progress lines and then exactly one
 line starting with RESULT, and deletes its jobs and workspace afterwards.
 `
 
-// Bench is `errand bench`. Both modes run the daemon in this process against
+// ErrUsage is returned (wrapped) for a bad command line.
+var ErrUsage = errors.New("usage")
+
+// Run is `errand bench`. Both modes run the daemon in this process against
 // DATABASE_URL, in a workspace of their own that they delete afterwards, and
 // print exactly one machine-readable RESULT line, last.
 //
@@ -43,7 +50,7 @@ line starting with RESULT, and deletes its jobs and workspace afterwards.
 // and times the burn-down; --baseline burns down the same number of no-op
 // jobs on a bare River client, every errand layer off, measured the same way.
 // latency times serial single-row INSERTs to the job's start.
-func Bench(ctx context.Context, cfg Config, reg *jobs.Registry, args []string, stdout io.Writer, logger *slog.Logger, opts ...Option) error {
+func Run(ctx context.Context, cfg config.Config, reg *jobs.Registry, args []string, stdout io.Writer, logger *slog.Logger, hooks daemon.Hooks) error {
 	if len(args) == 0 {
 		return fmt.Errorf("%w: errand bench needs a mode, throughput or latency\n%s", ErrUsage, benchUsage)
 	}
@@ -53,8 +60,8 @@ func Bench(ctx context.Context, cfg Config, reg *jobs.Registry, args []string, s
 		stdout: stdout,
 		// River and errand log each job at info; at warn the hot path only
 		// pays an Enabled check.
-		quiet: slog.New(levelFloor{logger.Handler(), slog.LevelWarn}),
-		opts:  opts,
+		quiet: daemon.QuietLogger(logger),
+		hooks: hooks,
 	}
 	switch mode, rest := args[0], args[1:]; mode {
 	case "throughput":
@@ -147,11 +154,11 @@ func parseBenchFlags(fs *flag.FlagSet, args []string) error {
 }
 
 type bench struct {
-	cfg    Config
+	cfg    config.Config
 	reg    *jobs.Registry
 	stdout io.Writer
 	quiet  *slog.Logger
-	opts   []Option
+	hooks  daemon.Hooks
 }
 
 func (b *bench) printf(format string, args ...any) {
@@ -160,26 +167,6 @@ func (b *bench) printf(format string, args ...any) {
 
 // The bench's SQL. Jobs go in through the contract (errand.jobs); the
 // baseline writes River's table directly, as River's own inserts would.
-const (
-	benchInsertPings = `INSERT INTO errand.jobs (workspace_id, kind, args)
-		SELECT $1::uuid, 'ping', '{}'::jsonb FROM generate_series(1, $2::int)`
-	benchInsertRiver = `INSERT INTO errand.river_job (args, kind, max_attempts, metadata, priority, queue, scheduled_at, state, tags)
-		SELECT '{}'::jsonb, '` + benchNoopKind + `', 25, jsonb_build_object('workspace_id', $1::uuid), 1, '` + benchBaselineQueue + `', now(), 'available', '{}'
-		FROM generate_series(1, $2::int)`
-	benchInsertOne = `INSERT INTO errand.jobs (workspace_id, kind, args) VALUES ($1, 'ping', '{}') RETURNING id`
-	// The workspace expression is the one river_job_workspace_idx and the
-	// errand.jobs view use. Whether any job is unfinished is an index probe
-	// per state, stopping at the first row.
-	benchUnfinished = `SELECT EXISTS (SELECT 1 FROM errand.river_job
-		WHERE (metadata ->> 'workspace_id')::uuid = $1::uuid
-		  AND state IN ('available', 'running', 'retryable', 'scheduled', 'pending'))`
-	benchCountFinal = `SELECT count(*) FILTER (WHERE state = 'completed'), count(*) FILTER (WHERE state <> 'completed')
-		FROM errand.river_job WHERE (metadata ->> 'workspace_id')::uuid = $1::uuid`
-	benchDeleteJobs      = `DELETE FROM errand.river_job WHERE (metadata ->> 'workspace_id')::uuid = $1::uuid`
-	benchDeleteWorkspace = `DELETE FROM errand.workspaces WHERE id = $1::uuid`
-	benchVacuum          = `VACUUM (ANALYZE) errand.river_job`
-	benchAnalyze         = `ANALYZE errand.river_job`
-)
 
 // prepare connects, checks the schema, publishes the kinds (so the contract
 // knows ping before the daemon starts) and creates the run's workspace.
@@ -187,7 +174,7 @@ func (b *bench) prepare(ctx context.Context) (*store.Store, string, error) {
 	if _, ok := b.reg.Lookup("ping"); !ok {
 		return nil, "", errors.New("errand bench: kind ping is not registered")
 	}
-	st, err := openStore(ctx, b.cfg, false)
+	st, err := store.Open(ctx, b.cfg.DatabaseURL, store.Options{MaxConns: int32(b.cfg.DBMaxConns), SkipScopeCheck: true})
 	if err != nil {
 		return nil, "", err
 	}
@@ -195,14 +182,14 @@ func (b *bench) prepare(ctx context.Context) (*store.Store, string, error) {
 		st.Close()
 		return nil, "", err
 	}
-	if err := publish(ctx, st, b.cfg, b.reg); err != nil {
+	if err := daemon.Publish(ctx, st, b.cfg, b.reg); err != nil {
 		st.Close()
 		return nil, "", err
 	}
 	suffix := make([]byte, 6)
 	_, _ = rand.Read(suffix)
 	slug := "bench-" + time.Now().UTC().Format("20060102-150405") + "-" + hex.EncodeToString(suffix)
-	ws, err := st.EnsureWorkspace(ctx, "errand bench", slug)
+	ws, err := store.EnsureWorkspace(ctx, st, "errand bench", slug)
 	if err != nil {
 		st.Close()
 		return nil, "", err
@@ -267,27 +254,25 @@ func (d *benchDaemon) stop() error {
 
 // startDaemon runs Run with cfg and the bench's start hook (chained with a
 // hook the binary set) and returns once it works jobs.
-func (b *bench) startDaemon(ctx context.Context, cfg Config, onStart func(*rivertype.JobRow)) (*benchDaemon, error) {
-	user := collect(b.opts)
-	hook := onStart
-	if user.onJobStart != nil {
-		hook = func(job *rivertype.JobRow) { onStart(job); user.onJobStart(job) }
+func (b *bench) startDaemon(ctx context.Context, cfg config.Config, onStart func(*rivertype.JobRow)) (*benchDaemon, error) {
+	user := b.hooks
+	hooks := daemon.Hooks{OnJobStart: onStart}
+	if user.OnJobStart != nil {
+		hooks.OnJobStart = func(job *rivertype.JobRow) { onStart(job); user.OnJobStart(job) }
 	}
 	runCtx, cancel := context.WithCancel(ctx)
 	d := &benchDaemon{done: make(chan struct{}), cancel: cancel}
 	ready := make(chan struct{})
-	opts := append(slices.Clone(b.opts),
-		WithJobStartHook(hook),
-		WithReady(func(addr string) {
-			d.ready = time.Now()
-			close(ready)
-			if user.onReady != nil {
-				user.onReady(addr)
-			}
-		}))
+	hooks.OnReady = func(addr string) {
+		d.ready = time.Now()
+		close(ready)
+		if user.OnReady != nil {
+			user.OnReady(addr)
+		}
+	}
 	go func() {
 		defer close(d.done)
-		d.err = Run(runCtx, cfg, b.reg, b.quiet, opts...)
+		d.err = daemon.Run(runCtx, cfg, b.reg, b.quiet, hooks)
 	}()
 	select {
 	case <-ready:

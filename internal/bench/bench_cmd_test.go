@@ -1,4 +1,4 @@
-package errand_test
+package bench_test
 
 import (
 	"context"
@@ -11,6 +11,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/errand-dev/errand"
+	"github.com/errand-dev/errand/errandtest"
 )
 
 // These check that errand bench works and reports in the promised format;
@@ -18,8 +19,8 @@ import (
 
 func benchRun(t *testing.T, url string, args ...string) []string {
 	t.Helper()
-	out := &syncBuffer{}
-	env := mapEnv(map[string]string{"DATABASE_URL": url, "ERRAND_LOG_FORMAT": "json"})
+	out := &errandtest.Buffer{}
+	env := errandtest.Env(map[string]string{"DATABASE_URL": url, "ERRAND_LOG_FORMAT": "json"})
 	err := errand.Main(context.Background(), append([]string{"bench"}, args...), env, out, out)
 	if err != nil {
 		t.Fatalf("errand bench %s: %v\n%s", strings.Join(args, " "), err, out.String())
@@ -76,7 +77,7 @@ const benchNumber = `(\d+(?:\.\d+)?)`
 
 func TestBenchThroughputWorksEveryJobAndCleansUp(t *testing.T) {
 	t.Parallel()
-	url, pool := migratedDB(t)
+	url, pool := errandtest.MigratedDB(t)
 	lines := benchRun(t, url, "throughput", "--jobs", "2000", "--workers", "200")
 	benchResult(t, lines, `^RESULT mode=throughput jobs=2000 jobs_per_s=`+benchNumber+` insert_jobs_per_s=`+benchNumber+` max_rss_mb=`+benchNumber+`$`)
 	benchHasLine(t, lines, "completed 2000/2000 jobs")
@@ -85,7 +86,7 @@ func TestBenchThroughputWorksEveryJobAndCleansUp(t *testing.T) {
 
 func TestBenchThroughputBaselineWorksEveryJobAndCleansUp(t *testing.T) {
 	t.Parallel()
-	url, pool := migratedDB(t)
+	url, pool := errandtest.MigratedDB(t)
 	lines := benchRun(t, url, "throughput", "--jobs", "2000", "--workers", "200", "--baseline")
 	benchResult(t, lines, `^RESULT mode=throughput-baseline jobs=2000 jobs_per_s=`+benchNumber+` insert_jobs_per_s=`+benchNumber+` max_rss_mb=`+benchNumber+`$`)
 	benchHasLine(t, lines, "completed 2000/2000 jobs")
@@ -94,7 +95,7 @@ func TestBenchThroughputBaselineWorksEveryJobAndCleansUp(t *testing.T) {
 
 func TestBenchLatencyWithBackgroundLoad(t *testing.T) {
 	t.Parallel()
-	url, pool := migratedDB(t)
+	url, pool := errandtest.MigratedDB(t)
 	lines := benchRun(t, url, "latency", "--samples", "30", "--background-rps", "50")
 	p := benchResult(t, lines, `^RESULT mode=latency samples=30 background_rps=50 p50_ms=`+benchNumber+` p95_ms=`+benchNumber+` p99_ms=`+benchNumber+` max_ms=`+benchNumber+`$`)
 	if len(p) == 4 && !(p[0] <= p[1] && p[1] <= p[2] && p[2] <= p[3]) {
@@ -119,10 +120,10 @@ func TestBenchRefusesABadCommandLine(t *testing.T) {
 		"a throughput flag in latency": {"latency", "--jobs", "10"},
 	}
 	// The command line is checked before anything connects.
-	env := mapEnv(map[string]string{"DATABASE_URL": "postgres://nobody@127.0.0.1:1/none?sslmode=disable&connect_timeout=1"})
+	env := errandtest.Env(map[string]string{"DATABASE_URL": "postgres://nobody@127.0.0.1:1/none?sslmode=disable&connect_timeout=1"})
 	for name, args := range cases {
 		t.Run(name, func(t *testing.T) {
-			out := &syncBuffer{}
+			out := &errandtest.Buffer{}
 			err := errand.Main(context.Background(), append([]string{"bench"}, args...), env, out, out)
 			if !errors.Is(err, errand.ErrUsage) {
 				t.Errorf("errand bench %s: got %v, want a usage error\n%s", strings.Join(args, " "), err, out.String())

@@ -1,4 +1,4 @@
-package errand_test
+package bench_test
 
 import (
 	"context"
@@ -10,7 +10,7 @@ import (
 	"github.com/riverqueue/river/rivertype"
 
 	"github.com/errand-dev/errand"
-	"github.com/errand-dev/errand/internal/testdb"
+	"github.com/errand-dev/errand/errandtest"
 )
 
 // BenchmarkInsertToStart measures, at idle, the time from sending a single-row
@@ -21,8 +21,8 @@ import (
 //
 //	go test -run '^$' -bench InsertToStart -benchtime 2000x .
 func BenchmarkInsertToStart(b *testing.B) {
-	url := testdb.NewDatabase(b, false)
-	if err := errand.Main(context.Background(), []string{"migrate"}, mapEnv(map[string]string{"DATABASE_URL": url}), discard{}, discard{}); err != nil {
+	url := errandtest.NewDatabase(b)
+	if err := errand.Main(context.Background(), []string{"migrate"}, errandtest.Env(map[string]string{"DATABASE_URL": url}), discard{}, discard{}); err != nil {
 		b.Fatal(err)
 	}
 	started := make(chan int64, 16)
@@ -32,7 +32,7 @@ func BenchmarkInsertToStart(b *testing.B) {
 	done := make(chan error, 1)
 	env := map[string]string{"DATABASE_URL": url, "ERRAND_HTTP_ADDR": "127.0.0.1:0", "ERRAND_LOG_LEVEL": "warn"}
 	go func() {
-		done <- errand.Main(ctx, []string{"run"}, mapEnv(env), discard{}, discard{}, hook, errand.WithReady(func(string) { close(ready) }))
+		done <- errand.Main(ctx, []string{"run"}, errandtest.Env(env), discard{}, discard{}, hook, errand.WithReady(func(string) { close(ready) }))
 	}()
 	select {
 	case <-ready:

@@ -1,11 +1,13 @@
-package errand
+// Package config reads errand's configuration from the environment: the
+// daemon's own variables here, each kind's beside its kind (jobs.WithEnv).
+// Every command checks all of them at start and reports every bad value at
+// once, one line each.
+package config
 
 import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net/mail"
-	"net/url"
 	"slices"
 	"strconv"
 	"strings"
@@ -31,10 +33,10 @@ type Config struct {
 	LogFormat         string
 	DevDir            string
 	PGBinDir          string
-	ResendAPIKey      string
-	ResendBaseURL     string
-	EmailFrom         string
-	ResendRPS         float64
+	// KindEnv is what the kinds read at start (their declared variables).
+	KindEnv jobs.Env
+	// Getenv is the environment the configuration was read from.
+	Getenv func(string) string
 }
 
 // envVar documents one variable; `errand help` prints the table.
@@ -88,37 +90,6 @@ func envVars() []envVar {
 				c.LogFormat = v
 				return nil
 			}},
-		{"RESEND_API_KEY", "", "Resend API key; unset means emails are captured locally (errand.emails), nothing leaves the machine",
-			func(c *Config, v string) error { c.ResendAPIKey = v; return nil }},
-		{"RESEND_BASE_URL", "https://api.resend.com", "Resend-compatible API endpoint",
-			func(c *Config, v string) error {
-				u, err := url.Parse(v)
-				if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-					return fmt.Errorf("want an http(s) URL")
-				}
-				c.ResendBaseURL = strings.TrimRight(v, "/")
-				return nil
-			}},
-		{"ERRAND_EMAIL_FROM", "", "sender, e.g. `Acme <notifications@acme.com>`; required with RESEND_API_KEY",
-			func(c *Config, v string) error {
-				if v == "" {
-					return nil
-				}
-				if _, err := mail.ParseAddress(v); err != nil || strings.ContainsAny(v, "\r\n") {
-					return fmt.Errorf("want an address such as `Acme <notifications@acme.com>`")
-				}
-				c.EmailFrom = v
-				return nil
-			}},
-		{"ERRAND_RESEND_RPS", "2", "Resend requests per second, shared by all replicas (Resend's limit is per team)",
-			func(c *Config, v string) error {
-				f, err := strconv.ParseFloat(v, 64)
-				if err != nil || f <= 0 || f > 1000 {
-					return fmt.Errorf("want a number of requests per second above 0")
-				}
-				c.ResendRPS = f
-				return nil
-			}},
 		{"ERRAND_DEV_DIR", "", "errand dev: where its PostgreSQL keeps data (default: user cache dir, or /var/tmp/errand-dev as root)",
 			func(c *Config, v string) error { c.DevDir = v; return nil }},
 		{"ERRAND_PG_BINDIR", "", "errand dev and tests: PostgreSQL server binaries (default: pg_config --bindir, else /usr/lib/postgresql/*/bin)",
@@ -126,10 +97,10 @@ func envVars() []envVar {
 	}
 }
 
-// LoadConfig reads the environment through getenv. It reports every bad value
-// at once, one line each.
-func LoadConfig(getenv func(string) string) (Config, error) {
-	var c Config
+// Load reads the environment through getenv: errand's own variables and
+// those the kinds declare. It reports every bad value at once, one line each.
+func Load(getenv func(string) string, kinds []jobs.Kind) (Config, error) {
+	c := Config{Getenv: getenv}
 	var errs []error
 	for _, ev := range envVars() {
 		v := getenv(ev.Name)
@@ -140,10 +111,36 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 			errs = append(errs, fmt.Errorf("%s=%q: %w", ev.Name, v, err))
 		}
 	}
-	if c.ResendAPIKey != "" && c.EmailFrom == "" {
-		errs = append(errs, fmt.Errorf("ERRAND_EMAIL_FROM is required when RESEND_API_KEY is set (e.g. `Acme <notifications@acme.com>`)"))
+	vars := kindVars(kinds)
+	for _, ev := range vars {
+		v := getenv(ev.Name)
+		if v == "" {
+			v = ev.Default
+		}
+		if ev.Check != nil {
+			if err := ev.Check(v); err != nil {
+				errs = append(errs, fmt.Errorf("%s=%q: %w", ev.Name, v, err))
+			}
+		}
 	}
+	c.KindEnv = jobs.NewEnv(getenv, vars, c.Queues)
 	return c, errors.Join(errs...)
+}
+
+// kindVars lists the kinds' variables once each, in the kinds' order (two
+// kinds may share one, such as an API key).
+func kindVars(kinds []jobs.Kind) []jobs.EnvVar {
+	var out []jobs.EnvVar
+	seen := map[string]bool{}
+	for _, k := range kinds {
+		for _, ev := range k.Env {
+			if !seen[ev.Name] {
+				seen[ev.Name] = true
+				out = append(out, ev)
+			}
+		}
+	}
+	return out
 }
 
 func parseQueues(v string) (map[string]int, error) {
@@ -203,7 +200,8 @@ func durationVar(field func(*Config) *time.Duration, least time.Duration) func(*
 	}
 }
 
-func helpText() string {
+// Help is `errand help`: the commands, then every variable with its default.
+func Help(kinds []jobs.Kind) string {
 	var b strings.Builder
 	b.WriteString(`errand: a background job worker for multi-tenant SaaS apps, on PostgreSQL and River.
 
@@ -219,12 +217,17 @@ Commands:
 
 Environment:
 `)
-	for _, ev := range envVars() {
-		def := ev.Default
+	line := func(name, def, help string) {
 		if def == "" {
 			def = "(none)"
 		}
-		fmt.Fprintf(&b, "  %-28s default %s\n      %s\n", ev.Name, def, ev.Help)
+		fmt.Fprintf(&b, "  %-28s default %s\n      %s\n", name, def, help)
+	}
+	for _, ev := range envVars() {
+		line(ev.Name, ev.Default, ev.Help)
+	}
+	for _, ev := range kindVars(kinds) {
+		line(ev.Name, ev.Default, ev.Help)
 	}
 	return b.String()
 }

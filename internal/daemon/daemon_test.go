@@ -1,4 +1,4 @@
-package errand_test
+package daemon_test
 
 import (
 	"bytes"
@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -16,17 +17,17 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/errand-dev/errand"
-	"github.com/errand-dev/errand/internal/testdb"
+	"github.com/errand-dev/errand/errandtest"
 	"github.com/errand-dev/errand/jobs"
 )
 
 func TestRunWorksPingAndServesHealth(t *testing.T) {
-	url, pool := migratedDB(t)
-	ws := newWorkspace(t, pool, "acme")
-	d := startDaemon(t, url, map[string]string{"ERRAND_LOG_LEVEL": "debug"})
+	url, pool := errandtest.MigratedDB(t)
+	ws := errandtest.NewWorkspace(t, pool, "acme")
+	d := errandtest.StartDaemon(t, url, map[string]string{"ERRAND_LOG_LEVEL": "debug"})
 
 	for _, path := range []string{"/healthz", "/readyz"} {
-		resp, err := http.Get("http://" + d.addr + path)
+		resp, err := http.Get("http://" + d.Addr + path)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -35,25 +36,25 @@ func TestRunWorksPingAndServesHealth(t *testing.T) {
 			t.Errorf("%s: %d", path, resp.StatusCode)
 		}
 	}
-	id := enqueue(t, pool, ws, "ping", `{"sleep_ms": 10, "some_future_field": true}`)
-	j := waitJob(t, pool, id, 30*time.Second, "completed", "failed")
+	id := errandtest.Enqueue(t, pool, ws, "ping", `{"sleep_ms": 10, "some_future_field": true}`)
+	j := errandtest.WaitJob(t, pool, id, 30*time.Second, "completed", "failed")
 	if j.Status != "completed" || j.Attempt != 1 {
 		t.Fatalf("ping: %+v, want completed on attempt 1 (unknown args fields are ignored)", j)
 	}
-	if logs := d.logs.String(); !strings.Contains(logs, `"msg":"job done","job_id":`) || !strings.Contains(logs, `"workspace_id":"`+ws+`"`) {
+	if logs := d.Logs.String(); !strings.Contains(logs, `"msg":"job done","job_id":`) || !strings.Contains(logs, `"workspace_id":"`+ws+`"`) {
 		t.Errorf("no structured log line for the job with its workspace:\n%s", logs)
 	}
-	if err := d.stop(t); err != nil {
+	if err := d.Stop(t); err != nil {
 		t.Errorf("clean shutdown returned %v", err)
 	}
 }
 
 func TestRunRetriesWithBackoffThenCompletes(t *testing.T) {
-	url, pool := migratedDB(t)
-	ws := newWorkspace(t, pool, "acme")
-	startDaemon(t, url, nil)
-	id := enqueue(t, pool, ws, "ping", `{"fail_times": 2}`)
-	j := waitJob(t, pool, id, 30*time.Second, "completed", "failed")
+	url, pool := errandtest.MigratedDB(t)
+	ws := errandtest.NewWorkspace(t, pool, "acme")
+	errandtest.StartDaemon(t, url, nil)
+	id := errandtest.Enqueue(t, pool, ws, "ping", `{"fail_times": 2}`)
+	j := errandtest.WaitJob(t, pool, id, 30*time.Second, "completed", "failed")
 	if j.Status != "completed" || j.Attempt != 3 {
 		t.Fatalf("got %+v, want completed on attempt 3", j)
 	}
@@ -63,10 +64,10 @@ func TestRunRetriesWithBackoffThenCompletes(t *testing.T) {
 }
 
 func TestRunFailsHopelessJobsAtOnce(t *testing.T) {
-	url, pool := migratedDB(t, errand.WithKinds(scopedKind()))
-	ws := newWorkspace(t, pool, "acme")
+	url, pool := errandtest.MigratedDB(t, errand.WithKinds(errandtest.ScopedKind()))
+	ws := errandtest.NewWorkspace(t, pool, "acme")
 	ctx := context.Background()
-	startDaemon(t, url, nil, errand.WithKinds(scopedKind()))
+	errandtest.StartDaemon(t, url, nil, errand.WithKinds(errandtest.ScopedKind()))
 
 	// Rows written straight into River's table stand for a producer that
 	// bypassed the contract, or an older binary's args.
@@ -85,8 +86,8 @@ func TestRunFailsHopelessJobsAtOnce(t *testing.T) {
 		id   int64
 		want string
 	}{
-		{"args of the wrong type", enqueue(t, pool, ws, "ping", `{"sleep_ms": "soon"}`), "decode args: json: cannot unmarshal string"},
-		{"args out of range", enqueue(t, pool, ws, "ping", `{"sleep_ms": 999999}`), "sleep_ms must be between 0 and 30000, got 999999"},
+		{"args of the wrong type", errandtest.Enqueue(t, pool, ws, "ping", `{"sleep_ms": "soon"}`), "decode args: json: cannot unmarshal string"},
+		{"args out of range", errandtest.Enqueue(t, pool, ws, "ping", `{"sleep_ms": 999999}`), "sleep_ms must be between 0 and 30000, got 999999"},
 		{"workspace that no longer exists", direct("test.scoped", `{"note": "x"}`, `{"workspace_id": "00000000-0000-0000-0000-0000000000aa"}`),
 			"workspace 00000000-0000-0000-0000-0000000000aa: workspace not found"},
 		{"required field missing", direct("test.scoped", `{"unrelated": 1}`, `{"workspace_id": "`+ws+`"}`),
@@ -94,7 +95,7 @@ func TestRunFailsHopelessJobsAtOnce(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			j := waitJob(t, pool, tc.id, 30*time.Second, "failed", "completed")
+			j := errandtest.WaitJob(t, pool, tc.id, 30*time.Second, "failed", "completed")
 			if j.Status != "failed" || j.Attempt != 1 || !strings.Contains(j.LastError, tc.want) {
 				t.Errorf("got %+v, want failed after 1 attempt with %q", j, tc.want)
 			}
@@ -102,43 +103,21 @@ func TestRunFailsHopelessJobsAtOnce(t *testing.T) {
 	}
 }
 
-// scopedArgs is a test kind touching a tenant table through the job's scope.
-type scopedArgs struct {
-	Note string `json:"note" errand:"required"`
-	Fail bool   `json:"fail"`
-}
-
-func scopedKind() jobs.Kind {
-	return jobs.Define("test.scoped", jobs.QueueDefault, func(ctx context.Context, job *jobs.Job, args scopedArgs) error {
-		return job.CompleteInWorkspace(ctx, func(tx pgx.Tx) error {
-			// No WHERE workspace_id: row level security fills it in.
-			if _, err := tx.Exec(ctx, `INSERT INTO errand.workspace_members (workspace_id, user_id, role)
-				VALUES (current_setting('app.current_workspace_id')::uuid, gen_random_uuid(), 'viewer')`); err != nil {
-				return err
-			}
-			if args.Fail {
-				return errors.New("asked to fail after writing")
-			}
-			return nil
-		})
-	})
-}
-
 func TestCompleteInWorkspaceCommitsEffectsWithCompletion(t *testing.T) {
-	url, pool := migratedDB(t, errand.WithKinds(scopedKind()))
-	ws := newWorkspace(t, pool, "acme")
+	url, pool := errandtest.MigratedDB(t, errand.WithKinds(errandtest.ScopedKind()))
+	ws := errandtest.NewWorkspace(t, pool, "acme")
 	ctx := context.Background()
-	startDaemon(t, url, nil, errand.WithKinds(scopedKind()))
+	errandtest.StartDaemon(t, url, nil, errand.WithKinds(errandtest.ScopedKind()))
 
-	ok := enqueue(t, pool, ws, "test.scoped", `{"note": "x"}`)
-	if j := waitJob(t, pool, ok, 30*time.Second, "completed", "failed"); j.Status != "completed" {
+	ok := errandtest.Enqueue(t, pool, ws, "test.scoped", `{"note": "x"}`)
+	if j := errandtest.WaitJob(t, pool, ok, 30*time.Second, "completed", "failed"); j.Status != "completed" {
 		t.Fatalf("got %+v", j)
 	}
 	var bad int64
 	if err := pool.QueryRow(ctx, `INSERT INTO errand.jobs (workspace_id, kind, args, max_attempts) VALUES ($1, 'test.scoped', '{"note": "x", "fail": true}', 2) RETURNING id`, ws).Scan(&bad); err != nil {
 		t.Fatal(err)
 	}
-	if j := waitJob(t, pool, bad, 30*time.Second, "failed"); j.Attempt != 2 {
+	if j := errandtest.WaitJob(t, pool, bad, 30*time.Second, "failed"); j.Attempt != 2 {
 		t.Fatalf("got %+v", j)
 	}
 	var rows int
@@ -156,11 +135,11 @@ func TestRunTimesOutAKindWithItsOwnTimeout(t *testing.T) {
 		<-ctx.Done()
 		return ctx.Err()
 	}, jobs.WithTimeout(100*time.Millisecond), jobs.WithMaxAttempts(1))
-	url, pool := migratedDB(t, errand.WithKinds(slow))
-	ws := newWorkspace(t, pool, "acme")
-	startDaemon(t, url, nil, errand.WithKinds(slow))
-	id := enqueue(t, pool, ws, "test.slow", `{}`)
-	j := waitJob(t, pool, id, 30*time.Second, "failed", "completed")
+	url, pool := errandtest.MigratedDB(t, errand.WithKinds(slow))
+	ws := errandtest.NewWorkspace(t, pool, "acme")
+	errandtest.StartDaemon(t, url, nil, errand.WithKinds(slow))
+	id := errandtest.Enqueue(t, pool, ws, "test.slow", `{}`)
+	j := errandtest.WaitJob(t, pool, id, 30*time.Second, "failed", "completed")
 	if j.Status != "failed" || !strings.Contains(j.LastError, "deadline exceeded") {
 		t.Fatalf("got %+v, want failed by its 100ms timeout", j)
 	}
@@ -174,118 +153,56 @@ func TestRunTimesOutAKindWithItsOwnTimeout(t *testing.T) {
 }
 
 func TestShutdownLetsRunningJobsFinish(t *testing.T) {
-	url, pool := migratedDB(t)
-	ws := newWorkspace(t, pool, "acme")
-	d := startDaemon(t, url, nil)
-	id := enqueue(t, pool, ws, "ping", `{"sleep_ms": 500}`)
-	waitJob(t, pool, id, 30*time.Second, "processing")
-	if err := d.stop(t); err != nil {
+	url, pool := errandtest.MigratedDB(t)
+	ws := errandtest.NewWorkspace(t, pool, "acme")
+	d := errandtest.StartDaemon(t, url, nil)
+	id := errandtest.Enqueue(t, pool, ws, "ping", `{"sleep_ms": 500}`)
+	errandtest.WaitJob(t, pool, id, 30*time.Second, "processing")
+	if err := d.Stop(t); err != nil {
 		t.Fatal(err)
 	}
-	if j := getJob(t, pool, id); j.Status != "completed" {
+	if j := errandtest.GetJob(t, pool, id); j.Status != "completed" {
 		t.Errorf("after graceful stop: %+v, want completed", j)
 	}
 }
 
 func TestShutdownTimeoutPutsJobsBackWithoutUsingAnAttempt(t *testing.T) {
-	url, pool := migratedDB(t)
-	ws := newWorkspace(t, pool, "acme")
-	d := startDaemon(t, url, map[string]string{"ERRAND_SHUTDOWN_TIMEOUT": "200ms"})
-	id := enqueue(t, pool, ws, "ping", `{"sleep_ms": 20000}`)
-	waitJob(t, pool, id, 30*time.Second, "processing")
+	url, pool := errandtest.MigratedDB(t)
+	ws := errandtest.NewWorkspace(t, pool, "acme")
+	d := errandtest.StartDaemon(t, url, map[string]string{"ERRAND_SHUTDOWN_TIMEOUT": "200ms"})
+	id := errandtest.Enqueue(t, pool, ws, "ping", `{"sleep_ms": 20000}`)
+	errandtest.WaitJob(t, pool, id, 30*time.Second, "processing")
 	start := time.Now()
-	if err := d.stop(t); err != nil {
+	if err := d.Stop(t); err != nil {
 		t.Fatalf("shutdown returned %v, want nil (exit 0)", err)
 	}
 	if el := time.Since(start); el > 15*time.Second {
 		t.Errorf("shutdown took %s with a 200ms timeout", el)
 	}
-	j := getJob(t, pool, id)
+	j := errandtest.GetJob(t, pool, id)
 	if j.Status != "pending" || j.Attempt != 0 {
 		t.Errorf("cancelled job: %+v, want pending with attempt 0", j)
 	}
 }
 
 func TestRunRefusesAnUnmigratedDatabase(t *testing.T) {
-	url := testdb.NewDatabase(t, false)
+	url := errandtest.NewDatabase(t)
 	var out bytes.Buffer
-	err := errand.Main(context.Background(), []string{"run"}, mapEnv(map[string]string{"DATABASE_URL": url, "ERRAND_HTTP_ADDR": freeAddr(t)}), &out, &out)
+	err := errand.Main(context.Background(), []string{"run"}, errandtest.Env(map[string]string{"DATABASE_URL": url, "ERRAND_HTTP_ADDR": errandtest.FreeAddr(t)}), &out, &out)
 	if err == nil || !strings.Contains(err.Error(), "run `errand migrate` first") {
 		t.Fatalf("got %v, want a message telling to migrate", err)
 	}
 }
 
-func TestConfigReportsEveryBadValue(t *testing.T) {
-	env := map[string]string{
-		"DATABASE_URL":            "postgres://x",
-		"ERRAND_QUEUES":           "email=0,bogus=3",
-		"ERRAND_SHUTDOWN_TIMEOUT": "soon",
-		"ERRAND_MAX_ARGS_BYTES":   "-5",
-		"ERRAND_LOG_LEVEL":        "loud",
-		"ERRAND_FETCH_COOLDOWN":   "0s",
-	}
-	var out bytes.Buffer
-	err := errand.Main(context.Background(), []string{"run"}, mapEnv(env), &out, &out)
-	if err == nil {
-		t.Fatal("bad configuration accepted")
-	}
-	for _, name := range []string{"ERRAND_QUEUES", "ERRAND_SHUTDOWN_TIMEOUT", "ERRAND_MAX_ARGS_BYTES", "ERRAND_LOG_LEVEL", "ERRAND_FETCH_COOLDOWN"} {
-		if !strings.Contains(err.Error(), name+"=") {
-			t.Errorf("error does not name %s:\n%v", name, err)
-		}
-	}
-}
-
-func TestConfigQueueErrors(t *testing.T) {
-	cases := map[string]string{
-		"a queue that does not exist":  "bogus=3",
-		"a worker count of zero":       "email=0",
-		"a pair without =":             "email",
-		"a count that is not a number": "email=many",
-	}
-	for name, v := range cases {
-		t.Run(name, func(t *testing.T) {
-			_, err := errand.LoadConfig(mapEnv(map[string]string{"ERRAND_QUEUES": v}))
-			if err == nil || !strings.Contains(err.Error(), "ERRAND_QUEUES") {
-				t.Errorf("ERRAND_QUEUES=%q: got %v", v, err)
-			}
-		})
-	}
-	cfg, err := errand.LoadConfig(mapEnv(map[string]string{"ERRAND_QUEUES": "email=3"}))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if cfg.Queues["email"] != 3 || cfg.Queues["default"] != 50 {
-		t.Errorf("queues %v: want email=3 and the other defaults kept", cfg.Queues)
-	}
-}
-
-func TestHelpListsEveryVariableAndUnknownCommandIsAUsageError(t *testing.T) {
-	var out bytes.Buffer
-	if err := errand.Main(context.Background(), []string{"help"}, mapEnv(nil), &out, &out); err != nil {
-		t.Fatal(err)
-	}
-	for _, v := range []string{"DATABASE_URL", "ERRAND_HTTP_ADDR", "ERRAND_QUEUES", "ERRAND_SHUTDOWN_TIMEOUT", "ERRAND_MAX_ARGS_BYTES",
-		"ERRAND_FETCH_COOLDOWN", "ERRAND_FETCH_POLL_INTERVAL", "ERRAND_POLL_ONLY", "ERRAND_DB_MAX_CONNS", "ERRAND_RETRY_BASE", "ERRAND_LOG_LEVEL", "ERRAND_LOG_FORMAT"} {
-		if !strings.Contains(out.String(), v) {
-			t.Errorf("help does not list %s", v)
-		}
-	}
-	err := errand.Main(context.Background(), []string{"frobnicate"}, mapEnv(nil), &out, &out)
-	if !errors.Is(err, errand.ErrUsage) {
-		t.Errorf("unknown command: %v, want ErrUsage", err)
-	}
-}
-
 func TestKindsArePublishedAtStartAndNeverRemoved(t *testing.T) {
-	url, pool := migratedDB(t)
+	url, pool := errandtest.MigratedDB(t)
 	ctx := context.Background()
 	// Another binary's kind, which this one does not know.
 	if _, err := pool.Exec(ctx, `INSERT INTO errand.kinds (kind, queue, required_args) VALUES ('other.binary', 'default', '{}')`); err != nil {
 		t.Fatal(err)
 	}
-	ws := newWorkspace(t, pool, "acme")
-	startDaemon(t, url, nil, errand.WithKinds(scopedKind()))
+	ws := errandtest.NewWorkspace(t, pool, "acme")
+	errandtest.StartDaemon(t, url, nil, errand.WithKinds(errandtest.ScopedKind()))
 	var kinds []string
 	rows, err := pool.Query(ctx, "SELECT kind || ':' || array_to_string(required_args, ',') FROM errand.kinds ORDER BY kind")
 	if err != nil {
@@ -295,16 +212,21 @@ func TestKindsArePublishedAtStartAndNeverRemoved(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := strings.Join(kinds, " "); got != "email.send:to,template other.binary: ping: test.scoped:note" {
-		t.Errorf("kinds %q", got)
+	want := []string{"other.binary:", "test.scoped:note"}
+	for _, k := range errand.Builtin() {
+		want = append(want, k.Name+":"+strings.Join(k.RequiredArgs, ","))
+	}
+	slices.Sort(want)
+	if !slices.Equal(kinds, want) {
+		t.Errorf("kinds %q, want %q", kinds, want)
 	}
 	// This replica does not fetch the other binary's jobs, so their attempts
 	// are not burned.
-	other := enqueue(t, pool, ws, "other.binary", `{}`)
-	ping := enqueue(t, pool, ws, "ping", `{}`)
-	waitJob(t, pool, ping, 30*time.Second, "completed")
+	other := errandtest.Enqueue(t, pool, ws, "other.binary", `{}`)
+	ping := errandtest.Enqueue(t, pool, ws, "ping", `{}`)
+	errandtest.WaitJob(t, pool, ping, 30*time.Second, "completed")
 	time.Sleep(300 * time.Millisecond)
-	if j := getJob(t, pool, other); j.Status != "pending" || j.Attempt != 0 {
+	if j := errandtest.GetJob(t, pool, other); j.Status != "pending" || j.Attempt != 0 {
 		t.Errorf("unknown kind's job: %+v, want untouched", j)
 	}
 }
@@ -312,16 +234,16 @@ func TestKindsArePublishedAtStartAndNeverRemoved(t *testing.T) {
 // Behind a transaction-mode pooler notifications never arrive. The proxy
 // here drops them the same way; the daemon must notice and poll.
 func TestRunFallsBackToPollingWhenNotificationsDoNotArrive(t *testing.T) {
-	dbURL, pool := migratedDB(t)
-	ws := newWorkspace(t, pool, "acme")
+	dbURL, pool := errandtest.MigratedDB(t)
+	ws := errandtest.NewWorkspace(t, pool, "acme")
 	proxied := notificationDroppingProxy(t, dbURL)
-	d := startDaemon(t, proxied, map[string]string{"ERRAND_FETCH_POLL_INTERVAL": "100ms"})
-	logs := d.logs.String()
+	d := errandtest.StartDaemon(t, proxied, map[string]string{"ERRAND_FETCH_POLL_INTERVAL": "100ms"})
+	logs := d.Logs.String()
 	if strings.Count(logs, "LISTEN/NOTIFY does not work") != 1 || !strings.Contains(logs, `"poll_only":true,"completion_guard":false`) {
 		t.Fatalf("want one warning, poll_only=true and the completion guard off:\n%s", logs)
 	}
-	id := enqueue(t, pool, ws, "ping", `{}`)
-	waitJob(t, pool, id, 30*time.Second, "completed")
+	id := errandtest.Enqueue(t, pool, ws, "ping", `{}`)
+	errandtest.WaitJob(t, pool, id, 30*time.Second, "completed")
 }
 
 func notificationDroppingProxy(t *testing.T, dbURL string) string {
@@ -380,10 +302,10 @@ func TestRetryAfterSetsTheNextAttemptTime(t *testing.T) {
 	later := jobs.Define("test.later", jobs.QueueDefault, func(ctx context.Context, job *jobs.Job, args struct{}) error {
 		return jobs.RetryAfter(errors.New("provider said wait"), 2*time.Hour)
 	})
-	url, pool := migratedDB(t, errand.WithKinds(later))
-	ws := newWorkspace(t, pool, "acme")
-	startDaemon(t, url, nil, errand.WithKinds(later))
-	id := enqueue(t, pool, ws, "test.later", `{}`)
+	url, pool := errandtest.MigratedDB(t, errand.WithKinds(later))
+	ws := errandtest.NewWorkspace(t, pool, "acme")
+	errandtest.StartDaemon(t, url, nil, errand.WithKinds(later))
+	id := errandtest.Enqueue(t, pool, ws, "test.later", `{}`)
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		var state string

@@ -1,4 +1,4 @@
-package errand
+package daemon
 
 import (
 	"context"
@@ -12,6 +12,7 @@ import (
 	"github.com/riverqueue/river"
 	"github.com/riverqueue/river/rivertype"
 
+	"github.com/errand-dev/errand/internal/config"
 	"github.com/errand-dev/errand/internal/maintenance"
 	"github.com/errand-dev/errand/jobs"
 	"github.com/errand-dev/errand/store"
@@ -29,7 +30,7 @@ type engine struct {
 	beatDone  chan struct{}
 }
 
-func startEngine(ctx context.Context, cfg Config, reg *jobs.Registry, logger *slog.Logger, pollOnly, guard bool,
+func startEngine(ctx context.Context, cfg config.Config, reg *jobs.Registry, logger *slog.Logger, pollOnly, guard bool,
 	onStart func(*rivertype.JobRow), t rescueTiming) (*engine, error) {
 	id := clientID()
 	// Setup must not hang on a database that swallows packets; the client

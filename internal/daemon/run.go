@@ -1,4 +1,8 @@
-package errand
+// Package daemon is `errand run`: one replica that works jobs (River with
+// errand's middleware and completion guard), keeps its lease (heartbeat),
+// rescues dead replicas' jobs, and serves /healthz, /readyz and the kinds'
+// routes. `errand dev` and `errand bench` run it too.
+package daemon
 
 import (
 	"context"
@@ -10,29 +14,35 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"strings"
 	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/riverqueue/river"
 	"github.com/riverqueue/river/riverdriver/riverpgxv5"
 	"github.com/riverqueue/river/rivertype"
 
+	"github.com/errand-dev/errand/internal/config"
 	"github.com/errand-dev/errand/internal/maintenance"
 	"github.com/errand-dev/errand/jobs"
 	"github.com/errand-dev/errand/migrations"
 	"github.com/errand-dev/errand/store"
 )
 
+// Hooks are the binary's callbacks into the daemon.
+type Hooks struct {
+	// OnReady is called once the daemon works jobs, with its HTTP address.
+	OnReady func(httpAddr string)
+	// OnJobStart is called in the worker goroutine as each job starts, for
+	// metrics and benchmarks; keep it fast.
+	OnJobStart func(job *rivertype.JobRow)
+}
+
 // Run is `errand run`: it works jobs until ctx is cancelled, then shuts down
-// gracefully (see shutdown) and returns nil. Of opts, WithReady and
-// WithJobStartHook apply; kinds come in reg.
-func Run(ctx context.Context, cfg Config, reg *jobs.Registry, logger *slog.Logger, opts ...Option) error {
-	o := collect(opts)
+// gracefully (see shutdown) and returns nil.
+func Run(ctx context.Context, cfg config.Config, reg *jobs.Registry, logger *slog.Logger, hooks Hooks) error {
 	// A small pool for checks, readiness and the rescuer; jobs use their
-	// engine's pool of ERRAND_DB_MAX_CONNS.
+	// engine's pool of ERRAND_DB_MAX_CONNS, the kinds' pages one of their own.
 	st, err := store.Open(ctx, cfg.DatabaseURL, store.Options{MaxConns: 4, SkipScopeCheck: true})
 	if err != nil {
 		return err
@@ -44,7 +54,23 @@ func Run(ctx context.Context, cfg Config, reg *jobs.Registry, logger *slog.Logge
 	if err := st.DetectScopeRole(ctx); err != nil {
 		return err
 	}
-	if err := publish(ctx, st, cfg, reg); err != nil {
+	if err := Publish(ctx, st, cfg, reg); err != nil {
+		return err
+	}
+	web, err := store.Open(ctx, cfg.DatabaseURL, store.Options{MaxConns: webConns})
+	if err != nil {
+		return err
+	}
+	defer web.Close()
+
+	ln, err := net.Listen("tcp", cfg.HTTPAddr)
+	if err != nil {
+		return fmt.Errorf("listen on ERRAND_HTTP_ADDR %s: %w", cfg.HTTPAddr, err)
+	}
+	defer ln.Close()
+	problems := &jobs.Problems{}
+	mux := http.NewServeMux()
+	if err := startKinds(ctx, reg, cfg, logger, problems, web, mux); err != nil {
 		return err
 	}
 
@@ -54,7 +80,7 @@ func Run(ctx context.Context, cfg Config, reg *jobs.Registry, logger *slog.Logge
 	// guard is left off there.
 	pollOnly, guard := cfg.PollOnly, true
 	if !pollOnly {
-		if err := probeListen(ctx, st.Pool()); err != nil {
+		if err := store.ProbeListen(ctx, st.Pool()); err != nil {
 			pollOnly, guard = true, false
 			logger.Warn("LISTEN/NOTIFY does not work on this connection (a transaction-mode pooler such as PgBouncer or Supavisor?); "+
 				"falling back to polling every ERRAND_FETCH_POLL_INTERVAL: jobs start up to that much later, and the completion guard that stops a rescued job's stale attempt from finishing it is off. Point DATABASE_URL at a direct or session-mode connection to fix.",
@@ -75,11 +101,8 @@ func Run(ctx context.Context, cfg Config, reg *jobs.Registry, logger *slog.Logge
 		}
 		return nil
 	}
-	ln, err := net.Listen("tcp", cfg.HTTPAddr)
-	if err != nil {
-		return fmt.Errorf("listen on ERRAND_HTTP_ADDR %s: %w", cfg.HTTPAddr, err)
-	}
-	srv := &http.Server{Handler: healthHandler(st, ready, o.problems, cfg.ResendAPIKey == ""), ReadHeaderTimeout: 5 * time.Second}
+	handleHealth(mux, st, ready, problems, logger)
+	srv := newServer(mux)
 	go func() {
 		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			logger.Error("http server stopped", slog.String("error", err.Error()))
@@ -94,7 +117,7 @@ func Run(ctx context.Context, cfg Config, reg *jobs.Registry, logger *slog.Logge
 
 	first := true
 	for {
-		e, err := startEngine(ctx, cfg, reg, logger, pollOnly, guard, o.onJobStart, timing)
+		e, err := startEngine(ctx, cfg, reg, logger, pollOnly, guard, hooks.OnJobStart, timing)
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil
@@ -121,8 +144,8 @@ func Run(ctx context.Context, cfg Config, reg *jobs.Registry, logger *slog.Logge
 				slog.String("tenant_scope_role", st.ScopeRole()),
 				slog.Duration("rescue_after", cfg.RescueAfter),
 				slog.Int("kinds", len(reg.Kinds())))
-			if o.onReady != nil {
-				o.onReady(ln.Addr().String())
+			if hooks.OnReady != nil {
+				hooks.OnReady(ln.Addr().String())
 			}
 			first = false
 		} else {
@@ -162,7 +185,7 @@ func rescueTimings(rescueAfter time.Duration) rescueTiming {
 	return rescueTiming{lease: rescueAfter * 6 / 10, fenceAfter: rescueAfter * 4 / 10, interval: rescueAfter / 10}
 }
 
-func newRiverClient(st *store.Store, id string, cfg Config, reg *jobs.Registry, logger *slog.Logger, pollOnly bool, onStart func(*rivertype.JobRow)) (*river.Client[pgx.Tx], error) {
+func newRiverClient(st *store.Store, id string, cfg config.Config, reg *jobs.Registry, logger *slog.Logger, pollOnly bool, onStart func(*rivertype.JobRow)) (*river.Client[pgx.Tx], error) {
 	queues := make(map[string]river.QueueConfig, len(cfg.Queues))
 	for name, n := range cfg.Queues {
 		queues[name] = river.QueueConfig{MaxWorkers: n}
@@ -172,7 +195,7 @@ func newRiverClient(st *store.Store, id string, cfg Config, reg *jobs.Registry, 
 	if !logger.Enabled(context.Background(), slog.LevelInfo-1) {
 		// River logs every retry at info; errand's middleware already logs
 		// each attempt with more context.
-		riverLogger = slog.New(levelFloor{logger.Handler(), slog.LevelWarn})
+		riverLogger = QuietLogger(logger)
 	}
 	client, err := river.NewClient(riverpgxv5.New(st.Pool()), &river.Config{
 		Schema:              migrations.Schema,
@@ -203,79 +226,4 @@ func clientID() string {
 	b := make([]byte, 4)
 	_, _ = rand.Read(b)
 	return fmt.Sprintf("%s_%s", host, hex.EncodeToString(b))
-}
-
-// probeListen checks that a notification sent on one connection reaches a
-// LISTEN on another. Behind a transaction-mode pooler it does not.
-func probeListen(ctx context.Context, pool *pgxpool.Pool) error {
-	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
-	defer cancel()
-	pooled, err := pool.Acquire(ctx)
-	if err != nil {
-		return err
-	}
-	// The probe connection may be left in an odd state (LISTEN on a pooled
-	// backend): never return it to the pool.
-	conn := pooled.Hijack()
-	defer conn.Close(context.Background())
-	b := make([]byte, 8)
-	_, _ = rand.Read(b)
-	channel := "errand_probe_" + hex.EncodeToString(b)
-	if _, err := conn.Exec(ctx, `LISTEN "`+channel+`"`); err != nil {
-		return fmt.Errorf("listen: %w", err)
-	}
-	if _, err := pool.Exec(ctx, "SELECT pg_notify($1, 'probe')", channel); err != nil {
-		return fmt.Errorf("notify: %w", err)
-	}
-	if _, err := conn.WaitForNotification(ctx); err != nil {
-		return fmt.Errorf("no notification within 3s: %w", err)
-	}
-	return nil
-}
-
-// healthHandler serves /healthz and /readyz, and in capture mode (no
-// RESEND_API_KEY) the captured-email pages: they list every tenant's
-// recipients, which only a development setup should show.
-func healthHandler(st *store.Store, ready func() error, problems *jobs.Problems, captureMode bool) http.Handler {
-	mux := http.NewServeMux()
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
-		fmt.Fprintln(w, "ok")
-	})
-	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
-		if err := ready(); err != nil {
-			http.Error(w, "not ready: "+err.Error(), http.StatusServiceUnavailable)
-			return
-		}
-		if err := st.Ping(r.Context()); err != nil {
-			http.Error(w, "not ready: database unreachable: "+err.Error(), http.StatusServiceUnavailable)
-			return
-		}
-		if list := problems.List(); len(list) > 0 {
-			http.Error(w, "not ready:\n"+strings.Join(list, "\n"), http.StatusServiceUnavailable)
-			return
-		}
-		fmt.Fprintln(w, "ready")
-	})
-	if captureMode {
-		emails := jobs.EmailsHandler(st)
-		mux.Handle("GET /emails", emails)
-		mux.Handle("GET /emails/{id}", emails)
-	}
-	return mux
-}
-
-// levelFloor raises a handler's minimum level.
-type levelFloor struct {
-	slog.Handler
-	min slog.Level
-}
-
-func (h levelFloor) Enabled(ctx context.Context, l slog.Level) bool {
-	return l >= h.min && h.Handler.Enabled(ctx, l)
-}
-func (h levelFloor) WithAttrs(a []slog.Attr) slog.Handler {
-	return levelFloor{h.Handler.WithAttrs(a), h.min}
-}
-func (h levelFloor) WithGroup(n string) slog.Handler {
-	return levelFloor{h.Handler.WithGroup(n), h.min}
 }

@@ -1,4 +1,6 @@
-package errand
+// Package dev is `errand dev`: everything on a private local PostgreSQL,
+// migrated, seeded and working jobs.
+package dev
 
 import (
 	"context"
@@ -12,6 +14,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/errand-dev/errand/internal/config"
+	"github.com/errand-dev/errand/internal/daemon"
 	"github.com/errand-dev/errand/internal/localpg"
 	"github.com/errand-dev/errand/jobs"
 	"github.com/errand-dev/errand/store"
@@ -21,11 +25,11 @@ import (
 // from one `errand dev` to the next.
 const devPort = 54329
 
-// Dev is `errand dev`: with DATABASE_URL unset it starts a private PostgreSQL
+// Run is `errand dev`: with DATABASE_URL unset it starts a private PostgreSQL
 // from the locally installed binaries (data kept in ERRAND_DEV_DIR across
 // restarts), migrates it, seeds a demo workspace, prints how to use it, and
 // works jobs until ctx is cancelled.
-func Dev(ctx context.Context, cfg Config, reg *jobs.Registry, getenv func(string) string, stdout io.Writer, logger *slog.Logger, opts ...Option) error {
+func Run(ctx context.Context, cfg config.Config, reg *jobs.Registry, stdout io.Writer, logger *slog.Logger, hooks daemon.Hooks) error {
 	if cfg.DatabaseURL == "" {
 		dir, err := devDir(cfg)
 		if err != nil {
@@ -36,27 +40,31 @@ func Dev(ctx context.Context, cfg Config, reg *jobs.Registry, getenv func(string
 			port = 0
 		}
 		fmt.Fprintf(stdout, "errand dev: starting PostgreSQL in %s ...\n", dir)
+		if os.Geteuid() == 0 {
+			fmt.Fprintln(stdout, "errand dev: running as root, so PostgreSQL (which refuses root) runs as the postgres user")
+		}
 		server, err := localpg.Start(ctx, localpg.Options{DataDir: dir, Port: port, BinDir: cfg.PGBinDir})
 		if err != nil {
 			return fmt.Errorf("start local PostgreSQL (install Debian's postgresql package, or set DATABASE_URL): %w", err)
 		}
 		defer server.Stop()
 		if err := createDatabase(ctx, server.URL("postgres"), "errand"); err != nil {
-			return err
+			return fmt.Errorf("connect to local PostgreSQL: %w", err)
 		}
 		cfg.DatabaseURL = server.URL("errand")
 	}
-	if getenv("ERRAND_HTTP_ADDR") == "" && !tcpFree(cfg.HTTPAddr) {
+	if cfg.Getenv("ERRAND_HTTP_ADDR") == "" && !tcpFree(cfg.HTTPAddr) {
 		cfg.HTTPAddr = "127.0.0.1:0"
 	}
-	if err := Migrate(ctx, cfg, reg, stdout); err != nil {
+	if err := daemon.Migrate(ctx, cfg, reg, stdout); err != nil {
 		return err
 	}
 	ws, err := seedDemo(ctx, cfg)
 	if err != nil {
 		return err
 	}
-	ready := WithReady(func(addr string) {
+	user := hooks.OnReady
+	hooks.OnReady = func(addr string) {
 		fmt.Fprintf(stdout, `
 errand dev is running. Ctrl-C stops it; data is kept for the next run.
 
@@ -74,11 +82,14 @@ Captured emails:
   http://%[1]s/emails
 
 `, addr, cfg.DatabaseURL, ws.ID)
-	})
-	return Run(ctx, cfg, reg, logger, append(opts, ready)...)
+		if user != nil {
+			user(addr)
+		}
+	}
+	return daemon.Run(ctx, cfg, reg, logger, hooks)
 }
 
-func devDir(cfg Config) (string, error) {
+func devDir(cfg config.Config) (string, error) {
 	if cfg.DevDir != "" {
 		return filepath.Abs(cfg.DevDir)
 	}
@@ -97,29 +108,19 @@ func devDir(cfg Config) (string, error) {
 func createDatabase(ctx context.Context, adminURL, name string) error {
 	conn, err := pgx.Connect(ctx, adminURL)
 	if err != nil {
-		return fmt.Errorf("connect to local PostgreSQL: %w", err)
-	}
-	defer conn.Close(ctx)
-	var exists bool
-	if err := conn.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)", name).Scan(&exists); err != nil {
 		return err
 	}
-	if exists {
-		return nil
-	}
-	if _, err := conn.Exec(ctx, "CREATE DATABASE "+pgx.Identifier{name}.Sanitize()); err != nil {
-		return fmt.Errorf("create database %s: %w", name, err)
-	}
-	return nil
+	defer conn.Close(ctx)
+	return store.CreateDatabase(ctx, conn, name)
 }
 
-func seedDemo(ctx context.Context, cfg Config) (store.Workspace, error) {
-	st, err := openStore(ctx, cfg, false)
+func seedDemo(ctx context.Context, cfg config.Config) (store.Workspace, error) {
+	st, err := store.Open(ctx, cfg.DatabaseURL, store.Options{MaxConns: 2, SkipScopeCheck: true})
 	if err != nil {
 		return store.Workspace{}, err
 	}
 	defer st.Close()
-	ws, err := st.EnsureWorkspace(ctx, "Demo", "demo")
+	ws, err := store.EnsureWorkspace(ctx, st, "Demo", "demo")
 	if err != nil {
 		return ws, errors.Join(errors.New("seed demo workspace"), err)
 	}

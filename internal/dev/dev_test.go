@@ -1,4 +1,4 @@
-package errand_test
+package dev_test
 
 import (
 	"context"
@@ -12,6 +12,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/errand-dev/errand"
+	"github.com/errand-dev/errand/errandtest"
 )
 
 // `errand dev` with DATABASE_URL unset: its own PostgreSQL, migrated and
@@ -29,7 +30,7 @@ func TestDevRunsOnAPrivatePostgreSQLAndKeepsData(t *testing.T) {
 	if err := os.Chmod(base, 0o755); err != nil { // PostgreSQL may run as another user
 		t.Fatal(err)
 	}
-	env := map[string]string{"ERRAND_DEV_DIR": filepath.Join(base, "pg"), "ERRAND_HTTP_ADDR": freeAddr(t), "ERRAND_LOG_FORMAT": "json"}
+	env := map[string]string{"ERRAND_DEV_DIR": filepath.Join(base, "pg"), "ERRAND_HTTP_ADDR": errandtest.FreeAddr(t), "ERRAND_LOG_FORMAT": "json"}
 
 	health := regexp.MustCompile(`health: +(http://127\.0\.0\.1:\d+/healthz)`)
 	dbLine := regexp.MustCompile(`database: +(postgres://\S+)`)
@@ -37,9 +38,9 @@ func TestDevRunsOnAPrivatePostgreSQLAndKeepsData(t *testing.T) {
 
 	runDev := func(work func(dbURL, ws string)) {
 		ctx, cancel := context.WithCancel(context.Background())
-		out := &syncBuffer{}
+		out := &errandtest.Buffer{}
 		done := make(chan error, 1)
-		go func() { done <- errand.Main(ctx, []string{"dev"}, mapEnv(env), out, out) }()
+		go func() { done <- errand.Main(ctx, []string{"dev"}, errandtest.Env(env), out, out) }()
 		deadline := time.Now().Add(90 * time.Second)
 		for !health.MatchString(out.String()) {
 			select {

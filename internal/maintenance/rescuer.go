@@ -42,7 +42,7 @@ func NewRescuer(st *store.Store, cfg RescuerConfig) *Rescuer {
 
 // Sweep rescues once.
 func (r *Rescuer) Sweep(ctx context.Context) ([]store.Rescued, error) {
-	rescued, err := r.store.RescueOrphans(ctx, r.cfg.Lease)
+	rescued, err := store.RescueOrphans(ctx, r.store, r.cfg.Lease)
 	if err != nil {
 		return nil, err
 	}

@@ -1,4 +1,10 @@
-package jobs
+// Package email is kind "email.send" (queue email): it renders a template
+// (or takes custom content) and sends it through Resend, once, or captures
+// it in errand.emails when RESEND_API_KEY is unset. The kind brings its
+// configuration (config.go), its queries (queries.go), its templates
+// (templates/), the captured-email pages (page.go) and its reading of
+// Resend's answers (resend.go). Decisions: docs/email.md.
+package email
 
 import (
 	"bytes"
@@ -12,7 +18,6 @@ import (
 	"maps"
 	"math/rand/v2"
 	"mime"
-	"net/http"
 	"net/mail"
 	"net/url"
 	"slices"
@@ -24,11 +29,13 @@ import (
 	"github.com/resend/resend-go/v2"
 	"github.com/riverqueue/river"
 
+	"github.com/errand-dev/errand/jobs"
+	"github.com/errand-dev/errand/jobs/outbound"
 	"github.com/errand-dev/errand/store"
 )
 
-// EmailArgs are the args of kind "email.send".
-type EmailArgs struct {
+// Args are the args of kind "email.send".
+type Args struct {
 	// To is one address or an array of 1 to 50, e.g. "Ann <ann@example.com>".
 	To Recipients `json:"to" errand:"required"`
 	// Template is a directory under jobs/templates, or "custom".
@@ -42,15 +49,15 @@ type EmailArgs struct {
 	Text    string `json:"text,omitempty"`
 	// ReplyTo is one address.
 	ReplyTo     string            `json:"reply_to,omitempty"`
-	Attachments []EmailAttachment `json:"attachments,omitempty"`
+	Attachments []Attachment `json:"attachments,omitempty"`
 	// Tags are Resend's tags; names and values are ASCII letters, digits,
 	// underscores and dashes, at most 256 characters.
 	Tags map[string]string `json:"tags,omitempty"`
 }
 
-// EmailAttachment is a file sent with an email. Its content counts toward
+// Attachment is a file sent with an email. Its content counts toward
 // the args size limit (ERRAND_MAX_ARGS_BYTES).
-type EmailAttachment struct {
+type Attachment struct {
 	Filename      string `json:"filename"`
 	ContentBase64 string `json:"content_base64"`
 	// ContentType is optional; Resend derives it from the filename.
@@ -91,6 +98,9 @@ func (d *TemplateData) UnmarshalJSON(b []byte) error {
 	return nil
 }
 
+// Name is the kind's name in errand.jobs.
+const Name = "email.send"
+
 const (
 	maxRecipients = 50
 	// defaultCaptureSender is the sender in capture mode without ERRAND_EMAIL_FROM.
@@ -108,27 +118,28 @@ const (
 	problemName = "email"
 )
 
-// Email is kind "email.send" (queue email): it renders a template (or takes
-// custom content), and sends it through Resend, once, or captures it in
-// errand.emails when d.ResendAPIKey is empty. See docs/email.md.
-func Email(d Deps) Kind {
+// Kind is kind "email.send". Build it once per daemon (errand.Main does):
+// its configuration is read when the daemon starts it.
+func Kind() jobs.Kind {
 	templates, err := loadTemplates(templateFiles, "templates")
 	if err != nil {
 		// The templates are part of the binary: a broken one is a build
-		// defect, which the jobs tests catch before release.
+		// defect, which this package's tests catch before release.
 		panic(err)
 	}
-	k := newEmailSender(d, templates)
-	return Define("email.send", QueueEmail, k.work,
-		WithTimeout(emailTimeout),
-		WithArgEnum("template", k.templateNames()...),
-		WithDescription("transactional email through Resend, sent once; captured in errand.emails when RESEND_API_KEY is unset"))
+	k := &emailSender{templates: templates, logger: slog.New(slog.DiscardHandler)}
+	return jobs.Define(Name, jobs.QueueEmail, k.work,
+		jobs.WithTimeout(emailTimeout),
+		jobs.WithArgEnum("template", k.templateNames()...),
+		jobs.WithEnv(envVars()...),
+		jobs.WithSetup(k.setup),
+		jobs.WithDescription("transactional email through Resend, sent once; captured in errand.emails when RESEND_API_KEY is unset"))
 }
 
-// emailSender is the state of kind email.send in one process.
+// emailSender is the state of kind email.send in one daemon.
 type emailSender struct {
 	logger    *slog.Logger
-	problems  *Problems
+	problems  *jobs.Problems
 	templates map[string]*emailTemplate
 	sender    string
 	client    *resend.Client // nil: capture mode
@@ -141,41 +152,47 @@ type emailSender struct {
 	captureLog  sync.Once
 }
 
-func newEmailSender(d Deps, templates map[string]*emailTemplate) *emailSender {
-	k := &emailSender{
-		logger:    d.Logger,
-		problems:  d.Problems,
-		templates: templates,
-		sender:    d.EmailFrom,
+// setup reads the configuration and, in capture mode, serves the captured
+// emails at /emails.
+func (k *emailSender) setup(ctx context.Context, s *jobs.Setup) error {
+	cfg, err := loadConfig(s.Env)
+	if err != nil {
+		return err
 	}
-	if k.logger == nil {
-		k.logger = slog.New(slog.DiscardHandler)
+	k.configure(cfg, s.Logger, s.Problems)
+	if k.client == nil {
+		pages := EmailsHandler(s.Store)
+		if s.HandleTenantData("GET /emails", pages) {
+			s.Handle("GET /emails/{id}", pages)
+		}
 	}
-	if d.ResendRPS > 0 {
-		k.interval = time.Duration(float64(time.Second) / d.ResendRPS)
+	return nil
+}
+
+// configure applies cfg; tests call it without a daemon.
+func (k *emailSender) configure(cfg config, logger *slog.Logger, problems *jobs.Problems) {
+	if logger != nil {
+		k.logger = logger
 	}
-	if d.ResendAPIKey == "" {
+	k.problems = problems
+	k.sender = cfg.from
+	if cfg.rps > 0 {
+		k.interval = time.Duration(float64(time.Second) / cfg.rps)
+	}
+	if cfg.apiKey == "" {
 		if k.sender == "" {
 			k.sender = defaultCaptureSender
 		}
-		return k
+		return
 	}
-	transport := http.DefaultTransport.(*http.Transport).Clone()
-	k.client = resend.NewCustomClient(&http.Client{
-		Transport: recordingTransport{base: transport},
-		Timeout:   sendBudget,
-		// Never follow a redirect: Go would turn the POST into a bodiless
-		// GET, and its answer (Resend's email list) would read as sent.
-		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
-	}, strings.TrimSpace(d.ResendAPIKey))
+	k.client = resend.NewCustomClient(outbound.NewClient(nil, sendBudget), cfg.apiKey)
 	// resend-go reads RESEND_BASE_URL once, at init, from the process
 	// environment; errand's configuration decides instead. The trailing
 	// slash keeps a base path (a proxy's /resend) when "emails" is resolved.
-	base := cmp.Or(strings.TrimRight(d.ResendBaseURL, "/"), "https://api.resend.com")
+	base := cmp.Or(strings.TrimRight(cfg.baseURL, "/"), defaultBaseURL)
 	if u, err := url.Parse(base + "/"); err == nil {
 		k.client.BaseURL = u
 	}
-	return k
 }
 
 // templateNames are the values the SQL contract accepts for "template".
@@ -203,7 +220,7 @@ type badEmail struct{ err error }
 func (b *badEmail) Error() string { return b.err.Error() }
 func (b *badEmail) Unwrap() error { return b.err }
 
-func (k *emailSender) work(ctx context.Context, job *Job, args EmailArgs) error {
+func (k *emailSender) work(ctx context.Context, job *jobs.Job, args Args) error {
 	msg, err := k.check(args)
 	if err != nil {
 		return k.fail(ctx, job, args, err)
@@ -215,7 +232,7 @@ func (k *emailSender) work(ctx context.Context, job *Job, args EmailArgs) error 
 }
 
 // check validates args without the database: every problem at once.
-func (k *emailSender) check(a EmailArgs) (message, error) {
+func (k *emailSender) check(a Args) (message, error) {
 	var problems []string
 	add := func(format string, v ...any) { problems = append(problems, fmt.Sprintf(format, v...)) }
 	var m message
@@ -350,15 +367,15 @@ func validTag(s string) bool {
 // by an earlier attempt when there is one (so a retry sends the same bytes
 // even if the template, the workspace's name or the sender changed since),
 // else a fresh one. Nothing is written.
-func (k *emailSender) renderInTx(ctx context.Context, tx pgx.Tx, job *Job, args EmailArgs) (store.Email, error) {
-	e, found, err := store.EmailForJobInTx(ctx, tx, job.ID)
+func (k *emailSender) renderInTx(ctx context.Context, tx pgx.Tx, job *jobs.Job, args Args) (Email, error) {
+	e, found, err := emailForJob(ctx, tx, job.ID)
 	if err != nil {
 		return e, err
 	}
 	if found && e.Rendered() {
 		return e, nil
 	}
-	e = store.Email{
+	e = Email{
 		WorkspaceID: job.WorkspaceID,
 		JobID:       job.ID,
 		Recipients:  trimmed(args.To),
@@ -370,7 +387,7 @@ func (k *emailSender) renderInTx(ctx context.Context, tx pgx.Tx, job *Job, args 
 	if args.Template == TemplateCustom {
 		r = rendering{Subject: args.Subject, HTML: args.HTML, Text: args.Text}
 	} else {
-		ws, err := store.WorkspaceInTx(ctx, tx)
+		ws, err := store.CurrentWorkspace(ctx, tx)
 		if err != nil {
 			return e, err
 		}
@@ -393,7 +410,7 @@ func trimmed(s []string) []string {
 
 // capture stores the rendered email as captured, in the transaction that
 // completes the job.
-func (k *emailSender) capture(ctx context.Context, job *Job, args EmailArgs) error {
+func (k *emailSender) capture(ctx context.Context, job *jobs.Job, args Args) error {
 	k.captureLog.Do(func() {
 		k.logger.Info("RESEND_API_KEY is not set: emails are captured in errand.emails, nothing leaves this machine; " +
 			"see them at GET /emails on ERRAND_HTTP_ADDR, or: SELECT id, recipients, subject, status, created_at FROM errand.emails ORDER BY id DESC LIMIT 20")
@@ -403,8 +420,8 @@ func (k *emailSender) capture(ctx context.Context, job *Job, args EmailArgs) err
 		if err != nil {
 			return err
 		}
-		e.Status = store.EmailCaptured
-		_, err = store.SaveEmailInTx(ctx, tx, e)
+		e.Status = StatusCaptured
+		_, err = saveEmail(ctx, tx, e)
 		return err
 	})
 	var bad *badEmail
@@ -415,15 +432,15 @@ func (k *emailSender) capture(ctx context.Context, job *Job, args EmailArgs) err
 }
 
 // send sends the email through Resend and records what happened.
-func (k *emailSender) send(ctx context.Context, job *Job, args EmailArgs, msg message) error {
-	var e store.Email
+func (k *emailSender) send(ctx context.Context, job *jobs.Job, args Args, msg message) error {
+	var e Email
 	err := job.InWorkspace(ctx, func(tx pgx.Tx) error {
 		var err error
 		if e, err = k.renderInTx(ctx, tx, job, args); err != nil {
 			return err
 		}
-		e.Status = store.EmailQueued
-		e, err = store.SaveEmailInTx(ctx, tx, e)
+		e.Status = StatusQueued
+		e, err = saveEmail(ctx, tx, e)
 		return err
 	})
 	var bad *badEmail
@@ -434,11 +451,11 @@ func (k *emailSender) send(ctx context.Context, job *Job, args EmailArgs, msg me
 		return err
 	}
 
-	instanceID, err := k.instance(ctx, job.store)
+	instanceID, err := k.instance(ctx, job.Store())
 	if err != nil {
 		return err
 	}
-	if err := k.waitForSlot(ctx, job.store); err != nil {
+	if err := k.waitForSlot(ctx, job.Store()); err != nil {
 		return err
 	}
 
@@ -452,11 +469,11 @@ func (k *emailSender) send(ctx context.Context, job *Job, args EmailArgs, msg me
 		Tags:        msg.tags,
 		Attachments: msg.attachments,
 	}
-	answer := &httpAnswer{}
-	_, sendErr := k.client.Emails.SendWithOptions(withHTTPAnswer(ctx, answer), req,
+	answer := &outbound.Answer{}
+	_, sendErr := k.client.Emails.SendWithOptions(outbound.WithAnswer(ctx, answer), req,
 		&resend.SendEmailOptions{IdempotencyKey: IdempotencyKey(instanceID, job.ID)})
 	res := classify(answer, sendErr)
-	if res.outcome != outcomeOperator && answer.status != 0 {
+	if res.outcome != outcomeOperator && answer.Status != 0 {
 		// Resend took the key and the endpoint: whatever refused this email,
 		// the operator's problem (if any) is fixed.
 		k.problems.Clear(problemName)
@@ -468,9 +485,9 @@ func (k *emailSender) send(ctx context.Context, job *Job, args EmailArgs, msg me
 		rctx, cancel := bookkeeping(ctx)
 		defer cancel()
 		err := job.CompleteInWorkspace(rctx, func(tx pgx.Tx) error {
-			_, err := store.SaveEmailInTx(rctx, tx, store.Email{
+			_, err := saveEmail(rctx, tx, Email{
 				WorkspaceID: job.WorkspaceID, JobID: job.ID, Template: args.Template,
-				Status: store.EmailSent, ProviderMessageID: res.messageID,
+				Status: StatusSent, ProviderMessageID: res.messageID,
 			})
 			return err
 		})
@@ -494,12 +511,12 @@ func (k *emailSender) send(ctx context.Context, job *Job, args EmailArgs, msg me
 	default:
 		if job.Attempt >= job.MaxAttempts {
 			// River discards the job now: the email failed for good.
-			k.record(ctx, job, args, store.EmailFailed, res.reason)
+			k.record(ctx, job, args, StatusFailed, res.reason)
 			return errors.New(res.reason)
 		}
 		k.note(ctx, job, args, res.reason)
 		if res.retryAfter > 0 {
-			return RetryAfter(errors.New(res.reason), res.retryAfter)
+			return jobs.RetryAfter(errors.New(res.reason), res.retryAfter)
 		}
 		return errors.New(res.reason)
 	}
@@ -515,7 +532,7 @@ func (k *emailSender) instance(ctx context.Context, st *store.Store) (string, er
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	if k.instanceID == "" {
-		id, err := st.InstanceID(ctx)
+		id, err := store.InstanceID(ctx, st)
 		if err != nil {
 			return "", err
 		}
@@ -536,7 +553,7 @@ func (k *emailSender) waitForSlot(ctx context.Context, st *store.Store) error {
 	if deadline, ok := ctx.Deadline(); ok {
 		maxWait = max(time.Until(deadline)-sendBudget, 0)
 	}
-	wait, reserved, err := st.ReserveSlot(ctx, rateLimitName, k.interval, maxWait)
+	wait, reserved, err := store.ReserveSlot(ctx, st, rateLimitName, k.interval, maxWait)
 	if err != nil {
 		return err
 	}
@@ -578,28 +595,28 @@ func bookkeeping(ctx context.Context) (context.Context, context.CancelFunc) {
 }
 
 // note records why the latest attempt did not send; the email stays queued.
-func (k *emailSender) note(ctx context.Context, job *Job, args EmailArgs, reason string) {
-	k.record(ctx, job, args, store.EmailQueued, reason)
+func (k *emailSender) note(ctx context.Context, job *jobs.Job, args Args, reason string) {
+	k.record(ctx, job, args, StatusQueued, reason)
 }
 
 // fail records the email as failed with cause, in its own transaction, and
 // fails the job at once.
-func (k *emailSender) fail(ctx context.Context, job *Job, args EmailArgs, cause error) error {
+func (k *emailSender) fail(ctx context.Context, job *jobs.Job, args Args, cause error) error {
 	var bad *badEmail
 	if errors.As(cause, &bad) {
 		cause = bad.err
 	}
-	k.record(ctx, job, args, store.EmailFailed, cause.Error())
-	return Permanent(cause)
+	k.record(ctx, job, args, StatusFailed, cause.Error())
+	return jobs.Permanent(cause)
 }
 
 // record writes the email's status and reason in its own transaction, with
 // its own time, so it happens even when the attempt's context is done.
-func (k *emailSender) record(ctx context.Context, job *Job, args EmailArgs, status, reason string) {
+func (k *emailSender) record(ctx context.Context, job *jobs.Job, args Args, status, reason string) {
 	ctx, cancel := bookkeeping(ctx)
 	defer cancel()
 	err := job.InWorkspace(ctx, func(tx pgx.Tx) error {
-		_, err := store.SaveEmailInTx(ctx, tx, store.Email{
+		_, err := saveEmail(ctx, tx, Email{
 			WorkspaceID: job.WorkspaceID, JobID: job.ID, Recipients: trimmed(args.To), Template: args.Template,
 			Status: status, Error: reason,
 		})

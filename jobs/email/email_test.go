@@ -1,7 +1,6 @@
-package jobs
+package email
 
 import (
-	"context"
 	"encoding/json"
 	"io"
 	"net/http"
@@ -12,16 +11,20 @@ import (
 	"testing/fstest"
 	"time"
 
+	"github.com/errand-dev/errand/jobs"
+	"github.com/errand-dev/errand/jobs/outbound"
 	"github.com/resend/resend-go/v2"
 )
 
-func testSender(t *testing.T, d Deps) *emailSender {
+func testSender(t *testing.T, c config) *emailSender {
 	t.Helper()
 	templates, err := loadTemplates(templateFiles, "templates")
 	if err != nil {
 		t.Fatal(err)
 	}
-	return newEmailSender(d, templates)
+	k := &emailSender{templates: templates}
+	k.configure(c, nil, nil)
+	return k
 }
 
 func TestEmailTemplatesLoadAndArePublishedAsTheTemplateEnum(t *testing.T) {
@@ -40,8 +43,8 @@ func TestEmailTemplatesLoadAndArePublishedAsTheTemplateEnum(t *testing.T) {
 		}
 	}
 
-	k := Email(Deps{})
-	if k.Name != "email.send" || k.Queue != QueueEmail || k.Timeout != 30*time.Second || k.MaxAttempts != 25 {
+	k := Kind()
+	if k.Name != "email.send" || k.Queue != jobs.QueueEmail || k.Timeout != 30*time.Second || k.MaxAttempts != 25 {
 		t.Errorf("kind %s queue %s timeout %s max attempts %d", k.Name, k.Queue, k.Timeout, k.MaxAttempts)
 	}
 	if !slices.Equal(k.RequiredArgs, []string{"to", "template"}) {
@@ -79,7 +82,7 @@ func TestEmailTemplateDirectoriesMustBeComplete(t *testing.T) {
 }
 
 func TestInviteRendersTheWorkspaceNameAndTheLink(t *testing.T) {
-	k := testSender(t, Deps{})
+	k := testSender(t, config{})
 	r, err := k.templates["invite"].render("Acme & Co", "acme", map[string]any{"invite_url": "https://app.test/invite?t=a&b=c"})
 	if err != nil {
 		t.Fatal(err)
@@ -114,7 +117,7 @@ func TestInviteRendersTheWorkspaceNameAndTheLink(t *testing.T) {
 }
 
 func TestPasswordResetRendersTheLink(t *testing.T) {
-	k := testSender(t, Deps{})
+	k := testSender(t, config{})
 	r, err := k.templates["password_reset"].render("Acme", "acme", map[string]any{"reset_url": "https://app.test/reset/xyz", "expires_in": json.Number("30")})
 	if err != nil {
 		t.Fatal(err)
@@ -126,7 +129,7 @@ func TestPasswordResetRendersTheLink(t *testing.T) {
 }
 
 func TestTemplateDataErrorsNameTheField(t *testing.T) {
-	k := testSender(t, Deps{})
+	k := testSender(t, config{})
 	cases := []struct {
 		name, template, workspace string
 		data                      map[string]any
@@ -150,50 +153,50 @@ func TestTemplateDataErrorsNameTheField(t *testing.T) {
 }
 
 func TestEmailCheckRefusesBadArgs(t *testing.T) {
-	k := testSender(t, Deps{})
+	k := testSender(t, config{})
 	many := make(Recipients, 51)
 	for i := range many {
 		many[i] = "u@example.com"
 	}
-	custom := func(f func(a *EmailArgs)) EmailArgs {
-		a := EmailArgs{To: Recipients{"ann@example.com"}, Template: "custom", Subject: "Hi", Text: "Hello"}
+	custom := func(f func(a *Args)) Args {
+		a := Args{To: Recipients{"ann@example.com"}, Template: "custom", Subject: "Hi", Text: "Hello"}
 		f(&a)
 		return a
 	}
 	cases := []struct {
 		name string
-		args EmailArgs
+		args Args
 		want string
 	}{
-		{"an address without a domain", custom(func(a *EmailArgs) { a.To = Recipients{"ann"} }), `to: "ann" is not an email address`},
-		{"two addresses in one string", custom(func(a *EmailArgs) { a.To = Recipients{"a@x.test, b@x.test"} }), "is not an email address"},
-		{"an empty recipient list", custom(func(a *EmailArgs) { a.To = Recipients{} }), "to: no recipient"},
-		{"an empty address", custom(func(a *EmailArgs) { a.To = Recipients{""} }), "to: empty address"},
-		{"51 recipients", custom(func(a *EmailArgs) { a.To = many }), "to: 51 recipients, at most 50"},
-		{"a display name with a newline", custom(func(a *EmailArgs) { a.To = Recipients{"Ann\r\nBcc: x@evil.test <ann@example.com>"} }), "has a line break"},
-		{"a bad reply_to", custom(func(a *EmailArgs) { a.ReplyTo = "support at acme" }), `reply_to: "support at acme" is not an email address`},
-		{"an unknown template", custom(func(a *EmailArgs) { a.Template = "welcome" }), `unknown template "welcome" (templates: invite, password_reset, custom)`},
-		{"custom without a subject", custom(func(a *EmailArgs) { a.Subject = "" }), `subject is required with template "custom"`},
-		{"a newline in the subject", custom(func(a *EmailArgs) { a.Subject = "Hi\nBcc: x@evil.test" }), "subject has a line break"},
-		{"custom without html or text", custom(func(a *EmailArgs) { a.Text = "" }), "html or text (or both) is required"},
-		{"a subject with a template that renders its own", EmailArgs{To: Recipients{"a@x.test"}, Template: "invite", Subject: "Hi"}, `for template "custom" only`},
-		{"an attachment without a filename", custom(func(a *EmailArgs) { a.Attachments = []EmailAttachment{{ContentBase64: "aGk="}} }), "attachments[0]: filename is required"},
-		{"an attachment filename with a path", custom(func(a *EmailArgs) {
-			a.Attachments = []EmailAttachment{{Filename: "../etc/passwd", ContentBase64: "aGk="}}
+		{"an address without a domain", custom(func(a *Args) { a.To = Recipients{"ann"} }), `to: "ann" is not an email address`},
+		{"two addresses in one string", custom(func(a *Args) { a.To = Recipients{"a@x.test, b@x.test"} }), "is not an email address"},
+		{"an empty recipient list", custom(func(a *Args) { a.To = Recipients{} }), "to: no recipient"},
+		{"an empty address", custom(func(a *Args) { a.To = Recipients{""} }), "to: empty address"},
+		{"51 recipients", custom(func(a *Args) { a.To = many }), "to: 51 recipients, at most 50"},
+		{"a display name with a newline", custom(func(a *Args) { a.To = Recipients{"Ann\r\nBcc: x@evil.test <ann@example.com>"} }), "has a line break"},
+		{"a bad reply_to", custom(func(a *Args) { a.ReplyTo = "support at acme" }), `reply_to: "support at acme" is not an email address`},
+		{"an unknown template", custom(func(a *Args) { a.Template = "welcome" }), `unknown template "welcome" (templates: invite, password_reset, custom)`},
+		{"custom without a subject", custom(func(a *Args) { a.Subject = "" }), `subject is required with template "custom"`},
+		{"a newline in the subject", custom(func(a *Args) { a.Subject = "Hi\nBcc: x@evil.test" }), "subject has a line break"},
+		{"custom without html or text", custom(func(a *Args) { a.Text = "" }), "html or text (or both) is required"},
+		{"a subject with a template that renders its own", Args{To: Recipients{"a@x.test"}, Template: "invite", Subject: "Hi"}, `for template "custom" only`},
+		{"an attachment without a filename", custom(func(a *Args) { a.Attachments = []Attachment{{ContentBase64: "aGk="}} }), "attachments[0]: filename is required"},
+		{"an attachment filename with a path", custom(func(a *Args) {
+			a.Attachments = []Attachment{{Filename: "../etc/passwd", ContentBase64: "aGk="}}
 		}), "must be a plain file name"},
-		{"an attachment filename with a newline", custom(func(a *EmailArgs) {
-			a.Attachments = []EmailAttachment{{Filename: "a\r\nb.pdf", ContentBase64: "aGk="}}
+		{"an attachment filename with a newline", custom(func(a *Args) {
+			a.Attachments = []Attachment{{Filename: "a\r\nb.pdf", ContentBase64: "aGk="}}
 		}), "line break or control character"},
-		{"attachment content that is not base64", custom(func(a *EmailArgs) {
-			a.Attachments = []EmailAttachment{{Filename: "a.pdf", ContentBase64: "not base64!"}}
+		{"attachment content that is not base64", custom(func(a *Args) {
+			a.Attachments = []Attachment{{Filename: "a.pdf", ContentBase64: "not base64!"}}
 		}), "attachments[0] (a.pdf): content_base64 is not valid base64"},
-		{"an attachment without content", custom(func(a *EmailArgs) { a.Attachments = []EmailAttachment{{Filename: "a.pdf"}} }), "content_base64 is required"},
-		{"a bad attachment content type", custom(func(a *EmailArgs) {
-			a.Attachments = []EmailAttachment{{Filename: "a.pdf", ContentBase64: "aGk=", ContentType: "pdf\r\nX: y"}}
+		{"an attachment without content", custom(func(a *Args) { a.Attachments = []Attachment{{Filename: "a.pdf"}} }), "content_base64 is required"},
+		{"a bad attachment content type", custom(func(a *Args) {
+			a.Attachments = []Attachment{{Filename: "a.pdf", ContentBase64: "aGk=", ContentType: "pdf\r\nX: y"}}
 		}), "is not a media type"},
-		{"a tag name with a space", custom(func(a *EmailArgs) { a.Tags = map[string]string{"user id": "1"} }), `tags: name "user id"`},
-		{"a tag value with a dot", custom(func(a *EmailArgs) { a.Tags = map[string]string{"plan": "pro.yearly"} }), `tags: value "pro.yearly" of "plan"`},
-		{"a tag value over 256 characters", custom(func(a *EmailArgs) { a.Tags = map[string]string{"k": strings.Repeat("v", 257)} }), "tags: value"},
+		{"a tag name with a space", custom(func(a *Args) { a.Tags = map[string]string{"user id": "1"} }), `tags: name "user id"`},
+		{"a tag value with a dot", custom(func(a *Args) { a.Tags = map[string]string{"plan": "pro.yearly"} }), `tags: value "pro.yearly" of "plan"`},
+		{"a tag value over 256 characters", custom(func(a *Args) { a.Tags = map[string]string{"k": strings.Repeat("v", 257)} }), "tags: value"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -205,17 +208,17 @@ func TestEmailCheckRefusesBadArgs(t *testing.T) {
 	}
 
 	t.Run("every problem at once", func(t *testing.T) {
-		_, err := k.check(custom(func(a *EmailArgs) { a.To = Recipients{"x"}; a.Subject = "" }))
+		_, err := k.check(custom(func(a *Args) { a.To = Recipients{"x"}; a.Subject = "" }))
 		if err == nil || !strings.Contains(err.Error(), "to: ") || !strings.Contains(err.Error(), "subject is required") {
 			t.Errorf("got %v", err)
 		}
 	})
 
 	t.Run("good args, tags sorted", func(t *testing.T) {
-		m, err := k.check(EmailArgs{
+		m, err := k.check(Args{
 			To: Recipients{" Ann <ann@example.com>", "bob@example.com"}, Template: "invite", ReplyTo: "help@acme.test",
 			Tags:        map[string]string{"zeta": "1", "alpha": "a-b_c", "Mid": "x"},
-			Attachments: []EmailAttachment{{Filename: "r.pdf", ContentBase64: "aGk=", ContentType: "application/pdf"}},
+			Attachments: []Attachment{{Filename: "r.pdf", ContentBase64: "aGk=", ContentType: "application/pdf"}},
 		})
 		if err != nil {
 			t.Fatal(err)
@@ -234,7 +237,7 @@ func TestEmailCheckRefusesBadArgs(t *testing.T) {
 }
 
 func TestEmailArgsDecoding(t *testing.T) {
-	var a EmailArgs
+	var a Args
 	if err := json.Unmarshal([]byte(`{"to": "a@x.test", "template": "invite", "data": {"n": 1000000}, "future": true}`), &a); err != nil {
 		t.Fatal(err)
 	}
@@ -245,7 +248,7 @@ func TestEmailArgsDecoding(t *testing.T) {
 		t.Errorf("array: %v %v", a.To, err)
 	}
 	for _, bad := range []string{`{"to": 5}`, `{"to": [1]}`, `{"data": [1]}`} {
-		if err := json.Unmarshal([]byte(bad), &EmailArgs{}); err == nil {
+		if err := json.Unmarshal([]byte(bad), &Args{}); err == nil {
 			t.Errorf("%s decoded", bad)
 		}
 	}
@@ -283,36 +286,17 @@ func TestClassifyResendAnswers(t *testing.T) {
 			if h == nil {
 				h = http.Header{}
 			}
-			r := classify(&httpAnswer{status: tc.status, header: h, body: tc.body}, nil)
+			r := classify(&outbound.Answer{Status: tc.status, Header: h, Body: tc.body}, nil)
 			if r.outcome != tc.want || !strings.Contains(r.reason, tc.reason) || r.retryAfter != tc.retryAfter {
 				t.Errorf("got %+v, want outcome %d reason containing %q retry after %s", r, tc.want, tc.reason, tc.retryAfter)
 			}
 		})
 	}
-	if r := classify(&httpAnswer{}, io.ErrUnexpectedEOF); r.outcome != outcomeRetry || !strings.Contains(r.reason, "unexpected EOF") {
+	if r := classify(&outbound.Answer{}, io.ErrUnexpectedEOF); r.outcome != outcomeRetry || !strings.Contains(r.reason, "unexpected EOF") {
 		t.Errorf("network error: %+v", r)
 	}
-	if r := classify(&httpAnswer{status: 200, header: http.Header{}, body: []byte(`{"id":"em_1"}`)}, nil); r.messageID != "em_1" {
+	if r := classify(&outbound.Answer{Status: 200, Header: http.Header{}, Body: []byte(`{"id":"em_1"}`)}, nil); r.messageID != "em_1" {
 		t.Errorf("message id %q", r.messageID)
-	}
-}
-
-func TestParseRetryAfter(t *testing.T) {
-	now := time.Date(2026, 11, 26, 10, 0, 0, 0, time.UTC)
-	cases := map[string]time.Duration{
-		"":                              0,
-		"2":                             2 * time.Second,
-		"0.25":                          250 * time.Millisecond,
-		"-1":                            0,
-		"soon":                          0,
-		"999999":                        time.Hour,
-		"Thu, 26 Nov 2026 10:00:30 GMT": 30 * time.Second,
-		"Thu, 26 Nov 2026 09:00:00 GMT": 0,
-	}
-	for v, want := range cases {
-		if got := parseRetryAfter(v, now); got != want {
-			t.Errorf("Retry-After %q: %s, want %s", v, got, want)
-		}
 	}
 }
 
@@ -328,37 +312,17 @@ func TestRecordingTransportAndBaseURL(t *testing.T) {
 		_, _ = w.Write([]byte(`{"statusCode":422,"name":"validation_error","message":"Invalid to"}`))
 	}))
 	defer srv.Close()
-	k := testSender(t, Deps{ResendAPIKey: "re_x", ResendBaseURL: srv.URL + "/proxy/resend", EmailFrom: "a@x.test"})
-	a := &httpAnswer{}
-	_, err := k.client.Emails.SendWithOptions(withHTTPAnswer(t.Context(), a), &resend.SendEmailRequest{From: "a@x.test", To: []string{"b@x.test"}, Subject: "s", Text: "t"},
+	k := testSender(t, config{apiKey: "re_x", baseURL: srv.URL + "/proxy/resend", from: "a@x.test"})
+	a := &outbound.Answer{}
+	_, err := k.client.Emails.SendWithOptions(outbound.WithAnswer(t.Context(), a), &resend.SendEmailRequest{From: "a@x.test", To: []string{"b@x.test"}, Subject: "s", Text: "t"},
 		&resend.SendEmailOptions{IdempotencyKey: IdempotencyKey("inst", 42)})
 	if err == nil || !strings.Contains(err.Error(), "Invalid to") {
 		t.Errorf("resend-go error %v: the body must still reach it", err)
 	}
-	if a.status != 422 || a.header.Get("Retry-After") != "1" || !strings.Contains(string(a.body), "validation_error") {
+	if a.Status != 422 || a.Header.Get("Retry-After") != "1" || !strings.Contains(string(a.Body), "validation_error") {
 		t.Errorf("answer %+v", a)
 	}
 	if gotPath != "/proxy/resend/emails" || gotKey != "errand-inst-42" {
 		t.Errorf("path %q key %q", gotPath, gotKey)
-	}
-}
-
-func TestCheckEnumsRepeatsTheContract(t *testing.T) {
-	enums := map[string][]string{"template": {"invite", "custom"}}
-	for raw, want := range map[string]string{
-		`{"template": "invite"}`:  "",
-		`{"template": null}`:      "",
-		`{}`:                      "",
-		`{"template": "welcome"}`: `args field "template" must be one of: invite, custom, got "welcome"`,
-		`{"template": 5}`:         `got "5"`,
-	} {
-		err := checkArgs([]byte(raw), nil, enums)
-		if (want == "") != (err == nil) || err != nil && !strings.Contains(err.Error(), want) {
-			t.Errorf("%s: got %v, want %q", raw, err, want)
-		}
-	}
-	k := Define("test.enum", QueueDefault, func(context.Context, *Job, struct{}) error { return nil }, WithArgEnum("mode", "a", "b"))
-	if got := k.Info().ArgEnums["mode"]; !slices.Equal(got, []string{"a", "b"}) {
-		t.Errorf("published enum %v", got)
 	}
 }

@@ -1,4 +1,4 @@
-package jobs
+package email
 
 import (
 	"cmp"
@@ -31,17 +31,17 @@ func EmailsHandler(st *store.Store) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /emails", func(w http.ResponseWriter, r *http.Request) {
 		type row struct {
-			store.Email
+			Email
 			WorkspaceName string
 		}
 		var rows []row
-		err := st.ForEachWorkspace(r.Context(), func(id string) error {
+		err := store.ForEachWorkspace(r.Context(), st, func(id string) error {
 			return st.InWorkspace(r.Context(), id, func(tx pgx.Tx) error {
-				emails, err := store.RecentEmailsInTx(r.Context(), tx, emailsPageLimit)
+				emails, err := recentEmails(r.Context(), tx, emailsPageLimit)
 				if err != nil || len(emails) == 0 {
 					return err
 				}
-				ws, err := store.WorkspaceInTx(r.Context(), tx)
+				ws, err := store.CurrentWorkspace(r.Context(), tx)
 				if err != nil {
 					return err
 				}
@@ -68,17 +68,17 @@ func EmailsHandler(st *store.Store) http.Handler {
 			return
 		}
 		var found struct {
-			store.Email
+			Email
 			WorkspaceName string
 		}
 		errFound := errors.New("found")
 		look := func(wsID string) error {
 			return st.InWorkspace(r.Context(), wsID, func(tx pgx.Tx) error {
-				e, ok, err := store.EmailInTx(r.Context(), tx, id)
+				e, ok, err := emailByID(r.Context(), tx, id)
 				if err != nil || !ok {
 					return err
 				}
-				ws, err := store.WorkspaceInTx(r.Context(), tx)
+				ws, err := store.CurrentWorkspace(r.Context(), tx)
 				if err != nil {
 					return err
 				}
@@ -89,7 +89,7 @@ func EmailsHandler(st *store.Store) http.Handler {
 		if ws := r.URL.Query().Get("workspace"); ws != "" {
 			err = look(ws)
 		} else {
-			err = st.ForEachWorkspace(r.Context(), look)
+			err = store.ForEachWorkspace(r.Context(), st, look)
 		}
 		switch {
 		case errors.Is(err, errFound):

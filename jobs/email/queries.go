@@ -1,4 +1,7 @@
-package store
+package email
+
+// The kind's queries, on its tenant table errand.emails (migration
+// 002_email.sql). Read and write it only in a workspace-scoped transaction.
 
 import (
 	"context"
@@ -7,18 +10,20 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/errand-dev/errand/store"
 )
 
 // Email statuses in errand.emails.
 const (
-	EmailQueued   = "queued"   // rendered, not sent yet (or waiting to be retried)
-	EmailSent     = "sent"     // Resend accepted it
-	EmailFailed   = "failed"   // failed for good; Error says why
-	EmailCaptured = "captured" // capture mode: stored here, never sent
+	StatusQueued   = "queued"   // rendered, not sent yet (or waiting to be retried)
+	StatusSent     = "sent"     // Resend accepted it
+	StatusFailed   = "failed"   // failed for good; Error says why
+	StatusCaptured = "captured" // capture mode: stored here, never sent
 )
 
 // Email is a row of errand.emails, a tenant table: read and write it only in
-// a transaction scoped with InWorkspace.
+// a transaction scoped with store.InWorkspace.
 type Email struct {
 	ID          int64
 	WorkspaceID string
@@ -58,12 +63,12 @@ func scanEmail(row pgx.Row) (Email, error) {
 	return e, err
 }
 
-// SaveEmailInTx records the email of job e.JobID in the scoped transaction
+// saveEmail records the email of job e.JobID in the scoped transaction
 // tx: it inserts the row, or updates the job's existing one. Empty fields
 // never erase stored ones (a failure recorded after rendering keeps the
 // rendering), and Error is cleared once the email is sent or captured. SentAt
 // is set (once) by the database when Status becomes sent or captured.
-func SaveEmailInTx(ctx context.Context, tx pgx.Tx, e Email) (Email, error) {
+func saveEmail(ctx context.Context, tx store.DB, e Email) (Email, error) {
 	recipients := e.Recipients
 	if recipients == nil {
 		recipients = []string{}
@@ -95,9 +100,9 @@ func SaveEmailInTx(ctx context.Context, tx pgx.Tx, e Email) (Email, error) {
 	return saved, nil
 }
 
-// EmailForJobInTx reads the email of a job; found is false when it has none
+// emailForJob reads the email of a job; found is false when it has none
 // yet.
-func EmailForJobInTx(ctx context.Context, tx pgx.Tx, jobID int64) (e Email, found bool, err error) {
+func emailForJob(ctx context.Context, tx store.DB, jobID int64) (e Email, found bool, err error) {
 	e, err = scanEmail(tx.QueryRow(ctx, `SELECT `+emailColumns+` FROM errand.emails WHERE job_id = $1`, jobID))
 	if errors.Is(err, pgx.ErrNoRows) {
 		return Email{}, false, nil
@@ -108,9 +113,9 @@ func EmailForJobInTx(ctx context.Context, tx pgx.Tx, jobID int64) (e Email, foun
 	return e, true, nil
 }
 
-// EmailInTx reads one email by id; found is false when the scoped workspace
+// emailByID reads one email by id; found is false when the scoped workspace
 // has no such email.
-func EmailInTx(ctx context.Context, tx pgx.Tx, id int64) (e Email, found bool, err error) {
+func emailByID(ctx context.Context, tx store.DB, id int64) (e Email, found bool, err error) {
 	e, err = scanEmail(tx.QueryRow(ctx, `SELECT `+emailColumns+` FROM errand.emails WHERE id = $1`, id))
 	if errors.Is(err, pgx.ErrNoRows) {
 		return Email{}, false, nil
@@ -121,9 +126,9 @@ func EmailInTx(ctx context.Context, tx pgx.Tx, id int64) (e Email, found bool, e
 	return e, true, nil
 }
 
-// RecentEmailsInTx lists the scoped workspace's latest emails, newest first,
+// recentEmails lists the scoped workspace's latest emails, newest first,
 // without their bodies.
-func RecentEmailsInTx(ctx context.Context, tx pgx.Tx, limit int) ([]Email, error) {
+func recentEmails(ctx context.Context, tx store.DB, limit int) ([]Email, error) {
 	rows, err := tx.Query(ctx, `
 		SELECT id, workspace_id::text, coalesce(job_id, 0), recipients, template, coalesce(sender, ''),
 			coalesce(reply_to, ''), coalesce(subject, ''), '', '', status,
@@ -137,16 +142,4 @@ func RecentEmailsInTx(ctx context.Context, tx pgx.Tx, limit int) ([]Email, error
 		return nil, fmt.Errorf("list emails: %w", err)
 	}
 	return emails, nil
-}
-
-// InstanceID is this database's id (errand.settings instance_id, made by
-// migration 002): it keeps keys derived from job ids, which restart in every
-// database, unique across databases.
-func (s *Store) InstanceID(ctx context.Context) (string, error) {
-	var id string
-	err := s.pool.QueryRow(ctx, `SELECT value FROM errand.settings WHERE name = 'instance_id'`).Scan(&id)
-	if err != nil {
-		return "", fmt.Errorf("read instance_id: %w", err)
-	}
-	return id, nil
 }

@@ -1,59 +1,17 @@
-package jobs
+package email
 
 import (
-	"bytes"
-	"context"
 	"encoding/json"
 	"fmt"
-	"io"
-	"math"
 	"net/http"
-	"strconv"
-	"strings"
 	"time"
+
+	"github.com/errand-dev/errand/jobs/outbound"
 )
 
-// resend-go turns every answer but a 429 into a plain string, so errand
-// reads the answer itself: recordingTransport keeps the status, headers and
-// body of the request whose context carries an *httpAnswer, and hands the
-// client an unread copy of the body.
-
-type httpAnswerKey struct{}
-
-type httpAnswer struct {
-	status int
-	header http.Header
-	body   []byte
-}
-
-func withHTTPAnswer(ctx context.Context, a *httpAnswer) context.Context {
-	return context.WithValue(ctx, httpAnswerKey{}, a)
-}
-
-type recordingTransport struct{ base http.RoundTripper }
-
-// maxAnswerBody bounds what is kept of an answer; Resend's are small JSON.
-const maxAnswerBody = 1 << 20
-
-func (t recordingTransport) RoundTrip(req *http.Request) (*http.Response, error) {
-	resp, err := t.base.RoundTrip(req)
-	if err != nil {
-		return nil, err
-	}
-	a, ok := req.Context().Value(httpAnswerKey{}).(*httpAnswer)
-	if !ok {
-		return resp, nil
-	}
-	body, err := io.ReadAll(io.LimitReader(resp.Body, maxAnswerBody))
-	resp.Body.Close()
-	if err != nil {
-		// The answer was lost on the way: a network error like any other.
-		return nil, fmt.Errorf("read answer (%s): %w", resp.Status, err)
-	}
-	a.status, a.header, a.body = resp.StatusCode, resp.Header, body
-	resp.Body = io.NopCloser(bytes.NewReader(body))
-	return resp, nil
-}
+// resend-go turns every answer but a 429 into a plain string, so the kind
+// reads the answer itself through outbound's recording transport and decides
+// here what Resend's answer means.
 
 // outcome is what to do about one send.
 type outcome int
@@ -83,31 +41,28 @@ type resendError struct {
 }
 
 // classify decides from an answer (status 0: none came, netErr says why).
-func classify(a *httpAnswer, netErr error) sendResult {
-	if a.status == 0 {
+func classify(a *outbound.Answer, netErr error) sendResult {
+	if a.Status == 0 {
 		if netErr == nil {
 			netErr = fmt.Errorf("no answer")
 		}
 		return sendResult{outcome: outcomeRetry, reason: "send to Resend: " + netErr.Error()}
 	}
-	if a.status >= 200 && a.status < 300 {
+	if a.Status >= 200 && a.Status < 300 {
 		var ok struct {
 			ID string `json:"id"`
 		}
 		// A 2xx is sent even if its body is odd: sending again would not help.
-		_ = json.Unmarshal(a.body, &ok)
+		_ = json.Unmarshal(a.Body, &ok)
 		return sendResult{outcome: outcomeSent, messageID: ok.ID}
 	}
 	var re resendError
-	_ = json.Unmarshal(a.body, &re)
+	_ = json.Unmarshal(a.Body, &re)
 	msg := re.Message
 	if msg == "" {
-		msg = strings.TrimSpace(string(a.body))
-		if len(msg) > 300 {
-			msg = msg[:300] + "…"
-		}
+		msg = outbound.Snippet(a.Body, 300)
 	}
-	status := fmt.Sprintf("%d %s", a.status, http.StatusText(a.status))
+	status := fmt.Sprintf("%d %s", a.Status, http.StatusText(a.Status))
 	reason := "Resend answered " + status
 	if re.Name != "" {
 		reason += " " + re.Name
@@ -115,22 +70,22 @@ func classify(a *httpAnswer, netErr error) sendResult {
 	if msg != "" {
 		reason += ": " + msg
 	}
-	r := sendResult{reason: reason, retryAfter: parseRetryAfter(a.header.Get("Retry-After"), time.Now())}
-	switch {
-	case a.status == http.StatusTooManyRequests:
+	r := sendResult{reason: reason, retryAfter: outbound.ParseRetryAfter(a.Header.Get("Retry-After"), time.Now())}
+	switch class := outbound.Classify(a.Status); {
+	case class == outbound.RateLimited:
 		r.outcome = outcomeRateLimited
-	case a.status == http.StatusUnauthorized:
+	case class == outbound.Retry:
+		r.outcome = outcomeRetry
+	case a.Status == http.StatusUnauthorized:
 		r.outcome = outcomeOperator
 		r.reason = "Resend rejected the API key (" + status + "): " + msg + "; emails wait and go out once RESEND_API_KEY is fixed"
-	case a.status == http.StatusForbidden:
+	case a.Status == http.StatusForbidden:
 		r.outcome = outcomeOperator
 		r.reason = "Resend refused to send (" + status + "): " + msg + "; emails wait until the key's permissions or the sending domain (ERRAND_EMAIL_FROM) are fixed"
-	case a.status == http.StatusNotFound || a.status == http.StatusMethodNotAllowed || (a.status >= 300 && a.status < 400):
+	case class == outbound.Misdirected:
 		r.outcome = outcomeOperator
 		r.reason = "Resend's endpoint answered " + status + ": " + msg + "; check RESEND_BASE_URL (https, no redirect); emails wait until it is fixed"
-	case a.status == http.StatusConflict && re.Name == "concurrent_idempotent_requests":
-		r.outcome = outcomeRetry
-	case a.status >= 500 || a.status == http.StatusRequestTimeout:
+	case a.Status == http.StatusConflict && re.Name == "concurrent_idempotent_requests":
 		r.outcome = outcomeRetry
 	default:
 		// 400, 422 (a bad address, a bad attachment), 409 invalid_idempotent_request
@@ -138,26 +93,4 @@ func classify(a *httpAnswer, netErr error) sendResult {
 		r.outcome = outcomePermanent
 	}
 	return r
-}
-
-// maxRetryAfter caps a Retry-After, so a bogus one cannot park emails for days.
-const maxRetryAfter = time.Hour
-
-// parseRetryAfter reads seconds (fractions accepted, as some servers send
-// them) or an HTTP date; 0 when absent or unreadable.
-func parseRetryAfter(v string, now time.Time) time.Duration {
-	v = strings.TrimSpace(v)
-	if v == "" {
-		return 0
-	}
-	var d time.Duration
-	if secs, err := strconv.ParseFloat(v, 64); err == nil {
-		if math.IsNaN(secs) || secs <= 0 {
-			return 0
-		}
-		d = time.Duration(math.Min(secs, maxRetryAfter.Seconds()) * float64(time.Second))
-	} else if t, err := http.ParseTime(v); err == nil {
-		d = t.Sub(now)
-	}
-	return min(max(d, 0), maxRetryAfter)
 }

@@ -1,4 +1,4 @@
-package errand_test
+package email_test
 
 import (
 	"context"
@@ -18,7 +18,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	"github.com/errand-dev/errand/store"
+	"github.com/errand-dev/errand/errandtest"
 )
 
 // fakeResend is a real HTTP server speaking Resend's POST /emails: it records
@@ -160,18 +160,18 @@ func customEmail(subject string) string {
 func TestEmailSendsTheExactRequestToResend(t *testing.T) {
 	t.Parallel()
 	fake := newFakeResend(t)
-	url, pool := migratedDB(t)
-	ws := newWorkspace(t, pool, "acme")
-	d := startDaemon(t, url, sendEnv(fake))
+	url, pool := errandtest.MigratedDB(t)
+	ws := errandtest.NewWorkspace(t, pool, "acme")
+	d := errandtest.StartDaemon(t, url, sendEnv(fake))
 	// With a key set the captured-email page, which lists every tenant's
 	// recipients, is not served.
-	if resp, err := http.Get("http://" + d.addr + "/emails"); err != nil || resp.StatusCode != http.StatusNotFound {
+	if resp, err := http.Get("http://" + d.Addr + "/emails"); err != nil || resp.StatusCode != http.StatusNotFound {
 		t.Errorf("/emails with RESEND_API_KEY set: %v %v, want 404", resp, err)
 	} else {
 		resp.Body.Close()
 	}
 
-	id := enqueue(t, pool, ws, "email.send", `{
+	id := errandtest.Enqueue(t, pool, ws, "email.send", `{
 		"to": ["Ann <ann@example.com>", "bob@example.com"],
 		"template": "custom",
 		"subject": "Your export is ready",
@@ -181,7 +181,7 @@ func TestEmailSendsTheExactRequestToResend(t *testing.T) {
 		"tags": {"zeta": "z", "alpha": "a"},
 		"attachments": [{"filename": "a.txt", "content_base64": "aGk=", "content_type": "text/plain"}],
 		"a_field_from_a_newer_app": true}`)
-	if j := waitJob(t, pool, id, 30*time.Second, "completed", "failed"); j.Status != "completed" || j.Attempt != 1 {
+	if j := errandtest.WaitJob(t, pool, id, 30*time.Second, "completed", "failed"); j.Status != "completed" || j.Attempt != 1 {
 		t.Fatalf("job %+v, want completed on attempt 1", j)
 	}
 	reqs := fake.received()
@@ -220,8 +220,8 @@ func TestEmailSendsTheExactRequestToResend(t *testing.T) {
 	}
 
 	// A template renders the workspace's name; the request carries it.
-	invite := enqueue(t, pool, ws, "email.send", `{"to": "carl@example.com", "template": "invite", "data": {"invite_url": "https://app.test/invite/abc"}}`)
-	waitJob(t, pool, invite, 30*time.Second, "completed")
+	invite := errandtest.Enqueue(t, pool, ws, "email.send", `{"to": "carl@example.com", "template": "invite", "data": {"invite_url": "https://app.test/invite/abc"}}`)
+	errandtest.WaitJob(t, pool, invite, 30*time.Second, "completed")
 	sent := fake.withSubject("You've been invited to ACME")
 	if len(sent) != 1 {
 		t.Fatalf("no request with the invite's subject: %d requests", len(fake.received()))
@@ -238,8 +238,8 @@ func TestEmailSendsTheExactRequestToResend(t *testing.T) {
 func TestEmailRetryAfterALostResponseSendsTheSameKeyAndBody(t *testing.T) {
 	t.Parallel()
 	fake := newFakeResend(t)
-	url, pool := migratedDB(t)
-	ws := newWorkspace(t, pool, "acme")
+	url, pool := errandtest.MigratedDB(t)
+	ws := errandtest.NewWorkspace(t, pool, "acme")
 	fake.setAnswer(func(w http.ResponseWriter, r *http.Request, n int, _ resendRequest) {
 		if n == 0 {
 			// Resend may have sent it. Meanwhile the workspace is renamed:
@@ -252,10 +252,10 @@ func TestEmailRetryAfterALostResponseSendsTheSameKeyAndBody(t *testing.T) {
 		}
 		answerJSON(w, 200, `{"id":"em_after_retry"}`)
 	})
-	startDaemon(t, url, sendEnv(fake))
+	errandtest.StartDaemon(t, url, sendEnv(fake))
 
-	id := enqueue(t, pool, ws, "email.send", `{"to": "ann@example.com", "template": "password_reset", "data": {"reset_url": "https://app.test/r/1"}, "tags": {"b": "2", "a": "1"}}`)
-	waitJob(t, pool, id, 30*time.Second, "completed")
+	id := errandtest.Enqueue(t, pool, ws, "email.send", `{"to": "ann@example.com", "template": "password_reset", "data": {"reset_url": "https://app.test/r/1"}, "tags": {"b": "2", "a": "1"}}`)
+	errandtest.WaitJob(t, pool, id, 30*time.Second, "completed")
 	reqs := fake.received()
 	if len(reqs) != 2 {
 		t.Fatalf("%d requests, want the lost one and its retry", len(reqs))
@@ -285,12 +285,12 @@ func TestEmailRetriesServerErrorsHonouringRetryAfter(t *testing.T) {
 			answerJSON(w, 200, `{"id":"em_third"}`)
 		}
 	})
-	url, pool := migratedDB(t)
-	ws := newWorkspace(t, pool, "acme")
-	startDaemon(t, url, sendEnv(fake))
+	url, pool := errandtest.MigratedDB(t)
+	ws := errandtest.NewWorkspace(t, pool, "acme")
+	errandtest.StartDaemon(t, url, sendEnv(fake))
 
-	id := enqueue(t, pool, ws, "email.send", customEmail("Retry me"))
-	j := waitJob(t, pool, id, 30*time.Second, "completed", "failed")
+	id := errandtest.Enqueue(t, pool, ws, "email.send", customEmail("Retry me"))
+	j := errandtest.WaitJob(t, pool, id, 30*time.Second, "completed", "failed")
 	if j.Status != "completed" || j.Attempt != 3 || !strings.Contains(j.LastError, "Resend answered 503 Service Unavailable service_unavailable: Down for a moment") {
 		t.Fatalf("job %+v, want completed on attempt 3 with the 503 as last error", j)
 	}
@@ -322,16 +322,16 @@ func TestEmailRateLimitedByResendWaitsWithoutUsingAnAttempt(t *testing.T) {
 		}
 		answerJSON(w, 200, `{"id":"em_ok"}`)
 	})
-	url, pool := migratedDB(t)
-	ws := newWorkspace(t, pool, "acme")
-	startDaemon(t, url, sendEnv(fake))
+	url, pool := errandtest.MigratedDB(t)
+	ws := errandtest.NewWorkspace(t, pool, "acme")
+	errandtest.StartDaemon(t, url, sendEnv(fake))
 	// One attempt: a 429 that used it would fail the job.
 	var id int64
 	if err := pool.QueryRow(context.Background(), `INSERT INTO errand.jobs (workspace_id, kind, args, max_attempts)
 		VALUES ($1, 'email.send', $2, 1) RETURNING id`, ws, customEmail("Slow down")).Scan(&id); err != nil {
 		t.Fatal(err)
 	}
-	j := waitJob(t, pool, id, 30*time.Second, "completed", "failed")
+	j := errandtest.WaitJob(t, pool, id, 30*time.Second, "completed", "failed")
 	if j.Status != "completed" || j.Attempt != 1 {
 		t.Fatalf("job %+v, want completed on its single attempt", j)
 	}
@@ -378,9 +378,9 @@ func TestEmailOutcomesOfResendErrors(t *testing.T) {
 			answerJSON(w, 200, fmt.Sprintf(`{"id":"em_%d"}`, n))
 		}
 	})
-	url, pool := migratedDB(t)
-	ws := newWorkspace(t, pool, "acme")
-	startDaemon(t, url, sendEnv(fake))
+	url, pool := errandtest.MigratedDB(t)
+	ws := errandtest.NewWorkspace(t, pool, "acme")
+	errandtest.StartDaemon(t, url, sendEnv(fake))
 
 	cases := []struct {
 		subject string
@@ -395,7 +395,7 @@ func TestEmailOutcomesOfResendErrors(t *testing.T) {
 	}
 	ids := make([]int64, len(cases))
 	for i, tc := range cases {
-		ids[i] = enqueue(t, pool, ws, "email.send", customEmail(tc.subject))
+		ids[i] = errandtest.Enqueue(t, pool, ws, "email.send", customEmail(tc.subject))
 	}
 	// A 500 on the last attempt: the job is discarded and the email failed,
 	// not left queued.
@@ -406,9 +406,9 @@ func TestEmailOutcomesOfResendErrors(t *testing.T) {
 	}
 	// A redirect is never followed (Go would resend the POST as a GET and
 	// read the list of emails as a send): the email waits for the operator.
-	redirected := enqueue(t, pool, ws, "email.send", customEmail("a redirect"))
+	redirected := errandtest.Enqueue(t, pool, ws, "email.send", customEmail("a redirect"))
 	t.Run("a 500 on every attempt", func(t *testing.T) {
-		j := waitJob(t, pool, exhausted, 30*time.Second, "failed", "completed")
+		j := errandtest.WaitJob(t, pool, exhausted, 30*time.Second, "failed", "completed")
 		if j.Attempt != 2 || !strings.Contains(j.LastError, "500") {
 			t.Errorf("job %+v, want failed after its 2 attempts", j)
 		}
@@ -422,7 +422,7 @@ func TestEmailOutcomesOfResendErrors(t *testing.T) {
 			time.Sleep(20 * time.Millisecond)
 		}
 		time.Sleep(300 * time.Millisecond)
-		j := getJob(t, pool, redirected)
+		j := errandtest.GetJob(t, pool, redirected)
 		if j.Status != "pending" || j.Attempt != 0 {
 			t.Errorf("job %+v, want waiting (pending, no attempt used)", j)
 		}
@@ -437,7 +437,7 @@ func TestEmailOutcomesOfResendErrors(t *testing.T) {
 	})
 	for i, tc := range cases {
 		t.Run(tc.subject, func(t *testing.T) {
-			j := waitJob(t, pool, ids[i], 30*time.Second, "completed", "failed")
+			j := errandtest.WaitJob(t, pool, ids[i], 30*time.Second, "completed", "failed")
 			if j.Status != tc.status || j.Attempt != tc.attempt || !strings.Contains(j.LastError, tc.reason) {
 				t.Errorf("job %+v, want %s on attempt %d with %q", j, tc.status, tc.attempt, tc.reason)
 			}
@@ -471,9 +471,9 @@ func TestEmailWaitsWhileResendRefusesTheKeyAndSendsOnceItIsFixed(t *testing.T) {
 		accepted.Add(1)
 		answerJSON(w, 200, `{"id":"em_fixed"}`)
 	})
-	url, pool := migratedDB(t)
-	ws := newWorkspace(t, pool, "acme")
-	d := startDaemon(t, url, sendEnv(fake))
+	url, pool := errandtest.MigratedDB(t)
+	ws := errandtest.NewWorkspace(t, pool, "acme")
+	d := errandtest.StartDaemon(t, url, sendEnv(fake))
 
 	var id int64
 	if err := pool.QueryRow(context.Background(), `INSERT INTO errand.jobs (workspace_id, kind, args, max_attempts)
@@ -481,7 +481,7 @@ func TestEmailWaitsWhileResendRefusesTheKeyAndSendsOnceItIsFixed(t *testing.T) {
 		t.Fatal(err)
 	}
 	readyz := func() (int, string) {
-		resp, err := http.Get("http://" + d.addr + "/readyz")
+		resp, err := http.Get("http://" + d.Addr + "/readyz")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -500,18 +500,18 @@ func TestEmailWaitsWhileResendRefusesTheKeyAndSendsOnceItIsFixed(t *testing.T) {
 	if code != 503 || !strings.Contains(body, "email: Resend rejected the API key (401 Unauthorized): API key is invalid") {
 		t.Errorf("/readyz %d %q, want 503 naming the rejected key", code, body)
 	}
-	if j := getJob(t, pool, id); (j.Status != "pending" && j.Status != "processing") || j.Attempt > 1 {
+	if j := errandtest.GetJob(t, pool, id); (j.Status != "pending" && j.Status != "processing") || j.Attempt > 1 {
 		t.Errorf("job %+v, want waiting without using its attempts", j)
 	}
 	if e := getEmail(t, pool, id); e.Status != "queued" || !strings.Contains(e.Error, "API key is invalid") {
 		t.Errorf("email row %+v, want queued with the reason", e)
 	}
-	if n := strings.Count(d.logs.String(), "emails are waiting: Resend rejected the API key"); n != 1 {
+	if n := strings.Count(d.Logs.String(), "emails are waiting: Resend rejected the API key"); n != 1 {
 		t.Errorf("operator error logged %d times, want once a minute at most", n)
 	}
 
 	fixed.Store(true)
-	j := waitJob(t, pool, id, 30*time.Second, "completed", "failed")
+	j := errandtest.WaitJob(t, pool, id, 30*time.Second, "completed", "failed")
 	if j.Status != "completed" || j.Attempt != 1 {
 		t.Errorf("job %+v, want completed on attempt 1", j)
 	}
@@ -531,15 +531,15 @@ func TestEmailWaitsWhileResendRefusesTheKeyAndSendsOnceItIsFixed(t *testing.T) {
 func TestEmailRateLimitIsSharedByReplicas(t *testing.T) {
 	t.Parallel()
 	fake := newFakeResend(t)
-	url, pool := migratedDB(t)
-	ws := newWorkspace(t, pool, "acme")
+	url, pool := errandtest.MigratedDB(t)
+	ws := errandtest.NewWorkspace(t, pool, "acme")
 	env := sendEnv(fake)
 	env["ERRAND_RESEND_RPS"] = "5"
 	// Few email workers each, so both replicas must send: a limiter that
 	// was per process would let 10 a second through.
 	env["ERRAND_QUEUES"] = "email=3"
-	startDaemon(t, url, env)
-	startDaemon(t, url, env)
+	errandtest.StartDaemon(t, url, env)
+	errandtest.StartDaemon(t, url, env)
 
 	const emails = 15
 	rows, err := pool.Query(context.Background(), `INSERT INTO errand.jobs (workspace_id, kind, args)
@@ -560,7 +560,7 @@ func TestEmailRateLimitIsSharedByReplicas(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, id := range ids {
-		waitJob(t, pool, id, 30*time.Second, "completed")
+		errandtest.WaitJob(t, pool, id, 30*time.Second, "completed")
 	}
 	reqs := fake.received()
 	if len(reqs) != emails {
@@ -589,14 +589,14 @@ func TestEmailRateLimitIsSharedByReplicas(t *testing.T) {
 func TestEmailCaptureModeSendsNothingAndShowsTheEmail(t *testing.T) {
 	t.Parallel()
 	fake := newFakeResend(t)
-	url, pool := migratedDB(t)
-	ws := newWorkspace(t, pool, "acme")
-	d := startDaemon(t, url, map[string]string{"RESEND_BASE_URL": fake.URL})
+	url, pool := errandtest.MigratedDB(t)
+	ws := errandtest.NewWorkspace(t, pool, "acme")
+	d := errandtest.StartDaemon(t, url, map[string]string{"RESEND_BASE_URL": fake.URL})
 
-	id := enqueue(t, pool, ws, "email.send", `{"to": "ann@example.com", "template": "invite", "data": {"invite_url": "https://app.test/invite/<x>"}}`)
-	second := enqueue(t, pool, ws, "email.send", customEmail("Second"))
-	waitJob(t, pool, id, 30*time.Second, "completed")
-	waitJob(t, pool, second, 30*time.Second, "completed")
+	id := errandtest.Enqueue(t, pool, ws, "email.send", `{"to": "ann@example.com", "template": "invite", "data": {"invite_url": "https://app.test/invite/<x>"}}`)
+	second := errandtest.Enqueue(t, pool, ws, "email.send", customEmail("Second"))
+	errandtest.WaitJob(t, pool, id, 30*time.Second, "completed")
+	errandtest.WaitJob(t, pool, second, 30*time.Second, "completed")
 	e := getEmail(t, pool, id)
 	if e.Status != "captured" || e.Subject != "You've been invited to ACME" || e.Sender != "errand <errand@localhost>" || e.SentAt == nil ||
 		!strings.Contains(e.HTML, `href="https://app.test/invite/%3cx%3e"`) || !strings.Contains(e.Text, "https://app.test/invite/<x>") {
@@ -605,12 +605,12 @@ func TestEmailCaptureModeSendsNothingAndShowsTheEmail(t *testing.T) {
 	if n := len(fake.received()); n != 0 {
 		t.Errorf("%d requests left the machine in capture mode", n)
 	}
-	if n := strings.Count(d.logs.String(), "emails are captured in errand.emails"); n != 1 {
+	if n := strings.Count(d.Logs.String(), "emails are captured in errand.emails"); n != 1 {
 		t.Errorf("capture mode announced %d times, want once", n)
 	}
 
 	get := func(path string) string {
-		resp, err := http.Get("http://" + d.addr + path)
+		resp, err := http.Get("http://" + d.Addr + path)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -637,7 +637,7 @@ func TestEmailCaptureModeSendsNothingAndShowsTheEmail(t *testing.T) {
 			t.Errorf("GET %s:\n%s", path, page)
 		}
 	}
-	resp, err := http.Get("http://" + d.addr + "/emails/999999")
+	resp, err := http.Get("http://" + d.Addr + "/emails/999999")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -649,9 +649,9 @@ func TestEmailCaptureModeSendsNothingAndShowsTheEmail(t *testing.T) {
 
 func TestEmailBadInputIsRefusedAtInsertOrFailsAtOnce(t *testing.T) {
 	t.Parallel()
-	url, pool := migratedDB(t)
-	ws := newWorkspace(t, pool, "acme")
-	startDaemon(t, url, nil)
+	url, pool := errandtest.MigratedDB(t)
+	ws := errandtest.NewWorkspace(t, pool, "acme")
+	errandtest.StartDaemon(t, url, nil)
 	many := make([]string, 51)
 	for i := range many {
 		many[i] = fmt.Sprintf("%q", fmt.Sprintf("u%d@example.com", i))
@@ -699,11 +699,11 @@ func TestEmailBadInputIsRefusedAtInsertOrFailsAtOnce(t *testing.T) {
 	}
 	ids := make([]int64, len(failed))
 	for i, tc := range failed {
-		ids[i] = enqueue(t, pool, ws, "email.send", tc.args)
+		ids[i] = errandtest.Enqueue(t, pool, ws, "email.send", tc.args)
 	}
 	for i, tc := range failed {
 		t.Run("failed at once: "+tc.name, func(t *testing.T) {
-			j := waitJob(t, pool, ids[i], 30*time.Second, "failed", "completed")
+			j := errandtest.WaitJob(t, pool, ids[i], 30*time.Second, "failed", "completed")
 			if j.Status != "failed" || j.Attempt != 1 || !strings.Contains(j.LastError, tc.reason) {
 				t.Errorf("job %+v, want failed on attempt 1 with %q", j, tc.reason)
 			}
@@ -717,65 +717,12 @@ func TestEmailBadInputIsRefusedAtInsertOrFailsAtOnce(t *testing.T) {
 	}
 }
 
-// The shared limiter hands out slots one interval apart, by the database's
-// clock, and leaves a schedule alone that is further out than a caller waits.
-func TestReserveSlotSpacesRequestsAcrossCallers(t *testing.T) {
-	t.Parallel()
-	url, _ := migratedDB(t)
-	st, err := store.Open(context.Background(), url, store.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	// Ten connections up front, so the calls below are not slowed by connecting.
-	var conns []*pgxpool.Conn
-	for range 10 {
-		c, err := st.Pool().Acquire(context.Background())
-		if err != nil {
-			t.Fatal(err)
-		}
-		conns = append(conns, c)
-	}
-	for _, c := range conns {
-		c.Release()
-	}
-	const interval = 100 * time.Millisecond
-	waits := make([]time.Duration, 10)
-	var wg sync.WaitGroup
-	for i := range waits {
-		wg.Go(func() {
-			wait, reserved, err := st.ReserveSlot(context.Background(), "test", interval, 10*time.Second)
-			if err != nil || !reserved {
-				t.Errorf("reserve: %v reserved %v", err, reserved)
-			}
-			waits[i] = wait
-		})
-	}
-	wg.Wait()
-	slices.Sort(waits)
-	for i, w := range waits {
-		// Each slot one interval after the one before; the calls themselves
-		// take a little of the database's time.
-		want := time.Duration(i) * interval
-		if w > want || w < want-60*time.Millisecond {
-			t.Errorf("slot %d starts in %s, want about %s", i, w, want)
-		}
-	}
-	wait, reserved, err := st.ReserveSlot(context.Background(), "test", interval, 500*time.Millisecond)
-	if err != nil || reserved || wait < 800*time.Millisecond {
-		t.Errorf("a slot ~1s out with a 500ms limit: wait %s reserved %v err %v, want not reserved", wait, reserved, err)
-	}
-	if wait2, reserved, _ := st.ReserveSlot(context.Background(), "test", interval, 5*time.Second); !reserved || wait2 < wait-100*time.Millisecond {
-		t.Errorf("after a refusal the schedule moved: next slot in %s (reserved %v), want about %s", wait2, reserved, wait)
-	}
-}
-
 // The README's example INSERTs (docs/email.md), as written there.
 func TestEmailDocumentedExamplesWork(t *testing.T) {
 	t.Parallel()
-	url, pool := migratedDB(t)
-	ws := newWorkspace(t, pool, "acme")
-	startDaemon(t, url, nil)
+	url, pool := errandtest.MigratedDB(t)
+	ws := errandtest.NewWorkspace(t, pool, "acme")
+	errandtest.StartDaemon(t, url, nil)
 	examples := map[string]string{
 		"invite": `{
   "to": "ann@example.com",
@@ -803,8 +750,8 @@ func TestEmailDocumentedExamplesWork(t *testing.T) {
 	}
 	for name, args := range examples {
 		t.Run(name, func(t *testing.T) {
-			id := enqueue(t, pool, ws, "email.send", args)
-			if j := waitJob(t, pool, id, 30*time.Second, "completed", "failed"); j.Status != "completed" {
+			id := errandtest.Enqueue(t, pool, ws, "email.send", args)
+			if j := errandtest.WaitJob(t, pool, id, 30*time.Second, "completed", "failed"); j.Status != "completed" {
 				t.Fatalf("job %+v", j)
 			}
 			if e := getEmail(t, pool, id); e.Status != "captured" || e.Subject != wantSubject[name] {

@@ -1,0 +1,50 @@
+package errand_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"strings"
+	"testing"
+
+	"github.com/errand-dev/errand"
+	"github.com/errand-dev/errand/errandtest"
+)
+
+func TestConfigReportsEveryBadValue(t *testing.T) {
+	env := map[string]string{
+		"DATABASE_URL":            "postgres://x",
+		"ERRAND_QUEUES":           "email=0,bogus=3",
+		"ERRAND_SHUTDOWN_TIMEOUT": "soon",
+		"ERRAND_MAX_ARGS_BYTES":   "-5",
+		"ERRAND_LOG_LEVEL":        "loud",
+		"ERRAND_FETCH_COOLDOWN":   "0s",
+	}
+	var out bytes.Buffer
+	err := errand.Main(context.Background(), []string{"run"}, errandtest.Env(env), &out, &out)
+	if err == nil {
+		t.Fatal("bad configuration accepted")
+	}
+	for _, name := range []string{"ERRAND_QUEUES", "ERRAND_SHUTDOWN_TIMEOUT", "ERRAND_MAX_ARGS_BYTES", "ERRAND_LOG_LEVEL", "ERRAND_FETCH_COOLDOWN"} {
+		if !strings.Contains(err.Error(), name+"=") {
+			t.Errorf("error does not name %s:\n%v", name, err)
+		}
+	}
+}
+
+func TestHelpListsEveryVariableAndUnknownCommandIsAUsageError(t *testing.T) {
+	var out bytes.Buffer
+	if err := errand.Main(context.Background(), []string{"help"}, errandtest.Env(nil), &out, &out); err != nil {
+		t.Fatal(err)
+	}
+	for _, v := range []string{"DATABASE_URL", "ERRAND_HTTP_ADDR", "ERRAND_QUEUES", "ERRAND_SHUTDOWN_TIMEOUT", "ERRAND_MAX_ARGS_BYTES",
+		"ERRAND_FETCH_COOLDOWN", "ERRAND_FETCH_POLL_INTERVAL", "ERRAND_POLL_ONLY", "ERRAND_DB_MAX_CONNS", "ERRAND_RETRY_BASE", "ERRAND_LOG_LEVEL", "ERRAND_LOG_FORMAT"} {
+		if !strings.Contains(out.String(), v) {
+			t.Errorf("help does not list %s", v)
+		}
+	}
+	err := errand.Main(context.Background(), []string{"frobnicate"}, errandtest.Env(nil), &out, &out)
+	if !errors.Is(err, errand.ErrUsage) {
+		t.Errorf("unknown command: %v, want ErrUsage", err)
+	}
+}

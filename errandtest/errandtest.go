@@ -1,0 +1,284 @@
+// Package errandtest runs errand for tests, in the test's own process,
+// against a real PostgreSQL: a migrated database of the test's own, the
+// daemon started in-process with the test's environment, and helpers that
+// enqueue through the SQL contract and wait for a job's status. errand's own
+// kinds keep their tests beside them with it; a team's kinds can do the same.
+//
+//	func TestMain(m *testing.M) { os.Exit(errandtest.Main(m)) }
+//
+//	func TestMyKind(t *testing.T) {
+//		url, pool := errandtest.MigratedDB(t, errand.WithKinds(myKind))
+//		ws := errandtest.NewWorkspace(t, pool, "acme")
+//		errandtest.StartDaemon(t, url, nil, errand.WithKinds(myKind))
+//		id := errandtest.Enqueue(t, pool, ws, "my.kind", `{}`)
+//		errandtest.WaitJob(t, pool, id, 30*time.Second, "completed")
+//	}
+package errandtest
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/errand-dev/errand"
+	"github.com/errand-dev/errand/internal/testdb"
+	"github.com/errand-dev/errand/jobs"
+	"github.com/errand-dev/errand/store"
+)
+
+// Main is a test package's TestMain: it gives the package a PostgreSQL (the
+// server DATABASE_URL points at, any superuser connection, or a private one
+// started from the installed binaries) and cleans up after it.
+func Main(m *testing.M) int { return testdb.Main(m) }
+
+// Buffer is a log sink the daemon writes while the test reads.
+type Buffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *Buffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *Buffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// Daemon is `errand run` running in the test's process.
+type Daemon struct {
+	// Addr is its HTTP address (host:port).
+	Addr string
+	// Logs holds everything it logged.
+	Logs   *Buffer
+	cancel context.CancelFunc
+	done   chan struct{}
+	err    error
+}
+
+// Stop sends the equivalent of SIGTERM and returns what Main returned.
+func (d *Daemon) Stop(t testing.TB) error {
+	t.Helper()
+	d.cancel()
+	select {
+	case <-d.done:
+		return d.err
+	case <-time.After(60 * time.Second):
+		t.Fatal("daemon did not stop within 60s")
+		return nil
+	}
+}
+
+// Done is closed when the daemon's Main has returned; Err is then valid.
+func (d *Daemon) Done() <-chan struct{} { return d.done }
+
+// Err is what Main returned, once Done is closed.
+func (d *Daemon) Err() error { return d.err }
+
+// FreeAddr is a loopback address nobody listens on right now.
+func FreeAddr(t testing.TB) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// Env turns a map into a getenv.
+func Env(m map[string]string) func(string) string { return func(k string) string { return m[k] } }
+
+// DaemonEnv is the environment StartDaemon uses: env on top of test
+// defaults (a free loopback HTTP address, JSON logs, 20 ms first retry).
+func DaemonEnv(t testing.TB, dbURL string, env map[string]string) map[string]string {
+	t.Helper()
+	vars := map[string]string{
+		"DATABASE_URL":      dbURL,
+		"ERRAND_HTTP_ADDR":  FreeAddr(t),
+		"ERRAND_LOG_FORMAT": "json",
+		"ERRAND_RETRY_BASE": "20ms",
+	}
+	for k, v := range env {
+		vars[k] = v
+	}
+	return vars
+}
+
+// StartDaemon runs `errand run` in-process against dbURL with env on top of
+// DaemonEnv's defaults, waits until /readyz answers 200, and stops it when
+// the test ends (printing its logs if the test failed).
+func StartDaemon(t testing.TB, dbURL string, env map[string]string, opts ...errand.Option) *Daemon {
+	t.Helper()
+	vars := DaemonEnv(t, dbURL, env)
+	ctx, cancel := context.WithCancel(context.Background())
+	d := &Daemon{Addr: vars["ERRAND_HTTP_ADDR"], Logs: &Buffer{}, cancel: cancel, done: make(chan struct{})}
+	go func() {
+		d.err = errand.Main(ctx, []string{"run"}, Env(vars), d.Logs, d.Logs, opts...)
+		close(d.done)
+	}()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case <-d.done:
+		case <-time.After(60 * time.Second):
+		}
+		if t.Failed() {
+			t.Logf("daemon logs:\n%s", d.Logs.String())
+		}
+	})
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		select {
+		case <-d.done:
+			t.Fatalf("daemon exited early: %v\n%s", d.err, d.Logs.String())
+		default:
+		}
+		if resp, err := http.Get("http://" + d.Addr + "/readyz"); err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				return d
+			}
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatalf("daemon not ready within 30s\n%s", d.Logs.String())
+	return nil
+}
+
+// NewDatabase is an empty database of the test's own, dropped when it ends.
+func NewDatabase(t testing.TB) string {
+	t.Helper()
+	return testdb.NewDatabase(t, false)
+}
+
+// Pool opens a pool on url, closed when the test ends.
+func Pool(t testing.TB, url string) *pgxpool.Pool {
+	t.Helper()
+	return testdb.Pool(t, url)
+}
+
+// MigratedDB is a fresh database migrated by `errand migrate` (kinds
+// published, the binary's own with opts), and a superuser pool on it.
+func MigratedDB(t testing.TB, opts ...errand.Option) (string, *pgxpool.Pool) {
+	t.Helper()
+	url := testdb.NewDatabase(t, false)
+	var out bytes.Buffer
+	if err := errand.Main(context.Background(), []string{"migrate"}, Env(map[string]string{"DATABASE_URL": url}), &out, &out, opts...); err != nil {
+		t.Fatalf("migrate: %v\n%s", err, out.String())
+	}
+	return url, testdb.Pool(t, url)
+}
+
+// NewWorkspace adds a workspace (name: slug in capitals) and returns its id.
+func NewWorkspace(t testing.TB, pool *pgxpool.Pool, slug string) string {
+	t.Helper()
+	var id string
+	if err := pool.QueryRow(context.Background(),
+		"INSERT INTO errand.workspaces (name, slug) VALUES ($1, $2) RETURNING id::text", strings.ToUpper(slug), slug).Scan(&id); err != nil {
+		t.Fatal(err)
+	}
+	return id
+}
+
+// Job is a row of errand.jobs, as a test looks at it.
+type Job struct {
+	ID          int64
+	Status      string
+	Attempt     int
+	MaxAttempts int
+	LastError   string
+	RiverState  string
+}
+
+// GetJob reads a job through errand.jobs.
+func GetJob(t testing.TB, pool *pgxpool.Pool, id int64) Job {
+	t.Helper()
+	var j Job
+	err := pool.QueryRow(context.Background(), `
+		SELECT id, status, attempt, max_attempts, coalesce(last_error, ''), river_state
+		FROM errand.jobs WHERE id = $1`, id).Scan(&j.ID, &j.Status, &j.Attempt, &j.MaxAttempts, &j.LastError, &j.RiverState)
+	if err != nil {
+		t.Fatalf("read job %d: %v", id, err)
+	}
+	return j
+}
+
+// WaitJob polls until the job's status is one of want, failing the test
+// after timeout (a generous bound, not a measurement).
+func WaitJob(t testing.TB, pool *pgxpool.Pool, id int64, timeout time.Duration, want ...string) Job {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		j := GetJob(t, pool, id)
+		for _, w := range want {
+			if j.Status == w {
+				return j
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("job %d: status %q (river %s, attempt %d, error %q) after %s, want %v", id, j.Status, j.RiverState, j.Attempt, j.LastError, timeout, want)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// Enqueue inserts one job through the SQL contract and returns its id.
+func Enqueue(t testing.TB, pool *pgxpool.Pool, ws, kind, args string) int64 {
+	t.Helper()
+	var id int64
+	if err := pool.QueryRow(context.Background(),
+		"INSERT INTO errand.jobs (workspace_id, kind, args) VALUES ($1, $2, $3) RETURNING id", ws, kind, args).Scan(&id); err != nil {
+		t.Fatalf("enqueue %s %s: %v", kind, args, err)
+	}
+	return id
+}
+
+// ScopedArgs are the args of ScopedKind.
+type ScopedArgs struct {
+	Note string `json:"note" errand:"required"`
+	Fail bool   `json:"fail"`
+}
+
+// ScopedKind is kind "test.scoped", for tests of tenant scoping: it writes
+// one errand.workspace_members row (role viewer) in the job's workspace, in
+// the transaction that completes the job, and with "fail": true fails after
+// writing, so nothing of it may commit.
+func ScopedKind() jobs.Kind {
+	return jobs.Define("test.scoped", jobs.QueueDefault, func(ctx context.Context, job *jobs.Job, args ScopedArgs) error {
+		return job.CompleteInWorkspace(ctx, func(tx pgx.Tx) error {
+			// No WHERE workspace_id: row level security fills it in.
+			if _, err := tx.Exec(ctx, `INSERT INTO errand.workspace_members (workspace_id, user_id, role)
+				VALUES (current_setting('app.current_workspace_id')::uuid, gen_random_uuid(), 'viewer')`); err != nil {
+				return err
+			}
+			if args.Fail {
+				return errors.New("asked to fail after writing")
+			}
+			return nil
+		})
+	})
+}
+
+// CountJobs counts every job in River's table, whatever its state.
+func CountJobs(t testing.TB, db store.DB) int {
+	t.Helper()
+	var n int
+	if err := db.QueryRow(context.Background(), "SELECT count(*) FROM errand.river_job").Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}

@@ -1,0 +1,24 @@
+package bench
+
+// The bench's own statements, in one place.
+
+const (
+	benchInsertPings = `INSERT INTO errand.jobs (workspace_id, kind, args)
+		SELECT $1::uuid, 'ping', '{}'::jsonb FROM generate_series(1, $2::int)`
+	benchInsertRiver = `INSERT INTO errand.river_job (args, kind, max_attempts, metadata, priority, queue, scheduled_at, state, tags)
+		SELECT '{}'::jsonb, '` + benchNoopKind + `', 25, jsonb_build_object('workspace_id', $1::uuid), 1, '` + benchBaselineQueue + `', now(), 'available', '{}'
+		FROM generate_series(1, $2::int)`
+	benchInsertOne = `INSERT INTO errand.jobs (workspace_id, kind, args) VALUES ($1, 'ping', '{}') RETURNING id`
+	// The workspace expression is the one river_job_workspace_idx and the
+	// errand.jobs view use. Whether any job is unfinished is an index probe
+	// per state, stopping at the first row.
+	benchUnfinished = `SELECT EXISTS (SELECT 1 FROM errand.river_job
+		WHERE (metadata ->> 'workspace_id')::uuid = $1::uuid
+		  AND state IN ('available', 'running', 'retryable', 'scheduled', 'pending'))`
+	benchCountFinal = `SELECT count(*) FILTER (WHERE state = 'completed'), count(*) FILTER (WHERE state <> 'completed')
+		FROM errand.river_job WHERE (metadata ->> 'workspace_id')::uuid = $1::uuid`
+	benchDeleteJobs      = `DELETE FROM errand.river_job WHERE (metadata ->> 'workspace_id')::uuid = $1::uuid`
+	benchDeleteWorkspace = `DELETE FROM errand.workspaces WHERE id = $1::uuid`
+	benchVacuum          = `VACUUM (ANALYZE) errand.river_job`
+	benchAnalyze         = `ANALYZE errand.river_job`
+)

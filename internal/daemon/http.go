@@ -1,0 +1,119 @@
+package daemon
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/errand-dev/errand/internal/config"
+	"github.com/errand-dev/errand/jobs"
+	"github.com/errand-dev/errand/store"
+)
+
+// webConns is the kinds' pages' own pool: page loads must never take the
+// connections crash recovery and /readyz need.
+const webConns = 3
+
+// newServer bounds every phase of a request, so slow or idle clients cannot
+// hold connections open.
+func newServer(h http.Handler) *http.Server {
+	return &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       10 * time.Second,
+		WriteTimeout:      30 * time.Second,
+		IdleTimeout:       60 * time.Second,
+	}
+}
+
+// handleHealth serves /healthz (alive) and /readyz (database reachable, jobs
+// being worked, no operator problem). Database errors are logged, not shown:
+// the callers are unauthenticated.
+func handleHealth(mux *http.ServeMux, st *store.Store, ready func() error, problems *jobs.Problems, logger *slog.Logger) {
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintln(w, "ok")
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		if err := ready(); err != nil {
+			http.Error(w, "not ready: "+err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		if err := st.Ping(r.Context()); err != nil {
+			logger.Warn("readyz: database unreachable", slog.String("error", err.Error()))
+			http.Error(w, "not ready: database unreachable", http.StatusServiceUnavailable)
+			return
+		}
+		if list := problems.List(); len(list) > 0 {
+			http.Error(w, "not ready:\n"+strings.Join(list, "\n"), http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintln(w, "ready")
+	})
+}
+
+// startKinds runs every kind's setup: its configuration, routes and
+// problems. All failures are reported together.
+func startKinds(ctx context.Context, reg *jobs.Registry, cfg config.Config, logger *slog.Logger, problems *jobs.Problems, web *store.Store, mux *http.ServeMux) error {
+	private := isLoopback(cfg.HTTPAddr)
+	var errs []string
+	for _, k := range reg.Kinds() {
+		s := jobs.NewSetup(cfg.KindEnv, logger.With(slog.String("kind", k.Name)), problems, web, private, func(pattern string, h http.Handler) {
+			mux.Handle(pattern, h)
+		})
+		if err := k.Start(ctx, s); err != nil {
+			errs = append(errs, err.Error())
+		}
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("configuration:\n%s", strings.Join(errs, "\n"))
+	}
+	return nil
+}
+
+// isLoopback reports whether a listen address can only be reached from this
+// machine.
+func isLoopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// QuietLogger drops records below warn: River logs every retry at info, and
+// errand's middleware already logs each attempt with more context.
+func QuietLogger(l *slog.Logger) *slog.Logger {
+	return slog.New(levelFloor{l.Handler(), slog.LevelWarn})
+}
+
+// levelFloor raises a handler's minimum level.
+type levelFloor struct {
+	slog.Handler
+	min slog.Level
+}
+
+func (h levelFloor) Enabled(ctx context.Context, l slog.Level) bool {
+	return l >= h.min && h.Handler.Enabled(ctx, l)
+}
+func (h levelFloor) WithAttrs(a []slog.Attr) slog.Handler {
+	return levelFloor{h.Handler.WithAttrs(a), h.min}
+}
+func (h levelFloor) WithGroup(n string) slog.Handler {
+	return levelFloor{h.Handler.WithGroup(n), h.min}
+}
+
+// Publish tells the SQL contract this binary's kinds and settings.
+func Publish(ctx context.Context, st *store.Store, cfg config.Config, reg *jobs.Registry) error {
+	if err := store.PublishKinds(ctx, st, reg.Infos()); err != nil {
+		return err
+	}
+	return store.PublishMaxArgsBytes(ctx, st, cfg.MaxArgsBytes)
+}

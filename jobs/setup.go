@@ -1,0 +1,135 @@
+package jobs
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net/http"
+
+	"github.com/errand-dev/errand/store"
+)
+
+// A kind brings what it needs beside its work: its environment variables
+// (WithEnv), and what it does when a daemon starts it (WithSetup): read its
+// configuration, mount its HTTP routes, report problems to /readyz. A kind
+// defined outside this repository has exactly the same powers.
+
+// EnvVar is an environment variable a kind reads. `errand help` lists it;
+// every command checks it at start, one line per bad value.
+type EnvVar struct {
+	Name    string
+	Default string
+	Help    string
+	// Check validates a value (the default when the variable is unset or
+	// empty); nil accepts anything. Say what a good value looks like.
+	Check func(value string) error
+}
+
+// Env is the configuration as a kind sees it at start.
+type Env struct {
+	getenv  func(string) string
+	vars    map[string]EnvVar
+	workers map[string]int
+}
+
+// NewEnv is for commands and tests that start kinds: getenv reads the
+// process environment, workers is the number of workers per queue.
+func NewEnv(getenv func(string) string, vars []EnvVar, workers map[string]int) Env {
+	m := make(map[string]EnvVar, len(vars))
+	for _, v := range vars {
+		m[v.Name] = v
+	}
+	return Env{getenv: getenv, vars: m, workers: workers}
+}
+
+// Get returns the variable's value, or its declared default when it is unset
+// or empty. A kind reads only variables it declared (see WithEnv); anything
+// else reads "".
+func (e Env) Get(name string) string {
+	v, ok := e.vars[name]
+	if !ok {
+		return ""
+	}
+	if s := e.getenv(name); s != "" {
+		return s
+	}
+	return v.Default
+}
+
+// Workers is how many workers this replica runs for queue; 0 means the
+// replica does not work the queue at all (ERRAND_QUEUES gave it 0).
+func (e Env) Workers(queue string) int { return e.workers[queue] }
+
+// Setup is what a kind gets when a daemon starts it.
+type Setup struct {
+	Env    Env
+	Logger *slog.Logger
+	// Problems collects conditions an operator must fix (a rotated API
+	// key); /readyz answers 503 while any is set.
+	Problems *Problems
+	// Store is a small pool of its own for the kind's HTTP routes, so page
+	// loads never take connections from jobs or from crash recovery. Jobs
+	// use Job.Store.
+	Store *store.Store
+	// PrivateHTTP reports whether the daemon's HTTP address is a loopback
+	// one (127.0.0.1, ::1, localhost), unreachable from other machines.
+	PrivateHTTP bool
+
+	handle func(pattern string, h http.Handler)
+}
+
+// NewSetup is for the daemon (and tests) that start kinds: handle mounts a
+// route on its HTTP server.
+func NewSetup(env Env, logger *slog.Logger, problems *Problems, st *store.Store, privateHTTP bool, handle func(pattern string, h http.Handler)) *Setup {
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	return &Setup{Env: env, Logger: logger, Problems: problems, Store: st, PrivateHTTP: privateHTTP, handle: handle}
+}
+
+// Handle serves h at pattern (net/http.ServeMux syntax, e.g. "GET /emails")
+// on the daemon's HTTP address, beside /healthz and /readyz.
+func (s *Setup) Handle(pattern string, h http.Handler) {
+	if s.handle != nil {
+		s.handle(pattern, h)
+	}
+}
+
+// HandleTenantData serves a page that shows tenants' data without
+// authentication only where nobody else can reach it: when the HTTP address
+// is loopback. Elsewhere it mounts nothing, logs why, and returns false.
+func (s *Setup) HandleTenantData(pattern string, h http.Handler) bool {
+	if !s.PrivateHTTP {
+		s.Logger.Warn(fmt.Sprintf("not serving %s: it shows every tenant's data without authentication, and ERRAND_HTTP_ADDR is not a loopback address", pattern))
+		return false
+	}
+	s.Handle(pattern, h)
+	return true
+}
+
+// SetupFunc starts a kind in a daemon. An error stops the daemon from
+// starting, with the error as the reason: name the variable to fix.
+type SetupFunc func(ctx context.Context, s *Setup) error
+
+// WithEnv declares the kind's environment variables.
+func WithEnv(vars ...EnvVar) Option {
+	return func(k *Kind) { k.Env = append(k.Env, vars...) }
+}
+
+// WithSetup runs fn when a daemon starts the kind, before any of its jobs.
+// A kind that keeps state set up here is built once per daemon: construct it
+// in a function (as errand's own kinds do) rather than in a package variable.
+func WithSetup(fn SetupFunc) Option {
+	return func(k *Kind) { k.setup = fn }
+}
+
+// Start runs the kind's setup (nothing when it has none).
+func (k Kind) Start(ctx context.Context, s *Setup) error {
+	if k.setup == nil {
+		return nil
+	}
+	if err := k.setup(ctx, s); err != nil {
+		return fmt.Errorf("kind %s: %w", k.Name, err)
+	}
+	return nil
+}

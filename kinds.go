@@ -1,0 +1,18 @@
+package errand
+
+import (
+	"github.com/errand-dev/errand/jobs"
+	"github.com/errand-dev/errand/jobs/email"
+	"github.com/errand-dev/errand/jobs/ping"
+)
+
+// Builtin returns errand's built-in kinds, built afresh for each call (a kind
+// keeps its configuration once a daemon starts it). Adding a built-in kind
+// is one line here, its package under jobs/, and a migration if it has
+// tables.
+func Builtin() []jobs.Kind {
+	return []jobs.Kind{
+		ping.Kind(),
+		email.Kind(),
+	}
+}
