@@ -1,11 +1,13 @@
 // Package maintenance holds errand's background services, one per file:
 // the heartbeat that keeps a replica's lease and fences it when it cannot,
-// and the rescuer that puts a dead replica's jobs back.
+// and the rescuer that puts a dead replica's jobs back. Each reads and waits
+// on time only through its config's Clock.
 package maintenance
 
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"sync"
 	"sync/atomic"
@@ -16,8 +18,29 @@ import (
 	"github.com/errand-dev/errand/store"
 )
 
-// HeartbeatConfig configures a Heartbeat. Zero durations take the defaults
-// errand derives from its default ERRAND_RESCUE_AFTER of 10 s.
+// Defaults for HeartbeatConfig: what errand derives from its default
+// ERRAND_RESCUE_AFTER of 10 s.
+const (
+	HeartbeatIntervalDefault   = time.Second
+	HeartbeatFenceAfterDefault = 4 * time.Second
+	HeartbeatLeaseDefault      = 6 * time.Second
+)
+
+// HeartbeatConfig configures a Heartbeat. Zero values take the defaults
+// above; set values must keep Interval < FenceAfter < Lease.
+//
+// One renewal is in flight at a time. It counts from when it was sent and
+// may take max(FenceAfter-Interval, Interval) to commit: that is how long a
+// renewal sent Interval after the last confirmed one has before the fence
+// deadline. Two limits remain:
+//   - Commit stalls (a synchronous standby, a checkpoint): a stall shorter
+//     than FenceAfter - Interval does not fence; one longer than FenceAfter
+//     always fences the replica, and every replica at once when the whole
+//     database stalls.
+//   - The database clock judges leases: a step forward larger than
+//     Lease - (time since the last renewal) makes the rescuer treat live
+//     replicas as dead and put back jobs they are still running. A step
+//     back only delays rescues.
 type HeartbeatConfig struct {
 	// ID is the replica's id (River's client id, the last of attempted_by).
 	ID       string
@@ -26,16 +49,18 @@ type HeartbeatConfig struct {
 	// ConnConfig is used for the heartbeat's own connection: a pool that is
 	// exhausted by jobs must not stop a live replica from proving it.
 	ConnConfig *pgx.ConnConfig
-	// Interval between renewals, also each renewal's timeout; default 1s.
+	// Interval between renewals.
 	Interval time.Duration
 	// FenceAfter: with no renewal sent-and-confirmed for this long, the
-	// replica fences itself; default 4s.
+	// replica fences itself.
 	FenceAfter time.Duration
-	// Lease is how old a heartbeat others treat as dead; default 6s. A
-	// renewal that finds its lease already expired fences at once: its jobs
-	// may have been rescued.
+	// Lease is how old a heartbeat others treat as dead. A renewal that
+	// finds its lease already expired fences at once: its jobs may have
+	// been rescued.
 	Lease  time.Duration
 	Logger *slog.Logger
+	// Clock is the real one when nil.
+	Clock Clock
 }
 
 // Heartbeat renews a replica's lease and reports when the replica must
@@ -47,13 +72,26 @@ type HeartbeatConfig struct {
 // Lease - FenceAfter is the time left for cancelled jobs to stop.
 type Heartbeat struct {
 	cfg    HeartbeatConfig
+	clock  Clock
 	mu     sync.Mutex
-	lastOK time.Time // send time of the last confirmed renewal (monotonic)
-	fenced chan struct{}
-	once   sync.Once
+	lastOK time.Time // send time of the last confirmed renewal
+	// watching: Run is on, so the fence deadline is armed (fenceTimer).
+	watching   bool
+	fenceTimer Timer
+	fenced     chan struct{}
+	once       sync.Once
 	// abandoned: stop without retiring (the client did not stop cleanly,
 	// so its jobs must wait out the lease).
 	abandoned atomic.Bool
+	// renewals: each renewal as it is sent and as it ends; tests only.
+	renewals testSignal[renewal]
+}
+
+// renewal is a test signal: one event when sent, one when done.
+type renewal struct {
+	sent time.Time
+	done bool
+	err  error
 }
 
 // Abandon makes Run stop without retiring the replica.
@@ -62,18 +100,29 @@ func (h *Heartbeat) Abandon() { h.abandoned.Store(true) }
 // NewHeartbeat returns a Heartbeat; Run starts it.
 func NewHeartbeat(cfg HeartbeatConfig) *Heartbeat {
 	if cfg.Interval <= 0 {
-		cfg.Interval = time.Second
+		cfg.Interval = HeartbeatIntervalDefault
 	}
 	if cfg.FenceAfter <= 0 {
-		cfg.FenceAfter = 4 * time.Second
+		cfg.FenceAfter = HeartbeatFenceAfterDefault
 	}
 	if cfg.Lease <= 0 {
-		cfg.Lease = 6 * time.Second
+		cfg.Lease = HeartbeatLeaseDefault
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &Heartbeat{cfg: cfg, lastOK: time.Now(), fenced: make(chan struct{})}
+	clock := clockOrReal(cfg.Clock)
+	return &Heartbeat{cfg: cfg, clock: clock, lastOK: clock.Now(), fenced: make(chan struct{})}
+}
+
+// renewalTimeout bounds one renewal (and connecting for it). The last
+// confirmed renewal was sent about Interval before this one, so this one
+// still counts if it commits within FenceAfter - Interval: a commit stall
+// that ends in time confirms rather than failing every replica's renewal at
+// once. Longer would not help, the fence has fired by then. At least
+// Interval, the pace of renewals anyway.
+func (h *Heartbeat) renewalTimeout() time.Duration {
+	return max(h.cfg.FenceAfter-h.cfg.Interval, h.cfg.Interval)
 }
 
 // Fenced is closed when the replica must stop: no renewal for FenceAfter, or
@@ -84,7 +133,7 @@ func (h *Heartbeat) Fenced() <-chan struct{} { return h.fenced }
 // not fenced itself.
 func (h *Heartbeat) Healthy() bool {
 	late := min(2*h.cfg.Interval+time.Second, h.cfg.FenceAfter)
-	return !h.isFenced() && time.Since(h.last()) <= late
+	return !h.isFenced() && h.clock.Now().Sub(h.last()) <= late
 }
 
 func (h *Heartbeat) last() time.Time {
@@ -94,28 +143,33 @@ func (h *Heartbeat) last() time.Time {
 }
 
 // Register records the replica before it runs anything.
-func (h *Heartbeat) Register(ctx context.Context, conn *pgx.Conn) error {
-	sent := time.Now()
-	if err := store.RegisterReplica(ctx, conn, h.cfg.ID, h.cfg.Hostname, h.cfg.PID); err != nil {
+func (h *Heartbeat) Register(ctx context.Context, db store.DB) error {
+	sent := h.clock.Now()
+	if err := store.RegisterReplica(ctx, db, h.cfg.ID, h.cfg.Hostname, h.cfg.PID); err != nil {
 		return err
 	}
 	h.confirm(sent)
 	return nil
 }
 
-// Beat renews once on conn.
-func (h *Heartbeat) Beat(ctx context.Context, conn *pgx.Conn) error {
-	ctx, cancel := context.WithTimeout(ctx, h.cfg.Interval)
+// Beat renews once on db.
+func (h *Heartbeat) Beat(ctx context.Context, db store.DB) error {
+	timeout := h.renewalTimeout()
+	rctx, cancel := withTimeout(ctx, h.clock, timeout)
 	defer cancel()
-	sent := time.Now()
-	if err := store.RenewReplica(ctx, conn, h.cfg.ID, h.cfg.Lease); err != nil {
-		if errors.Is(err, store.ErrLeaseExpired) {
-			h.fence("this replica's lease had already expired when it renewed; its jobs may have been rescued")
-		}
-		return err
+	sent := h.clock.Now()
+	h.renewals.signal(renewal{sent: sent})
+	err := store.RenewReplica(rctx, db, h.cfg.ID, h.cfg.Lease)
+	switch {
+	case err == nil:
+		h.confirm(sent)
+	case errors.Is(err, store.ErrLeaseExpired):
+		h.fence("this replica's lease had already expired when it renewed; its jobs may have been rescued")
+	case ctx.Err() == nil && errors.Is(context.Cause(rctx), context.DeadlineExceeded):
+		err = fmt.Errorf("renewal not confirmed within %s: %w", timeout, err)
 	}
-	h.confirm(sent)
-	return nil
+	h.renewals.signal(renewal{sent: sent, done: true, err: err})
+	return err
 }
 
 func (h *Heartbeat) confirm(sent time.Time) {
@@ -134,31 +188,54 @@ func (h *Heartbeat) fence(why string) {
 	})
 }
 
+// checkFence fences once FenceAfter has passed since the last confirmed
+// renewal, or arms itself again for that deadline. It runs on its own timer,
+// so a renewal blocked in I/O cannot delay it.
+func (h *Heartbeat) checkFence() {
+	h.mu.Lock()
+	if !h.watching {
+		h.mu.Unlock()
+		return
+	}
+	left := h.cfg.FenceAfter - h.clock.Now().Sub(h.lastOK)
+	if left > 0 {
+		h.fenceTimer = h.clock.AfterFunc(left, h.checkFence)
+		h.mu.Unlock()
+		return
+	}
+	h.mu.Unlock()
+	h.fence("no renewal confirmed by the database for fence_after")
+}
+
+func (h *Heartbeat) watchFence(on bool) {
+	h.mu.Lock()
+	h.watching = on
+	if !on && h.fenceTimer != nil {
+		h.fenceTimer.Stop()
+	}
+	h.mu.Unlock()
+	if on {
+		h.checkFence()
+	}
+}
+
 // Run renews the lease every Interval until ctx is done or the replica is
 // fenced. On a clean stop it retires the replica (unless fenced) so nothing
 // waits for its lease.
 func (h *Heartbeat) Run(ctx context.Context) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	// The fence deadline, on its own goroutine: renewals blocked in I/O
-	// must not delay it.
+	// Fencing also ends a renewal still blocked in I/O: it could no longer
+	// count.
 	go func() {
-		t := time.NewTicker(min(50*time.Millisecond, h.cfg.Interval))
-		defer t.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-h.fenced:
-				return
-			case <-t.C:
-				if time.Since(h.last()) > h.cfg.FenceAfter {
-					h.fence("no renewal confirmed by the database for fence_after")
-					return
-				}
-			}
+		select {
+		case <-h.fenced:
+			cancel()
+		case <-ctx.Done():
 		}
 	}()
+	h.watchFence(true)
+	defer h.watchFence(false)
 
 	var conn *pgx.Conn
 	defer func() {
@@ -166,26 +243,22 @@ func (h *Heartbeat) Run(ctx context.Context) {
 			conn.Close(context.Background())
 		}
 	}()
-	tick := time.NewTicker(h.cfg.Interval)
-	defer tick.Stop()
+	// Each attempt is due Interval after the last one began; after one that
+	// took longer, the next goes at once.
+	next := h.last().Add(h.cfg.Interval)
 	failing := false
 	for {
-		select {
-		case <-ctx.Done():
+		if !sleepUntil(ctx, h.clock, next) {
 			if !h.isFenced() && !h.abandoned.Load() {
 				h.retire(conn)
 			}
 			return
-		case <-h.fenced:
-			return
-		case <-tick.C:
 		}
+		next = h.clock.Now().Add(h.cfg.Interval)
 		if conn == nil || conn.IsClosed() {
-			cctx, ccancel := context.WithTimeout(ctx, h.cfg.Interval)
-			c, err := pgx.ConnectConfig(cctx, h.cfg.ConnConfig)
-			ccancel()
+			c, err := h.connect(ctx)
 			if err != nil {
-				if !failing {
+				if !failing && ctx.Err() == nil {
 					h.cfg.Logger.Warn("heartbeat: cannot connect", slog.String("error", err.Error()))
 					failing = true
 				}
@@ -209,9 +282,15 @@ func (h *Heartbeat) Run(ctx context.Context) {
 	}
 }
 
+func (h *Heartbeat) connect(ctx context.Context) (*pgx.Conn, error) {
+	ctx, cancel := withTimeout(ctx, h.clock, h.renewalTimeout())
+	defer cancel()
+	return pgx.ConnectConfig(ctx, h.cfg.ConnConfig)
+}
+
 // retire marks the replica dead at once, on conn or a fresh connection.
 func (h *Heartbeat) retire(conn *pgx.Conn) {
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	ctx, cancel := withTimeout(context.Background(), h.clock, 2*time.Second)
 	defer cancel()
 	if conn == nil || conn.IsClosed() {
 		c, err := pgx.ConnectConfig(ctx, h.cfg.ConnConfig)

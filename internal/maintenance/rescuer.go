@@ -9,40 +9,54 @@ import (
 	"github.com/errand-dev/errand/store"
 )
 
-// RescuerConfig configures a Rescuer. Zero values take defaults.
+// Defaults for RescuerConfig: what errand derives from its default
+// ERRAND_RESCUE_AFTER of 10 s.
+const (
+	RescuerIntervalDefault = time.Second
+	RescuerLeaseDefault    = 6 * time.Second
+)
+
+// RescuerConfig configures a Rescuer. Zero values take the defaults above.
 type RescuerConfig struct {
-	// Lease: a replica whose heartbeat (database clock) is older than this is
-	// dead; default 6s.
+	// Lease: a replica whose heartbeat is older than this on the database's
+	// clock is dead. A forward step of that clock larger than Lease minus a
+	// live replica's time since its last renewal makes it look dead too (see
+	// HeartbeatConfig).
 	Lease time.Duration
-	// Interval between sweeps; default 1s, jittered so replicas spread out.
+	// Interval between sweeps, jittered ±20% so replicas spread out.
 	Interval time.Duration
 	Logger   *slog.Logger
+	// Clock is the real one when nil.
+	Clock Clock
 }
 
 // Rescuer puts dead replicas' running jobs back. Every replica runs one, not
 // only River's leader: a dead leader must not delay its own rescue.
 type Rescuer struct {
 	cfg   RescuerConfig
-	store *store.Store
+	clock Clock
+	db    store.DB
+	// swept: each sweep Run made; tests only.
+	swept testSignal[error]
 }
 
-// NewRescuer returns a Rescuer over st; Run starts it.
-func NewRescuer(st *store.Store, cfg RescuerConfig) *Rescuer {
+// NewRescuer returns a Rescuer over db; Run starts it.
+func NewRescuer(db store.DB, cfg RescuerConfig) *Rescuer {
 	if cfg.Lease <= 0 {
-		cfg.Lease = 6 * time.Second
+		cfg.Lease = RescuerLeaseDefault
 	}
 	if cfg.Interval <= 0 {
-		cfg.Interval = time.Second
+		cfg.Interval = RescuerIntervalDefault
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &Rescuer{cfg: cfg, store: st}
+	return &Rescuer{cfg: cfg, clock: clockOrReal(cfg.Clock), db: db}
 }
 
 // Sweep rescues once.
 func (r *Rescuer) Sweep(ctx context.Context) ([]store.Rescued, error) {
-	rescued, err := store.RescueOrphans(ctx, r.store, r.cfg.Lease)
+	rescued, err := store.RescueOrphans(ctx, r.db, r.cfg.Lease)
 	if err != nil {
 		return nil, err
 	}
@@ -53,19 +67,25 @@ func (r *Rescuer) Sweep(ctx context.Context) ([]store.Rescued, error) {
 	return rescued, nil
 }
 
-// Run sweeps every Interval (±20%) until ctx is done.
+// Run sweeps at once (a replica starting after others died need not wait),
+// then every Interval (±20%) until ctx is done.
 func (r *Rescuer) Run(ctx context.Context) {
 	for {
-		d := time.Duration(float64(r.cfg.Interval) * (0.8 + 0.4*rand.Float64()))
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(d):
-		}
-		sctx, cancel := context.WithTimeout(ctx, r.cfg.Interval*5)
-		if _, err := r.Sweep(sctx); err != nil && ctx.Err() == nil {
+		began := r.clock.Now()
+		sctx, cancel := withTimeout(ctx, r.clock, r.cfg.Interval*5)
+		_, err := r.Sweep(sctx)
+		cancel()
+		if err != nil && ctx.Err() == nil {
 			r.cfg.Logger.Warn("rescuer sweep failed", slog.String("error", err.Error()))
 		}
-		cancel()
+		r.swept.signal(err)
+		if !sleepUntil(ctx, r.clock, began.Add(jitter(r.cfg.Interval, rand.Float64()))) {
+			return
+		}
 	}
+}
+
+// jitter spreads d over ±20% as f goes over [0, 1).
+func jitter(d time.Duration, f float64) time.Duration {
+	return time.Duration(float64(d) * (0.8 + 0.4*f))
 }
