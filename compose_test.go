@@ -5,6 +5,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/errand-dev/errand"
+	"github.com/errand-dev/errand/internal/config"
 	"gopkg.in/yaml.v3"
 )
 
@@ -27,6 +29,9 @@ func TestComposeFileRunsMigrateThenTwoReplicas(t *testing.T) {
 			Deploy struct {
 				Replicas int `yaml:"replicas"`
 			} `yaml:"deploy"`
+			Healthcheck struct {
+				Test []string `yaml:"test"`
+			} `yaml:"healthcheck"`
 		} `yaml:"services"`
 	}
 	if err := yaml.Unmarshal(raw, &f); err != nil {
@@ -46,9 +51,21 @@ func TestComposeFileRunsMigrateThenTwoReplicas(t *testing.T) {
 		t.Errorf("errand service: %+v", run)
 	}
 	for _, s := range []string{"migrate", "errand"} {
-		if !strings.HasPrefix(f.Services[s].Environment["DATABASE_URL"], "postgres://") {
-			t.Errorf("%s: DATABASE_URL %q", s, f.Services[s].Environment["DATABASE_URL"])
+		env := f.Services[s].Environment
+		if !strings.HasPrefix(env["DATABASE_URL"], "postgres://") {
+			t.Errorf("%s: DATABASE_URL %q", s, env["DATABASE_URL"])
 		}
+		// The environment passes errand's own checks.
+		if _, err := config.Load(func(k string) string { return env[k] }, errand.Builtin()); err != nil {
+			t.Errorf("%s: errand refuses its environment: %v", s, err)
+		}
+	}
+	// `errand run` needs either a Resend key and sender or explicit capture.
+	if env := run.Environment; env["RESEND_API_KEY"] == "" && env["ERRAND_EMAIL_CAPTURE"] != "true" {
+		t.Errorf("errand service: neither RESEND_API_KEY nor ERRAND_EMAIL_CAPTURE=true, so errand run refuses to start")
+	}
+	if strings.Join(f.Services["errand"].Command, " ") == "run" && f.Services["postgres"].Healthcheck.Test == nil {
+		t.Errorf("postgres has no healthcheck, so depends_on service_healthy never passes")
 	}
 	if _, err := os.Stat("Dockerfile"); err != nil {
 		t.Error(err)

@@ -103,7 +103,8 @@ func FreeAddr(t testing.TB) string {
 func Env(m map[string]string) func(string) string { return func(k string) string { return m[k] } }
 
 // DaemonEnv is the environment StartDaemon uses: env on top of test
-// defaults (a free loopback HTTP address, JSON logs, 20 ms first retry).
+// defaults (a free loopback HTTP address, JSON logs, 20 ms first retry, and
+// email capture unless env sets RESEND_API_KEY).
 func DaemonEnv(t testing.TB, dbURL string, env map[string]string) map[string]string {
 	t.Helper()
 	vars := map[string]string{
@@ -111,6 +112,9 @@ func DaemonEnv(t testing.TB, dbURL string, env map[string]string) map[string]str
 		"ERRAND_HTTP_ADDR":  FreeAddr(t),
 		"ERRAND_LOG_FORMAT": "json",
 		"ERRAND_RETRY_BASE": "20ms",
+	}
+	if env["RESEND_API_KEY"] == "" {
+		vars["ERRAND_EMAIL_CAPTURE"] = "true"
 	}
 	for k, v := range env {
 		vars[k] = v
@@ -282,3 +286,8 @@ func CountJobs(t testing.TB, db store.DB) int {
 	}
 	return n
 }
+
+// ExampleDatabase is an empty database for a runnable example, which has no
+// testing.T to clean up after it: call drop when done. It needs Main to
+// have run (TestMain).
+func ExampleDatabase() (url string, drop func(), err error) { return testdb.Fresh(false) }

@@ -20,9 +20,24 @@ type KindInfo struct {
 	Description string
 }
 
+// Publish says how PublishKinds treats a kind that is already published.
+type Publish int
+
+const (
+	// Widen (every `errand run` start) may only let more through: it adds
+	// kinds, values to an args field's allowed set and lifts requirements,
+	// but never removes a value or adds a required field. During a rolling
+	// deploy an older replica restarting cannot undo what a newer one
+	// published.
+	Widen Publish = iota
+	// Exact (`errand migrate`, run once per deploy by the new binary)
+	// publishes the kinds exactly as this binary defines them.
+	Exact
+)
+
 // PublishKinds adds or updates kinds in errand.kinds. It never removes one:
 // another binary (with other custom kinds) may share the database.
-func PublishKinds(ctx context.Context, db DB, kinds []KindInfo) error {
+func PublishKinds(ctx context.Context, db DB, kinds []KindInfo, mode Publish) error {
 	batch := &pgx.Batch{}
 	for _, k := range kinds {
 		required := k.RequiredArgs
@@ -33,19 +48,11 @@ func PublishKinds(ctx context.Context, db DB, kinds []KindInfo) error {
 		if enums == nil {
 			enums = map[string][]string{} // '{}', not JSON null
 		}
-		batch.Queue(`
-			INSERT INTO errand.kinds (kind, queue, required_args, arg_enums, max_attempts, description, updated_at)
-			VALUES ($1, $2, $3, $4, $5, $6, now())
-			ON CONFLICT (kind) DO UPDATE SET
-				queue = EXCLUDED.queue,
-				required_args = EXCLUDED.required_args,
-				arg_enums = EXCLUDED.arg_enums,
-				max_attempts = EXCLUDED.max_attempts,
-				description = EXCLUDED.description,
-				updated_at = now()
-			WHERE (kinds.queue, kinds.required_args, kinds.arg_enums, kinds.max_attempts, kinds.description)
-			   IS DISTINCT FROM (EXCLUDED.queue, EXCLUDED.required_args, EXCLUDED.arg_enums, EXCLUDED.max_attempts, EXCLUDED.description)`,
-			k.Kind, k.Queue, required, enums, k.MaxAttempts, k.Description)
+		stmt := publishExact
+		if mode == Widen {
+			stmt = publishWiden
+		}
+		batch.Queue(stmt, k.Kind, k.Queue, required, enums, k.MaxAttempts, k.Description)
 	}
 	// One transaction, so a binary's kinds appear together.
 	err := pgx.BeginFunc(ctx, db, func(tx pgx.Tx) error { return tx.SendBatch(ctx, batch).Close() })
@@ -54,6 +61,44 @@ func PublishKinds(ctx context.Context, db DB, kinds []KindInfo) error {
 	}
 	return nil
 }
+
+const publishExact = `
+	INSERT INTO errand.kinds (kind, queue, required_args, arg_enums, max_attempts, description, updated_at)
+	VALUES ($1, $2, $3, $4, $5, $6, now())
+	ON CONFLICT (kind) DO UPDATE SET
+		queue = EXCLUDED.queue,
+		required_args = EXCLUDED.required_args,
+		arg_enums = EXCLUDED.arg_enums,
+		max_attempts = EXCLUDED.max_attempts,
+		description = EXCLUDED.description,
+		updated_at = now()
+	WHERE (kinds.queue, kinds.required_args, kinds.arg_enums, kinds.max_attempts, kinds.description)
+	   IS DISTINCT FROM (EXCLUDED.queue, EXCLUDED.required_args, EXCLUDED.arg_enums, EXCLUDED.max_attempts, EXCLUDED.description)`
+
+// publishWiden keeps an existing kind's queue, attempts and description;
+// required fields become those both require; an args field stays limited
+// only if both limit it, to the values either allows.
+const publishWiden = `
+	WITH merged AS (
+		SELECT
+			coalesce((SELECT array_agg(r ORDER BY o) FROM unnest(k.required_args) WITH ORDINALITY AS t(r, o)
+			          WHERE r = ANY ($3::text[])), '{}') AS required_args,
+			coalesce((SELECT jsonb_object_agg(e.key, (
+			              SELECT jsonb_agg(DISTINCT v ORDER BY v) FROM (
+			                  SELECT jsonb_array_elements_text(e.value) AS v
+			                  UNION SELECT jsonb_array_elements_text($4::jsonb -> e.key)) vs))
+			          FROM jsonb_each(k.arg_enums) AS e
+			          WHERE $4::jsonb ? e.key), '{}') AS arg_enums
+		FROM errand.kinds k WHERE k.kind = $1
+	)
+	INSERT INTO errand.kinds (kind, queue, required_args, arg_enums, max_attempts, description, updated_at)
+	VALUES ($1, $2, $3, $4, $5, $6, now())
+	ON CONFLICT (kind) DO UPDATE SET
+		required_args = (SELECT required_args FROM merged),
+		arg_enums = (SELECT arg_enums FROM merged),
+		updated_at = now()
+	WHERE (kinds.required_args, kinds.arg_enums)
+	   IS DISTINCT FROM ((SELECT required_args FROM merged), (SELECT arg_enums FROM merged))`
 
 // PublishMaxArgsBytes tells the SQL contract the args size limit.
 func PublishMaxArgsBytes(ctx context.Context, db DB, n int) error {

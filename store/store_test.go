@@ -721,7 +721,7 @@ func TestPublishKindsAddsAndUpdatesButNeverRemoves(t *testing.T) {
 
 	a := store.KindInfo{Kind: "test.a", Queue: "default", RequiredArgs: []string{"to"}, MaxAttempts: 5, Description: "first"}
 	b := store.KindInfo{Kind: "test.b", Queue: "default", MaxAttempts: 25}
-	if err := store.PublishKinds(ctx, st, []store.KindInfo{a, b}); err != nil {
+	if err := store.PublishKinds(ctx, st, []store.KindInfo{a, b}, store.Exact); err != nil {
 		t.Fatal(err)
 	}
 	got := kindsByName(t)
@@ -738,7 +738,7 @@ func TestPublishKindsAddsAndUpdatesButNeverRemoves(t *testing.T) {
 	aUpdatedAt := updatedAt(t, a.Kind)
 
 	b2 := store.KindInfo{Kind: "test.b", Queue: "emails", RequiredArgs: []string{"to", "subject"}, MaxAttempts: 3, Description: "second"}
-	if err := store.PublishKinds(ctx, st, []store.KindInfo{b2}); err != nil {
+	if err := store.PublishKinds(ctx, st, []store.KindInfo{b2}, store.Exact); err != nil {
 		t.Fatal(err)
 	}
 	got = kindsByName(t)
@@ -760,7 +760,7 @@ func TestPublishKindsAddsAndUpdatesButNeverRemoves(t *testing.T) {
 
 	// Publishing b2 again unchanged leaves its row alone.
 	b2UpdatedAt := updatedAt(t, b2.Kind)
-	if err := store.PublishKinds(ctx, st, []store.KindInfo{b2}); err != nil {
+	if err := store.PublishKinds(ctx, st, []store.KindInfo{b2}, store.Exact); err != nil {
 		t.Fatal(err)
 	}
 	if ts := updatedAt(t, b2.Kind); ts != b2UpdatedAt {
@@ -955,5 +955,57 @@ func TestReserveSlotSpacesRequestsAcrossCallers(t *testing.T) {
 	}
 	if wait2, reserved, _ := store.ReserveSlot(ctx, st, "test", interval, time.Hour); !reserved || wait2 < wait-slack || wait2 > wait {
 		t.Errorf("after a refusal the schedule moved: next slot in %s (reserved %v), want about %s", wait2, reserved, wait)
+	}
+}
+
+// An older binary restarting during a rolling deploy publishes with Widen:
+// it may add what it knows, never take away what a newer one published.
+func TestPublishWidenNeverNarrowsTheContract(t *testing.T) {
+	st := openStore(t, testdb.NewDatabase(t, true))
+	ctx := context.Background()
+	newer := store.KindInfo{Kind: "test.mail", Queue: "email", RequiredArgs: []string{"to"}, MaxAttempts: 5, Description: "newer",
+		ArgEnums: map[string][]string{"template": {"invite", "welcome"}, "mode": {"fast"}}}
+	if err := store.PublishKinds(ctx, st, []store.KindInfo{newer}, store.Exact); err != nil {
+		t.Fatal(err)
+	}
+	older := store.KindInfo{Kind: "test.mail", Queue: "default", RequiredArgs: []string{"to", "subject"}, MaxAttempts: 25, Description: "older",
+		ArgEnums: map[string][]string{"template": {"invite", "legacy"}}}
+	brandNew := store.KindInfo{Kind: "test.other", Queue: "default", RequiredArgs: []string{"x"}, MaxAttempts: 3}
+	if err := store.PublishKinds(ctx, st, []store.KindInfo{older, brandNew}, store.Widen); err != nil {
+		t.Fatal(err)
+	}
+	kinds, err := store.Kinds(ctx, st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]store.KindInfo{}
+	for _, k := range kinds {
+		got[k.Kind] = k
+	}
+	m := got["test.mail"]
+	if !slices.Equal(m.RequiredArgs, []string{"to"}) {
+		t.Errorf("required %v: the older binary's extra required field narrowed the contract", m.RequiredArgs)
+	}
+	if !slices.Equal(m.ArgEnums["template"], []string{"invite", "legacy", "welcome"}) {
+		t.Errorf("template values %v, want both binaries' values", m.ArgEnums["template"])
+	}
+	if _, limited := m.ArgEnums["mode"]; limited {
+		t.Errorf("mode still limited to %v though the older binary allows any value", m.ArgEnums["mode"])
+	}
+	if m.Queue != "email" || m.MaxAttempts != 5 || m.Description != "newer" {
+		t.Errorf("queue %s attempts %d description %q changed by a widening publish", m.Queue, m.MaxAttempts, m.Description)
+	}
+	if o := got["test.other"]; !slices.Equal(o.RequiredArgs, []string{"x"}) || o.Queue != "default" {
+		t.Errorf("a kind only the older binary knows: %+v, want added as it is", o)
+	}
+	// `errand migrate` of the newer binary puts its contract back exactly.
+	if err := store.PublishKinds(ctx, st, []store.KindInfo{newer}, store.Exact); err != nil {
+		t.Fatal(err)
+	}
+	kinds, _ = store.Kinds(ctx, st)
+	for _, k := range kinds {
+		if k.Kind == "test.mail" && (!slices.Equal(k.ArgEnums["template"], []string{"invite", "welcome"}) || k.Queue != "email") {
+			t.Errorf("after an exact publish: %+v", k)
+		}
 	}
 }

@@ -182,7 +182,7 @@ func (b *bench) prepare(ctx context.Context) (*store.Store, string, error) {
 		st.Close()
 		return nil, "", err
 	}
-	if err := daemon.Publish(ctx, st, b.cfg, b.reg); err != nil {
+	if err := daemon.Publish(ctx, st, b.cfg, b.reg, store.Widen); err != nil {
 		st.Close()
 		return nil, "", err
 	}
@@ -259,6 +259,9 @@ func (b *bench) startDaemon(ctx context.Context, cfg config.Config, onStart func
 	hooks := daemon.Hooks{OnJobStart: onStart}
 	if user.OnJobStart != nil {
 		hooks.OnJobStart = func(job *rivertype.JobRow) { onStart(job); user.OnJobStart(job) }
+	}
+	if cfg.Getenv("RESEND_API_KEY") == "" {
+		cfg = cfg.WithEnv("ERRAND_EMAIL_CAPTURE", "true") // benches send no email
 	}
 	runCtx, cancel := context.WithCancel(ctx)
 	d := &benchDaemon{done: make(chan struct{}), cancel: cancel}

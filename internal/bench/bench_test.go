@@ -19,7 +19,7 @@ import (
 // fetch and dispatch. Samples are serial with a 5 ms gap so each one meets an
 // idle worker, as an app server's sporadic inserts do.
 //
-//	go test -run '^$' -bench InsertToStart -benchtime 2000x .
+//	go test -run '^$' -bench InsertToStart -benchtime 2000x ./internal/bench/
 func BenchmarkInsertToStart(b *testing.B) {
 	url := errandtest.NewDatabase(b)
 	if err := errand.Main(context.Background(), []string{"migrate"}, errandtest.Env(map[string]string{"DATABASE_URL": url}), discard{}, discard{}); err != nil {
@@ -30,7 +30,7 @@ func BenchmarkInsertToStart(b *testing.B) {
 	ctx, cancel := context.WithCancel(context.Background())
 	ready := make(chan struct{})
 	done := make(chan error, 1)
-	env := map[string]string{"DATABASE_URL": url, "ERRAND_HTTP_ADDR": "127.0.0.1:0", "ERRAND_LOG_LEVEL": "warn"}
+	env := map[string]string{"DATABASE_URL": url, "ERRAND_HTTP_ADDR": "127.0.0.1:0", "ERRAND_LOG_LEVEL": "warn", "ERRAND_EMAIL_CAPTURE": "true"}
 	go func() {
 		done <- errand.Main(ctx, []string{"run"}, errandtest.Env(env), discard{}, discard{}, hook, errand.WithReady(func(string) { close(ready) }))
 	}()

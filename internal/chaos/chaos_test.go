@@ -143,6 +143,7 @@ func start(t *testing.T, name, dbURL string, extra ...string) *replica {
 		"ERRAND_RETRY_BASE=50ms",
 		"ERRAND_LOG_FORMAT=json",
 		"ERRAND_LOG_LEVEL=warn",
+		"ERRAND_EMAIL_CAPTURE=true",
 	)
 	r.cmd.Env = append(r.cmd.Env, extra...)
 	out, err := r.cmd.StdoutPipe()

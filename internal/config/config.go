@@ -33,10 +33,28 @@ type Config struct {
 	LogFormat         string
 	DevDir            string
 	PGBinDir          string
-	// KindEnv is what the kinds read at start (their declared variables).
-	KindEnv jobs.Env
-	// Getenv is the environment the configuration was read from.
+	// KindVars are the variables the kinds declare (jobs.WithEnv).
+	KindVars []jobs.EnvVar
+	// Getenv is the environment the configuration was read from; the kinds
+	// read theirs through it when the daemon starts them (KindEnv).
 	Getenv func(string) string
+}
+
+// KindEnv is the environment as the kinds see it: their declared variables
+// and the workers per queue.
+func (c Config) KindEnv() jobs.Env { return jobs.NewEnv(c.Getenv, c.KindVars, c.Queues) }
+
+// WithEnv returns c reading name as value, whatever the environment says
+// (`errand dev` turns email capture on this way).
+func (c Config) WithEnv(name, value string) Config {
+	getenv := c.Getenv
+	c.Getenv = func(k string) string {
+		if k == name {
+			return value
+		}
+		return getenv(k)
+	}
+	return c
 }
 
 // envVar documents one variable; `errand help` prints the table.
@@ -55,7 +73,7 @@ func envVars() []envVar {
 			func(c *Config, v string) error { c.DatabaseURL = v; return nil }},
 		{"ERRAND_HTTP_ADDR", "127.0.0.1:8080", "address of /healthz and /readyz",
 			func(c *Config, v string) error { c.HTTPAddr = v; return nil }},
-		{"ERRAND_QUEUES", defaultQueues, "workers per queue, name=count pairs (queues: " + strings.Join(jobs.Queues, ", ") + ")",
+		{"ERRAND_QUEUES", defaultQueues, "workers per queue, name=count pairs; 0 leaves a queue to other replicas (queues: " + strings.Join(jobs.Queues, ", ") + ")",
 			func(c *Config, v string) (err error) { c.Queues, err = parseQueues(v); return err }},
 		{"ERRAND_SHUTDOWN_TIMEOUT", "30s", "on SIGTERM, how long running jobs may finish before they are cancelled and put back",
 			durationVar(func(c *Config) *time.Duration { return &c.ShutdownTimeout }, 0)},
@@ -111,8 +129,8 @@ func Load(getenv func(string) string, kinds []jobs.Kind) (Config, error) {
 			errs = append(errs, fmt.Errorf("%s=%q: %w", ev.Name, v, err))
 		}
 	}
-	vars := kindVars(kinds)
-	for _, ev := range vars {
+	c.KindVars = kindVars(kinds)
+	for _, ev := range c.KindVars {
 		v := getenv(ev.Name)
 		if v == "" {
 			v = ev.Default
@@ -123,7 +141,6 @@ func Load(getenv func(string) string, kinds []jobs.Kind) (Config, error) {
 			}
 		}
 	}
-	c.KindEnv = jobs.NewEnv(getenv, vars, c.Queues)
 	return c, errors.Join(errs...)
 }
 
@@ -170,8 +187,8 @@ func mergeQueues(into map[string]int, v string) error {
 			return fmt.Errorf("unknown queue %q (queues: %s)", name, strings.Join(jobs.Queues, ", "))
 		}
 		n, err := strconv.Atoi(strings.TrimSpace(count))
-		if err != nil || n < 1 || n > 10000 {
-			return fmt.Errorf("queue %s: worker count must be 1 to 10000, got %q", name, count)
+		if err != nil || n < 0 || n > 10000 {
+			return fmt.Errorf("queue %s: worker count must be 0 (not worked by this replica) to 10000, got %q", name, count)
 		}
 		into[name] = n
 	}

@@ -10,7 +10,7 @@ func env(m map[string]string) func(string) string { return func(k string) string
 func TestConfigQueueErrors(t *testing.T) {
 	cases := map[string]string{
 		"a queue that does not exist":  "bogus=3",
-		"a worker count of zero":       "email=0",
+		"a negative worker count":      "email=-1",
 		"a pair without =":             "email",
 		"a count that is not a number": "email=many",
 	}

@@ -61,7 +61,7 @@ func startKinds(ctx context.Context, reg *jobs.Registry, cfg config.Config, logg
 	private := isLoopback(cfg.HTTPAddr)
 	var errs []string
 	for _, k := range reg.Kinds() {
-		s := jobs.NewSetup(cfg.KindEnv, logger.With(slog.String("kind", k.Name)), problems, web, private, func(pattern string, h http.Handler) {
+		s := jobs.NewSetup(cfg.KindEnv(), logger.With(slog.String("kind", k.Name)), problems, web, private, func(pattern string, h http.Handler) {
 			mux.Handle(pattern, h)
 		})
 		if err := k.Start(ctx, s); err != nil {
@@ -110,9 +110,10 @@ func (h levelFloor) WithGroup(n string) slog.Handler {
 	return levelFloor{h.Handler.WithGroup(n), h.min}
 }
 
-// Publish tells the SQL contract this binary's kinds and settings.
-func Publish(ctx context.Context, st *store.Store, cfg config.Config, reg *jobs.Registry) error {
-	if err := store.PublishKinds(ctx, st, reg.Infos()); err != nil {
+// Publish tells the SQL contract this binary's kinds (see store.Publish for
+// the mode) and settings.
+func Publish(ctx context.Context, st *store.Store, cfg config.Config, reg *jobs.Registry, mode store.Publish) error {
+	if err := store.PublishKinds(ctx, st, reg.Infos(), mode); err != nil {
 		return err
 	}
 	return store.PublishMaxArgsBytes(ctx, st, cfg.MaxArgsBytes)

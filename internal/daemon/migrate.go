@@ -23,7 +23,7 @@ func Migrate(ctx context.Context, cfg config.Config, reg *jobs.Registry, stdout 
 	if err != nil {
 		return err
 	}
-	if err := Publish(ctx, st, cfg, reg); err != nil {
+	if err := Publish(ctx, st, cfg, reg, store.Exact); err != nil {
 		return err
 	}
 	if len(applied) == 0 {

@@ -54,7 +54,7 @@ func Run(ctx context.Context, cfg config.Config, reg *jobs.Registry, logger *slo
 	if err := st.DetectScopeRole(ctx); err != nil {
 		return err
 	}
-	if err := Publish(ctx, st, cfg, reg); err != nil {
+	if err := Publish(ctx, st, cfg, reg, store.Widen); err != nil {
 		return err
 	}
 	web, err := store.Open(ctx, cfg.DatabaseURL, store.Options{MaxConns: webConns})
@@ -173,14 +173,20 @@ type rescueTiming struct {
 
 // rescueTimings derives everything from ERRAND_RESCUE_AFTER (R):
 //   - lease 0.6R: a heartbeat older than this (database clock) is dead;
-//   - interval R/10: renewals, their timeout, and rescuer sweeps;
+//   - interval R/10: renewals and rescuer sweeps (the rescuer also sweeps
+//     once as it starts);
 //   - fenceAfter 0.4R: a replica with no renewal confirmed for this long
 //     (counted from when the renewal was sent, so no later than the
-//     database's stamp) cancels its jobs.
+//     database's stamp) cancels its jobs. A renewal may take
+//     fenceAfter - interval = 0.3R before it is given up.
 //
 // A dead replica's jobs are back within lease + one sweep = 0.7R < R. A
 // cut-off replica fences at most 0.4R after its last visible stamp, leaving
-// 0.2R for its cancelled jobs to stop before anyone may rescue them.
+// 0.2R for its cancelled jobs to stop before anyone may rescue them. The
+// limits (see maintenance.HeartbeatConfig): a database-wide commit stall
+// shorter than 0.3R fences nobody, one longer than 0.4R fences every
+// replica; a forward step of the database's clock by more than 0.6R less
+// the time since the last renewal has live replicas' jobs rescued.
 func rescueTimings(rescueAfter time.Duration) rescueTiming {
 	return rescueTiming{lease: rescueAfter * 6 / 10, fenceAfter: rescueAfter * 4 / 10, interval: rescueAfter / 10}
 }
@@ -188,7 +194,9 @@ func rescueTimings(rescueAfter time.Duration) rescueTiming {
 func newRiverClient(st *store.Store, id string, cfg config.Config, reg *jobs.Registry, logger *slog.Logger, pollOnly bool, onStart func(*rivertype.JobRow)) (*river.Client[pgx.Tx], error) {
 	queues := make(map[string]river.QueueConfig, len(cfg.Queues))
 	for name, n := range cfg.Queues {
-		queues[name] = river.QueueConfig{MaxWorkers: n}
+		if n > 0 { // 0: this replica leaves the queue to others
+			queues[name] = river.QueueConfig{MaxWorkers: n}
+		}
 	}
 	jobTimeout := reg.MaxTimeout()
 	riverLogger := logger

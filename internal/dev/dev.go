@@ -53,6 +53,10 @@ func Run(ctx context.Context, cfg config.Config, reg *jobs.Registry, stdout io.W
 		}
 		cfg.DatabaseURL = server.URL("errand")
 	}
+	if cfg.Getenv("RESEND_API_KEY") == "" && cfg.Getenv("ERRAND_EMAIL_CAPTURE") == "" {
+		// Development: emails are stored and shown, never sent.
+		cfg = cfg.WithEnv("ERRAND_EMAIL_CAPTURE", "true")
+	}
 	if cfg.Getenv("ERRAND_HTTP_ADDR") == "" && !tcpFree(cfg.HTTPAddr) {
 		cfg.HTTPAddr = "127.0.0.1:0"
 	}

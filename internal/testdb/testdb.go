@@ -23,6 +23,7 @@ import (
 
 	"github.com/errand-dev/errand/internal/localpg"
 	"github.com/errand-dev/errand/migrations"
+	"github.com/errand-dev/errand/store"
 )
 
 // Test-binary-wide state, set once by Main before any test runs.
@@ -73,6 +74,21 @@ func URL(t testing.TB) string {
 		t.Fatal("testdb: call testdb.Main from TestMain")
 	}
 	return pkgURL
+}
+
+// PackageURL is URL for code without a testing.TB (examples); "" before
+// Main has run.
+func PackageURL() string { return pkgURL }
+
+// Fresh creates a database (migrated or empty) for code without a
+// testing.TB (examples); drop removes it.
+func Fresh(migrate bool) (url string, drop func(), err error) {
+	name := fmt.Sprintf("errand_test_ex_%d_%d", os.Getpid(), counter.Add(1))
+	u, err := createDatabase(context.Background(), name, migrate)
+	if err != nil {
+		return "", nil, err
+	}
+	return u, func() { dropDatabase(context.Background(), name) }, nil
 }
 
 // AdminURL connects to the server's postgres database as a superuser.
@@ -127,8 +143,8 @@ func createDatabase(ctx context.Context, name string, migrate bool) (string, err
 		return "", fmt.Errorf("connect to %s: %w", redact(adminURL), err)
 	}
 	defer conn.Close(ctx)
-	if _, err := conn.Exec(ctx, "CREATE DATABASE "+pgx.Identifier{name}.Sanitize()); err != nil {
-		return "", fmt.Errorf("create database %s: %w", name, err)
+	if err := store.CreateDatabase(ctx, conn, name); err != nil {
+		return "", err
 	}
 	u := WithDatabase(adminURL, name)
 	if migrate {
@@ -152,7 +168,7 @@ func dropDatabase(ctx context.Context, name string) {
 		return
 	}
 	defer conn.Close(ctx)
-	_, _ = conn.Exec(ctx, "DROP DATABASE IF EXISTS "+pgx.Identifier{name}.Sanitize()+" WITH (FORCE)")
+	_ = store.DropDatabase(ctx, conn, name)
 }
 
 var stalePID = regexp.MustCompile(`^errand_test_.*?_(\d+)(_\d+)?$`)
@@ -163,12 +179,11 @@ func dropStale(ctx context.Context) {
 	if err != nil {
 		return
 	}
-	rows, err := conn.Query(ctx, "SELECT datname FROM pg_database WHERE datname LIKE 'errand\\_test\\_%'")
+	names, err := store.DatabasesLike(ctx, conn, `errand\_test\_%`)
 	if err != nil {
 		conn.Close(ctx)
 		return
 	}
-	names, _ := pgx.CollectRows(rows, pgx.RowTo[string])
 	conn.Close(ctx)
 	for _, n := range names {
 		m := stalePID.FindStringSubmatch(n)

@@ -2,7 +2,7 @@ package email
 
 import (
 	"errors"
-	"fmt"
+	"net"
 	"net/mail"
 	"net/url"
 	"strconv"
@@ -19,16 +19,28 @@ type config struct {
 	baseURL string
 	from    string
 	rps     float64
+	capture bool
 }
 
 func envVars() []jobs.EnvVar {
 	return []jobs.EnvVar{
 		{Name: "RESEND_API_KEY", Help: "Resend API key; unset means emails are captured locally (errand.emails), nothing leaves the machine"},
-		{Name: "RESEND_BASE_URL", Default: defaultBaseURL, Help: "Resend-compatible API endpoint",
+		{Name: "RESEND_BASE_URL", Default: defaultBaseURL, Help: "Resend-compatible API endpoint (https; plain http only on a loopback host)",
 			Check: func(v string) error {
 				u, err := url.Parse(v)
 				if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 					return errors.New("want an http(s) URL")
+				}
+				// The API key travels in every request's headers.
+				if u.Scheme == "http" && !loopbackHost(u.Hostname()) {
+					return errors.New("want https: plain http would send RESEND_API_KEY in clear text (http is allowed only for a loopback host such as 127.0.0.1)")
+				}
+				return nil
+			}},
+		{Name: "ERRAND_EMAIL_CAPTURE", Default: "false", Help: "true: without RESEND_API_KEY, store emails in errand.emails instead of sending them (development; `errand dev` sets it)",
+			Check: func(v string) error {
+				if _, err := strconv.ParseBool(v); err != nil {
+					return errors.New("want true or false")
 				}
 				return nil
 			}},
@@ -62,8 +74,26 @@ func loadConfig(env jobs.Env) (config, error) {
 		from:    env.Get("ERRAND_EMAIL_FROM"),
 	}
 	c.rps, _ = strconv.ParseFloat(env.Get("ERRAND_RESEND_RPS"), 64)
-	if c.apiKey != "" && c.from == "" {
-		return c, fmt.Errorf("ERRAND_EMAIL_FROM is required when RESEND_API_KEY is set (e.g. `Acme <notifications@acme.com>`)")
+	c.capture, _ = strconv.ParseBool(env.Get("ERRAND_EMAIL_CAPTURE"))
+	switch {
+	case c.apiKey != "" && c.from == "":
+		return c, errors.New("ERRAND_EMAIL_FROM is required when RESEND_API_KEY is set (e.g. `Acme <notifications@acme.com>`)")
+	case c.apiKey != "" && c.capture:
+		return c, errors.New("RESEND_API_KEY and ERRAND_EMAIL_CAPTURE=true are both set: unset one (capture mode never sends)")
+	case c.apiKey == "" && !c.capture && env.Workers(jobs.QueueEmail) > 0:
+		// A production secret that failed to mount must not turn into a
+		// silent capture mode that sends nothing.
+		return c, errors.New("RESEND_API_KEY is not set: set it (and ERRAND_EMAIL_FROM) to send emails through Resend, " +
+			"or set ERRAND_EMAIL_CAPTURE=true to store them in errand.emails without sending (development), " +
+			"or give this replica's email queue 0 workers (ERRAND_QUEUES=email=0)")
 	}
 	return c, nil
+}
+
+func loopbackHost(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }

@@ -48,7 +48,7 @@ type Args struct {
 	HTML    string `json:"html,omitempty"`
 	Text    string `json:"text,omitempty"`
 	// ReplyTo is one address.
-	ReplyTo     string            `json:"reply_to,omitempty"`
+	ReplyTo     string       `json:"reply_to,omitempty"`
 	Attachments []Attachment `json:"attachments,omitempty"`
 	// Tags are Resend's tags; names and values are ASCII letters, digits,
 	// underscores and dashes, at most 256 characters.
@@ -161,7 +161,7 @@ func (k *emailSender) setup(ctx context.Context, s *jobs.Setup) error {
 	}
 	k.configure(cfg, s.Logger, s.Problems)
 	if k.client == nil {
-		pages := EmailsHandler(s.Store)
+		pages := EmailsHandler(s.Store, s.Logger)
 		if s.HandleTenantData("GET /emails", pages) {
 			s.Handle("GET /emails/{id}", pages)
 		}
@@ -263,10 +263,10 @@ func (k *emailSender) check(a Args) (message, error) {
 		switch {
 		case strings.TrimSpace(a.Subject) == "":
 			add(`subject is required with template "custom"`)
-		case strings.ContainsAny(a.Subject, "\r\n"):
-			add("subject has a line break: a subject is one line")
-		case hasControl(a.Subject):
-			add("subject has a control character")
+		default:
+			if err := checkSubject(a.Subject); err != nil {
+				add("subject %v", err)
+			}
 		}
 		if strings.TrimSpace(a.HTML) == "" && strings.TrimSpace(a.Text) == "" {
 			add(`html or text (or both) is required with template "custom"`)
@@ -339,6 +339,18 @@ func checkAddress(s string) error {
 	// ParseAddress decodes RFC 2047 names: a line break can hide in one.
 	if hasControl(addr.Name) {
 		return fmt.Errorf("%q has a control character in its name", s)
+	}
+	return nil
+}
+
+// checkSubject is the one check of a subject, given or rendered: one line,
+// no control characters (a line break would let a header in).
+func checkSubject(s string) error {
+	switch {
+	case strings.ContainsAny(s, "\r\n"):
+		return errors.New("has a line break: a subject is one line")
+	case hasControl(s):
+		return errors.New("has a control character")
 	}
 	return nil
 }

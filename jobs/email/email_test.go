@@ -141,6 +141,8 @@ func TestTemplateDataErrorsNameTheField(t *testing.T) {
 		{"invite_url left blank", "invite", "Acme", map[string]any{"invite_url": "  "}, "needs data.invite_url"},
 		{"password_reset without reset_url", "password_reset", "Acme", map[string]any{"invite_url": "x"}, `template "password_reset" needs data.reset_url`},
 		{"a workspace name that would inject a header", "invite", "Acme\r\nBcc: all@x.test", map[string]any{"invite_url": "x"}, "has a line break"},
+		{"a workspace name with a Unicode line separator", "invite", "Acme\u2028Bcc: all@x.test", map[string]any{"invite_url": "x"}, "has a control character"},
+		{"a workspace name with a control character", "invite", "Acme\x1b[2J", map[string]any{"invite_url": "x"}, "has a control character"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

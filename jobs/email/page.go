@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"errors"
 	htmltemplate "html/template"
+	"log/slog"
 	"net/http"
 	"slices"
 	"strconv"
@@ -26,7 +27,7 @@ const emailsPageLimit = 100
 // Bodies are shown only for captured emails: a sent email's links (a
 // password reset) may still work. The page has no authentication: keep
 // ERRAND_HTTP_ADDR private.
-func EmailsHandler(st *store.Store) http.Handler {
+func EmailsHandler(st *store.Store, logger *slog.Logger) http.Handler {
 	pages := htmltemplate.Must(htmltemplate.New("emails").Parse(emailsPageHTML))
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /emails", func(w http.ResponseWriter, r *http.Request) {
@@ -52,7 +53,7 @@ func EmailsHandler(st *store.Store) http.Handler {
 			})
 		})
 		if err != nil {
-			pageError(w, err)
+			pageError(w, logger, err)
 			return
 		}
 		slices.SortFunc(rows, func(a, b row) int {
@@ -97,7 +98,7 @@ func EmailsHandler(st *store.Store) http.Handler {
 			http.Error(w, "no such email", http.StatusNotFound)
 			return
 		default:
-			pageError(w, err)
+			pageError(w, logger, err)
 			return
 		}
 		render(w, pages, "show", found)
@@ -115,8 +116,11 @@ func render(w http.ResponseWriter, t *htmltemplate.Template, name string, data a
 	_ = t.ExecuteTemplate(w, name, data)
 }
 
-func pageError(w http.ResponseWriter, err error) {
-	http.Error(w, "could not read emails: "+err.Error(), http.StatusInternalServerError)
+// pageError logs what went wrong and tells the (unauthenticated) caller only
+// that it did.
+func pageError(w http.ResponseWriter, logger *slog.Logger, err error) {
+	logger.Warn("emails page: could not read emails", slog.String("error", err.Error()))
+	http.Error(w, "could not read emails (see errand's log)", http.StatusInternalServerError)
 }
 
 const emailsPageHTML = `

@@ -66,7 +66,9 @@ func scanEmail(row pgx.Row) (Email, error) {
 // saveEmail records the email of job e.JobID in the scoped transaction
 // tx: it inserts the row, or updates the job's existing one. Empty fields
 // never erase stored ones (a failure recorded after rendering keeps the
-// rendering), and Error is cleared once the email is sent or captured. SentAt
+// rendering), a sent or captured email keeps that status whatever a later
+// (stale) attempt says, and Error is cleared once the email is sent or
+// captured. SentAt
 // is set (once) by the database when Status becomes sent or captured.
 func saveEmail(ctx context.Context, tx store.DB, e Email) (Email, error) {
 	recipients := e.Recipients
@@ -86,9 +88,12 @@ func saveEmail(ctx context.Context, tx store.DB, e Email) (Email, error) {
 			subject = coalesce(m.subject, EXCLUDED.subject),
 			html = coalesce(m.html, EXCLUDED.html),
 			text = coalesce(m.text, EXCLUDED.text),
-			status = EXCLUDED.status,
+			-- Sent and captured are final: a stale attempt's late "queued" or
+			-- "failed" must not undo them.
+			status = CASE WHEN m.status IN ('sent', 'captured') THEN m.status ELSE EXCLUDED.status END,
 			provider_message_id = coalesce(EXCLUDED.provider_message_id, m.provider_message_id),
-			error = CASE WHEN EXCLUDED.status IN ('sent', 'captured') THEN NULL ELSE coalesce(EXCLUDED.error, m.error) END,
+			error = CASE WHEN m.status IN ('sent', 'captured') OR EXCLUDED.status IN ('sent', 'captured') THEN NULL
+			             ELSE coalesce(EXCLUDED.error, m.error) END,
 			sent_at = coalesce(m.sent_at, EXCLUDED.sent_at)
 		RETURNING `+emailColumns,
 		e.WorkspaceID, e.JobID, recipients, e.Template, e.Sender, e.ReplyTo, e.Subject, e.HTML, e.Text,

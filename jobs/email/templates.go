@@ -190,8 +190,8 @@ func (t *emailTemplate) render(workspaceName, workspaceSlug string, data map[str
 		return rendering{}, fmt.Errorf("render template %q: %w", t.name, err)
 	}
 	r := rendering{Subject: strings.TrimSpace(subject.String()), HTML: html.String(), Text: text.String()}
-	if strings.ContainsAny(r.Subject, "\r\n") {
-		return rendering{}, fmt.Errorf("template %q: the rendered subject %q has a line break (from the workspace name or data?)", t.name, r.Subject)
+	if err := checkSubject(r.Subject); err != nil {
+		return rendering{}, fmt.Errorf("template %q: the rendered subject %q %v (from the workspace name or data?)", t.name, r.Subject, err)
 	}
 	if r.Subject == "" {
 		return rendering{}, fmt.Errorf("template %q: the rendered subject is empty", t.name)

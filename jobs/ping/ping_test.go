@@ -17,4 +17,3 @@ func TestValidateRefusesOutOfRangeArgs(t *testing.T) {
 		t.Errorf("valid args refused: %v", err)
 	}
 }
-

@@ -1,0 +1,118 @@
+package email
+
+import (
+	"context"
+	"testing"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/errand-dev/errand/internal/testdb"
+	"github.com/errand-dev/errand/store"
+)
+
+// A stale attempt's late bookkeeping must not turn a sent email back into a
+// queued or failed one.
+func TestSaveEmailNeverDowngradesASentEmail(t *testing.T) {
+	ctx := context.Background()
+	st, err := store.Open(ctx, testdb.NewDatabase(t, true), store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	ws, err := store.EnsureWorkspace(ctx, st, "Acme", "acme")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, final := range []string{StatusSent, StatusCaptured} {
+		for _, late := range []string{StatusQueued, StatusFailed} {
+			jobID := int64(len(final)*100 + len(late))
+			var got Email
+			err := st.InWorkspace(ctx, ws.ID, func(tx pgx.Tx) error {
+				base := Email{WorkspaceID: ws.ID, JobID: jobID, Template: "custom", Subject: "s", Text: "t", Recipients: []string{"a@example.com"}}
+				base.Status = StatusQueued
+				if _, err := saveEmail(ctx, tx, base); err != nil {
+					return err
+				}
+				base.Status, base.ProviderMessageID = final, "em_1"
+				if _, err := saveEmail(ctx, tx, base); err != nil {
+					return err
+				}
+				var err error
+				got, err = saveEmail(ctx, tx, Email{WorkspaceID: ws.ID, JobID: jobID, Template: "custom", Status: late, Error: "a stale attempt's reason"})
+				return err
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got.Status != final || got.Error != "" || got.SentAt.IsZero() {
+				t.Errorf("%s then %s: status %q error %q sent_at %v, want %s kept", final, late, got.Status, got.Error, got.SentAt, final)
+			}
+		}
+	}
+}
+
+// A job that ends without its code finishing the email (discarded by the
+// crash rescuer after its last attempt, cancelled by an operator) fails its
+// queued email with the job's reason; a sent one is left alone.
+func TestEmailRowIsFinishedWhenItsJobEndsAnyOtherWay(t *testing.T) {
+	ctx := context.Background()
+	st, err := store.Open(ctx, testdb.NewDatabase(t, true), store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	ws, err := store.EnsureWorkspace(ctx, st, "Acme", "acme")
+	if err != nil {
+		t.Fatal(err)
+	}
+	job := func(owner string) int64 {
+		var id int64
+		if err := st.QueryRow(ctx, `INSERT INTO errand.river_job (kind, args, metadata, queue, max_attempts, state, attempt, attempted_at, attempted_by)
+			VALUES ($1, '{}', jsonb_build_object('workspace_id', $2::text), 'email', 1, 'running', 1, now(), ARRAY[$3]) RETURNING id`, Name, ws.ID, owner).Scan(&id); err != nil {
+			t.Fatal(err)
+		}
+		return id
+	}
+	email := func(jobID int64, status string) {
+		err := st.InWorkspace(ctx, ws.ID, func(tx pgx.Tx) error {
+			_, err := saveEmail(ctx, tx, Email{WorkspaceID: ws.ID, JobID: jobID, Template: "custom", Status: status, Recipients: []string{"a@example.com"}})
+			return err
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	status := func(jobID int64) (s, e string) {
+		_ = st.InWorkspace(ctx, ws.ID, func(tx pgx.Tx) error {
+			got, _, err := emailForJob(ctx, tx, jobID)
+			s, e = got.Status, got.Error
+			return err
+		})
+		return s, e
+	}
+	discarded, cancelled, sent := job("gone"), job("alive"), job("gone")
+	email(discarded, StatusQueued)
+	email(cancelled, StatusQueued)
+	email(sent, StatusSent)
+
+	// The crash rescuer's way of ending a job out of attempts.
+	if _, err := st.Exec(ctx, `INSERT INTO errand.replicas (id, heartbeat_at) VALUES ('gone', '-infinity')`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := store.RescueOrphans(ctx, st, 0); err != nil {
+		t.Fatal(err)
+	}
+	if s, e := status(discarded); s != StatusFailed || e != "rescued: replica gone stopped heartbeating while running this job" {
+		t.Errorf("email of a discarded job: %s %q, want failed with the job's reason", s, e)
+	}
+	if s, _ := status(sent); s != StatusSent {
+		t.Errorf("email already sent: %s, want sent", s)
+	}
+	// An operator's cancel of a job that never recorded a reason.
+	if _, err := st.Exec(ctx, `UPDATE errand.river_job SET state = 'cancelled', finalized_at = now(), errors = NULL WHERE id = $1`, cancelled); err != nil {
+		t.Fatal(err)
+	}
+	if s, e := status(cancelled); s != StatusFailed || e != "the job was cancelled" {
+		t.Errorf("email of a cancelled job: %s %q, want failed", s, e)
+	}
+}
