@@ -417,11 +417,22 @@ func TestEmailOutcomesOfResendErrors(t *testing.T) {
 		}
 	})
 	t.Run("a redirect", func(t *testing.T) {
+		// The positive signal: River has recorded the snooze that gave the
+		// attempt back.
 		deadline := time.Now().Add(30 * time.Second)
-		for len(fake.withSubject("a redirect")) == 0 && time.Now().Before(deadline) {
+		for {
+			var snoozes int
+			if err := pool.QueryRow(context.Background(), `SELECT coalesce((metadata->>'snoozes')::int, 0) FROM errand.river_job WHERE id = $1`, redirected).Scan(&snoozes); err != nil {
+				t.Fatal(err)
+			}
+			if snoozes > 0 {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatal("the redirected email was not snoozed within 30s")
+			}
 			time.Sleep(20 * time.Millisecond)
 		}
-		time.Sleep(300 * time.Millisecond)
 		j := errandtest.GetJob(t, pool, redirected)
 		if j.Status != "pending" || j.Attempt != 0 {
 			t.Errorf("job %+v, want waiting (pending, no attempt used)", j)
