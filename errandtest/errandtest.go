@@ -19,8 +19,11 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
+	"io"
 	"net"
 	"net/http"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -291,3 +294,89 @@ func CountJobs(t testing.TB, db store.DB) int {
 // testing.T to clean up after it: call drop when done. It needs Main to
 // have run (TestMain).
 func ExampleDatabase() (url string, drop func(), err error) { return testdb.Fresh(false) }
+
+// ExampleRun is errand migrated and running on a database of its own, for a
+// runnable example of a kind (which has no testing.T): see StartExample.
+type ExampleRun struct {
+	// Conn is a superuser connection to the database.
+	Conn *pgx.Conn
+	drop func()
+	stop context.CancelFunc
+	done chan error
+}
+
+// StartExample migrates a fresh database, starts `errand run` on it with env
+// on top of quiet defaults (loopback address, email capture, 20 ms first
+// retry, errors only on stderr), and connects to it. Stop it when done.
+func StartExample(env map[string]string, opts ...errand.Option) (*ExampleRun, error) {
+	ctx := context.Background()
+	url, drop, err := testdb.Fresh(false)
+	if err != nil {
+		return nil, err
+	}
+	vars := map[string]string{"DATABASE_URL": url, "ERRAND_HTTP_ADDR": "127.0.0.1:0", "ERRAND_EMAIL_CAPTURE": "true",
+		"ERRAND_RETRY_BASE": "20ms", "ERRAND_LOG_LEVEL": "error"}
+	for k, v := range env {
+		vars[k] = v
+	}
+	if err := errand.Main(ctx, []string{"migrate"}, Env(vars), io.Discard, os.Stderr, opts...); err != nil {
+		drop()
+		return nil, err
+	}
+	runCtx, stop := context.WithCancel(ctx)
+	r := &ExampleRun{drop: drop, stop: stop, done: make(chan error, 1)}
+	ready := make(chan struct{})
+	go func() {
+		r.done <- errand.Main(runCtx, []string{"run"}, Env(vars), io.Discard, os.Stderr,
+			append(opts, errand.WithReady(func(string) { close(ready) }))...)
+	}()
+	select {
+	case <-ready:
+	case err := <-r.done:
+		stop()
+		drop()
+		return nil, err
+	}
+	if r.Conn, err = pgx.Connect(ctx, url); err != nil {
+		r.Stop()
+		return nil, err
+	}
+	return r, nil
+}
+
+// Workspace adds a workspace and returns its id.
+func (r *ExampleRun) Workspace(name, slug string) (string, error) {
+	var id string
+	err := r.Conn.QueryRow(context.Background(), `INSERT INTO errand.workspaces (name, slug) VALUES ($1, $2) RETURNING id`, name, slug).Scan(&id)
+	return id, err
+}
+
+// Wait polls errand.jobs until the job is completed or failed (at most a
+// minute) and returns its status, attempt and last error.
+func (r *ExampleRun) Wait(id int64) (status string, attempt int, lastError string, err error) {
+	deadline := time.Now().Add(time.Minute)
+	for status != "completed" && status != "failed" {
+		if time.Now().After(deadline) {
+			return status, attempt, lastError, fmt.Errorf("job %d still %s after a minute", id, status)
+		}
+		time.Sleep(10 * time.Millisecond)
+		err = r.Conn.QueryRow(context.Background(), `SELECT status, attempt, coalesce(last_error, '') FROM errand.jobs WHERE id = $1`, id).
+			Scan(&status, &attempt, &lastError)
+		if err != nil {
+			return status, attempt, lastError, err
+		}
+	}
+	return status, attempt, lastError, nil
+}
+
+// Stop shuts errand down, returns what its Main returned and drops the
+// database.
+func (r *ExampleRun) Stop() error {
+	r.stop()
+	err := <-r.done
+	if r.Conn != nil {
+		r.Conn.Close(context.Background())
+	}
+	r.drop()
+	return err
+}
