@@ -83,6 +83,8 @@ func Example_ownKind() {
 		"ERRAND_HTTP_ADDR": "127.0.0.1:0",
 		"GREETING_PREFIX":  "Hi",
 		"ERRAND_LOG_LEVEL": "error",
+		// No Resend key in an example: emails would be captured, not sent.
+		"ERRAND_EMAIL_CAPTURE": "true",
 	}
 	getenv := func(k string) string { return env[k] }
 	kind := errand.WithKinds(greetingKind())
@@ -100,7 +102,13 @@ func Example_ownKind() {
 		done <- errand.Main(runCtx, []string{"run"}, getenv, io.Discard, os.Stderr, kind,
 			errand.WithReady(func(addr string) { ready <- addr }))
 	}()
-	addr := <-ready
+	var addr string
+	select {
+	case addr = <-ready:
+	case err := <-done:
+		fmt.Println("errand run stopped:", err)
+		return
+	}
 
 	// The app enqueues with one INSERT, in any language.
 	conn, err := pgx.Connect(ctx, url)

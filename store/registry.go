@@ -77,16 +77,16 @@ const publishExact = `
 
 // publishWiden keeps an existing kind's queue, attempts and description;
 // required fields become those both require; an args field stays limited
-// only if both limit it, to the values either allows.
+// only if both limit it, to the values either allows (the published ones
+// first, in their order, which error messages show).
 const publishWiden = `
 	WITH merged AS (
 		SELECT
 			coalesce((SELECT array_agg(r ORDER BY o) FROM unnest(k.required_args) WITH ORDINALITY AS t(r, o)
 			          WHERE r = ANY ($3::text[])), '{}') AS required_args,
-			coalesce((SELECT jsonb_object_agg(e.key, (
-			              SELECT jsonb_agg(DISTINCT v ORDER BY v) FROM (
-			                  SELECT jsonb_array_elements_text(e.value) AS v
-			                  UNION SELECT jsonb_array_elements_text($4::jsonb -> e.key)) vs))
+			coalesce((SELECT jsonb_object_agg(e.key, e.value || coalesce((
+			              SELECT jsonb_agg(v ORDER BY o) FROM jsonb_array_elements($4::jsonb -> e.key) WITH ORDINALITY AS n(v, o)
+			              WHERE NOT e.value @> jsonb_build_array(v)), '[]'))
 			          FROM jsonb_each(k.arg_enums) AS e
 			          WHERE $4::jsonb ? e.key), '{}') AS arg_enums
 		FROM errand.kinds k WHERE k.kind = $1

@@ -193,14 +193,18 @@ func TestInWorkspaceQueryWithoutWhereSeesOnlyScopedWorkspace(t *testing.T) {
 	addMembers(t, admin, b, 3)
 
 	st := openStore(t, dbURL)
-	if got := st.ScopeRole(); got != "errand_tenant" {
-		t.Fatalf("ScopeRole() = %q for a superuser, want errand_tenant", got)
+	tenant, err := store.TenantRole(ctx, admin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := st.ScopeRole(); got != tenant {
+		t.Fatalf("ScopeRole() = %q for a superuser, want the database's tenant role %s", got, tenant)
 	}
 
 	t.Run("select without where", func(t *testing.T) {
 		err := st.InWorkspace(ctx, a, func(tx pgx.Tx) error {
-			if u := currentUser(t, tx); u != "errand_tenant" {
-				t.Errorf("scoped transaction runs as %q, want errand_tenant", u)
+			if u := currentUser(t, tx); u != tenant {
+				t.Errorf("scoped transaction runs as %q, want %s", u, tenant)
 			}
 			got, err := memberWorkspaces(ctx, tx)
 			if err != nil {
@@ -334,7 +338,7 @@ func TestTenantRoleFailsClosedWithoutWorkspace(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer tx.Rollback(ctx)
-			if _, err := tx.Exec(ctx, "SET LOCAL ROLE errand_tenant"); err != nil {
+			if _, err := tx.Exec(ctx, "SELECT set_config('role', errand.tenant_role(), true)"); err != nil {
 				t.Fatal(err)
 			}
 			tc.setup(t, conn, tx)
@@ -442,8 +446,8 @@ func TestUnscopeReturnsToErrandsOwnRole(t *testing.T) {
 		if err := st.Scope(ctx, tx, a); err != nil {
 			return err
 		}
-		if u := currentUser(t, tx); u != "errand_tenant" {
-			t.Errorf("after Scope current_user = %q, want errand_tenant", u)
+		if u := currentUser(t, tx); u != st.ScopeRole() || u == sessionUser {
+			t.Errorf("after Scope current_user = %q, want the tenant role %q", u, st.ScopeRole())
 		}
 		// Scoped, River's table is out of reach (in a savepoint, so the
 		// transaction survives the refusal).
@@ -644,12 +648,16 @@ func TestOpenAsBypassRLSRole(t *testing.T) {
 	member := newRole(t, "errand_bypass", "NOSUPERUSER BYPASSRLS")
 	dbURL := testdb.NewDatabase(t, true)
 	admin := testdb.Pool(t, dbURL)
+	tenant, err := store.TenantRole(ctx, admin)
+	if err != nil {
+		t.Fatal(err)
+	}
 	// A BYPASSRLS role errand could really run as: it may use errand's tables
-	// and switch to the tenant role.
+	// and switch to the database's tenant role.
 	for _, sql := range []string{
 		"GRANT USAGE ON SCHEMA errand TO " + pgx.Identifier{member}.Sanitize(),
 		"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA errand TO " + pgx.Identifier{member}.Sanitize(),
-		"GRANT errand_tenant TO " + pgx.Identifier{member}.Sanitize(),
+		"GRANT " + pgx.Identifier{tenant}.Sanitize() + " TO " + pgx.Identifier{member}.Sanitize(),
 	} {
 		if _, err := admin.Exec(ctx, sql); err != nil {
 			t.Fatalf("%s: %v", sql, err)
@@ -660,21 +668,22 @@ func TestOpenAsBypassRLSRole(t *testing.T) {
 	addMembers(t, admin, a, 1)
 	addMembers(t, admin, b, 2)
 
-	t.Run("not a member of errand_tenant", func(t *testing.T) {
+	t.Run("not a member of the tenant role", func(t *testing.T) {
 		st, err := store.Open(ctx, withUser(t, dbURL, outsider), store.Options{})
 		if err == nil {
 			st.Close()
-			t.Fatal("store.Open succeeded for a BYPASSRLS role that cannot switch to errand_tenant; tenant queries would see every workspace")
+			t.Fatal("store.Open succeeded for a BYPASSRLS role that cannot switch to the tenant role; tenant queries would see every workspace")
 		}
-		if !strings.Contains(err.Error(), "errand_tenant") {
-			t.Errorf("error %q does not mention errand_tenant", err)
+		// It may not even read errand's schema to learn the role's name.
+		if !strings.Contains(err.Error(), "tenant role") {
+			t.Errorf("error %q does not mention the tenant role", err)
 		}
 	})
 
-	t.Run("member of errand_tenant", func(t *testing.T) {
+	t.Run("member of the tenant role", func(t *testing.T) {
 		st := openStore(t, withUser(t, dbURL, member))
-		if got := st.ScopeRole(); got != "errand_tenant" {
-			t.Fatalf("ScopeRole() = %q, want errand_tenant", got)
+		if got := st.ScopeRole(); got != tenant {
+			t.Fatalf("ScopeRole() = %q, want %s", got, tenant)
 		}
 		err := st.InWorkspace(ctx, a, func(tx pgx.Tx) error {
 			got, err := memberWorkspaces(ctx, tx)
@@ -986,7 +995,7 @@ func TestPublishWidenNeverNarrowsTheContract(t *testing.T) {
 	if !slices.Equal(m.RequiredArgs, []string{"to"}) {
 		t.Errorf("required %v: the older binary's extra required field narrowed the contract", m.RequiredArgs)
 	}
-	if !slices.Equal(m.ArgEnums["template"], []string{"invite", "legacy", "welcome"}) {
+	if !slices.Equal(m.ArgEnums["template"], []string{"invite", "welcome", "legacy"}) {
 		t.Errorf("template values %v, want both binaries' values", m.ArgEnums["template"])
 	}
 	if _, limited := m.ArgEnums["mode"]; limited {
@@ -997,6 +1006,16 @@ func TestPublishWidenNeverNarrowsTheContract(t *testing.T) {
 	}
 	if o := got["test.other"]; !slices.Equal(o.RequiredArgs, []string{"x"}) || o.Queue != "default" {
 		t.Errorf("a kind only the older binary knows: %+v, want added as it is", o)
+	}
+	// Publishing the same again changes nothing, order included.
+	if err := store.PublishKinds(ctx, st, []store.KindInfo{newer}, store.Widen); err != nil {
+		t.Fatal(err)
+	}
+	again, _ := store.Kinds(ctx, st)
+	for _, k := range again {
+		if k.Kind == "test.mail" && !slices.Equal(k.ArgEnums["template"], []string{"invite", "welcome", "legacy"}) {
+			t.Errorf("republishing reordered the values: %v", k.ArgEnums["template"])
+		}
 	}
 	// `errand migrate` of the newer binary puts its contract back exactly.
 	if err := store.PublishKinds(ctx, st, []store.KindInfo{newer}, store.Exact); err != nil {
