@@ -12,6 +12,7 @@ import (
 	"io"
 	"log/slog"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -30,20 +31,62 @@ import (
 	"github.com/errand-dev/errand/store"
 )
 
-const benchUsage = `usage:
-  errand bench throughput [--jobs N] [--workers W] [--baseline]
-  errand bench latency [--samples N] [--background-rps R]
+// modes are `errand bench`'s modes, in the order usage lists them. A mode
+// lives in a file of its own; adding one is that file and a line here.
+func modes() []mode {
+	return []mode{
+		{"throughput", "[--jobs N] [--workers W] [--baseline]", func(ctx context.Context, b *bench, args []string) error {
+			f, err := parseThroughputFlags(args, b.stdout)
+			if err != nil {
+				return helpIsNoError(err)
+			}
+			return b.inWorkspace(ctx, func(st *store.Store, ws string) (string, error) { return b.throughput(ctx, st, ws, f) })
+		}},
+		{"latency", "[--samples N] [--background-rps R]", func(ctx context.Context, b *bench, args []string) error {
+			f, err := parseLatencyFlags(args, b.stdout)
+			if err != nil {
+				return helpIsNoError(err)
+			}
+			return b.inWorkspace(ctx, func(st *store.Store, ws string) (string, error) { return b.latency(ctx, st, ws, f) })
+		}},
+	}
+}
 
+// mode is one `errand bench` mode.
+type mode struct {
+	name  string
+	flags string // for usage
+	run   func(ctx context.Context, b *bench, args []string) error
+}
+
+func usage() string {
+	var u strings.Builder
+	u.WriteString("usage:\n")
+	for _, m := range modes() {
+		fmt.Fprintf(&u, "  errand bench %s %s\n", m.name, m.flags)
+	}
+	u.WriteString(`
 Each run creates its own workspace, prints progress lines and then exactly one
 line starting with RESULT, and deletes its jobs and workspace afterwards.
-`
+`)
+	return u.String()
+}
+
+func modeNames() string {
+	var names []string
+	for _, m := range modes() {
+		names = append(names, m.name)
+	}
+	return strings.Join(names, ", ")
+}
 
 // ErrUsage is returned (wrapped) for a bad command line.
 var ErrUsage = errors.New("usage")
 
-// Run is `errand bench`. Both modes run the daemon in this process against
-// DATABASE_URL, in a workspace of their own that they delete afterwards, and
-// print exactly one machine-readable RESULT line, last.
+// Run is `errand bench`. Every mode runs against DATABASE_URL (the daemon,
+// when it needs one, in this process), in a workspace of its own that it
+// deletes afterwards, and prints exactly one machine-readable RESULT line,
+// last.
 //
 // throughput inserts N ping jobs through the SQL contract before any worker
 // starts (as River's own bench does: insert time is reported, not counted)
@@ -52,7 +95,7 @@ var ErrUsage = errors.New("usage")
 // latency times serial single-row INSERTs to the job's start.
 func Run(ctx context.Context, cfg config.Config, reg *jobs.Registry, args []string, stdout io.Writer, logger *slog.Logger, hooks daemon.Hooks) error {
 	if len(args) == 0 {
-		return fmt.Errorf("%w: errand bench needs a mode, throughput or latency\n%s", ErrUsage, benchUsage)
+		return fmt.Errorf("%w: errand bench needs a mode, one of %s\n%s", ErrUsage, modeNames(), usage())
 	}
 	b := &bench{
 		cfg:    cfg,
@@ -63,25 +106,17 @@ func Run(ctx context.Context, cfg config.Config, reg *jobs.Registry, args []stri
 		quiet: daemon.QuietLogger(logger),
 		hooks: hooks,
 	}
-	switch mode, rest := args[0], args[1:]; mode {
-	case "throughput":
-		f, err := parseThroughputFlags(rest, stdout)
-		if err != nil {
-			return helpIsNoError(err)
-		}
-		return b.inWorkspace(ctx, func(st *store.Store, ws string) (string, error) { return b.throughput(ctx, st, ws, f) })
-	case "latency":
-		f, err := parseLatencyFlags(rest, stdout)
-		if err != nil {
-			return helpIsNoError(err)
-		}
-		return b.inWorkspace(ctx, func(st *store.Store, ws string) (string, error) { return b.latency(ctx, st, ws, f) })
-	case "help", "-h", "--help":
-		_, err := io.WriteString(stdout, benchUsage)
+	name, rest := args[0], args[1:]
+	if name == "help" || name == "-h" || name == "--help" {
+		_, err := io.WriteString(stdout, usage())
 		return err
-	default:
-		return fmt.Errorf("%w: unknown bench mode %q, want throughput or latency\n%s", ErrUsage, mode, benchUsage)
 	}
+	for _, m := range modes() {
+		if m.name == name {
+			return m.run(ctx, b, rest)
+		}
+	}
+	return fmt.Errorf("%w: unknown bench mode %q, want one of %s\n%s", ErrUsage, name, modeNames(), usage())
 }
 
 // helpIsNoError: -h has printed the flags, which is all that was asked.
