@@ -193,7 +193,10 @@ func (j *Job) InWorkspace(ctx context.Context, fn func(tx pgx.Tx) error) error {
 
 // CompleteInWorkspace runs fn scoped to the job's workspace and marks the job
 // completed in the same transaction: fn's writes commit exactly when the job
-// completes, so a retried or rescued job cannot apply them twice.
+// completes, so a retried or rescued job cannot apply them twice. The
+// transaction commits only if this attempt still owns the job (its row,
+// locked, is running this attempt on this replica); otherwise it rolls back
+// and the error wraps ErrAttemptSuperseded.
 func (j *Job) CompleteInWorkspace(ctx context.Context, fn func(tx pgx.Tx) error) error {
 	err := pgx.BeginFunc(ctx, j.store.Pool(), func(tx pgx.Tx) error {
 		if err := j.store.Scope(ctx, tx, j.WorkspaceID); err != nil {
@@ -208,6 +211,19 @@ func (j *Job) CompleteInWorkspace(ctx context.Context, fn func(tx pgx.Tx) error)
 		return j.complete(ctx, tx)
 	})
 	return permanentIfGone(err)
+}
+
+// ErrAttemptSuperseded is returned (wrapped) by CompleteInWorkspace when the
+// job no longer belongs to this attempt: it was rescued (its replica looked
+// dead, or River's stuck-job rescuer took it), rerun, or finished by another
+// attempt. Nothing of the transaction committed.
+var ErrAttemptSuperseded = errors.New("this attempt no longer owns the job; its writes were rolled back")
+
+func lastAttemptedBy(row *rivertype.JobRow) string {
+	if len(row.AttemptedBy) == 0 {
+		return ""
+	}
+	return row.AttemptedBy[len(row.AttemptedBy)-1]
 }
 
 func permanentIfGone(err error) error {
@@ -288,15 +304,30 @@ func (w *worker[T]) Work(ctx context.Context, rj *river.Job[envelope[T]]) error 
 		row:         rj.JobRow,
 		store:       w.store,
 		complete: func(ctx context.Context, tx pgx.Tx) error {
+			// River completes a job only if it is running, and otherwise
+			// returns the row as it is: a late attempt would find the rerun's
+			// "completed" and commit its writes a second time. So the row is
+			// locked and must still be this attempt's (a rescue always ends
+			// an attempt; a rerun has a higher attempt number).
+			o, err := lockOwner(ctx, tx, rj.ID)
+			if errors.Is(err, pgx.ErrNoRows) {
+				return fmt.Errorf("job %d was deleted: %w", rj.ID, ErrAttemptSuperseded)
+			}
+			if err != nil {
+				return err
+			}
+			if o.State != string(rivertype.JobStateRunning) || o.Attempt != rj.Attempt || o.By != lastAttemptedBy(rj.JobRow) {
+				return fmt.Errorf("job %d attempt %d by %s: the job is %s at attempt %d by %s: %w",
+					rj.ID, rj.Attempt, lastAttemptedBy(rj.JobRow), o.State, o.Attempt, o.By, ErrAttemptSuperseded)
+			}
 			done, err := river.JobCompleteTx[*riverpgxv5.Driver](ctx, tx, rj)
 			if err != nil {
 				return err
 			}
-			// The database's completion guard leaves a job that was rescued
-			// (and belongs to a newer attempt) untouched: then this
-			// attempt's writes must not commit either.
+			// The database's completion guard may still refuse (a replica
+			// id that is not this attempt's): nothing may commit then either.
 			if done.State != rivertype.JobStateCompleted {
-				return fmt.Errorf("job %d not completed by this attempt (state %s): it was rescued from this replica", rj.ID, done.State)
+				return fmt.Errorf("job %d not completed by attempt %d (state %s): %w", rj.ID, rj.Attempt, done.State, ErrAttemptSuperseded)
 			}
 			return nil
 		},

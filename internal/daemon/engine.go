@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"strconv"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -40,6 +41,10 @@ func startEngine(ctx context.Context, cfg config.Config, reg *jobs.Registry, log
 	session := map[string]string{"application_name": "errand " + id}
 	if guard {
 		session["errand.replica_id"] = id
+		// The guard lets River's stuck-job rescuer (which runs on these
+		// connections when this replica leads) through for jobs attempted
+		// longer ago than this.
+		session["errand.stuck_after"] = strconv.FormatFloat(rescueStuckJobsAfter(reg).Seconds(), 'f', -1, 64)
 	}
 	st, err := store.Open(setupCtx, cfg.DatabaseURL, store.Options{MaxConns: int32(cfg.DBMaxConns), Session: session})
 	if err != nil {

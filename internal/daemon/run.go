@@ -76,16 +76,22 @@ func Run(ctx context.Context, cfg config.Config, reg *jobs.Registry, logger *slo
 
 	// Behind a transaction-mode pooler session state leaks between clients,
 	// so the replica id the completion guard reads could be another
-	// replica's, and the guard would refuse an owner's own completion: the
-	// guard is left off there.
+	// replica's, and the guard would refuse an owner's own completion. The
+	// guard is on only when the probe proves a session of our own (a
+	// notification reached the connection that LISTENed), whatever
+	// ERRAND_POLL_ONLY says: that setting is about fetching, not about the
+	// connection.
 	pollOnly, guard := cfg.PollOnly, true
-	if !pollOnly {
-		if err := store.ProbeListen(ctx, st.Pool()); err != nil {
-			pollOnly, guard = true, false
-			logger.Warn("LISTEN/NOTIFY does not work on this connection (a transaction-mode pooler such as PgBouncer or Supavisor?); "+
-				"falling back to polling every ERRAND_FETCH_POLL_INTERVAL: jobs start up to that much later, and the completion guard that stops a rescued job's stale attempt from finishing it is off. Point DATABASE_URL at a direct or session-mode connection to fix.",
-				slog.String("cause", err.Error()), slog.Duration("poll_interval", cfg.FetchPollInterval))
+	if err := store.ProbeListen(ctx, st.Pool()); err != nil {
+		guard = false
+		fallback := "falling back to polling every ERRAND_FETCH_POLL_INTERVAL: jobs start up to that much later, and "
+		if pollOnly {
+			fallback = ""
 		}
+		pollOnly = true
+		logger.Warn("LISTEN/NOTIFY does not work on this connection (a transaction-mode pooler such as PgBouncer or Supavisor?); "+
+			fallback+"the completion guard that stops a rescued job's stale attempt from finishing it is off. Point DATABASE_URL at a direct or session-mode connection to fix.",
+			slog.String("cause", err.Error()), slog.Duration("poll_interval", cfg.FetchPollInterval))
 	}
 
 	// The engine (River client, its pool, its heartbeat) is replaced when it
@@ -215,9 +221,8 @@ func newRiverClient(st *store.Store, id string, cfg config.Config, reg *jobs.Reg
 		FetchOnlyKnownKinds: true,
 		PollOnly:            pollOnly,
 		JobTimeout:          jobTimeout,
-		// River's own rescuer is the slow backstop; it must not fire before a
-		// job's own timeout.
-		RescueStuckJobsAfter: max(time.Hour, jobTimeout+time.Minute),
+		// River's own rescuer is the slow backstop for live replicas' jobs.
+		RescueStuckJobsAfter: rescueStuckJobsAfter(reg),
 		RetryPolicy:          &jobs.RetryPolicy{Base: cfg.RetryBase},
 		Middleware:           []rivertype.Middleware{&jobs.Middleware{Logger: logger, OnStart: onStart}},
 		Logger:               riverLogger,
@@ -226,6 +231,14 @@ func newRiverClient(st *store.Store, id string, cfg config.Config, reg *jobs.Reg
 		return nil, fmt.Errorf("river client: %w", err)
 	}
 	return client, nil
+}
+
+// rescueStuckJobsAfter is when River's own rescuer takes a running job back
+// from a live replica (errand's rescuer handles dead ones): the slow backstop
+// for a job that ignores its context. It must not fire before a job's own
+// timeout.
+func rescueStuckJobsAfter(reg *jobs.Registry) time.Duration {
+	return max(time.Hour, reg.MaxTimeout()+time.Minute)
 }
 
 // clientID names this replica in River's attempted_by and leader election.
