@@ -105,6 +105,23 @@ func TestBenchLatencyWithBackgroundLoad(t *testing.T) {
 	benchAssertCleanedUp(t, pool)
 }
 
+func TestBenchEnqueueSingleRowsAgainstTheBaseline(t *testing.T) {
+	t.Parallel()
+	url, pool := errandtest.MigratedDB(t)
+	lines := benchRun(t, url, "enqueue", "--clients", "2", "--duration", "300ms", "--rounds", "2", "--baseline")
+	benchResult(t, lines, `^RESULT mode=enqueue clients=2 rows_per_sec=`+benchNumber+` river_rows_per_sec=`+benchNumber+` ratio=`+benchNumber+`$`)
+	benchHasLine(t, lines, "round 2: river")
+	benchAssertCleanedUp(t, pool)
+}
+
+func TestBenchEnqueueBulk(t *testing.T) {
+	t.Parallel()
+	url, pool := errandtest.MigratedDB(t)
+	lines := benchRun(t, url, "enqueue", "--bulk", "500", "--rounds", "1", "--baseline")
+	benchResult(t, lines, `^RESULT mode=enqueue bulk=500 rows_per_sec=`+benchNumber+` river_rows_per_sec=`+benchNumber+` ratio=`+benchNumber+`$`)
+	benchAssertCleanedUp(t, pool)
+}
+
 func TestBenchRefusesABadCommandLine(t *testing.T) {
 	cases := map[string][]string{
 		"no mode":                      {},
@@ -118,6 +135,10 @@ func TestBenchRefusesABadCommandLine(t *testing.T) {
 		"zero samples":                 {"latency", "--samples", "0"},
 		"a negative background rate":   {"latency", "--background-rps", "-1"},
 		"a throughput flag in latency": {"latency", "--jobs", "10"},
+		"zero enqueue clients":         {"enqueue", "--clients", "0"},
+		"a negative bulk size":         {"enqueue", "--bulk", "-1"},
+		"no enqueue duration":          {"enqueue", "--duration", "0s"},
+		"zero enqueue rounds":          {"enqueue", "--rounds", "0"},
 	}
 	// The command line is checked before anything connects.
 	env := errandtest.Env(map[string]string{"DATABASE_URL": "postgres://nobody@127.0.0.1:1/none?sslmode=disable&connect_timeout=1"})

@@ -22,3 +22,15 @@ const (
 	benchVacuum          = `VACUUM (ANALYZE) errand.river_job`
 	benchAnalyze         = `ANALYZE errand.river_job`
 )
+
+// errand bench enqueue.
+const (
+	// One row through the contract, as an app server enqueues.
+	enqueueOne = `INSERT INTO errand.jobs (workspace_id, kind, args) VALUES ($1, 'ping', '{}')`
+	// The same row straight into River's table: no validation, no wake-up.
+	enqueueOneRiver = `INSERT INTO errand.river_job (args, kind, max_attempts, metadata, priority, queue, scheduled_at, state, tags)
+		VALUES ('{}', '` + benchNoopKind + `', 25, jsonb_build_object('workspace_id', $1::uuid), 1, '` + benchBaselineQueue + `', now(), 'available', '{}')`
+	// N rows in one statement through the contract.
+	enqueueBulk = `INSERT INTO errand.jobs (workspace_id, kind, args)
+		SELECT $1::uuid, 'ping', jsonb_build_object('n', g) FROM generate_series(1, $2::int) AS g`
+)
