@@ -30,10 +30,15 @@ func newServer(h http.Handler) *http.Server {
 	}
 }
 
+// pinger is what /readyz asks whether the database answers (a *store.Store).
+type pinger interface {
+	Ping(ctx context.Context) error
+}
+
 // handleHealth serves /healthz (alive) and /readyz (database reachable, jobs
 // being worked, no operator problem). Database errors are logged, not shown:
 // the callers are unauthenticated.
-func handleHealth(mux *http.ServeMux, st *store.Store, ready func() error, problems *jobs.Problems, logger *slog.Logger) {
+func handleHealth(mux *http.ServeMux, db pinger, ready func() error, problems *jobs.Problems, logger *slog.Logger) {
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintln(w, "ok")
 	})
@@ -42,7 +47,7 @@ func handleHealth(mux *http.ServeMux, st *store.Store, ready func() error, probl
 			http.Error(w, "not ready: "+err.Error(), http.StatusServiceUnavailable)
 			return
 		}
-		if err := st.Ping(r.Context()); err != nil {
+		if err := db.Ping(r.Context()); err != nil {
 			logger.Warn("readyz: database unreachable", slog.String("error", err.Error()))
 			http.Error(w, "not ready: database unreachable", http.StatusServiceUnavailable)
 			return
