@@ -264,13 +264,27 @@ func TestFoundationIsInPlaceAfterUp(t *testing.T) {
 		{"workspace_members has the tenant policy", `SELECT EXISTS (SELECT 1 FROM pg_policies
 			WHERE schemaname = 'errand' AND tablename = 'workspace_members' AND policyname = 'tenant_isolation'
 			  AND qual IS NOT NULL AND with_check IS NOT NULL)`},
-		{"errand_tenant cannot bypass row level security", `SELECT NOT rolsuper AND NOT rolbypassrls AND NOT rolcanlogin
-			FROM pg_roles WHERE rolname = 'errand_tenant'`},
-		{"errand_tenant may use workspace_members", `SELECT bool_and(has_table_privilege('errand_tenant', 'errand.workspace_members', p))
+		{"the tenant role is the database's own", `SELECT errand.tenant_role() LIKE 'errand\_tenant\_%'
+			AND errand.tenant_role() = (SELECT value FROM errand.settings WHERE name = 'tenant_role')`},
+		{"the tenant role cannot bypass row level security", `SELECT NOT rolsuper AND NOT rolbypassrls AND NOT rolcanlogin
+			FROM pg_roles WHERE rolname = errand.tenant_role()`},
+		{"the tenant role may use workspace_members", `SELECT bool_and(has_table_privilege(errand.tenant_role(), 'errand.workspace_members', p))
 			FROM unnest(ARRAY['SELECT', 'INSERT', 'UPDATE', 'DELETE']) p`},
-		{"errand_tenant may read workspaces but not write them", `SELECT has_table_privilege('errand_tenant', 'errand.workspaces', 'SELECT')
-			AND NOT has_table_privilege('errand_tenant', 'errand.workspaces', 'INSERT, UPDATE, DELETE')`},
-		{"errand_tenant cannot touch River's jobs", "SELECT NOT has_table_privilege('errand_tenant', 'errand.river_job', 'SELECT, INSERT, UPDATE, DELETE')"},
+		{"the tenant role may read workspaces but not write them", `SELECT has_table_privilege(errand.tenant_role(), 'errand.workspaces', 'SELECT')
+			AND NOT has_table_privilege(errand.tenant_role(), 'errand.workspaces', 'INSERT, UPDATE, DELETE')`},
+		{"the tenant role may read River's jobs but not write them", `SELECT has_table_privilege(errand.tenant_role(), 'errand.river_job', 'SELECT')
+			AND NOT has_table_privilege(errand.tenant_role(), 'errand.river_job', 'INSERT, UPDATE, DELETE')`},
+		{"the shared errand_tenant of earlier versions holds nothing here", `SELECT NOT EXISTS (
+			SELECT 1 FROM pg_class c, aclexplode(c.relacl) a JOIN pg_roles g ON g.oid = a.grantee WHERE g.rolname = 'errand_tenant')`},
+		{"River's jobs have row level security, not forced (River's own queries run as errand's role)",
+			"SELECT relrowsecurity AND NOT relforcerowsecurity FROM pg_class WHERE oid = 'errand.river_job'::regclass"},
+		{"the tenant role sees River's rows of the scoped workspace only", `SELECT EXISTS (SELECT 1 FROM pg_policies
+			WHERE schemaname = 'errand' AND tablename = 'river_job' AND policyname = 'tenant_jobs'
+			  AND permissive = 'RESTRICTIVE' AND roles = ARRAY[errand.tenant_role()::name])`},
+		{"the contract's trigger runs unscoped: unscope before it, rescope after (INSTEAD OF triggers fire in name order)", `SELECT
+			array_agg(tgname::text ORDER BY tgname) FILTER (WHERE tgtype & 64 <> 0)
+			  = ARRAY['jobs_0unscope', 'jobs_insert', 'jobs_zrescope']
+			FROM pg_trigger WHERE tgrelid = 'errand.jobs'::regclass AND NOT tgisinternal`},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

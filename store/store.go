@@ -13,10 +13,6 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 )
 
-// TenantRole is the role tenant-scoped transactions switch to when errand's
-// own role would bypass row level security (a superuser or BYPASSRLS role).
-const TenantRole = "errand_tenant"
-
 // Options tunes Open. The zero value works.
 type Options struct {
 	// MaxConns caps the pool; 0 means 20. River's listener holds one
@@ -34,8 +30,9 @@ type Options struct {
 // Store is a pgx pool plus what errand learned about its role at Open.
 type Store struct {
 	pool *pgxpool.Pool
-	// scopeRole is the role InWorkspace switches to, or "" when errand's role
-	// is already subject to row level security (FORCE makes owners so).
+	// scopeRole is the database's tenant role, which InWorkspace switches
+	// to, or "" when there is none (a plain owner that may not create roles:
+	// FORCE makes row level security apply to it directly).
 	scopeRole string
 }
 
@@ -130,26 +127,66 @@ func (s *Store) Ping(ctx context.Context) error {
 // ScopeRole reports the role InWorkspace switches to ("" when none).
 func (s *Store) ScopeRole() string { return s.scopeRole }
 
+// TenantRole is the name of the database's own tenant role
+// (errand_tenant_<16 hex digits of its instance id>), whether or not it
+// exists. Roles are cluster-wide, so each database has its own: a member of
+// one database's role can use nothing in another.
+func TenantRole(ctx context.Context, db DB) (string, error) {
+	var role string
+	if err := db.QueryRow(ctx, `SELECT errand.tenant_role()`).Scan(&role); err != nil {
+		return "", fmt.Errorf("read tenant role: %w", err)
+	}
+	return role, nil
+}
+
 // DetectScopeRole works out how InWorkspace scopes a transaction; Open calls
 // it unless Options.SkipScopeCheck.
+//
+// Scoped transactions switch to the database's tenant role whenever errand's
+// role may: row level security then applies to them (River's job rows
+// included) and never to errand's own unscoped queries, which River's
+// fetch relies on. When the role is not set up for this database (the first
+// start on a restored copy, or a role an administrator has just created),
+// it is set up first (errand.setup_tenant_role).
 func (s *Store) DetectScopeRole(ctx context.Context) error {
-	var bypass, tenantRoleUsable bool
-	err := s.pool.QueryRow(ctx, `
-		SELECT r.rolsuper OR r.rolbypassrls,
-		       EXISTS (SELECT 1 FROM pg_roles t WHERE t.rolname = $1)
-		         AND (r.rolsuper OR pg_has_role(current_user, $1, 'MEMBER'))
-		FROM pg_roles r WHERE r.rolname = current_user`, TenantRole).Scan(&bypass, &tenantRoleUsable)
+	var bypass bool
+	err := s.pool.QueryRow(ctx, `SELECT rolsuper OR rolbypassrls FROM pg_roles WHERE rolname = current_user`).Scan(&bypass)
 	if err != nil {
 		return fmt.Errorf("inspect database role: %w", err)
 	}
-	if !bypass {
-		return nil
+	var role string
+	var ready bool
+	err = s.pool.QueryRow(ctx, `
+		SELECT t.name,
+		       coalesce((SELECT s.value = t.name FROM errand.settings s WHERE s.name = 'tenant_role'), false)
+		         AND EXISTS (SELECT 1 FROM pg_roles x WHERE x.rolname = t.name)
+		FROM errand.tenant_role() AS t(name)`).Scan(&role, &ready)
+	if err != nil {
+		return fmt.Errorf("find this database's tenant role (errand's role needs errand's schema and tables): %w", err)
 	}
-	if !tenantRoleUsable {
-		return fmt.Errorf("errand's database role bypasses row level security, and role %s is missing or not granted to it: "+
-			"run `errand migrate` as a role that may create roles, or connect as a role without BYPASSRLS", TenantRole)
+	if !ready {
+		if _, err := s.pool.Exec(ctx, `SELECT errand.setup_tenant_role()`); err != nil {
+			return fmt.Errorf("set up tenant role %s for this database (a restored copy is set up by its owner or a superuser on its first start): %w", role, err)
+		}
 	}
-	s.scopeRole = TenantRole
+	var usable bool
+	err = s.pool.QueryRow(ctx, `
+		SELECT coalesce((SELECT r.rolsuper FROM pg_roles r WHERE r.rolname = current_user)
+		                OR (SELECT pg_has_role(current_user, t.oid, 'MEMBER') FROM pg_roles t WHERE t.rolname = $1), false)
+		       AND EXISTS (SELECT 1 FROM pg_roles t WHERE t.rolname = $1)`, role).Scan(&usable)
+	if err != nil {
+		return fmt.Errorf("inspect tenant role %s: %w", role, err)
+	}
+	switch {
+	case usable:
+		s.scopeRole = role
+	case bypass:
+		return fmt.Errorf("errand's database role bypasses row level security, and this database's tenant role %[1]s is missing or not granted to it: "+
+			"as a superuser, or the owner of errand's schema if it may create roles, run `SELECT errand.setup_tenant_role()` "+
+			"(errand does this itself when it starts as such a role) and `GRANT %[1]s TO <errand's role>`; or connect as a role without BYPASSRLS", role)
+	default:
+		s.scopeRole = ""
+	}
 	return nil
 }
 
