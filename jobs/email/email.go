@@ -147,7 +147,6 @@ type emailSender struct {
 	interval time.Duration
 
 	mu          sync.Mutex
-	instanceID  string    // read once per process
 	lastAuthLog time.Time // the operator error is logged at most once a minute
 	captureLog  sync.Once
 }
@@ -540,17 +539,11 @@ func IdempotencyKey(instanceID string, jobID int64) string {
 	return fmt.Sprintf("errand-%s-%d", instanceID, jobID)
 }
 
+// instance reads the database's instance id on every send (sends are rate
+// limited, so this costs nothing worth saving): a database restored in place
+// under running replicas gets its new id at once.
 func (k *emailSender) instance(ctx context.Context, st *store.Store) (string, error) {
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	if k.instanceID == "" {
-		id, err := store.InstanceID(ctx, st)
-		if err != nil {
-			return "", err
-		}
-		k.instanceID = id
-	}
-	return k.instanceID, nil
+	return store.InstanceID(ctx, st)
 }
 
 // waitForSlot keeps errand under ERRAND_RESEND_RPS across all replicas: it
