@@ -38,9 +38,9 @@ import (
 type Args struct {
 	// To is one address or an array of 1 to 50, e.g. "Ann <ann@example.com>".
 	To Recipients `json:"to" errand:"required"`
-	// Template is a directory under jobs/templates, or "custom".
+	// Template is a directory under templates/, or "custom".
 	Template string `json:"template" errand:"required"`
-	// Data fills the template (see jobs/templates/README.md).
+	// Data fills the template (see templates/README.md).
 	Data TemplateData `json:"data,omitempty"`
 	// Subject, HTML and Text are template "custom"'s content, sent as they
 	// are: Subject and at least one of HTML and Text.
