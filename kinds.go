@@ -4,6 +4,7 @@ import (
 	"github.com/errand-dev/errand/jobs"
 	"github.com/errand-dev/errand/jobs/email"
 	"github.com/errand-dev/errand/jobs/ping"
+	"github.com/errand-dev/errand/jobs/webhook"
 )
 
 // Builtin returns errand's built-in kinds, built afresh for each call (a kind
@@ -14,5 +15,6 @@ func Builtin() []jobs.Kind {
 	return []jobs.Kind{
 		ping.Kind(),
 		email.Kind(),
+		webhook.DispatchKind(), webhook.DeliverKind(),
 	}
 }

@@ -1,0 +1,119 @@
+package webhook_test
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/errand-dev/errand/errandtest"
+)
+
+// At most ERRAND_WEBHOOK_ENDPOINT_CONCURRENCY deliveries are in flight to
+// one endpoint across replicas. Two daemons with 3 webhook workers each
+// (6 together, so a per-process cap of 3 would let 6 through) deliver 12
+// messages to an endpoint capped at 3 that holds every request until the
+// test lets go: exactly 3 arrive together, the rest are held back (snoozed,
+// no attempt used), and all arrive once released.
+func TestEndpointConcurrencyHoldsAcrossReplicas(t *testing.T) {
+	t.Parallel()
+	const limit, messages = 3, 12
+	var mu sync.Mutex
+	inFlight, most := 0, 0
+	release := make(chan struct{})
+	rc := newReceiver(t, func(w http.ResponseWriter, r *http.Request, n int, body []byte) {
+		mu.Lock()
+		inFlight++
+		most = max(most, inFlight)
+		mu.Unlock()
+		<-release
+		mu.Lock()
+		inFlight--
+		mu.Unlock()
+	})
+	// A failing test must not leave requests hanging in the receiver.
+	var once sync.Once
+	letGo := func() { once.Do(func() { close(release) }) }
+	t.Cleanup(letGo)
+	url, pool := errandtest.MigratedDB(t, kinds()...)
+	ws := errandtest.NewWorkspace(t, pool, "acme")
+	daemonEnv := env(map[string]string{
+		"ERRAND_WEBHOOK_ENDPOINT_CONCURRENCY": fmt.Sprint(limit),
+		"ERRAND_QUEUES":                       fmt.Sprintf("webhooks=%d", limit),
+	})
+	errandtest.StartDaemon(t, url, daemonEnv, kinds()...)
+	errandtest.StartDaemon(t, url, daemonEnv, kinds()...)
+	ep, _ := newEndpoint(t, pool, ws, rc.URL)
+
+	ctx := context.Background()
+	if _, err := pool.Exec(ctx, `INSERT INTO errand.jobs (workspace_id, kind, args)
+		SELECT $1, 'webhook.dispatch', jsonb_build_object('event_type', 'a.b', 'payload', jsonb_build_object('n', n))
+		FROM generate_series(1, $2) AS n`, ws, messages); err != nil {
+		t.Fatal(err)
+	}
+	// Positive signals only: the cap is reached, deliveries beyond it have
+	// been held back, several times each, and both replicas have worked
+	// deliveries (one's in flight holding back the other's, or both's).
+	waitFor(t, "3 requests in flight, the rest held back, both replicas working deliveries", func() bool {
+		mu.Lock()
+		full, over := inFlight == limit, most
+		mu.Unlock()
+		if over > limit {
+			t.Fatalf("%d requests in flight at once, over the cap of %d", over, limit)
+		}
+		var snoozes, replicas int
+		err := pool.QueryRow(ctx, `
+			SELECT coalesce(sum((metadata ->> 'snoozes')::int), 0),
+			       (SELECT count(DISTINCT a) FROM errand.river_job j, unnest(j.attempted_by) AS a WHERE j.kind = 'webhook.deliver')
+			FROM errand.river_job WHERE kind = 'webhook.deliver'`).Scan(&snoozes, &replicas)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return full && snoozes >= 2*(messages-limit) && replicas >= 2
+	})
+	letGo()
+	var jobs []int64
+	rows, err := pool.Query(ctx, `SELECT id FROM errand.jobs WHERE kind = 'webhook.dispatch'`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dispatches, err := pgx.CollectRows(rows, pgx.RowTo[int64])
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range dispatches {
+		errandtest.WaitJob(t, pool, id, 30*time.Second, "completed")
+		var msg string
+		if err := pool.QueryRow(ctx, `SELECT id::text FROM errand.webhook_messages WHERE job_id = $1`, id).Scan(&msg); err != nil {
+			t.Fatal(err)
+		}
+		jobs = append(jobs, deliveries(t, pool, msg)...)
+	}
+	if len(jobs) != messages {
+		t.Fatalf("%d deliveries for %d messages", len(jobs), messages)
+	}
+	for _, id := range jobs {
+		if j := errandtest.WaitJob(t, pool, id, 30*time.Second, "completed", "failed"); j.Status != "completed" || j.Attempt != 1 {
+			t.Errorf("delivery %+v, want completed on its first attempt (held back is no attempt)", j)
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if most != limit {
+		t.Errorf("%d requests were in flight at once, want %d", most, limit)
+	}
+	if n := len(rc.received()); n != messages {
+		t.Errorf("%d requests, want %d", n, messages)
+	}
+	var leases int
+	if err := pool.QueryRow(ctx, `SELECT count(*) FROM errand.webhook_inflight WHERE endpoint_id = $1`, ep).Scan(&leases); err != nil {
+		t.Fatal(err)
+	}
+	if leases != 0 {
+		t.Errorf("%d delivery slots still taken after every delivery finished", leases)
+	}
+}

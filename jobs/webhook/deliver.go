@@ -1,0 +1,375 @@
+package webhook
+
+import (
+	"bytes"
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/riverqueue/river"
+
+	"github.com/errand-dev/errand/jobs"
+	"github.com/errand-dev/errand/jobs/outbound"
+	"github.com/errand-dev/errand/store"
+)
+
+const (
+	// deliverTimeout bounds one attempt: the request (ERRAND_WEBHOOK_TIMEOUT,
+	// at most 90 s) and the bookkeeping around it.
+	deliverTimeout = 2 * time.Minute
+	// slotLease is how long a delivery slot outlives a replica that died
+	// holding it (a rescued job takes its own back at once).
+	slotLease = deliverTimeout + time.Minute
+	// maxResponse is what the attempts log keeps of an answer.
+	maxResponse = 4 << 10
+	// drainResponse is how much more of an answer is read (and dropped) so
+	// the connection can serve the next delivery.
+	drainResponse = 64 << 10
+	// deliverAttempts is the kind's default (errand.webhook_replay's
+	// deliveries): Svix's schedule has 7 retries. webhook.dispatch sets
+	// len(ERRAND_WEBHOOK_RETRY_SCHEDULE)+1 on the deliveries it enqueues.
+	deliverAttempts = 8
+)
+
+// DeliverKind is kind "webhook.deliver". Build it once per daemon
+// (errand.Main does): its configuration is read when the daemon starts it.
+func DeliverKind() jobs.Kind {
+	d := &deliverer{logger: slog.New(slog.DiscardHandler)}
+	d.loads = &group[load, delivery]{max: batchFlushes, flush: d.flushLoads}
+	d.records = &group[record, struct{}]{max: batchFlushes, flush: d.flushRecords}
+	return jobs.Define(DeliverName, jobs.QueueWebhooks, d.work,
+		jobs.WithTimeout(deliverTimeout),
+		jobs.WithMaxAttempts(deliverAttempts),
+		jobs.WithEnv(envVars()...),
+		jobs.WithSetup(d.setup),
+		jobs.WithDescription("POSTs one webhook message to one endpoint, signed (Standard Webhooks), retried on a schedule; never to a private address"))
+}
+
+// deliverer is the state of kind webhook.deliver in one daemon.
+type deliverer struct {
+	cfg    config
+	client *http.Client
+	logger *slog.Logger
+	// jitter is the randomness of waits; nil means math/rand's (tests
+	// inject theirs).
+	jitter func() float64
+	// loads and records batch the deliveries' two transactions.
+	loads   *group[load, delivery]
+	records *group[record, struct{}]
+}
+
+const (
+	// batchFlushes is how many batches of each kind may run at once.
+	batchFlushes = 2
+	// batchTimeout bounds one batch's transaction.
+	batchTimeout = 10 * time.Second
+)
+
+// load is a delivery to prepare; record a successful attempt to log.
+type (
+	load struct {
+		store       *store.Store
+		workspaceID string
+		wanted
+	}
+	record struct {
+		store *store.Store
+		attemptRow
+	}
+)
+
+// scope is the batching key: one transaction per workspace (and pool: a
+// replica that rejoined after fencing has a new one).
+type scope struct {
+	store       *store.Store
+	workspaceID string
+}
+
+// flushLoads prepares a batch of deliveries, one scoped transaction per
+// workspace.
+func (d *deliverer) flushLoads(batch []*call[load, delivery]) {
+	ctx, cancel := context.WithTimeout(context.Background(), batchTimeout)
+	defer cancel()
+	byScope := map[scope][]*call[load, delivery]{}
+	var order []scope
+	for _, c := range batch {
+		k := scope{c.in.store, c.in.workspaceID}
+		if _, ok := byScope[k]; !ok {
+			order = append(order, k)
+		}
+		byScope[k] = append(byScope[k], c)
+	}
+	for _, k := range order {
+		calls := byScope[k]
+		ws := make([]wanted, len(calls))
+		for i, c := range calls {
+			ws[i] = c.in.wanted
+		}
+		err := k.store.InWorkspace(ctx, k.workspaceID, func(tx pgx.Tx) error {
+			out, err := loadDeliveries(ctx, tx, k.workspaceID, ws, d.cfg.concurrency, slotLease)
+			if err != nil {
+				return err
+			}
+			for i, c := range calls {
+				c.out = out[i]
+			}
+			return nil
+		})
+		for _, c := range calls {
+			c.err = err
+		}
+	}
+}
+
+// flushRecords logs a batch of successful attempts, one scoped transaction
+// per workspace.
+func (d *deliverer) flushRecords(batch []*call[record, struct{}]) {
+	ctx, cancel := context.WithTimeout(context.Background(), batchTimeout)
+	defer cancel()
+	byScope := map[scope][]*call[record, struct{}]{}
+	var order []scope
+	for _, c := range batch {
+		k := scope{c.in.store, c.in.workspaceID}
+		if _, ok := byScope[k]; !ok {
+			order = append(order, k)
+		}
+		byScope[k] = append(byScope[k], c)
+	}
+	for _, k := range order {
+		calls := byScope[k]
+		as := make([]attemptRow, len(calls))
+		for i, c := range calls {
+			as[i] = c.in.attemptRow
+		}
+		err := k.store.InWorkspace(ctx, k.workspaceID, func(tx pgx.Tx) error {
+			return recordSuccesses(ctx, tx, k.workspaceID, as)
+		})
+		for _, c := range calls {
+			c.err = err
+		}
+	}
+}
+
+func (d *deliverer) setup(ctx context.Context, s *jobs.Setup) error {
+	cfg, err := loadConfig(s.Env)
+	if err != nil {
+		return err
+	}
+	d.configure(cfg, s.Logger)
+	if len(cfg.allowed) > 0 {
+		s.Logger.Warn("webhooks may reach these private or reserved ranges (ERRAND_WEBHOOK_ALLOW_CIDRS; development and tests only): " + cfg.allowedText())
+	}
+	return publishAllowed(ctx, s.Store, cfg.allowedText())
+}
+
+// configure applies cfg; tests call it without a daemon.
+func (d *deliverer) configure(cfg config, logger *slog.Logger) {
+	d.cfg = cfg
+	if logger != nil {
+		d.logger = logger
+	}
+	d.client = outbound.NewClient(newTransport(cfg.allowed, cfg.connectTimeout, cfg.concurrency), cfg.timeout)
+}
+
+func (d *deliverer) work(ctx context.Context, job *jobs.Job, args DeliverArgs) error {
+	del, err := d.loads.do(load{store: job.Store(), workspaceID: job.WorkspaceID,
+		wanted: wanted{jobID: job.ID, attempt: job.Attempt, messageID: args.MessageID, endpointID: args.EndpointID}})
+	switch {
+	case errors.Is(err, store.ErrWorkspaceNotFound):
+		return jobs.Permanent(err)
+	case err != nil:
+		return err
+	case !del.found:
+		return jobs.Permanent(fmt.Errorf("webhook message %s or endpoint %s does not exist in workspace %s", args.MessageID, args.EndpointID, job.WorkspaceID))
+	case !del.enabled:
+		return jobs.Permanent(fmt.Errorf("webhook endpoint %s is disabled: %s", args.EndpointID, cmp.Or(del.disabledReason, "disabled by the app")))
+	case !del.slot:
+		// Held back by the endpoint's cap: wait without using an attempt,
+		// longer each time, so a backlog for a slow endpoint does not poll.
+		return river.JobSnooze(d.heldBackWait(del.snoozes))
+	}
+
+	a := attemptRow{workspaceID: job.WorkspaceID, messageID: args.MessageID, endpointID: args.EndpointID, jobID: job.ID, attempt: job.Attempt}
+	res := d.post(ctx, args.MessageID, del)
+	a.status, a.latency, a.response, a.err = res.status, res.latency, res.response, res.reason
+	if res.status >= 200 && res.status < 300 {
+		// Logged (in a batch), then completed by River (in another): a
+		// replica lost between the two delivers the message again
+		// (at-least-once), which CompleteInWorkspace would not prevent
+		// either, the request being outside the database.
+		_, err := d.records.do(record{store: job.Store(), attemptRow: a})
+		if errors.Is(err, store.ErrWorkspaceNotFound) {
+			return jobs.Permanent(err)
+		}
+		return err
+	}
+
+	gone := res.status == http.StatusGone
+	goneReason := fmt.Sprintf("the endpoint answered 410 Gone at %s", time.Now().UTC().Format(time.RFC3339))
+	bctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	var disabled bool
+	var reason string
+	err = job.InWorkspace(bctx, func(tx pgx.Tx) error {
+		var err error
+		disabled, reason, err = recordFailure(bctx, tx, a, gone, goneReason, d.cfg.disableAfter, durationText(d.cfg.disableAfter))
+		return err
+	})
+	if err != nil {
+		d.logger.Warn("could not record a webhook attempt", slog.Int64("job_id", job.ID), slog.String("error", err.Error()))
+	}
+	failure := fmt.Errorf("webhook endpoint %s: %s (attempt %d of %d)", args.EndpointID, res.reason, job.Attempt, min(job.MaxAttempts, len(d.cfg.schedule)+1))
+	switch {
+	case disabled:
+		return jobs.Permanent(fmt.Errorf("%w; the endpoint is now disabled: %s", failure, reason))
+	case gone:
+		// Someone else disabled it first: the 410 still ends this delivery.
+		return jobs.Permanent(failure)
+	case job.Attempt > len(d.cfg.schedule):
+		return jobs.Permanent(fmt.Errorf("%w; no retries left", failure))
+	}
+	return jobs.RetryAfter(failure, max(d.retryWait(job.Attempt), res.retryAfter))
+}
+
+// result is what one POST came to.
+type result struct {
+	status     int // 0: no answer
+	latency    time.Duration
+	response   string // the first 4 KB of the answer, as valid UTF-8
+	reason     string // why it failed; "" on success
+	retryAfter time.Duration
+}
+
+// post sends the message, signed with the endpoint's secrets, and reads the
+// answer (a bounded amount of it).
+func (d *deliverer) post(ctx context.Context, messageID string, del delivery) result {
+	u, err := checkURL(del.url, d.cfg.allowed)
+	if err != nil {
+		return result{reason: "refused: " + err.Error()}
+	}
+	var keys [][]byte
+	for _, s := range []string{del.secret, del.previousSecret} {
+		if s == "" {
+			continue
+		}
+		key, err := decodeSecret(s)
+		if err != nil {
+			return result{reason: err.Error()}
+		}
+		keys = append(keys, key)
+	}
+	now := time.Now()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u.String(), bytes.NewReader(del.body))
+	if err != nil {
+		return result{reason: "build request: " + err.Error()}
+	}
+	// The specification's lower-case names, sent as they are.
+	req.Header["webhook-id"] = []string{messageID}
+	req.Header["webhook-timestamp"] = []string{strconv.FormatInt(now.Unix(), 10)}
+	req.Header["webhook-signature"] = []string{signatures(keys, messageID, now, del.body)}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("User-Agent", userAgent)
+
+	resp, err := d.client.Do(req)
+	latency := time.Since(now)
+	if err != nil {
+		return result{latency: latency, reason: d.networkReason(err)}
+	}
+	// The status decides; an answer whose body breaks off is still that
+	// answer.
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, maxResponse))
+	_, _ = io.CopyN(io.Discard, resp.Body, drainResponse)
+	resp.Body.Close()
+	latency = time.Since(now)
+	r := result{status: resp.StatusCode, latency: latency, response: cleanText(body)}
+	if resp.StatusCode < 200 || resp.StatusCode >= 300 {
+		r.reason = "answered " + resp.Status
+		if loc := resp.Header.Get("Location"); resp.StatusCode >= 300 && resp.StatusCode < 400 && loc != "" {
+			r.reason += fmt.Sprintf(" to %s (redirects are not followed: update the endpoint's url)", strconvQuote(loc, 200))
+		}
+		r.retryAfter = outbound.ParseRetryAfter(resp.Header.Get("Retry-After"), time.Now())
+	}
+	return r
+}
+
+// networkReason says why no answer came, without repeating the URL (Go's
+// errors carry it, and a customer's URL may hold a token).
+func (d *deliverer) networkReason(err error) string {
+	if r, ok := refused(err); ok {
+		return "refused: " + r.Reason
+	}
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		if ue.Timeout() {
+			return fmt.Sprintf("no answer within %s (ERRAND_WEBHOOK_TIMEOUT, ERRAND_WEBHOOK_CONNECT_TIMEOUT)", d.cfg.timeout)
+		}
+		err = ue.Err
+	}
+	return "no answer: " + err.Error()
+}
+
+// retryWait is the wait after failed attempt n (1-based): the schedule's
+// n-th entry (the last one beyond it), ±10%.
+func (d *deliverer) retryWait(attempt int) time.Duration {
+	s := d.cfg.schedule
+	if len(s) == 0 {
+		return time.Second
+	}
+	w := s[min(max(attempt, 1), len(s))-1]
+	r := rand.Float64
+	if d.jitter != nil {
+		r = d.jitter
+	}
+	return time.Duration(float64(w) * (0.9 + 0.2*r()))
+}
+
+// heldBackWait is the snooze of a delivery held back for the snoozes-th
+// time before: ERRAND_WEBHOOK_HELD_BACK_WAIT doubling, up to 30 times it,
+// ±20% so the held-back do not come back together.
+func (d *deliverer) heldBackWait(snoozes int) time.Duration {
+	base := d.cfg.heldBackWait
+	if base <= 0 {
+		base = time.Second
+	}
+	w := min(base<<min(max(snoozes, 0), 5), 30*base)
+	r := rand.Float64
+	if d.jitter != nil {
+		r = d.jitter
+	}
+	return time.Duration(float64(w) * (0.8 + 0.4*r()))
+}
+
+// cleanText makes an answer storable as text: valid UTF-8, no NUL.
+func cleanText(b []byte) string {
+	s := string(b)
+	if !utf8.ValidString(s) {
+		s = strings.ToValidUTF8(s, "\uFFFD")
+	}
+	return strings.ReplaceAll(s, "\x00", "")
+}
+
+func strconvQuote(s string, limit int) string {
+	if len(s) > limit {
+		s = s[:limit] + "…"
+	}
+	return strconv.Quote(s)
+}
+
+// durationText writes d as ERRAND_WEBHOOK_DISABLE_AFTER would say it.
+func durationText(d time.Duration) string {
+	if d%(24*time.Hour) == 0 {
+		return fmt.Sprintf("%dd", d/(24*time.Hour))
+	}
+	return d.String()
+}

@@ -1,0 +1,112 @@
+package webhook_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"net/url"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/errand-dev/errand"
+	"github.com/errand-dev/errand/errandtest"
+	"github.com/errand-dev/errand/internal/testdb"
+)
+
+// On managed PostgreSQL errand's role is a plain owner: no superuser, no
+// BYPASSRLS, no CREATEROLE, so no tenant role, and forced row level
+// security scopes errand itself. Webhooks work there end to end, and the SQL
+// functions (which run as that owner and so see no row until they know its
+// workspace) rotate and replay for an unscoped caller.
+func TestWebhooksUnderAPlainOwner(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	suffix := make([]byte, 6)
+	_, _ = rand.Read(suffix)
+	role := "errand_wh_owner_" + hex.EncodeToString(suffix)
+	db := fmt.Sprintf("errand_test_wh_owner_%d_%s", os.Getpid(), hex.EncodeToString(suffix))
+	admin, err := pgx.Connect(ctx, testdb.AdminURL(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer admin.Close(ctx)
+	for _, sql := range []string{
+		"CREATE ROLE " + pgx.Identifier{role}.Sanitize() + " LOGIN NOSUPERUSER NOCREATEROLE NOBYPASSRLS",
+		"CREATE DATABASE " + pgx.Identifier{db}.Sanitize() + " OWNER " + pgx.Identifier{role}.Sanitize(),
+	} {
+		if _, err := admin.Exec(ctx, sql); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Cleanup(func() {
+		conn, err := pgx.Connect(context.Background(), testdb.AdminURL(t))
+		if err != nil {
+			t.Errorf("cleanup: %v", err)
+			return
+		}
+		defer conn.Close(context.Background())
+		for _, sql := range []string{
+			"DROP DATABASE IF EXISTS " + pgx.Identifier{db}.Sanitize() + " WITH (FORCE)",
+			"DROP ROLE IF EXISTS " + pgx.Identifier{role}.Sanitize(),
+		} {
+			if _, err := conn.Exec(context.Background(), sql); err != nil {
+				t.Errorf("cleanup: %s: %v", sql, err)
+			}
+		}
+	})
+	u, _ := url.Parse(testdb.WithDatabase(testdb.AdminURL(t), db))
+	u.User = url.User(role)
+	ownerURL := u.String()
+	var out bytes.Buffer
+	if err := errand.Main(ctx, []string{"migrate"}, errandtest.Env(map[string]string{"DATABASE_URL": ownerURL}), &out, &out); err != nil {
+		t.Fatalf("migrate as a plain owner: %v\n%s", err, out.String())
+	}
+	pool := errandtest.Pool(t, ownerURL)
+	rc := newReceiver(t, nil)
+	errandtest.StartDaemon(t, ownerURL, env(nil))
+
+	ws := errandtest.NewWorkspace(t, pool, "acme")
+	// The owner, like an app's role, writes tenant rows in a scoped
+	// transaction.
+	var ep string
+	err = pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `SELECT set_config('app.current_workspace_id', $1, true)`, ws); err != nil {
+			return err
+		}
+		return tx.QueryRow(ctx, `INSERT INTO errand.webhook_endpoints (workspace_id, url) VALUES ($1, $2) RETURNING id::text`, ws, rc.URL).Scan(&ep)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dispatchID := errandtest.Enqueue(t, pool, ws, "webhook.dispatch", `{"event_type": "a.b", "payload": {"n": 1}}`)
+	errandtest.WaitJob(t, pool, dispatchID, 30*time.Second, "completed")
+	waitFor(t, "the delivery", func() bool { return len(rc.received()) == 1 })
+	msg := rc.received()[0].header.Get("webhook-id")
+
+	// Unscoped, the owner sees no tenant row at all...
+	var visible int
+	if err := pool.QueryRow(ctx, `SELECT count(*) FROM errand.webhook_endpoints`).Scan(&visible); err != nil {
+		t.Fatal(err)
+	}
+	if visible != 0 {
+		t.Fatalf("an unscoped plain owner sees %d endpoints: row level security is not forced", visible)
+	}
+	// ...yet rotation and replay work for it.
+	var secret string
+	if err := pool.QueryRow(ctx, `SELECT errand.webhook_rotate_secret($1)`, ep).Scan(&secret); err != nil || secret == "" {
+		t.Fatalf("rotate: %q %v", secret, err)
+	}
+	var replayed int64
+	if err := pool.QueryRow(ctx, `SELECT errand.webhook_replay($1)`, msg).Scan(&replayed); err != nil {
+		t.Fatalf("replay: %v", err)
+	}
+	errandtest.WaitJob(t, pool, replayed, 30*time.Second, "completed")
+	if reqs := rc.received(); len(reqs) != 2 || reqs[1].header.Get("webhook-id") != msg {
+		t.Errorf("requests %d, want the delivery and its replay", len(reqs))
+	}
+}

@@ -1,0 +1,247 @@
+package webhook
+
+// The kinds' queries, on their tables (migration 009_webhooks.sql). The
+// tenant tables are read and written only in workspace-scoped transactions;
+// enqueueing deliveries and publishing the allow list are errand's own.
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/errand-dev/errand/store"
+)
+
+// publishAllowed makes ERRAND_WEBHOOK_ALLOW_CIDRS the SQL contract's too,
+// so an endpoint on an allowed address can be inserted. The replica that
+// started last decides, as for the other published settings.
+func publishAllowed(ctx context.Context, db store.DB, allowed string) error {
+	_, err := db.Exec(ctx, `
+		INSERT INTO errand.settings (name, value) VALUES ('webhook_allow_cidrs', $1)
+		ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value, updated_at = now()
+		WHERE settings.value IS DISTINCT FROM EXCLUDED.value`, allowed)
+	if err != nil {
+		return fmt.Errorf("publish ERRAND_WEBHOOK_ALLOW_CIDRS: %w", err)
+	}
+	return nil
+}
+
+// recordMessage stores a dispatched message in the scoped transaction tx.
+// created is false when the workspace already has a message with this
+// event id (or this job made one): nothing more is to be done then.
+func recordMessage(ctx context.Context, tx pgx.Tx, workspaceID string, jobID int64, eventType string, eventID *string, body []byte) (id string, created bool, err error) {
+	err = tx.QueryRow(ctx, `
+		INSERT INTO errand.webhook_messages (workspace_id, event_type, event_id, body, job_id)
+		VALUES ($1, $2, $3, $4, $5)
+		ON CONFLICT DO NOTHING
+		RETURNING id::text`, workspaceID, eventType, eventID, string(body), jobID).Scan(&id)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return "", false, nil
+	}
+	if err != nil {
+		return "", false, fmt.Errorf("record webhook message: %w", err)
+	}
+	return id, true, nil
+}
+
+// subscribedEndpoints lists the scoped workspace's enabled endpoints that
+// take eventType.
+func subscribedEndpoints(ctx context.Context, tx pgx.Tx, eventType string) ([]string, error) {
+	rows, err := tx.Query(ctx, `
+		SELECT id::text FROM errand.webhook_endpoints
+		WHERE enabled AND (cardinality(event_types) = 0 OR $1 = ANY (event_types))
+		ORDER BY created_at, id`, eventType)
+	if err != nil {
+		return nil, fmt.Errorf("list webhook endpoints: %w", err)
+	}
+	ids, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return nil, fmt.Errorf("list webhook endpoints: %w", err)
+	}
+	return ids, nil
+}
+
+// enqueueDeliveries enqueues one webhook.deliver per endpoint through the
+// SQL contract, in tx (unscoped: errand's own role).
+func enqueueDeliveries(ctx context.Context, tx pgx.Tx, workspaceID, messageID string, endpointIDs []string, maxAttempts int) error {
+	_, err := tx.Exec(ctx, `
+		INSERT INTO errand.jobs (workspace_id, kind, args, max_attempts)
+		SELECT $1, $2, jsonb_build_object('message_id', $3::text, 'endpoint_id', e), $5
+		FROM unnest($4::text[]) AS e`, workspaceID, DeliverName, messageID, endpointIDs, maxAttempts)
+	if err != nil {
+		return fmt.Errorf("enqueue webhook deliveries: %w", err)
+	}
+	return nil
+}
+
+// delivery is what one attempt needs to know.
+type delivery struct {
+	found          bool // the message and the endpoint exist (in this workspace)
+	body           []byte
+	url            string
+	secret         string
+	previousSecret string // "" when there is none, or it has expired
+	enabled        bool
+	disabledReason string
+	snoozes        int  // times the job was held back before
+	slot           bool // the delivery may go: it holds one of its endpoint's slots
+}
+
+// wanted is one delivery to prepare.
+type wanted struct {
+	jobID                 int64
+	attempt               int
+	messageID, endpointID string
+}
+
+// loadDeliveries reads the messages and endpoints of deliveries of the
+// scoped transaction's workspace, and takes delivery slots (at most limit
+// per endpoint in flight, errand.webhook_take_slots) for those whose
+// endpoint is enabled. A lease lasts until its delivery records its
+// attempt, or until lease has passed (a replica that died). The result is
+// in the order of ws.
+func loadDeliveries(ctx context.Context, tx pgx.Tx, workspaceID string, ws []wanted, limit int, lease time.Duration) ([]delivery, error) {
+	jobIDs := make([]int64, len(ws))
+	attempts := make([]int32, len(ws))
+	messages := make([]string, len(ws))
+	endpoints := make([]string, len(ws))
+	for i, w := range ws {
+		jobIDs[i], attempts[i], messages[i], endpoints[i] = w.jobID, int32(w.attempt), w.messageID, w.endpointID
+	}
+	rows, err := tx.Query(ctx, `
+		WITH req AS MATERIALIZED (
+			SELECT * FROM unnest($1::bigint[], $2::int[], $3::uuid[], $4::uuid[]) WITH ORDINALITY AS r(job_id, attempt, message_id, endpoint_id, n)
+		), info AS MATERIALIZED (
+			SELECT r.n, r.job_id, r.attempt, r.endpoint_id, m.body, e.url, e.secret,
+			       CASE WHEN e.previous_secret_expires_at > now() THEN e.previous_secret END AS previous_secret,
+			       e.enabled, e.disabled_reason, (j.metadata ->> 'snoozes')::int AS snoozes
+			FROM req r
+			LEFT JOIN errand.webhook_messages m ON m.id = r.message_id
+			LEFT JOIN errand.webhook_endpoints e ON e.id = r.endpoint_id
+			LEFT JOIN errand.river_job j ON j.id = r.job_id
+		), ready AS MATERIALIZED (
+			SELECT * FROM info WHERE enabled AND body IS NOT NULL ORDER BY n
+		), slots AS MATERIALIZED (
+			SELECT s.job_id, s.taken FROM errand.webhook_take_slots(
+				ARRAY(SELECT job_id FROM ready), ARRAY(SELECT attempt FROM ready), ARRAY(SELECT endpoint_id FROM ready),
+				$5, $6, $7) AS s
+		)
+		SELECT i.body IS NOT NULL AND i.url IS NOT NULL, coalesce(i.body, ''), coalesce(i.url, ''), coalesce(i.secret, ''),
+		       coalesce(i.previous_secret, ''), coalesce(i.enabled, false), coalesce(i.disabled_reason, ''),
+		       coalesce(i.snoozes, 0), coalesce(s.taken, false)
+		FROM info i LEFT JOIN slots s ON s.job_id = i.job_id
+		ORDER BY i.n`, jobIDs, attempts, messages, endpoints, workspaceID, limit, lease)
+	if err != nil {
+		return nil, fmt.Errorf("read webhook deliveries: %w", err)
+	}
+	out, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (delivery, error) {
+		var d delivery
+		var body string
+		err := row.Scan(&d.found, &body, &d.url, &d.secret, &d.previousSecret, &d.enabled, &d.disabledReason, &d.snoozes, &d.slot)
+		d.body = []byte(body)
+		return d, err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read webhook deliveries: %w", err)
+	}
+	if len(out) != len(ws) {
+		return nil, fmt.Errorf("read webhook deliveries: %d rows for %d deliveries", len(out), len(ws))
+	}
+	return out, nil
+}
+
+// attemptRow is a row of errand.webhook_attempts.
+type attemptRow struct {
+	workspaceID, messageID, endpointID string
+	jobID                              int64
+	attempt                            int
+	status                             int // 0: no answer
+	latency                            time.Duration
+	response                           string
+	err                                string
+}
+
+// recordSuccesses logs successful attempts of the scoped transaction's
+// workspace, gives their slots back and marks their endpoints healthy (at
+// most once a minute while they stay healthy, so a busy endpoint's row is
+// not rewritten by every delivery), in one round trip. River completes the
+// jobs after it.
+//
+// tx commits without waiting for its WAL to reach the disk
+// (synchronous_commit off): should PostgreSQL crash in the few milliseconds
+// before it does, the jobs are still running and are rescued, so their
+// messages are delivered again (webhooks are at-least-once; the receiver
+// dedupes by webhook-id), never lost; only those attempts' log rows are.
+func recordSuccesses(ctx context.Context, tx pgx.Tx, workspaceID string, as []attemptRow) error {
+	n := len(as)
+	messages, endpoints, responses := make([]string, n), make([]string, n), make([]string, n)
+	jobIDs := make([]int64, n)
+	attempts, statuses, latencies := make([]int32, n), make([]int32, n), make([]int64, n)
+	for i, a := range as {
+		messages[i], endpoints[i], responses[i] = a.messageID, a.endpointID, a.response
+		jobIDs[i], attempts[i], statuses[i], latencies[i] = a.jobID, int32(a.attempt), int32(a.status), a.latency.Milliseconds()
+	}
+	b := &pgx.Batch{}
+	b.Queue(`SELECT set_config('synchronous_commit', 'off', true)`)
+	b.Queue(`
+		INSERT INTO errand.webhook_attempts (workspace_id, message_id, endpoint_id, job_id, attempt, status_code, latency_ms, response_body)
+		SELECT $1, r.m, r.e, r.j, r.a, r.s, r.l, nullif(r.b, '')
+		FROM unnest($2::uuid[], $3::uuid[], $4::bigint[], $5::int[], $6::int[], $7::bigint[], $8::text[]) AS r(m, e, j, a, s, l, b)`,
+		workspaceID, messages, endpoints, jobIDs, attempts, statuses, latencies, responses)
+	b.Queue(`
+		DELETE FROM errand.webhook_inflight f USING unnest($1::bigint[], $2::int[]) AS r(j, a)
+		WHERE f.job_id = r.j AND f.attempt = r.a`, jobIDs, attempts)
+	b.Queue(`DELETE FROM errand.webhook_inflight WHERE endpoint_id = ANY ($1::uuid[]) AND expires_at <= clock_timestamp()`, endpoints)
+	b.Queue(`
+		UPDATE errand.webhook_endpoints SET failing_since = NULL, last_success_at = now()
+		WHERE id = ANY ($1::uuid[])
+		  AND (failing_since IS NOT NULL OR last_success_at IS NULL OR last_success_at < now() - interval '1 minute')`, endpoints)
+	if err := tx.SendBatch(ctx, b).Close(); err != nil {
+		return fmt.Errorf("record webhook attempts: %w", err)
+	}
+	return nil
+}
+
+// recordFailure logs the attempt, gives its slot back and counts the
+// failure against the endpoint, in the scoped transaction tx: gone (a 410)
+// disables it at once with goneReason, and so does a failure when it has
+// had no success for disableAfter. disabled reports that this failure
+// disabled it, and why.
+func recordFailure(ctx context.Context, tx pgx.Tx, a attemptRow, gone bool, goneReason string, disableAfter time.Duration, disableAfterText string) (disabled bool, reason string, err error) {
+	var status *int
+	if a.status != 0 {
+		status = &a.status
+	}
+	err = tx.QueryRow(ctx, `
+		WITH logged AS (
+			INSERT INTO errand.webhook_attempts (workspace_id, message_id, endpoint_id, job_id, attempt, status_code, latency_ms, response_body, error)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, nullif($8, ''), $9)
+		), released AS (
+			DELETE FROM errand.webhook_inflight
+			WHERE (job_id = $4 AND attempt = $5) OR (endpoint_id = $3 AND expires_at <= clock_timestamp())
+		)
+		UPDATE errand.webhook_endpoints e SET
+			failing_since = coalesce(e.failing_since, now()),
+			enabled = NOT ($10 OR e.failing_since <= now() - $11::interval),
+			disabled_reason = CASE
+				WHEN $10 THEN $12
+				WHEN e.failing_since <= now() - $11::interval THEN format(
+					'no successful delivery since %s (ERRAND_WEBHOOK_DISABLE_AFTER=%s); the last attempt: %s',
+					to_char(e.failing_since AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"'), $13::text, $9::text)
+			END
+		WHERE e.id = $3 AND e.enabled
+		  AND (e.failing_since IS NULL OR $10 OR e.failing_since <= now() - $11::interval)
+		RETURNING NOT e.enabled, coalesce(e.disabled_reason, '')`,
+		a.workspaceID, a.messageID, a.endpointID, a.jobID, a.attempt, status, a.latency.Milliseconds(), a.response, a.err,
+		gone, disableAfter, goneReason, disableAfterText).Scan(&disabled, &reason)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return false, "", nil
+	}
+	if err != nil {
+		return false, "", fmt.Errorf("record webhook attempt: %w", err)
+	}
+	return disabled, reason, nil
+}
