@@ -57,6 +57,11 @@ func Run(ctx context.Context, cfg config.Config, reg *jobs.Registry, stdout io.W
 		// Development: emails are stored and shown, never sent.
 		cfg = cfg.WithEnv("ERRAND_EMAIL_CAPTURE", "true")
 	}
+	if cfg.Getenv("ERRAND_WEBHOOK_ALLOW_CIDRS") == "" {
+		// Development: webhooks may reach receivers on this machine.
+		cfg = cfg.WithEnv("ERRAND_WEBHOOK_ALLOW_CIDRS", "127.0.0.0/8,::1/128")
+		fmt.Fprintln(stdout, "errand dev: webhooks may reach loopback addresses (ERRAND_WEBHOOK_ALLOW_CIDRS=127.0.0.0/8,::1/128); production refuses them")
+	}
 	if cfg.Getenv("ERRAND_HTTP_ADDR") == "" && !tcpFree(cfg.HTTPAddr) {
 		cfg.HTTPAddr = "127.0.0.1:0"
 	}
