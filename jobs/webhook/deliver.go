@@ -96,20 +96,27 @@ type scope struct {
 	workspaceID string
 }
 
+// groupByScope groups a batch's calls by store and workspace, in the order
+// each was first seen.
+func groupByScope[I, O any](batch []*call[I, O], key func(I) scope) ([]scope, map[scope][]*call[I, O]) {
+	groups := map[scope][]*call[I, O]{}
+	var order []scope
+	for _, c := range batch {
+		k := key(c.in)
+		if _, ok := groups[k]; !ok {
+			order = append(order, k)
+		}
+		groups[k] = append(groups[k], c)
+	}
+	return order, groups
+}
+
 // flushLoads prepares a batch of deliveries, one scoped transaction per
 // workspace.
 func (d *deliverer) flushLoads(batch []*call[load, delivery]) {
 	ctx, cancel := context.WithTimeout(context.Background(), batchTimeout)
 	defer cancel()
-	byScope := map[scope][]*call[load, delivery]{}
-	var order []scope
-	for _, c := range batch {
-		k := scope{c.in.store, c.in.workspaceID}
-		if _, ok := byScope[k]; !ok {
-			order = append(order, k)
-		}
-		byScope[k] = append(byScope[k], c)
-	}
+	order, byScope := groupByScope(batch, func(l load) scope { return scope{l.store, l.workspaceID} })
 	for _, k := range order {
 		calls := byScope[k]
 		ws := make([]wanted, len(calls))
@@ -137,15 +144,7 @@ func (d *deliverer) flushLoads(batch []*call[load, delivery]) {
 func (d *deliverer) flushRecords(batch []*call[record, struct{}]) {
 	ctx, cancel := context.WithTimeout(context.Background(), batchTimeout)
 	defer cancel()
-	byScope := map[scope][]*call[record, struct{}]{}
-	var order []scope
-	for _, c := range batch {
-		k := scope{c.in.store, c.in.workspaceID}
-		if _, ok := byScope[k]; !ok {
-			order = append(order, k)
-		}
-		byScope[k] = append(byScope[k], c)
-	}
+	order, byScope := groupByScope(batch, func(r record) scope { return scope{r.store, r.workspaceID} })
 	for _, k := range order {
 		calls := byScope[k]
 		as := make([]attemptRow, len(calls))
