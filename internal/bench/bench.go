@@ -49,13 +49,14 @@ func modes() []mode {
 			}
 			return b.inWorkspace(ctx, func(st *store.Store, ws string) (string, error) { return b.latency(ctx, st, ws, f) })
 		}},
-		{"enqueue", "[--clients N] [--duration D] [--bulk N] [--rounds R] [--baseline]", func(ctx context.Context, b *bench, args []string) error {
+		{"enqueue", "[--clients N] [--duration D] [--bulk N [--via insert|many]] [--rounds R] [--baseline]", func(ctx context.Context, b *bench, args []string) error {
 			f, err := parseEnqueueFlags(args, b.stdout)
 			if err != nil {
 				return helpIsNoError(err)
 			}
 			return b.inWorkspace(ctx, func(st *store.Store, ws string) (string, error) { return b.enqueue(ctx, st, ws, f) })
 		}},
+		{"scale", "[--retained N] [--workspaces W] [--jobs J] [--workers W] [--samples S] [--rounds R]", runScale},
 	}
 }
 

@@ -9,12 +9,13 @@ const (
 		SELECT '{}'::jsonb, '` + benchNoopKind + `', 25, jsonb_build_object('workspace_id', $1::uuid), 1, '` + benchBaselineQueue + `', now(), 'available', '{}'
 		FROM generate_series(1, $2::int)`
 	benchInsertOne = `INSERT INTO errand.jobs (workspace_id, kind, args) VALUES ($1, 'ping', '{}') RETURNING id`
-	// The workspace expression is the one river_job_workspace_idx and the
-	// errand.jobs view use. Whether any job is unfinished is an index probe
-	// per state, stopping at the first row.
+	// The workspace and status expressions are the ones
+	// river_job_workspace_status_idx and the errand.jobs view use. Whether
+	// any job is unfinished is an index probe per status, stopping at the
+	// first row.
 	benchUnfinished = `SELECT EXISTS (SELECT 1 FROM errand.river_job
 		WHERE (metadata ->> 'workspace_id')::uuid = $1::uuid
-		  AND state IN ('available', 'running', 'retryable', 'scheduled', 'pending'))`
+		  AND errand.job_status(state) IN ('pending', 'processing'))`
 	benchCountFinal = `SELECT count(*) FILTER (WHERE state = 'completed'), count(*) FILTER (WHERE state <> 'completed')
 		FROM errand.river_job WHERE (metadata ->> 'workspace_id')::uuid = $1::uuid`
 	benchDeleteJobs      = `DELETE FROM errand.river_job WHERE (metadata ->> 'workspace_id')::uuid = $1::uuid`
@@ -33,4 +34,6 @@ const (
 	// N rows in one statement through the contract.
 	enqueueBulk = `INSERT INTO errand.jobs (workspace_id, kind, args)
 		SELECT $1::uuid, 'ping', jsonb_build_object('n', g) FROM generate_series(1, $2::int) AS g`
+	// The same rows through the set-based function.
+	enqueueManySQL = `SELECT count(*) FROM errand.enqueue_many($1::uuid[], $2::text[], $3::json[])`
 )

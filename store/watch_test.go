@@ -1,0 +1,463 @@
+package store_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/errand-dev/errand/internal/testdb"
+	"github.com/errand-dev/errand/store"
+)
+
+// watchData fills a database of its own the way production looks: many
+// completed jobs (half of them in one workspace), a few failed, pending and
+// running ones, then ANALYZE. It returns the big workspace and a small one
+// that has failed and completed jobs.
+func watchData(t *testing.T, db store.DB) (big, small string) {
+	t.Helper()
+	ctx := context.Background()
+	const setup = `
+	WITH ws AS (
+		INSERT INTO errand.workspaces (name, slug) SELECT 'watch ' || g, 'watch-' || g FROM generate_series(1, 300) AS g
+		RETURNING id, slug
+	)
+	SELECT array_agg(id ORDER BY split_part(slug, '-', 2)::int) FROM ws`
+	var ids []string
+	if err := db.QueryRow(ctx, setup).Scan(&ids); err != nil {
+		t.Fatal(err)
+	}
+	for _, sql := range []string{
+		// 20,000 completed over the last 20 hours; even ones in the first
+		// workspace, odd ones spread over the other 299; one in ten an email.
+		`INSERT INTO errand.river_job (state, attempt, attempted_at, created_at, finalized_at, scheduled_at, args, kind, metadata, queue)
+		SELECT 'completed', 1, t, t, t, t, '{}', CASE WHEN g % 10 = 3 THEN 'email.send' ELSE 'ping' END,
+		       jsonb_build_object('workspace_id', CASE WHEN g % 2 = 0 THEN w.ids[1] ELSE w.ids[2 + (g / 2) % 299] END),
+		       CASE WHEN g % 10 = 3 THEN 'email' ELSE 'default' END
+		FROM (SELECT $1::uuid[] AS ids) AS w, generate_series(1, 20000) AS g,
+		     LATERAL (SELECT now() - interval '20 hours' + g * interval '3 seconds') AS a(t)`,
+		// 40 failed (discarded or cancelled) in ten small workspaces.
+		`INSERT INTO errand.river_job (state, attempt, attempted_at, created_at, finalized_at, scheduled_at, args, kind, metadata, queue, errors)
+		SELECT CASE WHEN g % 3 = 0 THEN 'cancelled' ELSE 'discarded' END::errand.river_job_state, 3, now(), now(), now(), now(), '{}',
+		       CASE WHEN g % 4 = 0 THEN 'email.send' ELSE 'ping' END, jsonb_build_object('workspace_id', w.ids[2 + (g - 1) % 10]),
+		       CASE WHEN g % 4 = 0 THEN 'email' ELSE 'default' END, ARRAY[jsonb_build_object('error', 'boom')]
+		FROM (SELECT $1::uuid[] AS ids) AS w, generate_series(1, 40) AS g`,
+		// 45 pending: 30 due, 10 scheduled and 5 to retry within the hour.
+		`INSERT INTO errand.river_job (state, created_at, scheduled_at, args, kind, metadata, queue)
+		SELECT CASE WHEN g <= 30 THEN 'available' WHEN g <= 40 THEN 'scheduled' ELSE 'retryable' END::errand.river_job_state,
+		       now() - interval '1 minute', CASE WHEN g <= 30 THEN now() - g * interval '1 second' ELSE now() + interval '1 hour' END,
+		       '{}', 'ping', jsonb_build_object('workspace_id', w.ids[2 + g % 299]), 'watch_idle'
+		FROM (SELECT $1::uuid[] AS ids) AS w, generate_series(1, 45) AS g`,
+		// 5 running.
+		`INSERT INTO errand.river_job (state, attempt, attempted_at, attempted_by, created_at, scheduled_at, args, kind, metadata, queue)
+		SELECT 'running', 1, now(), '{nobody}', now(), now(), '{}', 'ping', jsonb_build_object('workspace_id', w.ids[2 + g % 299]), 'watch_idle'
+		FROM (SELECT $1::uuid[] AS ids) AS w, generate_series(1, 5) AS g`,
+	} {
+		if _, err := db.Exec(ctx, sql, ids); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Statistics as autovacuum would leave them. At this size ANALYZE reads
+	// every row, so they are the same on every run.
+	if _, err := db.Exec(ctx, `ANALYZE errand.river_job`); err != nil {
+		t.Fatal(err)
+	}
+	return ids[0], ids[1]
+}
+
+// captured is the statement a store function sent, caught by recorder.
+type captured struct {
+	sql  string
+	args []any
+}
+
+var errCaptured = errors.New("captured, not run")
+
+// recorder is a store.DB that records the statement instead of running it,
+// so the test explains exactly the SQL a store function sends.
+type recorder struct{ got *captured }
+
+func (r recorder) Exec(_ context.Context, sql string, args ...any) (pgconn.CommandTag, error) {
+	*r.got = captured{sql, args}
+	return pgconn.CommandTag{}, errCaptured
+}
+
+func (r recorder) Query(_ context.Context, sql string, args ...any) (pgx.Rows, error) {
+	*r.got = captured{sql, args}
+	return nil, errCaptured
+}
+
+func (r recorder) QueryRow(_ context.Context, sql string, args ...any) pgx.Row {
+	*r.got = captured{sql, args}
+	return errRow{}
+}
+
+func (r recorder) Begin(context.Context) (pgx.Tx, error) { return nil, errCaptured }
+
+type errRow struct{}
+
+func (errRow) Scan(...any) error { return errCaptured }
+
+func capture(t *testing.T, call func(db store.DB) error) captured {
+	t.Helper()
+	var got captured
+	if err := call(recorder{&got}); !errors.Is(err, errCaptured) {
+		t.Fatalf("the store function returned %v before sending its query", err)
+	}
+	return got
+}
+
+// literal writes a captured argument into SQL (EXECUTE takes values, not
+// parameters). The test's arguments are strings and integers only.
+func literal(t *testing.T, v any) string {
+	t.Helper()
+	switch v := v.(type) {
+	case string:
+		return "'" + strings.ReplaceAll(v, "'", "''") + "'"
+	case int:
+		return strconv.Itoa(v)
+	case int64:
+		return strconv.FormatInt(v, 10)
+	}
+	t.Fatalf("no literal for %T", v)
+	return ""
+}
+
+// planNode is what the checks read of a plan node in EXPLAIN's JSON.
+type planNode struct {
+	Type      string     `json:"Node Type"`
+	Relation  string     `json:"Relation Name"`
+	Index     string     `json:"Index Name"`
+	IndexCond string     `json:"Index Cond"`
+	Plans     []planNode `json:"Plans"`
+}
+
+func (n planNode) walk(fn func(planNode)) {
+	fn(n)
+	for _, c := range n.Plans {
+		c.walk(fn)
+	}
+}
+
+func (n planNode) String() string {
+	var b strings.Builder
+	var line func(planNode, int)
+	line = func(n planNode, depth int) {
+		fmt.Fprintf(&b, "%s%s %s %s %s\n", strings.Repeat("  ", depth), n.Type, n.Relation, n.Index, n.IndexCond)
+		for _, c := range n.Plans {
+			line(c, depth+1)
+		}
+	}
+	line(n, 0)
+	return b.String()
+}
+
+// explain plans q as a prepared statement (as drivers send it) with the
+// given plan cache mode: force_custom_plan plans for the arguments' values,
+// force_generic_plan as PostgreSQL may after a statement's fifth run.
+func explain(t *testing.T, conn *pgx.Conn, q captured, mode string) planNode {
+	t.Helper()
+	ctx := context.Background()
+	args := make([]string, len(q.args))
+	for i, a := range q.args {
+		args[i] = literal(t, a)
+	}
+	exec := "EXECUTE watch_q"
+	if len(args) > 0 {
+		exec += "(" + strings.Join(args, ", ") + ")"
+	}
+	var out []byte
+	err := pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, "SET LOCAL plan_cache_mode = "+mode); err != nil {
+			return err
+		}
+		if _, err := tx.Exec(ctx, "PREPARE watch_q AS "+q.sql); err != nil {
+			return err
+		}
+		defer tx.Exec(ctx, "DEALLOCATE watch_q") //nolint:errcheck // the transaction's end is the test's
+		return tx.QueryRow(ctx, "EXPLAIN (FORMAT JSON) "+exec).Scan(&out)
+	})
+	if err != nil {
+		t.Fatalf("explain %s: %v", q.sql, err)
+	}
+	var plans []struct {
+		Plan planNode `json:"Plan"`
+	}
+	if err := json.Unmarshal(out, &plans); err != nil || len(plans) != 1 {
+		t.Fatalf("explain %s: %v in %s", q.sql, err, out)
+	}
+	return plans[0].Plan
+}
+
+// statusExpr is how errand.jobs.status (and errand.job_status, inlined)
+// appears in a plan.
+const statusExpr = "CASE state WHEN 'running'"
+
+// checkPlan reports what is wrong with plan: a sequential scan of
+// river_job, or no index scan of one of indexes; with status, also an index
+// scan whose condition does not bound the status.
+func checkPlan(plan planNode, indexes []string, status bool) error {
+	var problems []string
+	used := false
+	plan.walk(func(n planNode) {
+		switch n.Type {
+		case "Seq Scan":
+			if n.Relation == "river_job" {
+				problems = append(problems, "a Seq Scan on river_job")
+			}
+		case "Index Scan", "Index Only Scan", "Bitmap Index Scan":
+			if slices.Contains(indexes, n.Index) && (!status || strings.Contains(n.IndexCond, statusExpr)) {
+				used = true
+			}
+		}
+	})
+	if !used {
+		what := "no index scan on " + strings.Join(indexes, " or ")
+		if status {
+			what += " with the status in its condition"
+		}
+		problems = append(problems, what)
+	}
+	if len(problems) > 0 {
+		return errors.New(strings.Join(problems, "; "))
+	}
+	return nil
+}
+
+const (
+	wsIdx       = "river_job_workspace_status_idx"
+	statusIdx   = "river_job_status_idx"
+	kindIdx     = "river_job_kind_status_idx"
+	primaryKey  = "river_job_pkey"
+	watchDueSQL = `SELECT count(*) FROM errand.jobs WHERE status = 'pending' AND run_at <= now()`
+)
+
+type watchQuery struct {
+	name string
+	call func(db store.DB) error
+	// indexes that may serve it (the intended one first); status: the
+	// status must be one of the index's conditions.
+	indexes []string
+	status  bool
+	// generic, when set, replaces indexes for the generic plan.
+	generic []string
+}
+
+func watchQueries(big, small string) []watchQuery {
+	ctx := context.Background()
+	jobs := func(f store.JobFilter) func(store.DB) error {
+		return func(db store.DB) error { _, err := store.Jobs(ctx, db, f); return err }
+	}
+	return []watchQuery{
+		// The README's first query. The workspace with half of the jobs
+		// finds its latest 50 at once walking the primary key backwards.
+		{"a big workspace's latest jobs", jobs(store.JobFilter{WorkspaceID: big}), []string{primaryKey, wsIdx}, false, nil},
+		// Planned for its workspace, a small one reads its own rows. A
+		// generic plan cannot know the workspace is small and may walk the
+		// primary key as for the big one (PostgreSQL keeps planning this
+		// statement for its arguments: docs/scale.md).
+		{"a small workspace's latest jobs", jobs(store.JobFilter{WorkspaceID: small}), []string{wsIdx}, false, []string{wsIdx, primaryKey}},
+		{"the next page of a small workspace's jobs", jobs(store.JobFilter{WorkspaceID: small, BeforeID: 30000, Limit: 20}), []string{wsIdx}, false, []string{wsIdx, primaryKey}},
+		// With few failed jobs the planner may start from the status index;
+		// either way the status bounds the scan.
+		{"a big workspace's failed jobs (it has none)", jobs(store.JobFilter{WorkspaceID: big, Status: store.StatusFailed}), []string{wsIdx, statusIdx}, true, nil},
+		{"a small workspace's failed jobs", jobs(store.JobFilter{WorkspaceID: small, Status: store.StatusFailed}), []string{wsIdx}, true, nil},
+		{"a small workspace's completed jobs", jobs(store.JobFilter{WorkspaceID: small, Status: store.StatusCompleted}), []string{wsIdx}, true, nil},
+		{"every workspace's failed jobs", jobs(store.JobFilter{Status: store.StatusFailed}), []string{statusIdx}, true, nil},
+		{"every workspace's pending jobs", jobs(store.JobFilter{Status: store.StatusPending}), []string{statusIdx}, true, nil},
+		{"every workspace's processing jobs", jobs(store.JobFilter{Status: store.StatusProcessing}), []string{statusIdx}, true, nil},
+		{"a kind's failed jobs", jobs(store.JobFilter{Kind: "email.send", Status: store.StatusFailed}), []string{kindIdx}, true, nil},
+		// Most pending jobs are pings: the status index serves as well.
+		{"a kind's pending jobs", jobs(store.JobFilter{Kind: "ping", Status: store.StatusPending}), []string{kindIdx, statusIdx}, true, nil},
+		{"the backlog per queue", func(db store.DB) error { _, err := store.PendingByQueue(ctx, db); return err }, []string{statusIdx}, true, nil},
+		{"the workspaces with the most pending jobs", func(db store.DB) error { _, err := store.PendingByWorkspace(ctx, db, 10); return err }, []string{statusIdx}, true, nil},
+		{"a big workspace's backlog", func(db store.DB) error { _, err := store.WorkspacePending(ctx, db, big); return err }, []string{wsIdx}, true, nil},
+		{"the due count (KEDA)", func(db store.DB) error { var n int64; return db.QueryRow(ctx, watchDueSQL).Scan(&n) }, []string{statusIdx}, true, nil},
+		// An app's own query with the status as a parameter: the workspace
+		// index holds every status, so a generic plan uses it too.
+		{"a workspace's jobs by a status parameter", func(db store.DB) error {
+			_, err := db.Query(ctx, `SELECT id FROM errand.jobs WHERE workspace_id = $1::uuid AND status = $2 ORDER BY id DESC LIMIT 50`, big, "failed")
+			return err
+		}, []string{wsIdx, statusIdx}, true, []string{wsIdx}},
+	}
+}
+
+// Every query the README's "Watch" section and store/watch.go give reads an
+// index that bounds its filters, never the whole table, whether PostgreSQL
+// plans it for its arguments or generically (as it may for a driver's
+// prepared statement after five runs).
+func TestWatchQueriesUseTheirIndexes(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	url := testdb.NewDatabase(t, true)
+	conn, err := pgx.Connect(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	big, small := watchData(t, conn)
+
+	for _, q := range watchQueries(big, small) {
+		stmt := capture(t, q.call)
+		for _, mode := range []string{"force_custom_plan", "force_generic_plan"} {
+			indexes := q.indexes
+			if mode == "force_generic_plan" && q.generic != nil {
+				indexes = q.generic
+			}
+			plan := explain(t, conn, stmt, mode)
+			if err := checkPlan(plan, indexes, q.status); err != nil {
+				t.Errorf("%s (%s): %v\nSQL: %s\nplan:\n%s", q.name, mode, err, stmt.sql, plan)
+			}
+		}
+	}
+
+	// Deleting a workspace fails its pending jobs through the workspace
+	// index, not by reading everything it ever finished.
+	plan := explain(t, conn, captured{sql: `UPDATE errand.river_job SET state = 'cancelled', finalized_at = now()
+		WHERE (metadata ->> 'workspace_id')::uuid = $1::uuid AND errand.job_status(state) = 'pending'`, args: []any{big}}, "force_generic_plan")
+	if err := checkPlan(plan, []string{wsIdx}, true); err != nil {
+		t.Errorf("workspace_deleted's update: %v\nplan:\n%s", err, plan)
+	}
+}
+
+// The plan check fails when the indexes are missing, so the test above can
+// fail: without them the same statements read the whole table.
+func TestWatchPlanCheckFailsWithoutTheIndexes(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	url := testdb.NewDatabase(t, true)
+	conn, err := pgx.Connect(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	big, small := watchData(t, conn)
+	if _, err := conn.Exec(ctx, `DROP INDEX errand.river_job_status_idx, errand.river_job_kind_status_idx, errand.river_job_workspace_status_idx`); err != nil {
+		t.Fatal(err)
+	}
+	for _, q := range watchQueries(big, small) {
+		if slices.Contains(q.indexes, primaryKey) {
+			continue // River's own index stays
+		}
+		plan := explain(t, conn, capture(t, q.call), "force_custom_plan")
+		if err := checkPlan(plan, q.indexes, q.status); err == nil {
+			t.Errorf("%s: the check passed without the status indexes\nplan:\n%s", q.name, plan)
+		}
+	}
+}
+
+// What the backlog queries return, on a handful of jobs.
+func TestWatchBacklogCounts(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	url := testdb.NewDatabase(t, true)
+	conn, err := pgx.Connect(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	var a, b string
+	if err := conn.QueryRow(ctx, `
+		WITH ws AS (INSERT INTO errand.workspaces (name, slug) VALUES ('A', 'watch-a'), ('B', 'watch-b') RETURNING id, slug)
+		SELECT (SELECT id::text FROM ws WHERE slug = 'watch-a'), (SELECT id::text FROM ws WHERE slug = 'watch-b')`).Scan(&a, &b); err != nil {
+		t.Fatal(err)
+	}
+	// A: 3 due (the oldest due for 90 s), 1 scheduled for later, 1 running,
+	// 1 completed, 1 failed; B: 1 due in another queue.
+	_, err = conn.Exec(ctx, `
+		INSERT INTO errand.river_job (state, attempt, attempted_at, attempted_by, finalized_at, scheduled_at, args, kind, metadata, queue, errors)
+		VALUES
+		  ('available', 0, NULL, NULL, NULL, now() - interval '90 seconds', '{}', 'ping', jsonb_build_object('workspace_id', $1::uuid), 'q1', NULL),
+		  ('available', 0, NULL, NULL, NULL, now() - interval '10 seconds', '{}', 'ping', jsonb_build_object('workspace_id', $1::uuid), 'q1', NULL),
+		  ('retryable', 1, now(), '{r}', NULL, now() - interval '5 seconds', '{}', 'ping', jsonb_build_object('workspace_id', $1::uuid), 'q1', NULL),
+		  ('scheduled', 0, NULL, NULL, NULL, now() + interval '1 hour', '{}', 'ping', jsonb_build_object('workspace_id', $1::uuid), 'q1', NULL),
+		  ('running', 1, now(), '{r}', NULL, now(), '{}', 'ping', jsonb_build_object('workspace_id', $1::uuid), 'q1', NULL),
+		  ('completed', 1, now(), '{r}', now(), now(), '{}', 'ping', jsonb_build_object('workspace_id', $1::uuid), 'q1', NULL),
+		  ('discarded', 3, now(), '{r}', now(), now(), '{}', 'email.send', jsonb_build_object('workspace_id', $1::uuid), 'q1', ARRAY['{"error": "boom"}'::jsonb]),
+		  ('available', 0, NULL, NULL, NULL, now() - interval '1 second', '{}', 'ping', jsonb_build_object('workspace_id', $2::uuid), 'q2', NULL)`, a, b)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	near := func(got, want time.Duration) bool { return got >= want && got < want+30*time.Second }
+	queues, err := store.PendingByQueue(ctx, conn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(queues) != 2 || queues[0].Queue != "q1" || queues[1].Queue != "q2" {
+		t.Fatalf("PendingByQueue = %+v, want q1 and q2", queues)
+	}
+	if q := queues[0].Backlog; q.Pending != 4 || q.Due != 3 || q.Processing != 1 || !near(q.OldestDue, 90*time.Second) {
+		t.Errorf("q1 backlog %+v, want 4 pending, 3 due, 1 processing, oldest due about 90s", q)
+	}
+	if q := queues[1].Backlog; q.Pending != 1 || q.Due != 1 || q.Processing != 0 {
+		t.Errorf("q2 backlog %+v, want 1 pending and due", q)
+	}
+
+	top, err := store.PendingByWorkspace(ctx, conn, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(top) != 1 || top[0].WorkspaceID != a || top[0].Pending != 4 {
+		t.Errorf("PendingByWorkspace(1) = %+v, want A with 4 pending", top)
+	}
+	bl, err := store.WorkspacePending(ctx, conn, b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if bl.Pending != 1 || bl.Due != 1 || bl.Processing != 0 || !near(bl.OldestDue, time.Second) {
+		t.Errorf("WorkspacePending(B) = %+v, want 1 pending and due for about 1s", bl)
+	}
+	none, err := store.WorkspacePending(ctx, conn, "00000000-0000-0000-0000-000000000000")
+	if err != nil || none != (store.Backlog{}) {
+		t.Errorf("WorkspacePending of a workspace without jobs = %+v, %v; want zero", none, err)
+	}
+
+	failed, err := store.Jobs(ctx, conn, store.JobFilter{WorkspaceID: a, Status: store.StatusFailed})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(failed) != 1 || failed[0].Kind != "email.send" || failed[0].LastError != "boom" || failed[0].FinishedAt == nil {
+		t.Errorf("A's failed jobs = %+v, want the email.send with last_error boom", failed)
+	}
+	all, err := store.Jobs(ctx, conn, store.JobFilter{WorkspaceID: a, Limit: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(all) != 3 || all[0].ID < all[1].ID || all[1].ID < all[2].ID {
+		t.Fatalf("A's latest 3 jobs = %+v, want 3 newest first", all)
+	}
+	next, err := store.Jobs(ctx, conn, store.JobFilter{WorkspaceID: a, BeforeID: all[2].ID})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(next) != 4 || next[0].ID >= all[2].ID {
+		t.Errorf("the page after id %d = %d jobs starting at %v, want A's other 4", all[2].ID, len(next), next)
+	}
+}
+
+func TestJobsRefusesABadFilter(t *testing.T) {
+	cases := map[string]store.JobFilter{
+		"a status that is River's, not errand's": {Status: "discarded"},
+		"a status in capitals":                   {Status: "Failed"},
+		"a negative limit":                       {Limit: -1},
+		"a limit over 1000":                      {Limit: 1001},
+	}
+	for name, f := range cases {
+		t.Run(name, func(t *testing.T) {
+			var got captured
+			_, err := store.Jobs(context.Background(), recorder{&got}, f)
+			if err == nil || errors.Is(err, errCaptured) {
+				t.Errorf("Jobs(%+v) = %v, want it refused before any query", f, err)
+			}
+		})
+	}
+}
