@@ -122,6 +122,14 @@ func TestBenchEnqueueBulk(t *testing.T) {
 	benchAssertCleanedUp(t, pool)
 }
 
+func TestBenchEnqueueMany(t *testing.T) {
+	t.Parallel()
+	url, pool := errandtest.MigratedDB(t)
+	lines := benchRun(t, url, "enqueue", "--bulk", "500", "--via", "many", "--rounds", "1", "--baseline")
+	benchResult(t, lines, `^RESULT mode=enqueue bulk=500 via=many rows_per_sec=`+benchNumber+` river_rows_per_sec=`+benchNumber+` ratio=`+benchNumber+`$`)
+	benchAssertCleanedUp(t, pool)
+}
+
 func TestBenchRefusesABadCommandLine(t *testing.T) {
 	cases := map[string][]string{
 		"no mode":                      {},
@@ -137,6 +145,8 @@ func TestBenchRefusesABadCommandLine(t *testing.T) {
 		"a throughput flag in latency": {"latency", "--jobs", "10"},
 		"zero enqueue clients":         {"enqueue", "--clients", "0"},
 		"a negative bulk size":         {"enqueue", "--bulk", "-1"},
+		"an unknown bulk path":         {"enqueue", "--bulk", "10", "--via", "copy"},
+		"enqueue_many without --bulk":  {"enqueue", "--via", "many"},
 		"no enqueue duration":          {"enqueue", "--duration", "0s"},
 		"zero enqueue rounds":          {"enqueue", "--rounds", "0"},
 	}

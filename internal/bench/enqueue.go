@@ -24,6 +24,7 @@ type enqueueFlags struct {
 	bulk     int
 	rounds   int
 	baseline bool
+	via      string
 }
 
 func parseEnqueueFlags(args []string, out io.Writer) (enqueueFlags, error) {
@@ -34,6 +35,7 @@ func parseEnqueueFlags(args []string, out io.Writer) (enqueueFlags, error) {
 	fs.DurationVar(&f.duration, "duration", 10*time.Second, "how long each single-row round runs")
 	fs.IntVar(&f.bulk, "bulk", 0, "instead: enqueue N rows in one statement per round")
 	fs.IntVar(&f.rounds, "rounds", 3, "rounds per path, alternated with the baseline's")
+	fs.StringVar(&f.via, "via", "insert", "bulk path: insert (INSERT INTO errand.jobs ... SELECT) or many (errand.enqueue_many with arrays built by the client)")
 	fs.BoolVar(&f.baseline, "baseline", false, "alternate with River's own insert (single rows: a plain INSERT into river_job; bulk: River's InsertManyFast) and report the ratio")
 	if err := parseBenchFlags(fs, args); err != nil {
 		return f, err
@@ -47,6 +49,10 @@ func parseEnqueueFlags(args []string, out io.Writer) (enqueueFlags, error) {
 		return f, fmt.Errorf("%w: errand bench enqueue: --bulk must not be negative, got %d", ErrUsage, f.bulk)
 	case f.rounds < 1:
 		return f, fmt.Errorf("%w: errand bench enqueue: --rounds must be positive, got %d", ErrUsage, f.rounds)
+	case f.via != "insert" && f.via != "many":
+		return f, fmt.Errorf("%w: errand bench enqueue: --via must be insert or many, got %q", ErrUsage, f.via)
+	case f.via == "many" && f.bulk == 0:
+		return f, fmt.Errorf("%w: errand bench enqueue: --via many needs --bulk N", ErrUsage)
 	}
 	return f, nil
 }
@@ -63,6 +69,10 @@ func (b *bench) enqueue(ctx context.Context, st *store.Store, ws string, f enque
 	if f.bulk > 0 {
 		contract, river = b.enqueueBulk, b.riverBulk
 		mode = fmt.Sprintf("enqueue bulk=%d", f.bulk)
+		if f.via == "many" {
+			contract = b.enqueueMany
+			mode += " via=many"
+		}
 	}
 	var ours, theirs []float64
 	for round := 1; round <= f.rounds; round++ {
@@ -157,6 +167,21 @@ func (b *bench) enqueueBulk(ctx context.Context, st *store.Store, ws string, f e
 		return 0, fmt.Errorf("bulk enqueue: %w", err)
 	}
 	return float64(tag.RowsAffected()) / time.Since(t0).Seconds(), nil
+}
+
+// enqueueMany is errand.enqueue_many with the arrays built by the client in
+// the timing, as an app server would send them.
+func (b *bench) enqueueMany(ctx context.Context, st *store.Store, ws string, f enqueueFlags) (float64, error) {
+	t0 := time.Now()
+	wss, kinds, args := make([]string, f.bulk), make([]string, f.bulk), make([]string, f.bulk)
+	for i := range f.bulk {
+		wss[i], kinds[i], args[i] = ws, "ping", fmt.Sprintf(`{"n": %d}`, i+1)
+	}
+	var n int64
+	if err := st.QueryRow(ctx, enqueueManySQL, wss, kinds, args).Scan(&n); err != nil {
+		return 0, fmt.Errorf("enqueue_many: %w", err)
+	}
+	return float64(n) / time.Since(t0).Seconds(), nil
 }
 
 // riverBulk is River's own bulk insert (InsertManyFast) of the same number of
