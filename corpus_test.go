@@ -28,6 +28,14 @@ type badInput struct {
 
 const insertJob = `INSERT INTO errand.jobs (workspace_id, kind, args) VALUES `
 
+// Invoices and their lines as an app inserts them; invoiceThen makes
+// invoice ...c001 in $1 first, in the same implicit transaction.
+const (
+	newInvoice     = `INSERT INTO errand.invoices (workspace_id, number, customer_name, currency) VALUES `
+	newInvoiceItem = `INSERT INTO errand.invoice_items (invoice_id, workspace_id, quantity, unit_amount, tax_rate) VALUES `
+	invoiceThen    = `INSERT INTO errand.invoices (id, workspace_id, number, customer_name, currency) VALUES ('00000000-0000-0000-0000-00000000c001', $1, 'C-9', 'Ann', 'EUR'); `
+)
+
 // contractCorpus: what the SQL contract refuses for every kind.
 var contractCorpus = []badInput{
 	{name: "an unknown kind", sql: insertJob + `($1, 'pingg', '{}')`, code: "22023", message: `unknown job kind "pingg" (known kinds: `},
@@ -110,6 +118,15 @@ var contractCorpus = []badInput{
 	{name: "webhook_replay of NULL", sql: `SELECT errand.webhook_replay(NULL)`, code: "23503", message: "webhook message NULL does not exist"},
 	{name: "webhook_replay of something that is not a uuid", sql: `SELECT errand.webhook_replay('msg_1')`, code: "22P02", message: "invalid input syntax for type uuid"},
 	{name: "webhook_rotate_secret of an endpoint that does not exist", sql: `SELECT errand.webhook_rotate_secret('00000000-0000-0000-0000-000000000001')`, code: "23503", message: "webhook endpoint 00000000-0000-0000-0000-000000000001 does not exist"},
+	// Invoices (migrations/012_invoices.sql): what could never render.
+	{name: "invoice.render without invoice_id", sql: insertJob + `($1, 'invoice.render', '{"email_to": "ann@example.com"}')`, code: "22023", message: `args for kind "invoice.render" are missing required field(s): invoice_id`},
+	{name: "an invoice in an unknown currency", sql: newInvoice + `($1, 'C-1', 'Ann', 'EUX')`, code: "22023", message: "invoice currency 'EUX' is not an ISO 4217 code errand knows"},
+	{name: "an invoice without a currency", sql: newInvoice + `($1, 'C-1', 'Ann', NULL)`, code: "23502", message: "invoice currency is required"},
+	{name: "an invoice of a deleted workspace", sql: newInvoice + `($2, 'C-1', 'Ann', 'EUR')`, code: "23503", message: "does not exist in errand.workspaces"},
+	{name: "an invoice item with a negative quantity", sql: invoiceThen + newInvoiceItem + `('00000000-0000-0000-0000-00000000c001', $1, -1, 500, 0)`, code: "23514", message: "invoice item quantity must not be negative, got -1"},
+	{name: "an invoice item in another workspace than its invoice", sql: invoiceThen + newInvoiceItem + `('00000000-0000-0000-0000-00000000c001', $2, 1, 500, 0)`, code: "23503", message: "is not its invoice's"},
+	{name: "an invoice item of an invoice that does not exist", sql: newInvoiceItem + `('00000000-0000-0000-0000-00000000c002', $1, 1, 500, 0)`, code: "23503", message: "invoice 00000000-0000-0000-0000-00000000c002 does not exist"},
+	{name: "an invoice item with a tax rate over 100", sql: invoiceThen + newInvoiceItem + `('00000000-0000-0000-0000-00000000c001', $1, 1, 500, 120)`, code: "23514", message: "tax_rate is a percentage from 0 to 100"},
 }
 
 // pingCorpus: what only the worker can tell, failed at once.
@@ -132,6 +149,10 @@ var pingCorpus = []badInput{
 	{name: "webhook.dispatch with an event_id that is a number", sql: insertJob + `($1, 'webhook.dispatch', '{"event_type": "invoice.paid", "payload": {}, "event_id": 42}')`, failed: "decode args: json: cannot unmarshal number"},
 	{name: "webhook.deliver with ids that are not uuids", sql: insertJob + `($1, 'webhook.deliver', '{"message_id": "msg_1", "endpoint_id": "7"}')`, failed: `message_id "msg_1" is not a uuid`},
 	{name: "webhook.deliver of a message that does not exist", sql: insertJob + `($1, 'webhook.deliver', '{"message_id": "00000000-0000-0000-0000-000000000001", "endpoint_id": "00000000-0000-0000-0000-000000000002"}')`, failed: "does not exist in workspace"},
+	{name: "invoice.render with an invoice_id that is not a uuid", sql: insertJob + `($1, 'invoice.render', '{"invoice_id": "INV-1"}')`, failed: `invoice_id "INV-1" is not a uuid`},
+	{name: "invoice.render of an invoice that does not exist", sql: insertJob + `($1, 'invoice.render', '{"invoice_id": "00000000-0000-0000-0000-00000000c003"}')`, failed: "invoice 00000000-0000-0000-0000-00000000c003 does not exist in workspace"},
+	{name: "invoice.render with email_to that is a number", sql: insertJob + `($1, 'invoice.render', '{"invoice_id": "00000000-0000-0000-0000-00000000c003", "email_to": 7}')`, failed: `"email_to" must be an address or an array of addresses`},
+	{name: "invoice.render with email_to that is no address", sql: insertJob + `($1, 'invoice.render', '{"invoice_id": "00000000-0000-0000-0000-00000000c003", "email_to": "ann at example"}')`, failed: `email_to: "ann at example" is not an email address`},
 }
 
 // TestBadInputCorpus runs every malformed input against one daemon: each is

@@ -3,6 +3,7 @@ package errand
 import (
 	"github.com/errand-dev/errand/jobs"
 	"github.com/errand-dev/errand/jobs/email"
+	"github.com/errand-dev/errand/jobs/invoice"
 	"github.com/errand-dev/errand/jobs/ping"
 	"github.com/errand-dev/errand/jobs/webhook"
 )
@@ -16,5 +17,6 @@ func Builtin() []jobs.Kind {
 		ping.Kind(),
 		email.Kind(),
 		webhook.DispatchKind(), webhook.DeliverKind(),
+		invoice.Kind(),
 	}
 }

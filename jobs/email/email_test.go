@@ -5,6 +5,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"slices"
 	"strings"
 	"testing"
@@ -50,9 +51,53 @@ func TestEmailTemplatesLoadAndArePublishedAsTheTemplateEnum(t *testing.T) {
 	if !slices.Equal(k.RequiredArgs, []string{"to", "template"}) {
 		t.Errorf("required args %v", k.RequiredArgs)
 	}
-	if got := k.Info().ArgEnums["template"]; !slices.Equal(got, []string{"invite", "password_reset", "custom"}) {
-		t.Errorf("template enum %v, want the template directories and custom", got)
+	// The enum is the template directories, sorted, then custom: compared
+	// with the directory as read from disk, not a list written here, so a
+	// new template needs no change to this test.
+	got := k.Info().ArgEnums["template"]
+	if want := TemplateDirectories(t); !slices.Equal(got, want) {
+		t.Errorf("template enum %v, want the template directories and custom: %v", got, want)
 	}
+	if len(got) == 0 || got[len(got)-1] != TemplateCustom {
+		t.Errorf("template enum %v does not end with %s", got, TemplateCustom)
+	} else if dirs := got[:len(got)-1]; !slices.IsSorted(dirs) || slices.Contains(dirs, TemplateCustom) || len(slices.Compact(slices.Clone(dirs))) != len(dirs) {
+		t.Errorf("template enum %v: want the directories sorted, each once, then %s once", got, TemplateCustom)
+	}
+	// Templates other kinds or the README rely on.
+	for _, name := range []string{"invite", "password_reset", "invoice_receipt"} {
+		if !slices.Contains(got, name) {
+			t.Errorf("template enum %v lacks %s", got, name)
+		}
+		if templates[name] == nil {
+			t.Errorf("template %s did not load", name)
+		}
+	}
+	if len(templates) != len(got)-1 {
+		t.Errorf("%d templates loaded, %d in the enum besides custom", len(templates), len(got)-1)
+	}
+}
+
+// TemplateDirectories is what email.send should accept as "template", read
+// from disk rather than from the package: the directories under templates/
+// in name order (os.ReadDir sorts), then custom. Names starting with "." or
+// "_" are left out, as //go:embed leaves them out. For this package's tests
+// and, exported by this test file, send_test.go's.
+func TemplateDirectories(t testing.TB) []string {
+	t.Helper()
+	entries, err := os.ReadDir("templates")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, e := range entries {
+		if e.IsDir() && !strings.HasPrefix(e.Name(), ".") && !strings.HasPrefix(e.Name(), "_") {
+			names = append(names, e.Name())
+		}
+	}
+	if len(names) == 0 {
+		t.Fatal("no template directory under templates/")
+	}
+	return append(names, TemplateCustom)
 }
 
 func TestEmailTemplateDirectoriesMustBeComplete(t *testing.T) {
@@ -177,7 +222,7 @@ func TestEmailCheckRefusesBadArgs(t *testing.T) {
 		{"51 recipients", custom(func(a *Args) { a.To = many }), "to: 51 recipients, at most 50"},
 		{"a display name with a newline", custom(func(a *Args) { a.To = Recipients{"Ann\r\nBcc: x@evil.test <ann@example.com>"} }), "has a line break"},
 		{"a bad reply_to", custom(func(a *Args) { a.ReplyTo = "support at acme" }), `reply_to: "support at acme" is not an email address`},
-		{"an unknown template", custom(func(a *Args) { a.Template = "welcome" }), `unknown template "welcome" (templates: invite, password_reset, custom)`},
+		{"an unknown template", custom(func(a *Args) { a.Template = "no_such_template" }), `unknown template "no_such_template" (templates: ` + strings.Join(TemplateDirectories(t), ", ") + ")"},
 		{"custom without a subject", custom(func(a *Args) { a.Subject = "" }), `subject is required with template "custom"`},
 		{"a newline in the subject", custom(func(a *Args) { a.Subject = "Hi\nBcc: x@evil.test" }), "subject has a line break"},
 		{"custom without html or text", custom(func(a *Args) { a.Text = "" }), "html or text (or both) is required"},

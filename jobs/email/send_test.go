@@ -19,6 +19,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/errand-dev/errand/errandtest"
+	"github.com/errand-dev/errand/jobs/email"
 )
 
 // fakeResend is a real HTTP server speaking Resend's POST /emails: it records
@@ -675,12 +676,14 @@ func TestEmailBadInputIsRefusedAtInsertOrFailsAtOnce(t *testing.T) {
 		many[i] = fmt.Sprintf("%q", fmt.Sprintf("u%d@example.com", i))
 	}
 
+	// The allowed templates as the template directories list them.
+	templates := strings.Join(email.TemplateDirectories(t), ", ")
 	refused := []struct {
 		name, args, code, message string
 	}{
-		{"an unknown template", `{"to": "a@example.com", "template": "welcome"}`, "22023",
-			`errand: args field "template" of kind "email.send" must be one of: invite, password_reset, custom, got "welcome"`},
-		{"a template that is not a string", `{"to": "a@example.com", "template": 3}`, "22023", `must be one of: invite, password_reset, custom, got "3"`},
+		{"an unknown template", `{"to": "a@example.com", "template": "no_such_template"}`, "22023",
+			`errand: args field "template" of kind "email.send" must be one of: ` + templates + `, got "no_such_template"`},
+		{"a template that is not a string", `{"to": "a@example.com", "template": 3}`, "22023", `must be one of: ` + templates + `, got "3"`},
 		{"no template", `{"to": "a@example.com"}`, "22023", `errand: args for kind "email.send" are missing required field(s): template`},
 		{"no recipient", `{"template": "invite", "data": {"invite_url": "x"}}`, "22023", "missing required field(s): to"},
 	}

@@ -1,0 +1,189 @@
+package invoice_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/errand-dev/errand/errandtest"
+	"github.com/errand-dev/errand/jobs/invoice"
+)
+
+// What could never render is refused at INSERT (or UPDATE) with a clear
+// error. In sql, $1 is the workspace, $2 another one, $3 an invoice of $1,
+// $4 a deleted workspace.
+func TestInvoiceTablesRefuseWhatCouldNeverRender(t *testing.T) {
+	t.Parallel()
+	_, pool := errandtest.MigratedDB(t)
+	ws := errandtest.NewWorkspace(t, pool, "acme")
+	other := errandtest.NewWorkspace(t, pool, "globex")
+	gone := errandtest.NewWorkspace(t, pool, "gone")
+	ctx := context.Background()
+	if _, err := pool.Exec(ctx, `DELETE FROM errand.workspaces WHERE id = $1`, gone); err != nil {
+		t.Fatal(err)
+	}
+	inv := newInvoice(t, pool, ws, "INV-1", "EUR")
+	theirs := newInvoice(t, pool, other, "G-1", "EUR")
+	const newInv = `INSERT INTO errand.invoices (workspace_id, number, customer_name, currency) VALUES `
+	const newItem = `INSERT INTO errand.invoice_items (invoice_id, workspace_id, description, quantity, unit_amount, tax_rate) VALUES `
+	for _, tc := range []struct{ name, sql, code, message string }{
+		{"an unknown currency", newInv + `($1, 'X-1', 'Ann', 'EUX')`, "22023", `invoice currency 'EUX' is not an ISO 4217 code errand knows`},
+		{"a currency written as a symbol", newInv + `($1, 'X-1', 'Ann', '€')`, "22023", `invoice currency '€' is not an ISO 4217 code`},
+		{"a currency of two letters", newInv + `($1, 'X-1', 'Ann', 'EU')`, "22023", `invoice currency 'EU' is not an ISO 4217 code`},
+		{"the no-currency code XXX", newInv + `($1, 'X-1', 'Ann', 'XXX')`, "22023", `'XXX' is not an ISO 4217 code errand knows`},
+		{"no currency", newInv + `($1, 'X-1', 'Ann', NULL)`, "23502", "invoice currency is required"},
+		{"no invoice number", newInv + `($1, '  ', 'Ann', 'EUR')`, "23502", "invoice number is required"},
+		{"no customer name", newInv + `($1, 'X-1', NULL, 'EUR')`, "23502", "invoice customer_name is required"},
+		{"a number used twice in a workspace", newInv + `($1, 'INV-1', 'Ann', 'EUR')`, "23505", "invoices_number_key"},
+		{"a status errand does not know", `INSERT INTO errand.invoices (workspace_id, number, customer_name, currency, status) VALUES ($1, 'X-1', 'Ann', 'EUR', 'sent')`, "23514", "invoice status must be one of: draft, open, paid, void, uncollectible, got 'sent'"},
+		{"a due date before the issue date", `INSERT INTO errand.invoices (workspace_id, number, customer_name, currency, issued_at, due_at) VALUES ($1, 'X-1', 'Ann', 'EUR', '2026-03-01', '2026-02-01')`, "23514", "invoice due_at 2026-02-01 is before issued_at 2026-03-01"},
+		{"an invoice without a workspace", newInv + `(NULL, 'X-1', 'Ann', 'EUR')`, "23502", "invoice workspace_id is required"},
+		{"an invoice of a deleted workspace", newInv + `($4, 'X-1', 'Ann', 'EUR')`, "23503", "does not exist in errand.workspaces"},
+		{"an invoice moved to another workspace", `UPDATE errand.invoices SET workspace_id = $2 WHERE id = $3`, "23514", "an invoice cannot move to another workspace"},
+		{"a negative quantity", newItem + `($3, $1, 'Refund', -1, 500, 0)`, "23514", "invoice item quantity must not be negative, got -1 (credit with a negative unit_amount)"},
+		{"a quantity with 7 decimals", newItem + `($3, $1, 'Dust', 0.0000001, 500, 0)`, "23514", "at most 6 decimals"},
+		{"a quantity of a billion", newItem + `($3, $1, 'Lots', 1000000000, 500, 0)`, "23514", "must be below 1000000000"},
+		{"an item in another workspace than its invoice", newItem + `($3, $2, 'Tea', 1, 500, 0)`, "23503", "invoice item's workspace_id " + other + " is not its invoice's"},
+		{"an item put on another workspace's invoice", newItem + `($5, $1, 'Tea', 1, 500, 0)`, "23503", "invoice item's workspace_id " + ws + " is not its invoice's"},
+		{"an item of an invoice that does not exist", newItem + `('00000000-0000-0000-0000-000000000001', $1, 'Tea', 1, 500, 0)`, "23503", "invoice 00000000-0000-0000-0000-000000000001 does not exist"},
+		{"an item without an invoice", newItem + `(NULL, $1, 'Tea', 1, 500, 0)`, "23502", "invoice item invoice_id is required"},
+		{"an item without a workspace", newItem + `($3, NULL, 'Tea', 1, 500, 0)`, "23502", "invoice item workspace_id is required"},
+		{"an item without an amount", newItem + `($3, $1, 'Tea', 1, NULL, 0)`, "23502", "invoice item unit_amount is required (in minor units"},
+		{"an amount written as text with decimals", newItem + `($3, $1, 'Tea', 1, '4.99', 0)`, "22P02", `invalid input syntax for type bigint: "4.99"`},
+		{"a tax rate over 100", newItem + `($3, $1, 'Tea', 1, 500, 120)`, "23514", "invoice item tax_rate is a percentage from 0 to 100 with at most 4 decimals (20 is 20 %), got 120"},
+		{"a tax rate as a fraction", newItem + `($3, $1, 'Tea', 1, 500, -0.2)`, "23514", "got -0.2"},
+		{"an item's quantity updated below zero", `UPDATE errand.invoice_items SET quantity = -2 WHERE invoice_id = $3`, "23514", "quantity must not be negative"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if tc.name == "an item's quantity updated below zero" {
+				if _, err := pool.Exec(ctx, newItem[:len(newItem)-8]+` VALUES ($1, $2, 'Tea', 1, 500, 0)`, inv, ws); err != nil {
+					t.Fatal(err)
+				}
+			}
+			sql := strings.NewReplacer("$1", "'"+ws+"'", "$2", "'"+other+"'", "$3", "'"+inv+"'", "$4", "'"+gone+"'", "$5", "'"+theirs+"'").Replace(tc.sql)
+			_, err := pool.Exec(ctx, sql)
+			var pgErr *pgconn.PgError
+			if !errors.As(err, &pgErr) {
+				t.Fatalf("want a PostgreSQL error, got %v", err)
+			}
+			if pgErr.Code != tc.code || !strings.Contains(pgErr.Message, tc.message) {
+				t.Errorf("got %s %q, want %s containing %q", pgErr.Code, pgErr.Message, tc.code, tc.message)
+			}
+		})
+	}
+	if n := count(t, pool, `SELECT count(*) FROM errand.invoices`); n != 2 {
+		t.Errorf("%d invoices, want the 2 made above", n)
+	}
+}
+
+func TestLowercaseCurrencyIsStoredInCapitals(t *testing.T) {
+	t.Parallel()
+	_, pool := errandtest.MigratedDB(t)
+	ws := errandtest.NewWorkspace(t, pool, "acme")
+	id := newInvoice(t, pool, ws, "INV-1", "eur")
+	var cur string
+	if err := pool.QueryRow(context.Background(), `SELECT currency FROM errand.invoices WHERE id = $1`, id).Scan(&cur); err != nil || cur != "EUR" {
+		t.Errorf("currency %q, %v", cur, err)
+	}
+}
+
+// Codes ISO 4217 introduced after x/text's CLDR 32 data are accepted.
+func TestCurrenciesNewerThanCLDR32AreAccepted(t *testing.T) {
+	t.Parallel()
+	_, pool := errandtest.MigratedDB(t)
+	ws := errandtest.NewWorkspace(t, pool, "acme")
+	for _, code := range []string{"MRU", "ves", "SLE"} {
+		id := newInvoice(t, pool, ws, "INV-"+code, code)
+		var cur string
+		var exp int
+		if err := pool.QueryRow(context.Background(), `
+			SELECT i.currency, c.exponent FROM errand.invoices i JOIN errand.invoice_currencies c ON c.code = i.currency
+			WHERE i.id = $1`, id).Scan(&cur, &exp); err != nil || cur != strings.ToUpper(code) || exp != 2 {
+			t.Errorf("%s: currency %q exponent %d, %v", code, cur, exp, err)
+		}
+	}
+}
+
+// errand.invoice_currencies, which the INSERT check reads, is exactly the
+// table the renderer formats with: invoice.Exponent, x/text's codes with
+// ISO 4217's exponents.
+func TestCurrencyTableIsExponents(t *testing.T) {
+	t.Parallel()
+	_, pool := errandtest.MigratedDB(t)
+	rows, err := pool.Query(context.Background(), `SELECT code, exponent FROM errand.invoice_currencies ORDER BY code`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	type cur struct {
+		Code     string
+		Exponent int16
+	}
+	inDB, err := pgx.CollectRows(rows, pgx.RowToStructByPos[cur])
+	if err != nil {
+		t.Fatal(err)
+	}
+	var inGo []cur
+	for a := 'A'; a <= 'Z'; a++ {
+		for b := 'A'; b <= 'Z'; b++ {
+			for c := 'A'; c <= 'Z'; c++ {
+				code := string([]rune{a, b, c})
+				if exp, err := invoice.Exponent(code); err == nil {
+					inGo = append(inGo, cur{code, int16(exp)})
+				}
+			}
+		}
+	}
+	if fmt.Sprint(inDB) != fmt.Sprint(inGo) {
+		t.Errorf("errand.invoice_currencies has %d codes, invoice.Exponent %d; they differ:\ndb %v\ngo %v", len(inDB), len(inGo), inDB, inGo)
+	}
+}
+
+// Row level security: a scoped transaction sees its own workspace's
+// invoices, lines and documents only.
+func TestInvoiceTablesAreTenantScoped(t *testing.T) {
+	t.Parallel()
+	url, pool := errandtest.MigratedDB(t)
+	ws := errandtest.NewWorkspace(t, pool, "acme")
+	other := errandtest.NewWorkspace(t, pool, "globex")
+	errandtest.StartDaemon(t, url, nil)
+	mine := newInvoice(t, pool, ws, "A-1", "EUR", item{"Tea", "1", 500, "0"})
+	theirs := newInvoice(t, pool, other, "G-1", "EUR", item{"Coffee", "1", 500, "0"})
+	for _, id := range []string{mine, theirs} {
+		w := ws
+		if id == theirs {
+			w = other
+		}
+		if j := render(t, pool, w, renderArgs(id, "")); j.Status != "completed" {
+			t.Fatalf("render: %+v", j)
+		}
+	}
+	ctx := context.Background()
+	var role string
+	if err := pool.QueryRow(ctx, `SELECT value FROM errand.settings WHERE name = 'tenant_role'`).Scan(&role); err != nil {
+		t.Fatal(err)
+	}
+	err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `SELECT set_config('app.current_workspace_id', $1, true), set_config('role', $2, true)`, ws, role); err != nil {
+			return err
+		}
+		for _, table := range []string{"errand.invoices", "errand.invoice_items", "errand.invoice_documents"} {
+			var n int
+			var all bool
+			if err := tx.QueryRow(ctx, `SELECT count(*), bool_and(workspace_id = $1) FROM `+table, ws).Scan(&n, &all); err != nil {
+				return err
+			}
+			if n != 1 || !all {
+				t.Errorf("%s: the scoped transaction sees %d rows (all its own: %v), want its 1", table, n, all)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
