@@ -2,9 +2,11 @@ package errand
 
 import (
 	"github.com/errand-dev/errand/jobs"
+	"github.com/errand-dev/errand/jobs/digest"
 	"github.com/errand-dev/errand/jobs/email"
 	"github.com/errand-dev/errand/jobs/invoice"
 	"github.com/errand-dev/errand/jobs/ping"
+	"github.com/errand-dev/errand/jobs/usagereport"
 	"github.com/errand-dev/errand/jobs/webhook"
 )
 
@@ -17,6 +19,8 @@ func Builtin() []jobs.Kind {
 		ping.Kind(),
 		email.Kind(),
 		webhook.DispatchKind(), webhook.DeliverKind(),
+		digest.Kind(),
+		usagereport.Kind(),
 		invoice.Kind(),
 	}
 }

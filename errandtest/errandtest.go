@@ -106,8 +106,11 @@ func FreeAddr(t testing.TB) string {
 func Env(m map[string]string) func(string) string { return func(k string) string { return m[k] } }
 
 // DaemonEnv is the environment StartDaemon uses: env on top of test
-// defaults (a free loopback HTTP address, JSON logs, 20 ms first retry, and
-// email capture unless env sets RESEND_API_KEY).
+// defaults (a free loopback HTTP address, JSON logs, 20 ms first retry,
+// email capture unless env sets RESEND_API_KEY, and every recurring
+// schedule off unless env sets ERRAND_SCHEDULES: a test drives time with
+// `errand schedules tick`, and a daemon that happens to run at Monday 08:00
+// UTC makes no usage reports it did not ask for).
 func DaemonEnv(t testing.TB, dbURL string, env map[string]string) map[string]string {
 	t.Helper()
 	vars := map[string]string{
@@ -115,6 +118,7 @@ func DaemonEnv(t testing.TB, dbURL string, env map[string]string) map[string]str
 		"ERRAND_HTTP_ADDR":  FreeAddr(t),
 		"ERRAND_LOG_FORMAT": "json",
 		"ERRAND_RETRY_BASE": "20ms",
+		"ERRAND_SCHEDULES":  "*=off",
 	}
 	if env["RESEND_API_KEY"] == "" {
 		vars["ERRAND_EMAIL_CAPTURE"] = "true"

@@ -71,6 +71,9 @@ type Kind struct {
 	ArgEnums map[string][]string
 	// Env are the environment variables the kind reads (see WithEnv).
 	Env []EnvVar
+	// Schedules are the kind's entries in errand's cron table (see
+	// WithSchedule and package schedules).
+	Schedules []Schedule
 
 	register func(w *river.Workers, st *store.Store)
 	setup    SetupFunc
@@ -387,4 +390,39 @@ func WorkspaceOf(row *rivertype.JobRow) string {
 func IsDecodeError(err error) bool {
 	var d *decodeError
 	return errors.As(err, &d)
+}
+
+// Schedule is a recurring entry a kind adds to errand's cron table (package
+// schedules, which runs it): whenever Spec fires, the elected leader
+// enqueues one fan-out job for that period, unique per period, and the
+// fan-out job calls Tick. A period runs once however often it is enqueued.
+type Schedule struct {
+	// Name names the entry in ERRAND_SCHEDULES and `errand schedules list`:
+	// lowercase letters, digits and underscores.
+	Name string
+	// Spec is the default expression: cron's five fields (robfig/cron's
+	// standard syntax), in UTC unless prefixed with CRON_TZ=<zone>, or
+	// "@every <duration>" (aligned to the Unix epoch, at least 1m).
+	// ERRAND_SCHEDULES overrides it.
+	Spec string
+	// EveryEnv, when set, names one of the kind's variables (WithEnv)
+	// holding a duration: the default becomes "@every <its value>".
+	EveryEnv string
+	// Description is shown by `errand schedules list`.
+	Description string
+	// Pending reports whether the period that began at has anything to do
+	// (one indexed query): when it is false no fan-out job is enqueued, so
+	// an idle system makes no jobs. Nil means always.
+	Pending func(ctx context.Context, db store.DB, at time.Time) (bool, error)
+	// Tick does the period's work in tx, the transaction that completes the
+	// fan-out job, as errand's own role with no workspace scope: list
+	// workspaces (store.ForEachWorkspace, or an index of errand's own) and
+	// enqueue per-workspace jobs through the SQL contract (errand.jobs). It
+	// returns how many jobs it enqueued.
+	Tick func(ctx context.Context, tx pgx.Tx, at time.Time) (int, error)
+}
+
+// WithSchedule adds an entry to errand's cron table for the kind.
+func WithSchedule(s Schedule) Option {
+	return func(k *Kind) { k.Schedules = append(k.Schedules, s) }
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/errand-dev/errand/internal/config"
 	"github.com/errand-dev/errand/internal/maintenance"
 	"github.com/errand-dev/errand/jobs"
+	"github.com/errand-dev/errand/schedules"
 	"github.com/errand-dev/errand/store"
 )
 
@@ -31,7 +32,7 @@ type engine struct {
 	beatDone  chan struct{}
 }
 
-func startEngine(ctx context.Context, cfg config.Config, reg *jobs.Registry, logger *slog.Logger, pollOnly, guard bool,
+func startEngine(ctx context.Context, cfg config.Config, reg *jobs.Registry, table *schedules.Table, logger *slog.Logger, pollOnly, guard bool,
 	onStart func(*rivertype.JobRow), t rescueTiming) (*engine, error) {
 	id := clientID()
 	// Setup must not hang on a database that swallows packets; the client
@@ -70,7 +71,7 @@ func startEngine(ctx context.Context, cfg config.Config, reg *jobs.Registry, log
 		st.Close()
 		return nil, fmt.Errorf("register replica: %w", err)
 	}
-	client, err := newRiverClient(st, id, cfg, reg, logger, pollOnly, onStart)
+	client, err := newRiverClient(st, id, cfg, reg, table, logger, pollOnly, onStart)
 	if err != nil {
 		st.Close()
 		return nil, err

@@ -26,6 +26,7 @@ import (
 	"github.com/errand-dev/errand/internal/maintenance"
 	"github.com/errand-dev/errand/jobs"
 	"github.com/errand-dev/errand/migrations"
+	"github.com/errand-dev/errand/schedules"
 	"github.com/errand-dev/errand/store"
 )
 
@@ -41,6 +42,11 @@ type Hooks struct {
 // Run is `errand run`: it works jobs until ctx is cancelled, then shuts down
 // gracefully (see shutdown) and returns nil.
 func Run(ctx context.Context, cfg config.Config, reg *jobs.Registry, logger *slog.Logger, hooks Hooks) error {
+	// The cron table (ERRAND_SCHEDULES) is checked before anything starts.
+	table, err := schedules.Load(cfg.Getenv, reg.Kinds())
+	if err != nil {
+		return fmt.Errorf("configuration:\n%w", err)
+	}
 	// A small pool for checks, readiness and the rescuer; jobs use their
 	// engine's pool of ERRAND_DB_MAX_CONNS, the kinds' pages one of their own.
 	st, err := store.Open(ctx, cfg.DatabaseURL, store.Options{MaxConns: 4, SkipScopeCheck: true})
@@ -123,7 +129,7 @@ func Run(ctx context.Context, cfg config.Config, reg *jobs.Registry, logger *slo
 
 	first := true
 	for {
-		e, err := startEngine(ctx, cfg, reg, logger, pollOnly, guard, hooks.OnJobStart, timing)
+		e, err := startEngine(ctx, cfg, reg, table, logger, pollOnly, guard, hooks.OnJobStart, timing)
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil
@@ -197,7 +203,7 @@ func rescueTimings(rescueAfter time.Duration) rescueTiming {
 	return rescueTiming{lease: rescueAfter * 6 / 10, fenceAfter: rescueAfter * 4 / 10, interval: rescueAfter / 10}
 }
 
-func newRiverClient(st *store.Store, id string, cfg config.Config, reg *jobs.Registry, logger *slog.Logger, pollOnly bool, onStart func(*rivertype.JobRow)) (*river.Client[pgx.Tx], error) {
+func newRiverClient(st *store.Store, id string, cfg config.Config, reg *jobs.Registry, table *schedules.Table, logger *slog.Logger, pollOnly bool, onStart func(*rivertype.JobRow)) (*river.Client[pgx.Tx], error) {
 	queues := make(map[string]river.QueueConfig, len(cfg.Queues))
 	for name, n := range cfg.Queues {
 		if n > 0 { // 0: this replica leaves the queue to others
@@ -211,11 +217,16 @@ func newRiverClient(st *store.Store, id string, cfg config.Config, reg *jobs.Reg
 		// each attempt with more context.
 		riverLogger = QuietLogger(logger)
 	}
+	// The cron table's fan-out jobs are River's own kind, worked here and
+	// enqueued by the leader's periodic jobs (see package schedules).
+	workers := reg.Workers(st)
+	table.AddWorker(workers, st.Pool(), logger)
 	client, err := river.NewClient(riverpgxv5.New(st.Pool()), &river.Config{
 		Schema:              migrations.Schema,
 		ID:                  id,
 		Queues:              queues,
-		Workers:             reg.Workers(st),
+		Workers:             workers,
+		PeriodicJobs:        table.PeriodicJobs(st, logger, time.Now),
 		FetchCooldown:       cfg.FetchCooldown,
 		FetchPollInterval:   cfg.FetchPollInterval,
 		FetchOnlyKnownKinds: true,

@@ -1,0 +1,129 @@
+package cli
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"text/tabwriter"
+	"time"
+
+	"github.com/riverqueue/river"
+	"github.com/riverqueue/river/riverdriver/riverpgxv5"
+
+	"github.com/errand-dev/errand/internal/config"
+	"github.com/errand-dev/errand/jobs"
+	"github.com/errand-dev/errand/migrations"
+	"github.com/errand-dev/errand/schedules"
+	"github.com/errand-dev/errand/store"
+)
+
+// schedulesHelp is added to `errand help` (the commands and the table's own
+// variables; config lists the rest).
+func schedulesHelp() string {
+	return `
+Schedules:
+  schedules list [--at T]                     each schedule entry with its next three times (after T, RFC 3339; default now)
+  schedules tick --at T [--schedule NAME]     enqueue each entry's period as of T unless it ran or has nothing to do
+                                              (backfill; tests drive time with it); NAME also runs an entry that is off
+
+Schedule variables:
+` + schedules.Help()
+}
+
+// runSchedules is `errand schedules list|tick`.
+func runSchedules(ctx context.Context, cfg config.Config, kinds []jobs.Kind, args []string, stdout io.Writer) error {
+	table, err := schedules.Load(cfg.Getenv, kinds)
+	if err != nil {
+		return fmt.Errorf("configuration:\n%w", err)
+	}
+	if len(args) == 0 {
+		return fmt.Errorf("%w: errand schedules list [--at T] | errand schedules tick --at T [--schedule NAME]", ErrUsage)
+	}
+	fs := flag.NewFlagSet("schedules "+args[0], flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	atText := fs.String("at", "", "RFC 3339 time")
+	only := fs.String("schedule", "", "one entry")
+	if err := fs.Parse(args[1:]); err != nil {
+		return fmt.Errorf("%w: schedules %s: %v", ErrUsage, args[0], err)
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("%w: schedules %s: unexpected %q", ErrUsage, args[0], fs.Args())
+	}
+	at := time.Now()
+	if *atText != "" {
+		if at, err = time.Parse(time.RFC3339, *atText); err != nil {
+			return fmt.Errorf("%w: --at %q is not an RFC 3339 time such as 2026-11-27T08:00:00+01:00", ErrUsage, *atText)
+		}
+	}
+	switch args[0] {
+	case "list":
+		if *only != "" {
+			return fmt.Errorf("%w: schedules list takes no --schedule", ErrUsage)
+		}
+		return listSchedules(table, at, stdout)
+	case "tick":
+		if *atText == "" {
+			return fmt.Errorf("%w: schedules tick needs --at <RFC 3339 time>", ErrUsage)
+		}
+		if cfg.DatabaseURL == "" {
+			return fmt.Errorf("DATABASE_URL is not set")
+		}
+		return tickSchedules(ctx, cfg, table, at, *only, stdout)
+	default:
+		return fmt.Errorf("%w: unknown schedules command %q (list, tick)", ErrUsage, args[0])
+	}
+}
+
+func listSchedules(table *schedules.Table, at time.Time, stdout io.Writer) error {
+	entries := table.Entries()
+	if len(entries) == 0 {
+		return schedules.ErrNoSchedules
+	}
+	w := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(w, "NAME\tKIND\tSCHEDULE\tNEXT")
+	for _, e := range entries {
+		spec := e.Spec
+		if e.Off {
+			spec = "off (default " + e.Default + ")"
+		} else if e.Spec != e.Default {
+			spec += " (ERRAND_SCHEDULES; default " + e.Default + ")"
+		}
+		next := "-"
+		for i, t := range e.Next(at, 3) {
+			if i == 0 {
+				next = ""
+			} else {
+				next += ", "
+			}
+			next += t.UTC().Format(time.RFC3339)
+		}
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\n", e.Name, e.Kind, spec, next)
+	}
+	return w.Flush()
+}
+
+func tickSchedules(ctx context.Context, cfg config.Config, table *schedules.Table, at time.Time, only string, stdout io.Writer) error {
+	st, err := store.Open(ctx, cfg.DatabaseURL, store.Options{MaxConns: 2, SkipScopeCheck: true})
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	if err := migrations.Check(ctx, st.Pool()); err != nil {
+		return err
+	}
+	// An insert-only River client: no workers, no queues.
+	client, err := river.NewClient(riverpgxv5.New(st.Pool()), &river.Config{Schema: migrations.Schema})
+	if err != nil {
+		return fmt.Errorf("river client: %w", err)
+	}
+	results, err := table.Tick(ctx, client, st, at, only)
+	for _, r := range results {
+		line := fmt.Sprintf("%s\t%s\t%s", r.Schedule, r.Period.Format(time.RFC3339), r.Status)
+		if r.JobID != 0 {
+			line += fmt.Sprintf("\tjob %d", r.JobID)
+		}
+		fmt.Fprintln(stdout, line)
+	}
+	return err
+}

@@ -1,0 +1,197 @@
+package usagereport
+
+// The kind's queries (tables in migration 013_schedules.sql). The tick runs
+// unscoped; the job reads and writes in its workspace's scope, and filters
+// River's table by workspace explicitly (it is not forced to).
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/errand-dev/errand/store"
+)
+
+func anyWorkspace(ctx context.Context, db store.DB) (bool, error) {
+	var ok bool
+	if err := db.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM errand.workspaces)`).Scan(&ok); err != nil {
+		return false, fmt.Errorf("look for workspaces: %w", err)
+	}
+	return ok, nil
+}
+
+// enqueueReports enqueues one usage_report.generate per workspace for week
+// through the SQL contract, unique per workspace and week.
+func enqueueReports(ctx context.Context, tx pgx.Tx, week string) (int, error) {
+	var ids []string
+	if err := store.ForEachWorkspace(ctx, tx, func(id string) error { ids = append(ids, id); return nil }); err != nil {
+		return 0, err
+	}
+	tag, err := tx.Exec(ctx, `
+		INSERT INTO errand.jobs (workspace_id, kind, args, idempotency_key)
+		SELECT w, $2, jsonb_build_object('week', $3::text), 'usage_report/' || $3
+		FROM unnest($1::uuid[]) AS w`, ids, Name, week)
+	if err != nil {
+		return 0, fmt.Errorf("enqueue usage reports: %w", err)
+	}
+	return int(tag.RowsAffected()), nil
+}
+
+func reportExists(ctx context.Context, tx pgx.Tx, week string) (bool, error) {
+	var ok bool
+	if err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM errand.usage_reports WHERE week = $1)`, week).Scan(&ok); err != nil {
+		return false, fmt.Errorf("read usage report: %w", err)
+	}
+	return ok, nil
+}
+
+// summarize reads the scoped workspace's week starting at from.
+func summarize(ctx context.Context, tx pgx.Tx, workspaceID string, jobID int64, week string, from time.Time) (Summary, error) {
+	to := from.AddDate(0, 0, 7)
+	s := Summary{Week: week, From: from.Format(time.DateOnly), To: to.AddDate(0, 0, -1).Format(time.DateOnly), Metrics: []Metric{}, Jobs: []Jobs{}}
+	ws, err := store.CurrentWorkspace(ctx, tx)
+	if err != nil {
+		return s, err
+	}
+	s.Plan = ws.Plan
+
+	metrics := map[string]*Metric{}
+	metric := func(name string) *Metric {
+		if metrics[name] == nil {
+			metrics[name] = &Metric{Metric: name, Daily: make([]int64, 7)}
+		}
+		return metrics[name]
+	}
+	rows, err := tx.Query(ctx, `
+		SELECT metric, floor(extract(epoch FROM occurred_at - $1) / 86400)::int AS day, sum(quantity)::bigint
+		FROM errand.usage_events
+		WHERE occurred_at >= $1 - interval '7 days' AND occurred_at < $2
+		GROUP BY 1, 2`, from, to)
+	if err != nil {
+		return s, fmt.Errorf("read usage: %w", err)
+	}
+	var name string
+	var day int
+	var qty int64
+	_, err = pgx.ForEachRow(rows, []any{&name, &day, &qty}, func() error {
+		m := metric(name)
+		if day < 0 {
+			m.Previous += qty
+		} else {
+			m.Total += qty
+			m.Daily[day] += qty
+		}
+		return nil
+	})
+	if err != nil {
+		return s, fmt.Errorf("read usage: %w", err)
+	}
+	rows, err = tx.Query(ctx, `SELECT metric, weekly_limit FROM errand.plan_limits WHERE plan = $1`, ws.Plan)
+	if err != nil {
+		return s, fmt.Errorf("read plan limits: %w", err)
+	}
+	var limit int64
+	_, err = pgx.ForEachRow(rows, []any{&name, &limit}, func() error {
+		l := limit
+		metric(name).Limit = &l
+		return nil
+	})
+	if err != nil {
+		return s, fmt.Errorf("read plan limits: %w", err)
+	}
+	for _, n := range slices.Sorted(func(yield func(string) bool) {
+		for k := range metrics {
+			if !yield(k) {
+				return
+			}
+		}
+	}) {
+		m := metrics[n]
+		m.Change = m.Total - m.Previous
+		m.ChangePct = pct(m.Change, m.Previous)
+		if m.Limit != nil {
+			m.LimitUsedPct = pct(m.Total, *m.Limit)
+		}
+		s.Metrics = append(s.Metrics, *m)
+	}
+
+	rows, err = tx.Query(ctx, `
+		SELECT kind,
+		       CASE state WHEN 'running' THEN 'processing' WHEN 'completed' THEN 'completed'
+		                  WHEN 'discarded' THEN 'failed' WHEN 'cancelled' THEN 'failed' ELSE 'pending' END AS status,
+		       count(*)
+		FROM errand.river_job
+		WHERE (metadata ->> 'workspace_id')::uuid = $1 AND created_at >= $2 AND created_at < $3 AND id <> $4
+		GROUP BY 1, 2 ORDER BY 1, 2`, workspaceID, from, to, jobID)
+	if err != nil {
+		return s, fmt.Errorf("read jobs: %w", err)
+	}
+	if s.Jobs, err = pgx.CollectRows(rows, pgx.RowToStructByPos[Jobs]); err != nil {
+		return s, fmt.Errorf("read jobs: %w", err)
+	}
+	err = tx.QueryRow(ctx, `
+		SELECT count(*) FILTER (WHERE status IN ('sent', 'captured')), count(*) FILTER (WHERE status = 'failed')
+		FROM errand.emails WHERE created_at >= $1 AND created_at < $2`, from, to).Scan(&s.Emails.Sent, &s.Emails.Failed)
+	if err != nil {
+		return s, fmt.Errorf("read emails: %w", err)
+	}
+	err = tx.QueryRow(ctx, `
+		SELECT count(DISTINCT (message_id, endpoint_id)) FILTER (WHERE status_code BETWEEN 200 AND 299),
+		       count(*) FILTER (WHERE status_code IS NULL OR status_code NOT BETWEEN 200 AND 299)
+		FROM errand.webhook_attempts WHERE created_at >= $1 AND created_at < $2`, from, to).Scan(&s.Webhooks.Delivered, &s.Webhooks.FailedAttempts)
+	if err != nil {
+		return s, fmt.Errorf("read webhook deliveries: %w", err)
+	}
+	var used bool
+	for _, m := range s.Metrics {
+		used = used || m.Total > 0
+	}
+	s.Empty = !used && len(s.Jobs) == 0 && s.Emails == (Emails{}) && s.Webhooks == (Webhooks{})
+	return s, nil
+}
+
+func storeReport(ctx context.Context, tx pgx.Tx, week string, s Summary, jobID int64) error {
+	b, err := json.Marshal(s)
+	if err != nil {
+		return err
+	}
+	_, err = tx.Exec(ctx, `
+		INSERT INTO errand.usage_reports (workspace_id, week, summary, job_id)
+		VALUES (current_setting('app.current_workspace_id')::uuid, $1, $2, $3)`, week, b, jobID)
+	if err != nil {
+		return fmt.Errorf("store usage report: %w", err)
+	}
+	return nil
+}
+
+// recipients are the scoped workspace's owners and admins, at most 50
+// (email.send's limit), owners first.
+func recipients(ctx context.Context, tx pgx.Tx) ([]string, error) {
+	rows, err := tx.Query(ctx, `
+		SELECT u.email FROM errand.workspace_members m JOIN errand.users u ON u.id = m.user_id
+		WHERE m.role IN ('owner', 'admin')
+		ORDER BY m.role = 'owner' DESC, u.email LIMIT 50`)
+	if err != nil {
+		return nil, fmt.Errorf("read report recipients: %w", err)
+	}
+	to, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return nil, fmt.Errorf("read report recipients: %w", err)
+	}
+	return to, nil
+}
+
+func enqueueEmail(ctx context.Context, tx pgx.Tx, workspaceID string, to []string, data map[string]any, key string) error {
+	_, err := tx.Exec(ctx, `
+		INSERT INTO errand.jobs (workspace_id, kind, args, idempotency_key)
+		VALUES ($1, 'email.send', jsonb_build_object('to', to_jsonb($2::text[]), 'template', $3::text, 'data', $4::jsonb), $5)`,
+		workspaceID, to, Template, data, key)
+	if err != nil {
+		return fmt.Errorf("enqueue usage report email: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,302 @@
+package usagereport_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/errand-dev/errand"
+	"github.com/errand-dev/errand/errandtest"
+	"github.com/errand-dev/errand/jobs/usagereport"
+)
+
+// daemonEnv: frequent polls; the leader's own ticks off, so only the
+// test's ticks (--schedule) move time.
+var daemonEnv = map[string]string{"ERRAND_FETCH_POLL_INTERVAL": "50ms", "ERRAND_SCHEDULES": "digests=off;usage_reports=off"}
+
+func exec(t *testing.T, pool *pgxpool.Pool, sql string, args ...any) {
+	t.Helper()
+	if _, err := pool.Exec(context.Background(), sql, args...); err != nil {
+		t.Fatalf("%s: %v", sql, err)
+	}
+}
+
+func count(t *testing.T, pool *pgxpool.Pool, sql string, args ...any) int {
+	t.Helper()
+	var n int
+	if err := pool.QueryRow(context.Background(), sql, args...).Scan(&n); err != nil {
+		t.Fatalf("%s: %v", sql, err)
+	}
+	return n
+}
+
+func member(t *testing.T, pool *pgxpool.Pool, ws, email, role string) {
+	t.Helper()
+	var id string
+	if err := pool.QueryRow(context.Background(), `INSERT INTO errand.users (email) VALUES ($1) RETURNING id::text`, email).Scan(&id); err != nil {
+		t.Fatal(err)
+	}
+	exec(t, pool, `INSERT INTO errand.workspace_members (workspace_id, user_id, role) VALUES ($1, $2, $3)`, ws, id, role)
+}
+
+func event(t *testing.T, pool *pgxpool.Pool, ws, metric string, qty int, at string) {
+	t.Helper()
+	exec(t, pool, `INSERT INTO errand.usage_events (workspace_id, metric, quantity, occurred_at) VALUES ($1, $2, $3, $4)`, ws, metric, qty, at)
+}
+
+// tick runs `errand schedules tick --at at --schedule usage_reports` and
+// waits until every job has ended.
+func tick(t *testing.T, url string, pool *pgxpool.Pool, at string) string {
+	t.Helper()
+	var out bytes.Buffer
+	err := errand.Main(context.Background(), []string{"schedules", "tick", "--at", at, "--schedule", "usage_reports"},
+		errandtest.Env(map[string]string{"DATABASE_URL": url}), &out, &out)
+	if err != nil {
+		t.Fatalf("tick: %v\n%s", err, out.String())
+	}
+	deadline := time.Now().Add(60 * time.Second)
+	for count(t, pool, `SELECT count(*) FROM errand.jobs WHERE status IN ('pending', 'processing')`) > 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("jobs pending after 60s")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return out.String()
+}
+
+func summary(t *testing.T, pool *pgxpool.Pool, ws, week string) map[string]any {
+	t.Helper()
+	var b []byte
+	err := pool.QueryRow(context.Background(), `SELECT summary FROM errand.usage_reports WHERE workspace_id = $1 AND week = $2`, ws, week).Scan(&b)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	var m map[string]any
+	if err := json.Unmarshal(b, &m); err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+func decode(t *testing.T, s string) map[string]any {
+	t.Helper()
+	var m map[string]any
+	if err := json.Unmarshal([]byte(s), &m); err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+// The report's numbers against a hand-computed fixture: the week's edges
+// (Monday 00:00 in, the next Monday 00:00 out), the previous week, another
+// workspace's events left out, plan limits, and errand's own activity.
+func TestReportNumbersMatchTheFixture(t *testing.T) {
+	url, pool := errandtest.MigratedDB(t)
+	errandtest.StartDaemon(t, url, daemonEnv)
+	acme := errandtest.NewWorkspace(t, pool, "acme")
+	globex := errandtest.NewWorkspace(t, pool, "globex")
+	exec(t, pool, `UPDATE errand.workspaces SET plan = 'pro' WHERE id = $1`, acme)
+	exec(t, pool, `INSERT INTO errand.plan_limits (plan, metric, weekly_limit) VALUES ('pro', 'api_calls', 1000), ('pro', 'seats', 10), ('free', 'api_calls', 100)`)
+	member(t, pool, acme, "carl@example.com", "member")
+	member(t, pool, acme, "bob@example.com", "admin")
+	member(t, pool, acme, "ann@example.com", "owner")
+
+	// Week 2030-W02: Monday 2030-01-07 to Sunday 2030-01-13.
+	event(t, pool, acme, "api_calls", 100, "2030-01-07T00:00:00Z") // Monday, the first instant
+	event(t, pool, acme, "api_calls", 50, "2030-01-08T12:00:00Z")
+	event(t, pool, acme, "api_calls", 25, "2030-01-13T23:59:59Z")  // Sunday, the last second
+	event(t, pool, acme, "api_calls", 999, "2030-01-14T00:00:00Z") // the next week
+	event(t, pool, acme, "api_calls", 80, "2030-01-06T23:59:59Z")  // the previous week
+	event(t, pool, acme, "api_calls", 20, "2029-12-31T00:00:00Z")  // the previous week's first instant
+	event(t, pool, acme, "api_calls", 7, "2029-12-30T23:00:00Z")   // two weeks ago
+	event(t, pool, acme, "storage_gb", 3, "2030-01-09T10:00:00Z")
+	event(t, pool, acme, "exports", 4, "2030-01-02T10:00:00Z")
+	event(t, pool, globex, "api_calls", 500, "2030-01-08T12:00:00Z")
+
+	// errand's own activity in the week: jobs, emails, webhook attempts.
+	for _, args := range []string{`{}`, `{}`} {
+		errandtest.WaitJob(t, pool, errandtest.Enqueue(t, pool, acme, "ping", args), 30*time.Second, "completed")
+	}
+	var failing int64
+	if err := pool.QueryRow(context.Background(), `INSERT INTO errand.jobs (workspace_id, kind, args, max_attempts) VALUES ($1, 'ping', '{"fail_times": 3}', 1) RETURNING id`, acme).Scan(&failing); err != nil {
+		t.Fatal(err)
+	}
+	errandtest.WaitJob(t, pool, failing, 30*time.Second, "failed")
+	errandtest.WaitJob(t, pool, errandtest.Enqueue(t, pool, globex, "ping", `{}`), 30*time.Second, "completed")
+	exec(t, pool, `UPDATE errand.river_job SET created_at = '2030-01-08T10:00:00Z' WHERE kind = 'ping'`)
+	exec(t, pool, `INSERT INTO errand.emails (workspace_id, template, status, created_at) VALUES
+		($1, 'invite', 'sent', '2030-01-08T10:00:00Z'), ($1, 'invite', 'captured', '2030-01-09T10:00:00Z'),
+		($1, 'invite', 'failed', '2030-01-10T10:00:00Z'), ($1, 'invite', 'sent', '2030-01-14T10:00:00Z'),
+		($2, 'invite', 'sent', '2030-01-08T10:00:00Z')`, acme, globex)
+	exec(t, pool, `INSERT INTO errand.webhook_attempts (workspace_id, message_id, endpoint_id, job_id, attempt, status_code, latency_ms, created_at) VALUES
+		($1, '10000000-0000-4000-8000-000000000001', '20000000-0000-4000-8000-000000000001', 1, 1, 500, 10, '2030-01-08T10:00:00Z'),
+		($1, '10000000-0000-4000-8000-000000000001', '20000000-0000-4000-8000-000000000001', 1, 2, 200, 10, '2030-01-08T10:05:00Z'),
+		($1, '10000000-0000-4000-8000-000000000002', '20000000-0000-4000-8000-000000000001', 2, 1, NULL, 10, '2030-01-09T10:00:00Z')`, acme)
+
+	if out := tick(t, url, pool, "2030-01-14T08:00:00Z"); !strings.Contains(out, "usage_reports\t2030-01-14T08:00:00Z\tenqueued") {
+		t.Fatalf("tick: %s", out)
+	}
+	want := decode(t, `{
+		"week": "2030-W02", "from": "2030-01-07", "to": "2030-01-13", "plan": "pro", "empty": false,
+		"metrics": [
+			{"metric": "api_calls", "total": 175, "previous": 100, "change": 75, "change_pct": 75, "daily": [100, 50, 0, 0, 0, 0, 25], "limit": 1000, "limit_used_pct": 17.5},
+			{"metric": "exports", "total": 0, "previous": 4, "change": -4, "change_pct": -100, "daily": [0, 0, 0, 0, 0, 0, 0], "limit": null, "limit_used_pct": null},
+			{"metric": "seats", "total": 0, "previous": 0, "change": 0, "change_pct": null, "daily": [0, 0, 0, 0, 0, 0, 0], "limit": 10, "limit_used_pct": 0},
+			{"metric": "storage_gb", "total": 3, "previous": 0, "change": 3, "change_pct": null, "daily": [0, 0, 3, 0, 0, 0, 0], "limit": null, "limit_used_pct": null}
+		],
+		"jobs": [{"kind": "ping", "status": "completed", "count": 2}, {"kind": "ping", "status": "failed", "count": 1}],
+		"emails": {"sent": 2, "failed": 1},
+		"webhooks": {"delivered": 1, "failed_attempts": 2}
+	}`)
+	if got := summary(t, pool, acme, "2030-W02"); !reflect.DeepEqual(got, want) {
+		g, _ := json.MarshalIndent(got, "", " ")
+		t.Errorf("acme's report:\n%s", g)
+	}
+	g := summary(t, pool, globex, "2030-W02")
+	if g == nil || g["plan"] != "free" || len(g["metrics"].([]any)) != 1 || g["metrics"].([]any)[0].(map[string]any)["total"] != 500.0 ||
+		g["metrics"].([]any)[0].(map[string]any)["limit_used_pct"] != 500.0 {
+		t.Errorf("globex's report %v", g)
+	}
+
+	// Emailed once to the owners and admins, owners first.
+	var to, subject, text string
+	err := pool.QueryRow(context.Background(), `SELECT array_to_string(recipients, ','), subject, text FROM errand.emails
+		WHERE template = 'usage_report' AND workspace_id = $1`, acme).Scan(&to, &subject, &text)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if to != "ann@example.com,bob@example.com" || subject != "ACME usage report, 2030-W02" ||
+		!strings.Contains(text, "- api_calls: 175 (previous week 100, 75%), 1000 limit, 17.5% used") {
+		t.Errorf("email to %s, %q:\n%s", to, subject, text)
+	}
+	// Again: the period ran; a second job for the week changes nothing.
+	if out := tick(t, url, pool, "2030-01-14T09:00:00Z"); !strings.Contains(out, "already ran") {
+		t.Errorf("tick again: %s", out)
+	}
+	errandtest.WaitJob(t, pool, errandtest.Enqueue(t, pool, acme, usagereport.Name, `{"week": "2030-W02"}`), 30*time.Second, "completed")
+	if n := count(t, pool, `SELECT count(*) FROM errand.emails WHERE template = 'usage_report'`); n != 1 {
+		t.Errorf("%d report emails, want 1 (globex has no owner)", n)
+	}
+}
+
+// A workspace with no activity gets a short, correct report, or none with
+// ERRAND_USAGE_REPORTS_SKIP_EMPTY.
+func TestQuietWorkspace(t *testing.T) {
+	for _, skip := range []bool{false, true} {
+		url, pool := errandtest.MigratedDB(t)
+		env := map[string]string{"ERRAND_FETCH_POLL_INTERVAL": "50ms", "ERRAND_SCHEDULES": "digests=off;usage_reports=off"}
+		if skip {
+			env["ERRAND_USAGE_REPORTS_SKIP_EMPTY"] = "true"
+		}
+		errandtest.StartDaemon(t, url, env)
+		ws := errandtest.NewWorkspace(t, pool, "quiet")
+		member(t, pool, ws, "ann@example.com", "owner")
+		tick(t, url, pool, "2030-01-14T08:00:00Z")
+		got := summary(t, pool, ws, "2030-W02")
+		if skip {
+			if got != nil || count(t, pool, `SELECT count(*) FROM errand.emails`) != 0 {
+				t.Errorf("skip empty: report %v", got)
+			}
+			continue
+		}
+		want := decode(t, `{"week": "2030-W02", "from": "2030-01-07", "to": "2030-01-13", "plan": "free", "empty": true,
+			"metrics": [], "jobs": [], "emails": {"sent": 0, "failed": 0}, "webhooks": {"delivered": 0, "failed_attempts": 0}}`)
+		if !reflect.DeepEqual(got, want) {
+			t.Errorf("quiet workspace's report %v", got)
+		}
+		var text string
+		if err := pool.QueryRow(context.Background(), `SELECT text FROM errand.emails WHERE template = 'usage_report'`).Scan(&text); err != nil || !strings.Contains(text, "No usage recorded this week.") {
+			t.Errorf("email %q %v", text, err)
+		}
+	}
+}
+
+func TestWeeks(t *testing.T) {
+	for w, start := range map[string]string{"2030-W02": "2030-01-07", "2026-W01": "2025-12-29", "2026-W53": "2026-12-28", "2027-W52": "2027-12-27"} {
+		got, err := usagereport.WeekStart(w)
+		if err != nil || got.Format(time.DateOnly) != start {
+			t.Errorf("%s starts %s (%v), want %s", w, got, err, start)
+		}
+	}
+	for at, week := range map[string]string{"2030-01-14T08:00:00Z": "2030-W02", "2030-01-13T23:00:00Z": "2030-W01", "2027-01-04T08:00:00Z": "2026-W53"} {
+		ts, _ := time.Parse(time.RFC3339, at)
+		if got := usagereport.ReportedWeek(ts); got != week {
+			t.Errorf("a report at %s covers %s, want %s", at, got, week)
+		}
+	}
+}
+
+const insertEvent = `INSERT INTO errand.usage_events (workspace_id, metric, quantity, occurred_at) VALUES `
+
+// What an app can get wrong, refused at INSERT with a clear error; $1 is a
+// workspace, $2 another one.
+func TestBadUsageEventsAreRefused(t *testing.T) {
+	_, pool := errandtest.MigratedDB(t)
+	ws := errandtest.NewWorkspace(t, pool, "acme")
+	other := errandtest.NewWorkspace(t, pool, "globex")
+	cases := []struct {
+		name, sql, code, message string
+		scoped                   bool
+	}{
+		{name: "events of another workspace", sql: insertEvent + `($2, 'api_calls', 1, now())`, scoped: true, code: "42501",
+			message: "errand: usage event for workspace " + other + " written in a transaction scoped to workspace " + ws},
+		{name: "a metric with spaces", sql: insertEvent + `($1, 'API calls', 1, now())`, code: "22023",
+			message: "errand: usage event metric must be a name such as api_calls (lowercase letters, digits, _ and ., at most 100), got 'API calls'"},
+		{name: "a negative quantity", sql: insertEvent + `($1, 'api_calls', -5, now())`, code: "23514", message: "errand: usage event quantity must be 0 or more, got -5"},
+		{name: "no time", sql: insertEvent + `($1, 'api_calls', 1, NULL)`, code: "23502", message: "errand: usage event occurred_at is required"},
+		{name: "no workspace", sql: insertEvent + `(NULL, 'api_calls', 1, now())`, code: "23502", message: "errand: usage event workspace_id is required"},
+		{name: "a workspace that does not exist", sql: insertEvent + `('00000000-0000-4000-8000-000000000000', 'api_calls', 1, now())`, code: "23503", message: "does not exist in errand.workspaces"},
+		{name: "an empty idempotency key", sql: `INSERT INTO errand.usage_events (workspace_id, metric, idempotency_key) VALUES ($1, 'api_calls', '')`, code: "23514", message: "idempotency_key must be 1 to 255 characters"},
+		{name: "a usage report for a week that does not exist", sql: `INSERT INTO errand.jobs (workspace_id, kind, args) VALUES ($1, 'usage_report.generate', '{}')`, code: "22023",
+			message: `args for kind "usage_report.generate" are missing required field(s): week`},
+	}
+	ctx := context.Background()
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
+				if tc.scoped {
+					if _, err := tx.Exec(ctx, `SELECT set_config('app.current_workspace_id', $1, true)`, ws); err != nil {
+						return err
+					}
+				}
+				_, err := tx.Exec(ctx, strings.NewReplacer("$1", "'"+ws+"'", "$2", "'"+other+"'").Replace(tc.sql))
+				return err
+			})
+			var pgErr *pgconn.PgError
+			if !errors.As(err, &pgErr) || pgErr.Code != tc.code || !strings.Contains(pgErr.Message, tc.message) {
+				t.Errorf("got %v, want %s containing %q", err, tc.code, tc.message)
+			}
+		})
+	}
+	// The same idempotency key twice is one event.
+	for range 2 {
+		exec(t, pool, `INSERT INTO errand.usage_events (workspace_id, metric, idempotency_key) VALUES ($1, 'api_calls', 'req-1') ON CONFLICT DO NOTHING`, ws)
+	}
+	if n := count(t, pool, `SELECT count(*) FROM errand.usage_events`); n != 1 {
+		t.Errorf("%d events, want 1", n)
+	}
+}
+
+func TestBadWeekFailsAtOnce(t *testing.T) {
+	url, pool := errandtest.MigratedDB(t)
+	errandtest.StartDaemon(t, url, daemonEnv)
+	ws := errandtest.NewWorkspace(t, pool, "acme")
+	for week, want := range map[string]string{"2030-W54": `week "2030-W54" does not exist (2030 has 52 ISO weeks)`, "2030-02": "must be an ISO week such as 2026-W47"} {
+		j := errandtest.WaitJob(t, pool, errandtest.Enqueue(t, pool, ws, usagereport.Name, `{"week": "`+week+`"}`), 30*time.Second, "failed", "completed")
+		if j.Status != "failed" || j.Attempt != 1 || !strings.Contains(j.LastError, want) {
+			t.Errorf("week %s: %+v, want failed at once saying %q", week, j, want)
+		}
+	}
+}

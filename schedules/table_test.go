@@ -1,0 +1,142 @@
+package schedules_test
+
+import (
+	"bytes"
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/errand-dev/errand"
+	"github.com/errand-dev/errand/errandtest"
+	"github.com/errand-dev/errand/jobs"
+	"github.com/errand-dev/errand/schedules"
+	"github.com/errand-dev/errand/store"
+)
+
+// nightlyKind is a team's own kind with a recurring entry: every night at
+// 03:00 UTC one ping per workspace, through the SQL contract, unique per
+// workspace and night.
+func nightlyKind() jobs.Kind {
+	return jobs.Define("test.nightly", jobs.QueueDefault, func(ctx context.Context, job *jobs.Job, args struct{}) error { return nil },
+		jobs.WithSchedule(jobs.Schedule{
+			Name: "nightly",
+			Spec: "0 3 * * *",
+			Tick: func(ctx context.Context, tx pgx.Tx, at time.Time) (int, error) {
+				n := 0
+				err := store.ForEachWorkspace(ctx, tx, func(ws string) error {
+					tag, err := tx.Exec(ctx, `INSERT INTO errand.jobs (workspace_id, kind, args, idempotency_key) VALUES ($1, 'ping', '{}', $2)`,
+						ws, "nightly/"+at.Format(time.DateOnly))
+					n += int(tag.RowsAffected())
+					return err
+				})
+				return n, err
+			},
+		}))
+}
+
+func load(env map[string]string) (*schedules.Table, error) {
+	return schedules.Load(errandtest.Env(env), append(errand.Builtin(), nightlyKind()))
+}
+
+// Each bad ERRAND_SCHEDULES entry is refused at start, one line each,
+// saying what is wrong.
+func TestBadSchedulesEntriesAreRefused(t *testing.T) {
+	cases := []struct{ name, value, want string }{
+		{"an unknown schedule", "usage_report=0 8 * * MON", `unknown schedule "usage_report" (schedules: digests, usage_reports, nightly)`},
+		{"no expression", "nightly", "want name=<cron expression> or name=off"},
+		{"hour 24", "nightly=0 24 * * *", "above maximum (23)"},
+		{"a schedule given twice", "nightly=0 4 * * *;nightly=off", `schedule "nightly" is given twice`},
+		{"commas instead of semicolons", "nightly=0 4 * * *,digests=off", "failed to parse"},
+		{"seconds", "digests=@every 30s", "at least @every 1m0s"},
+		{"a wildcard with an expression", "*=0 4 * * *", "* takes only off"},
+		{"the wildcard twice", "*=off;*=off", "* is given twice"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := load(map[string]string{schedules.EnvSchedules: tc.value})
+			if err == nil || !strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), "ERRAND_SCHEDULES entry") {
+				t.Errorf("ERRAND_SCHEDULES=%q: %v, want an error saying %q", tc.value, err, tc.want)
+			}
+		})
+	}
+	if _, err := load(map[string]string{schedules.EnvBackfill: "a day"}); err == nil || !strings.Contains(err.Error(), "ERRAND_SCHEDULE_BACKFILL") {
+		t.Errorf("bad backfill: %v", err)
+	}
+	if _, err := load(map[string]string{"ERRAND_DIGEST_TICK": "10s"}); err == nil || !strings.Contains(err.Error(), "ERRAND_DIGEST_TICK") {
+		t.Errorf("ERRAND_DIGEST_TICK=10s: %v", err)
+	}
+}
+
+func TestSchedulesOverridesAndOff(t *testing.T) {
+	tb, err := load(map[string]string{schedules.EnvSchedules: "usage_reports=CRON_TZ=Europe/Berlin 0 9 * * FRI; digests=off\n", "ERRAND_DIGEST_TICK": "10m"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, _ := tb.Lookup("digests")
+	if !d.Off || d.Default != "@every 10m" || d.Next(time.Now(), 3) != nil {
+		t.Errorf("digests %+v", d)
+	}
+	u, _ := tb.Lookup("usage_reports")
+	next := u.Next(at("2026-11-25T12:00:00Z"), 2)
+	if u.Spec != "CRON_TZ=Europe/Berlin 0 9 * * FRI" || u.Default != "0 8 * * MON" || !next[0].Equal(at("2026-11-27T08:00:00Z")) || !next[1].Equal(at("2026-12-04T08:00:00Z")) {
+		t.Errorf("usage_reports %+v next %v", u, next)
+	}
+}
+
+// "*=off" turns every entry off; a named entry beside it, before or after,
+// keeps its own expression.
+func TestWildcardTurnsEveryScheduleOff(t *testing.T) {
+	for _, v := range []string{"*=off; nightly=0 4 * * *", "nightly=0 4 * * *;*=off"} {
+		tb, err := load(map[string]string{schedules.EnvSchedules: v})
+		if err != nil {
+			t.Fatalf("%q: %v", v, err)
+		}
+		for _, e := range tb.Entries() {
+			if wantOff := e.Name != "nightly"; e.Off != wantOff {
+				t.Errorf("%q: %s off=%v, want %v", v, e.Name, e.Off, wantOff)
+			}
+		}
+		if n, _ := tb.Lookup("nightly"); n.Spec != "0 4 * * *" {
+			t.Errorf("%q: nightly %q, want 0 4 * * *", v, n.Spec)
+		}
+	}
+}
+
+// A daemon does not start with a bad entry, and says which and why.
+func TestRunRefusesBadSchedules(t *testing.T) {
+	var out bytes.Buffer
+	err := errand.Main(context.Background(), []string{"run"},
+		errandtest.Env(map[string]string{"DATABASE_URL": "postgres://nobody@127.0.0.1:1/none", "ERRAND_SCHEDULES": "digest=off"}), &out, &out)
+	if err == nil || !strings.Contains(err.Error(), `ERRAND_SCHEDULES entry "digest=off": unknown schedule "digest"`) {
+		t.Errorf("run with a bad entry: %v", err)
+	}
+}
+
+func TestListShowsNextThreeTimes(t *testing.T) {
+	var out bytes.Buffer
+	err := errand.Main(context.Background(), []string{"schedules", "list", "--at", "2026-11-27T08:03:00+01:00"},
+		errandtest.Env(map[string]string{"ERRAND_SCHEDULES": "digests=off"}), &out, &out, errand.WithKinds(nightlyKind()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{
+		"digests        digest.send            off (default @every 5m)  -",
+		"usage_reports  usage_report.generate  0 8 * * MON              2026-11-30T08:00:00Z, 2026-12-07T08:00:00Z, 2026-12-14T08:00:00Z",
+		"nightly        test.nightly           0 3 * * *                2026-11-28T03:00:00Z, 2026-11-29T03:00:00Z, 2026-11-30T03:00:00Z",
+	} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("list lacks %q:\n%s", want, out.String())
+		}
+	}
+	err = errand.Main(context.Background(), []string{"schedules", "tick"}, errandtest.Env(nil), &out, &out)
+	if err == nil || !strings.Contains(err.Error(), "schedules tick needs --at") {
+		t.Errorf("tick without --at: %v", err)
+	}
+	err = errand.Main(context.Background(), []string{"schedules", "tick", "--at", "tomorrow"}, errandtest.Env(nil), &out, &out)
+	if err == nil || !strings.Contains(err.Error(), "not an RFC 3339 time") {
+		t.Errorf("tick --at tomorrow: %v", err)
+	}
+}

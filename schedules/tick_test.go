@@ -1,0 +1,182 @@
+package schedules_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/errand-dev/errand"
+	"github.com/errand-dev/errand/errandtest"
+	"github.com/errand-dev/errand/schedules"
+)
+
+// daemonEnv: frequent polls; the leader's own ticks off (the tests tick
+// with --schedule).
+var daemonEnv = map[string]string{"ERRAND_FETCH_POLL_INTERVAL": "50ms", "ERRAND_SCHEDULES": "digests=off;usage_reports=off;nightly=off"}
+
+func opts() []errand.Option { return []errand.Option{errand.WithKinds(nightlyKind())} }
+
+// tick runs `errand schedules tick --at at [--schedule only]` and returns
+// its lines.
+func tick(t *testing.T, url, at, only string) []string {
+	t.Helper()
+	args := []string{"schedules", "tick", "--at", at}
+	if only != "" {
+		args = append(args, "--schedule", only)
+	}
+	var out bytes.Buffer
+	if err := errand.Main(context.Background(), args, errandtest.Env(map[string]string{"DATABASE_URL": url}), &out, &out, opts()...); err != nil {
+		t.Fatalf("%v: %v\n%s", args, err, out.String())
+	}
+	return strings.Split(strings.TrimSpace(out.String()), "\n")
+}
+
+func count(t *testing.T, pool *pgxpool.Pool, sql string, args ...any) int {
+	t.Helper()
+	var n int
+	if err := pool.QueryRow(context.Background(), sql, args...).Scan(&n); err != nil {
+		t.Fatalf("%s: %v", sql, err)
+	}
+	return n
+}
+
+// waitIdle waits until no job is pending or processing (a positive signal:
+// every job reached an end).
+func waitIdle(t *testing.T, pool *pgxpool.Pool) {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for count(t, pool, `SELECT count(*) FROM errand.jobs WHERE status IN ('pending', 'processing')`) > 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("jobs still pending after 60s")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// A period is one fan-out job however often it is ticked, with no
+// workspace, inserted by errand (the SQL contract refuses its kind); once
+// it ran, ticking it again enqueues nothing, and its work is done once.
+func TestTickEnqueuesOnePeriodOnce(t *testing.T) {
+	url, pool := errandtest.MigratedDB(t, opts()...)
+	ws := errandtest.NewWorkspace(t, pool, "acme")
+	errandtest.NewWorkspace(t, pool, "globex")
+
+	first := tick(t, url, "2030-01-10T03:30:00Z", "nightly")
+	if len(first) != 1 || !strings.HasPrefix(first[0], "nightly\t2030-01-10T03:00:00Z\tenqueued\tjob ") {
+		t.Fatalf("first tick: %q", first)
+	}
+	again := tick(t, url, "2030-01-10T04:59:00Z", "nightly")
+	if want := strings.Replace(first[0], "enqueued", "already enqueued", 1); again[0] != want {
+		t.Errorf("same period again: %q, want %q", again[0], want)
+	}
+	if n := count(t, pool, `SELECT count(*) FROM errand.jobs WHERE kind = 'schedules.tick' AND workspace_id IS NULL`); n != 1 {
+		t.Errorf("%d fan-out jobs with a NULL workspace_id, want 1", n)
+	}
+
+	_, err := pool.Exec(context.Background(), `INSERT INTO errand.jobs (workspace_id, kind, args) VALUES ($1, 'schedules.tick', '{"schedule": "nightly"}')`, ws)
+	var pgErr *pgconn.PgError
+	if !errors.As(err, &pgErr) || pgErr.Code != "22023" || !strings.Contains(pgErr.Message, `errand: unknown job kind "schedules.tick"`) {
+		t.Errorf("the contract took a fan-out job: %v", err)
+	}
+
+	errandtest.StartDaemon(t, url, daemonEnv, opts()...)
+	waitIdle(t, pool)
+	if n := count(t, pool, `SELECT count(*) FROM errand.jobs WHERE kind = 'ping'`); n != 2 {
+		t.Errorf("%d pings after one night, want one per workspace", n)
+	}
+	if got := tick(t, url, "2030-01-10T03:00:00Z", "nightly"); !strings.HasSuffix(got[0], "\talready ran") {
+		t.Errorf("a period that ran: %q", got)
+	}
+	// River forgets a finished job after its retention; a new job for the
+	// period finds it ran and does nothing.
+	if _, err := pool.Exec(context.Background(), `DELETE FROM errand.river_job WHERE kind = 'schedules.tick'`); err != nil {
+		t.Fatal(err)
+	}
+	if got := tick(t, url, "2030-01-10T03:00:00Z", "nightly"); !strings.HasSuffix(got[0], "\talready ran") {
+		t.Errorf("a period that ran, its job pruned: %q", got)
+	}
+	tick(t, url, "2030-01-11T03:00:00Z", "nightly")
+	waitIdle(t, pool)
+	if n := count(t, pool, `SELECT count(*) FROM errand.jobs WHERE kind = 'ping'`); n != 4 {
+		t.Errorf("%d pings after two nights, want 4", n)
+	}
+}
+
+// The leader's decision: a period on time runs; one that already ran does
+// not; after downtime only the latest period is caught up, only within
+// ERRAND_SCHEDULE_BACKFILL and only when the entry ran before (a new
+// deployment backfills nothing).
+func TestLeaderCatchesUpOnlyTheLatestPeriod(t *testing.T) {
+	url, pool := errandtest.MigratedDB(t, opts()...)
+	errandtest.NewWorkspace(t, pool, "acme")
+	tb, err := load(map[string]string{schedules.EnvBackfill: "12h"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	due := func(now string) (string, bool) {
+		t.Helper()
+		at, ok, err := tb.Due(ctx, pool, "nightly", at(now))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return at.Format(time.RFC3339), ok
+	}
+	// River fires up to 100 ms early.
+	if p, ok := due("2030-01-10T02:59:59.95Z"); !ok || p != "2030-01-10T03:00:00Z" {
+		t.Errorf("on time: %s %v", p, ok)
+	}
+	if _, ok := due("2030-01-10T09:00:00Z"); ok {
+		t.Error("a new deployment caught up a period it never saw")
+	}
+	tick(t, url, "2030-01-10T03:00:00Z", "nightly")
+	errandtest.StartDaemon(t, url, daemonEnv, opts()...)
+	waitIdle(t, pool)
+	if _, ok := due("2030-01-10T03:00:00Z"); ok {
+		t.Error("a period that ran is due again")
+	}
+	// Down from 2030-01-10 to 2030-01-13 10:00: only the 13th's run, once.
+	if p, ok := due("2030-01-13T10:00:00Z"); !ok || p != "2030-01-13T03:00:00Z" {
+		t.Errorf("back after downtime: %s %v, want the latest period", p, ok)
+	}
+	// Back at 16:00: the 13th's period began 13 h ago, beyond 12 h.
+	if p, ok := due("2030-01-13T16:00:00Z"); ok {
+		t.Errorf("caught up %s beyond ERRAND_SCHEDULE_BACKFILL", p)
+	}
+}
+
+// The elected leader enqueues each period as a River periodic job (here an
+// entry every minute, caught at once by River's RunOnStart), one job per
+// period with three replicas running, with no workspace.
+func TestLeaderEnqueuesEachPeriodOnce(t *testing.T) {
+	minutely := nightlyKind()
+	minutely.Schedules[0].Name, minutely.Schedules[0].Spec = "minutely", "@every 1m"
+	minutely.Name = "test.minutely"
+	o := []errand.Option{errand.WithKinds(minutely)}
+	url, pool := errandtest.MigratedDB(t, o...)
+	errandtest.NewWorkspace(t, pool, "acme")
+	env := map[string]string{"ERRAND_FETCH_POLL_INTERVAL": "50ms", "ERRAND_SCHEDULES": "digests=off;usage_reports=off"}
+	for range 3 {
+		errandtest.StartDaemon(t, url, env, o...)
+	}
+	deadline := time.Now().Add(60 * time.Second)
+	for count(t, pool, `SELECT count(*) FROM errand.schedule_runs WHERE name = 'minutely'`) == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("no period ran within 60s")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if n := count(t, pool, `SELECT count(*) FROM errand.jobs WHERE kind = 'schedules.tick' AND workspace_id IS NULL AND args ->> 'schedule' = 'minutely'
+		AND EXISTS (SELECT 1 FROM errand.river_job r WHERE r.id = jobs.id AND r.metadata ->> 'periodic' = 'true')`); n < 1 {
+		t.Errorf("%d periodic fan-out jobs", n)
+	}
+	if n := count(t, pool, `SELECT count(*) FROM (SELECT args ->> 'at' FROM errand.jobs WHERE kind = 'schedules.tick' GROUP BY 1 HAVING count(*) > 1) d`); n != 0 {
+		t.Errorf("%d periods enqueued more than once", n)
+	}
+}
