@@ -2,9 +2,12 @@ package jobs
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
+
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/errand-dev/errand/store"
 )
@@ -74,6 +77,11 @@ type Setup struct {
 	// PrivateHTTP reports whether the daemon's HTTP address is a loopback
 	// one (127.0.0.1, ::1, localhost), unreachable from other machines.
 	PrivateHTTP bool
+	// Metrics is where the kind registers its own Prometheus metrics,
+	// served on the daemon's /metrics. Name them errand_<kind>_..., keep
+	// label values bounded (never a workspace or a user), and build them in
+	// setup: each daemon has its own registry.
+	Metrics prometheus.Registerer
 
 	handle func(pattern string, h http.Handler)
 }
@@ -84,7 +92,23 @@ func NewSetup(env Env, logger *slog.Logger, problems *Problems, st *store.Store,
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	return &Setup{Env: env, Logger: logger, Problems: problems, Store: st, PrivateHTTP: privateHTTP, handle: handle}
+	return &Setup{Env: env, Logger: logger, Problems: problems, Store: st, PrivateHTTP: privateHTTP, Metrics: prometheus.NewRegistry(), handle: handle}
+}
+
+// RegisterMetrics registers a kind's collectors on reg; one already
+// registered there (the same kind started twice on one registry) is not an
+// error.
+func RegisterMetrics(reg prometheus.Registerer, cs ...prometheus.Collector) error {
+	for _, c := range cs {
+		if err := reg.Register(c); err != nil {
+			var already prometheus.AlreadyRegisteredError
+			if errors.As(err, &already) {
+				continue
+			}
+			return fmt.Errorf("register metrics: %w", err)
+		}
+	}
+	return nil
 }
 
 // Handle serves h at pattern (net/http.ServeMux syntax, e.g. "GET /emails")

@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -238,3 +239,17 @@ func WorkspacePending(ctx context.Context, db DB, workspaceID string) (Backlog, 
 }
 
 func seconds(s float64) time.Duration { return time.Duration(s * float64(time.Second)) }
+
+// Leader is the id of River's elected leader whose term has not expired,
+// or "" when there is none.
+func Leader(ctx context.Context, db DB) (string, error) {
+	var id string
+	err := db.QueryRow(ctx, `SELECT leader_id FROM errand.river_leader WHERE expires_at > now() LIMIT 1`).Scan(&id)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return "", nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("river leader: %w", err)
+	}
+	return id, nil
+}

@@ -15,6 +15,7 @@ import (
 
 	"github.com/errand-dev/errand/internal/config"
 	"github.com/errand-dev/errand/internal/maintenance"
+	"github.com/errand-dev/errand/internal/metrics"
 	"github.com/errand-dev/errand/jobs"
 	"github.com/errand-dev/errand/schedules"
 	"github.com/errand-dev/errand/store"
@@ -30,10 +31,12 @@ type engine struct {
 	heartbeat *maintenance.Heartbeat
 	stopBeat  context.CancelFunc
 	beatDone  chan struct{}
+	// stopEvents ends the metrics' subscription to River's job events.
+	stopEvents func()
 }
 
 func startEngine(ctx context.Context, cfg config.Config, reg *jobs.Registry, table *schedules.Table, logger *slog.Logger, pollOnly, guard bool,
-	onStart func(*rivertype.JobRow), t rescueTiming) (*engine, error) {
+	onStart func(*rivertype.JobRow), t rescueTiming, m *metrics.Metrics) (*engine, error) {
 	id := clientID()
 	// Setup must not hang on a database that swallows packets; the client
 	// itself runs on ctx.
@@ -56,7 +59,8 @@ func startEngine(ctx context.Context, cfg config.Config, reg *jobs.Registry, tab
 		ID: id, Hostname: host, PID: os.Getpid(),
 		ConnConfig: st.Pool().Config().ConnConfig.Copy(),
 		Interval:   t.interval, FenceAfter: t.fenceAfter, Lease: t.lease,
-		Logger: logger.With(slog.String("replica", id)),
+		Logger:  logger.With(slog.String("replica", id)),
+		Renewed: m.Renewed, OnFence: m.Fenced,
 	})
 	// Registered before the first fetch, so every job it runs has a known,
 	// heartbeating owner.
@@ -82,6 +86,12 @@ func startEngine(ctx context.Context, cfg config.Config, reg *jobs.Registry, tab
 		defer close(e.beatDone)
 		hb.Run(beatCtx)
 	}()
+	// A replica that works no queue has no job events.
+	if worksAQueue(cfg) {
+		events, unsubscribe := client.Subscribe(metrics.Events...)
+		e.stopEvents = unsubscribe
+		go m.Watch(beatCtx, events)
+	}
 	// River's client runs on its own context: cancelling ctx (SIGTERM) starts
 	// our graceful shutdown instead of River's abrupt one.
 	if err := client.Start(context.WithoutCancel(ctx)); err != nil {
@@ -91,6 +101,16 @@ func startEngine(ctx context.Context, cfg config.Config, reg *jobs.Registry, tab
 		return nil, fmt.Errorf("start river client: %w", err)
 	}
 	return e, nil
+}
+
+// worksAQueue reports whether this replica has workers for any queue.
+func worksAQueue(cfg config.Config) bool {
+	for _, n := range cfg.Queues {
+		if n > 0 {
+			return true
+		}
+	}
+	return false
 }
 
 // shutdown stops fetching, lets running jobs finish within timeout, then
@@ -150,6 +170,9 @@ func (e *engine) abandon(logger *slog.Logger) {
 func (e *engine) close(retire bool) {
 	if !retire {
 		e.heartbeat.Abandon()
+	}
+	if e.stopEvents != nil {
+		e.stopEvents()
 	}
 	e.stopBeat()
 	<-e.beatDone

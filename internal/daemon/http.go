@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/errand-dev/errand/internal/config"
+	"github.com/errand-dev/errand/internal/metrics"
 	"github.com/errand-dev/errand/jobs"
 	"github.com/errand-dev/errand/store"
 )
@@ -62,13 +63,14 @@ func handleHealth(mux *http.ServeMux, db pinger, ready func() error, problems *j
 
 // startKinds runs every kind's setup: its configuration, routes and
 // problems. All failures are reported together.
-func startKinds(ctx context.Context, reg *jobs.Registry, cfg config.Config, logger *slog.Logger, problems *jobs.Problems, web *store.Store, mux *http.ServeMux) error {
+func startKinds(ctx context.Context, reg *jobs.Registry, cfg config.Config, logger *slog.Logger, problems *jobs.Problems, web *store.Store, mux *http.ServeMux, m *metrics.Metrics) error {
 	private := isLoopback(cfg.HTTPAddr)
 	var errs []string
 	for _, k := range reg.Kinds() {
 		s := jobs.NewSetup(cfg.KindEnv(), logger.With(slog.String("kind", k.Name)), problems, web, private, func(pattern string, h http.Handler) {
 			mux.Handle(pattern, h)
 		})
+		s.Metrics = m.Registerer()
 		if err := k.Start(ctx, s); err != nil {
 			errs = append(errs, err.Error())
 		}

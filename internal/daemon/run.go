@@ -24,6 +24,7 @@ import (
 
 	"github.com/errand-dev/errand/internal/config"
 	"github.com/errand-dev/errand/internal/maintenance"
+	"github.com/errand-dev/errand/internal/metrics"
 	"github.com/errand-dev/errand/jobs"
 	"github.com/errand-dev/errand/migrations"
 	"github.com/errand-dev/errand/schedules"
@@ -76,7 +77,17 @@ func Run(ctx context.Context, cfg config.Config, reg *jobs.Registry, logger *slo
 	defer ln.Close()
 	problems := &jobs.Problems{}
 	mux := http.NewServeMux()
-	if err := startKinds(ctx, reg, cfg, logger, problems, web, mux); err != nil {
+	// The engine (River client, its pool, its heartbeat) is replaced when it
+	// fences itself; readiness and the leader metric follow the current one.
+	var current atomic.Pointer[engine]
+	m := metrics.New(metrics.Config{DB: st, Logger: logger, ReplicaID: func() string {
+		if e := current.Load(); e != nil {
+			return e.id
+		}
+		return ""
+	}})
+	mux.Handle("GET /metrics", m.Handler())
+	if err := startKinds(ctx, reg, cfg, logger, problems, web, mux, m); err != nil {
 		return err
 	}
 
@@ -100,9 +111,6 @@ func Run(ctx context.Context, cfg config.Config, reg *jobs.Registry, logger *slo
 			slog.String("cause", err.Error()), slog.Duration("poll_interval", cfg.FetchPollInterval))
 	}
 
-	// The engine (River client, its pool, its heartbeat) is replaced when it
-	// fences itself; readiness follows the current one.
-	var current atomic.Pointer[engine]
 	ready := func() error {
 		e := current.Load()
 		if e == nil {
@@ -129,7 +137,7 @@ func Run(ctx context.Context, cfg config.Config, reg *jobs.Registry, logger *slo
 
 	first := true
 	for {
-		e, err := startEngine(ctx, cfg, reg, table, logger, pollOnly, guard, hooks.OnJobStart, timing)
+		e, err := startEngine(ctx, cfg, reg, table, logger, pollOnly, guard, hooks.OnJobStart, timing, m)
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil

@@ -61,6 +61,10 @@ type HeartbeatConfig struct {
 	Logger *slog.Logger
 	// Clock is the real one when nil.
 	Clock Clock
+	// Renewed, when set, is told each renewal's result (metrics).
+	Renewed func(ok bool)
+	// OnFence, when set, is called once when the replica fences (metrics).
+	OnFence func()
 }
 
 // Heartbeat renews a replica's lease and reports when the replica must
@@ -169,6 +173,9 @@ func (h *Heartbeat) Beat(ctx context.Context, db store.DB) error {
 		err = fmt.Errorf("renewal not confirmed within %s: %w", timeout, err)
 	}
 	h.renewals.signal(renewal{sent: sent, done: true, err: err})
+	if h.cfg.Renewed != nil {
+		h.cfg.Renewed(err == nil)
+	}
 	return err
 }
 
@@ -185,6 +192,9 @@ func (h *Heartbeat) fence(why string) {
 		h.cfg.Logger.Error("fencing: cancelling this replica's running jobs before others rescue them",
 			slog.String("replica", h.cfg.ID), slog.String("why", why), slog.Duration("fence_after", h.cfg.FenceAfter))
 		close(h.fenced)
+		if h.cfg.OnFence != nil {
+			h.cfg.OnFence()
+		}
 	})
 }
 

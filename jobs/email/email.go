@@ -26,6 +26,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/resend/resend-go/v2"
 	"github.com/riverqueue/river"
 
@@ -127,7 +128,7 @@ func Kind() jobs.Kind {
 		// defect, which this package's tests catch before release.
 		panic(err)
 	}
-	k := &emailSender{templates: templates, logger: slog.New(slog.DiscardHandler)}
+	k := &emailSender{templates: templates, logger: slog.New(slog.DiscardHandler), outcomes: newOutcomes()}
 	return jobs.Define(Name, jobs.QueueEmail, k.work,
 		jobs.WithTimeout(emailTimeout),
 		jobs.WithArgEnum("template", k.templateNames()...),
@@ -146,6 +147,9 @@ type emailSender struct {
 	// interval spaces requests to Resend across all replicas (ERRAND_RESEND_RPS).
 	interval time.Duration
 
+	// outcomes counts what became of each attempt (errand_emails_total).
+	outcomes *prometheus.CounterVec
+
 	mu          sync.Mutex
 	lastAuthLog time.Time // the operator error is logged at most once a minute
 	captureLog  sync.Once
@@ -159,6 +163,9 @@ func (k *emailSender) setup(ctx context.Context, s *jobs.Setup) error {
 		return err
 	}
 	k.configure(cfg, s.Logger, s.Problems)
+	if err := jobs.RegisterMetrics(s.Metrics, k.outcomes); err != nil {
+		return err
+	}
 	if k.client == nil {
 		pages := EmailsHandler(s.Store, s.Logger)
 		if s.HandleTenantData("GET /emails", pages) {
@@ -191,6 +198,33 @@ func (k *emailSender) configure(cfg config, logger *slog.Logger, problems *jobs.
 	base := cmp.Or(strings.TrimRight(cfg.baseURL, "/"), defaultBaseURL)
 	if u, err := url.Parse(base + "/"); err == nil {
 		k.client.BaseURL = u
+	}
+}
+
+// Outcomes of an email attempt, the values of errand_emails_total's label.
+const (
+	OutcomeSent        = "sent"
+	OutcomeCaptured    = "captured"
+	OutcomeRateLimited = "rate_limited"     // Resend said 429: snoozed, no attempt used
+	OutcomeOperator    = "operator_problem" // a bad API key or sender: snoozed until fixed
+	OutcomeRetry       = "retry"            // a transient failure; tried again
+	OutcomeFailed      = "failed"           // failed for good
+)
+
+func newOutcomes() *prometheus.CounterVec {
+	c := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "errand_emails_total",
+		Help: "email.send attempts by outcome: sent, captured, rate_limited, operator_problem, retry, failed.",
+	}, []string{"outcome"})
+	for _, o := range []string{OutcomeSent, OutcomeCaptured, OutcomeRateLimited, OutcomeOperator, OutcomeRetry, OutcomeFailed} {
+		c.WithLabelValues(o)
+	}
+	return c
+}
+
+func (k *emailSender) count(outcome string) {
+	if k.outcomes != nil {
+		k.outcomes.WithLabelValues(outcome).Inc()
 	}
 }
 
@@ -439,6 +473,9 @@ func (k *emailSender) capture(ctx context.Context, job *jobs.Job, args Args) err
 	if errors.As(err, &bad) {
 		return k.fail(ctx, job, args, bad)
 	}
+	if err == nil {
+		k.count(OutcomeCaptured)
+	}
 	return err
 }
 
@@ -508,11 +545,14 @@ func (k *emailSender) send(ctx context.Context, job *jobs.Job, args Args, msg me
 			return fmt.Errorf("sent (Resend id %s) but not recorded: %w", res.messageID, err)
 		}
 		k.problems.Clear(problemName)
+		k.count(OutcomeSent)
 		return nil
 	case outcomeRateLimited:
+		k.count(OutcomeRateLimited)
 		k.note(ctx, job, args, res.reason)
 		return river.JobSnooze(cmp.Or(res.retryAfter, time.Second))
 	case outcomeOperator:
+		k.count(OutcomeOperator)
 		k.problems.Set(problemName, res.reason)
 		k.logOperatorProblem(res.reason)
 		k.note(ctx, job, args, res.reason)
@@ -522,9 +562,11 @@ func (k *emailSender) send(ctx context.Context, job *jobs.Job, args Args, msg me
 	default:
 		if job.Attempt >= job.MaxAttempts {
 			// River discards the job now: the email failed for good.
+			k.count(OutcomeFailed)
 			k.record(ctx, job, args, StatusFailed, res.reason)
 			return errors.New(res.reason)
 		}
+		k.count(OutcomeRetry)
 		k.note(ctx, job, args, res.reason)
 		if res.retryAfter > 0 {
 			return jobs.RetryAfter(errors.New(res.reason), res.retryAfter)
@@ -611,6 +653,7 @@ func (k *emailSender) fail(ctx context.Context, job *jobs.Job, args Args, cause 
 	if errors.As(cause, &bad) {
 		cause = bad.err
 	}
+	k.count(OutcomeFailed)
 	k.record(ctx, job, args, StatusFailed, cause.Error())
 	return jobs.Permanent(cause)
 }

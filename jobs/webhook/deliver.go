@@ -17,6 +17,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/riverqueue/river"
 
 	"github.com/errand-dev/errand/jobs"
@@ -45,7 +46,7 @@ const (
 // DeliverKind is kind "webhook.deliver". Build it once per daemon
 // (errand.Main does): its configuration is read when the daemon starts it.
 func DeliverKind() jobs.Kind {
-	d := &deliverer{logger: slog.New(slog.DiscardHandler)}
+	d := &deliverer{logger: slog.New(slog.DiscardHandler), outcomes: newOutcomes()}
 	d.loads = &group[load, delivery]{max: batchFlushes, flush: d.flushLoads}
 	d.records = &group[record, struct{}]{max: batchFlushes, flush: d.flushRecords}
 	return jobs.Define(DeliverName, jobs.QueueWebhooks, d.work,
@@ -67,6 +68,30 @@ type deliverer struct {
 	// loads and records batch the deliveries' two transactions.
 	loads   *group[load, delivery]
 	records *group[record, struct{}]
+	// outcomes counts what became of each attempt
+	// (errand_webhook_deliveries_total).
+	outcomes *prometheus.CounterVec
+}
+
+// Outcomes of a delivery attempt, the values of
+// errand_webhook_deliveries_total's label.
+const (
+	OutcomeDelivered = "delivered" // answered 2xx
+	OutcomeFailed    = "failed"    // answered another status (or not at all): retried or failed for good
+	OutcomeGone      = "gone"      // answered 410: the endpoint is disabled
+	OutcomeRefused   = "refused"   // the address is private or reserved: never dialled
+	OutcomeHeldBack  = "held_back" // the endpoint's concurrency cap: snoozed, no attempt used
+)
+
+func newOutcomes() *prometheus.CounterVec {
+	c := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "errand_webhook_deliveries_total",
+		Help: "webhook.deliver attempts by outcome: delivered, failed, gone, refused, held_back.",
+	}, []string{"outcome"})
+	for _, o := range []string{OutcomeDelivered, OutcomeFailed, OutcomeGone, OutcomeRefused, OutcomeHeldBack} {
+		c.WithLabelValues(o)
+	}
+	return c
 }
 
 const (
@@ -166,6 +191,9 @@ func (d *deliverer) setup(ctx context.Context, s *jobs.Setup) error {
 		return err
 	}
 	d.configure(cfg, s.Logger)
+	if err := jobs.RegisterMetrics(s.Metrics, d.outcomes); err != nil {
+		return err
+	}
 	if len(cfg.allowed) > 0 {
 		s.Logger.Warn("webhooks may reach these private or reserved ranges (ERRAND_WEBHOOK_ALLOW_CIDRS; development and tests only): " + cfg.allowedText())
 	}
@@ -196,6 +224,7 @@ func (d *deliverer) work(ctx context.Context, job *jobs.Job, args DeliverArgs) e
 	case !del.slot:
 		// Held back by the endpoint's cap: wait without using an attempt,
 		// longer each time, so a backlog for a slow endpoint does not poll.
+		d.outcomes.WithLabelValues(OutcomeHeldBack).Inc()
 		return river.JobSnooze(d.heldBackWait(del.snoozes))
 	}
 
@@ -208,6 +237,9 @@ func (d *deliverer) work(ctx context.Context, job *jobs.Job, args DeliverArgs) e
 		// (at-least-once), which CompleteInWorkspace would not prevent
 		// either, the request being outside the database.
 		_, err := d.records.do(record{store: job.Store(), attemptRow: a})
+		if err == nil {
+			d.outcomes.WithLabelValues(OutcomeDelivered).Inc()
+		}
 		if errors.Is(err, store.ErrWorkspaceNotFound) {
 			return jobs.Permanent(err)
 		}
@@ -215,6 +247,14 @@ func (d *deliverer) work(ctx context.Context, job *jobs.Job, args DeliverArgs) e
 	}
 
 	gone := res.status == http.StatusGone
+	switch {
+	case gone:
+		d.outcomes.WithLabelValues(OutcomeGone).Inc()
+	case res.refused:
+		d.outcomes.WithLabelValues(OutcomeRefused).Inc()
+	default:
+		d.outcomes.WithLabelValues(OutcomeFailed).Inc()
+	}
 	goneReason := fmt.Sprintf("the endpoint answered 410 Gone at %s", time.Now().UTC().Format(time.RFC3339))
 	bctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
@@ -248,6 +288,7 @@ type result struct {
 	response   string // the first 4 KB of the answer, as valid UTF-8
 	reason     string // why it failed; "" on success
 	retryAfter time.Duration
+	refused    bool // the address was refused, never dialled
 }
 
 // post sends the message, signed with the endpoint's secrets, and reads the
@@ -255,7 +296,7 @@ type result struct {
 func (d *deliverer) post(ctx context.Context, messageID string, del delivery) result {
 	u, err := checkURL(del.url, d.cfg.allowed)
 	if err != nil {
-		return result{reason: "refused: " + err.Error()}
+		return result{reason: "refused: " + err.Error(), refused: true}
 	}
 	var keys [][]byte
 	for _, s := range []string{del.secret, del.previousSecret} {
@@ -283,7 +324,8 @@ func (d *deliverer) post(ctx context.Context, messageID string, del delivery) re
 	resp, err := d.client.Do(req)
 	latency := time.Since(now)
 	if err != nil {
-		return result{latency: latency, reason: d.networkReason(err)}
+		_, isRefused := refused(err)
+		return result{latency: latency, reason: d.networkReason(err), refused: isRefused}
 	}
 	// The status decides; an answer whose body breaks off is still that
 	// answer.
