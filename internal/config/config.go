@@ -29,6 +29,9 @@ type Config struct {
 	DBMaxConns        int
 	RetryBase         time.Duration
 	RescueAfter       time.Duration
+	RetainCompleted   time.Duration
+	RetainFailed      time.Duration
+	RetainLogs        time.Duration
 	LogLevel          slog.Level
 	LogFormat         string
 	DevDir            string
@@ -98,6 +101,12 @@ func envVars() []envVar {
 			durationVar(func(c *Config) *time.Duration { return &c.RetryBase }, time.Millisecond)},
 		{"ERRAND_RESCUE_AFTER", "10s", "a dead replica's running jobs are available again within this (heartbeats on the database clock)",
 			durationVar(func(c *Config) *time.Duration { return &c.RescueAfter }, 3*time.Second)},
+		{"ERRAND_RETAIN_COMPLETED", "24h", "how long completed jobs are kept (an idempotency key holds while its job is kept)",
+			durationVar(func(c *Config) *time.Duration { return &c.RetainCompleted }, time.Minute)},
+		{"ERRAND_RETAIN_FAILED", "168h", "how long failed (discarded or cancelled) jobs are kept",
+			durationVar(func(c *Config) *time.Duration { return &c.RetainFailed }, time.Minute)},
+		{"ERRAND_RETAIN_LOGS", "720h", "how long emails, webhook messages and attempts, superseded invoice versions and past schedule runs are kept (whatever is still in use is kept longer)",
+			durationVar(func(c *Config) *time.Duration { return &c.RetainLogs }, time.Hour)},
 		{"ERRAND_LOG_LEVEL", "info", "debug, info, warn or error",
 			func(c *Config, v string) error { return c.LogLevel.UnmarshalText([]byte(v)) }},
 		{"ERRAND_LOG_FORMAT", "auto", "json, text, or auto (json unless stdout is a terminal)",

@@ -30,3 +30,28 @@ func TestConfigQueueErrors(t *testing.T) {
 		t.Errorf("queues %v: want email=3 and the other defaults kept", cfg.Queues)
 	}
 }
+
+func TestRetentionErrors(t *testing.T) {
+	cases := []struct{ name, variable, value, want string }{
+		{"a completed retention that is not a duration", "ERRAND_RETAIN_COMPLETED", "1 day", "want a duration"},
+		{"a completed retention under a minute", "ERRAND_RETAIN_COMPLETED", "30s", "at least 1m0s"},
+		{"a negative failed retention", "ERRAND_RETAIN_FAILED", "-1h", "at least 1m0s"},
+		{"a log retention in days", "ERRAND_RETAIN_LOGS", "30d", "want a duration"},
+		{"a log retention under an hour", "ERRAND_RETAIN_LOGS", "10m", "at least 1h0m0s"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Load(env(map[string]string{tc.variable: tc.value}), nil)
+			if err == nil || !strings.Contains(err.Error(), tc.variable) || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("%s=%q: got %v, want an error naming it and saying %q", tc.variable, tc.value, err, tc.want)
+			}
+		})
+	}
+	cfg, err := Load(env(nil), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.RetainCompleted.Hours() != 24 || cfg.RetainFailed.Hours() != 168 || cfg.RetainLogs.Hours() != 720 {
+		t.Errorf("defaults %s / %s / %s, want 24h / 168h / 720h", cfg.RetainCompleted, cfg.RetainFailed, cfg.RetainLogs)
+	}
+}

@@ -134,6 +134,16 @@ func Run(ctx context.Context, cfg config.Config, reg *jobs.Registry, logger *slo
 	rescueCtx, stopRescuer := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopRescuer()
 	go maintenance.NewRescuer(st, maintenance.RescuerConfig{Lease: timing.lease, Interval: timing.interval, Logger: logger}).Run(rescueCtx)
+	// Old logs go on the leader; River's cleaner (configured in
+	// newRiverClient) does the jobs.
+	go maintenance.NewPruner(st, maintenance.PrunerConfig{Keep: cfg.RetainLogs, Logger: logger, Leading: func(ctx context.Context) bool {
+		e := current.Load()
+		if e == nil {
+			return false
+		}
+		leader, err := store.Leader(ctx, st)
+		return err == nil && leader == e.id
+	}}).Run(rescueCtx)
 
 	first := true
 	for {
@@ -230,16 +240,20 @@ func newRiverClient(st *store.Store, id string, cfg config.Config, reg *jobs.Reg
 	workers := reg.Workers(st)
 	table.AddWorker(workers, st.Pool(), logger)
 	client, err := river.NewClient(riverpgxv5.New(st.Pool()), &river.Config{
-		Schema:              migrations.Schema,
-		ID:                  id,
-		Queues:              queues,
-		Workers:             workers,
-		PeriodicJobs:        table.PeriodicJobs(st, logger, time.Now),
-		FetchCooldown:       cfg.FetchCooldown,
-		FetchPollInterval:   cfg.FetchPollInterval,
-		FetchOnlyKnownKinds: true,
-		PollOnly:            pollOnly,
-		JobTimeout:          jobTimeout,
+		Schema:       migrations.Schema,
+		ID:           id,
+		Queues:       queues,
+		Workers:      workers,
+		PeriodicJobs: table.PeriodicJobs(st, logger, time.Now),
+		// Retention: a failed job is discarded or cancelled.
+		CompletedJobRetentionPeriod: cfg.RetainCompleted,
+		DiscardedJobRetentionPeriod: cfg.RetainFailed,
+		CancelledJobRetentionPeriod: cfg.RetainFailed,
+		FetchCooldown:               cfg.FetchCooldown,
+		FetchPollInterval:           cfg.FetchPollInterval,
+		FetchOnlyKnownKinds:         true,
+		PollOnly:                    pollOnly,
+		JobTimeout:                  jobTimeout,
 		// River's own rescuer is the slow backstop for live replicas' jobs.
 		RescueStuckJobsAfter: rescueStuckJobsAfter(reg),
 		RetryPolicy:          &jobs.RetryPolicy{Base: cfg.RetryBase},

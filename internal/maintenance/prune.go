@@ -1,0 +1,103 @@
+package maintenance
+
+import (
+	"context"
+	"log/slog"
+	"time"
+
+	"github.com/errand-dev/errand/store"
+)
+
+// PrunerConfig configures the pruning of errand's logs.
+type PrunerConfig struct {
+	// Keep is ERRAND_RETAIN_LOGS.
+	Keep time.Duration
+	// Every is the time between two rounds; a round that deleted a full
+	// batch of some table goes on at once, up to Rounds calls.
+	Every time.Duration
+	// Batch is the most rows of each table one call deletes (one short
+	// transaction: no long locks, no bloat from a huge DELETE).
+	Batch  int
+	Rounds int
+	// Leading reports whether this replica is River's leader: only the
+	// leader prunes.
+	Leading func(ctx context.Context) bool
+	Logger  *slog.Logger
+}
+
+// Pruner deletes errand's old logs on the leader (River's own cleaner does
+// the jobs).
+type Pruner struct {
+	db  store.DB
+	cfg PrunerConfig
+}
+
+// NewPruner fills in defaults: every 10 minutes, 1,000 rows per table per
+// call, at most 20 calls per round.
+func NewPruner(db store.DB, cfg PrunerConfig) *Pruner {
+	if cfg.Every <= 0 {
+		cfg.Every = 10 * time.Minute
+	}
+	if cfg.Batch <= 0 {
+		cfg.Batch = 1000
+	}
+	if cfg.Rounds <= 0 {
+		cfg.Rounds = 20
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	return &Pruner{db: db, cfg: cfg}
+}
+
+// Run prunes every Every until ctx is done.
+func (p *Pruner) Run(ctx context.Context) {
+	t := time.NewTicker(p.cfg.Every)
+	defer t.Stop()
+	for {
+		if p.cfg.Leading == nil || p.cfg.Leading(ctx) {
+			if _, err := p.Round(ctx); err != nil && ctx.Err() == nil {
+				p.cfg.Logger.Warn("pruning old logs failed; trying again later", slog.String("error", err.Error()))
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// Round calls errand.prune_logs until no table has a full batch left, or
+// Rounds times, and returns the rows deleted per table.
+func (p *Pruner) Round(ctx context.Context) (map[string]int64, error) {
+	total := map[string]int64{}
+	for range p.cfg.Rounds {
+		n, err := store.PruneLogs(ctx, p.db, p.cfg.Keep, p.cfg.Batch)
+		if err != nil {
+			return total, err
+		}
+		more := false
+		for table, deleted := range n {
+			total[table] += deleted
+			if deleted >= int64(p.cfg.Batch) {
+				more = true
+			}
+		}
+		if !more {
+			break
+		}
+	}
+	var sum int64
+	for _, n := range total {
+		sum += n
+	}
+	if sum > 0 {
+		attrs := []any{slog.Duration("older_than", p.cfg.Keep)}
+		for table, n := range total {
+			attrs = append(attrs, slog.Int64(table, n))
+		}
+		p.cfg.Logger.Info("pruned old logs", attrs...)
+	}
+	return total, nil
+}

@@ -1,0 +1,134 @@
+package store_test
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/errand-dev/errand/internal/testdb"
+	"github.com/errand-dev/errand/store"
+)
+
+// Old logs go, in batches; what is recent or still in use stays.
+func TestPruneLogsKeepsWhatIsRecentOrInUse(t *testing.T) {
+	t.Parallel()
+	pool := testdb.Pool(t, testdb.NewDatabase(t, true))
+	ctx := context.Background()
+	exec := func(sql string, args ...any) {
+		t.Helper()
+		if _, err := pool.Exec(ctx, sql, args...); err != nil {
+			t.Fatalf("%s: %v", sql, err)
+		}
+	}
+	var a, b string
+	if err := pool.QueryRow(ctx, `INSERT INTO errand.workspaces (name, slug) VALUES ('A', 'prune-a') RETURNING id`).Scan(&a); err != nil {
+		t.Fatal(err)
+	}
+	if err := pool.QueryRow(ctx, `INSERT INTO errand.workspaces (name, slug) VALUES ('B', 'prune-b') RETURNING id`).Scan(&b); err != nil {
+		t.Fatal(err)
+	}
+	old, recent := "now() - interval '40 days'", "now() - interval '1 day'"
+	// An unfinished job, whose email and webhook message must stay.
+	var live int64
+	if err := pool.QueryRow(ctx, `INSERT INTO errand.river_job (args, kind, metadata, queue, state)
+		VALUES ('{}', 'email.send', jsonb_build_object('workspace_id', $1::uuid), 'email', 'retryable') RETURNING id`, a).Scan(&live); err != nil {
+		t.Fatal(err)
+	}
+	for _, ws := range []string{a, b} {
+		exec(`INSERT INTO errand.emails (workspace_id, template, status, created_at) VALUES ($1, 'invite', 'sent', `+old+`), ($1, 'invite', 'sent', `+recent+`)`, ws)
+		exec(`INSERT INTO errand.webhook_messages (id, workspace_id, event_type, body, created_at)
+			VALUES (gen_random_uuid(), $1, 'old.event', '{}', `+old+`), (gen_random_uuid(), $1, 'new.event', '{}', `+recent+`)`, ws)
+		exec(`INSERT INTO errand.webhook_attempts (workspace_id, message_id, endpoint_id, job_id, attempt, latency_ms, created_at)
+			SELECT $1, gen_random_uuid(), gen_random_uuid(), 1, 1, 5, t FROM (VALUES (`+old+`), (`+old+`), (`+old+`), (`+recent+`)) AS v(t)`, ws)
+	}
+	exec(`INSERT INTO errand.emails (workspace_id, template, status, job_id, created_at) VALUES ($1, 'invite', 'queued', $2, `+old+`)`, a, live)
+	var pendingMessage string
+	if err := pool.QueryRow(ctx, `INSERT INTO errand.webhook_messages (workspace_id, event_type, body, created_at)
+		VALUES ($1, 'replayed.event', '{}', `+old+`) RETURNING id::text`, a).Scan(&pendingMessage); err != nil {
+		t.Fatal(err)
+	}
+	exec(`INSERT INTO errand.river_job (args, kind, metadata, queue, state)
+		VALUES (jsonb_build_object('message_id', $2::text, 'endpoint_id', gen_random_uuid()), 'webhook.deliver',
+		        jsonb_build_object('workspace_id', $1::uuid), 'webhooks', 'available')`, a, pendingMessage)
+	var invoice string
+	if err := pool.QueryRow(ctx, `INSERT INTO errand.invoices (workspace_id, number, customer_name, currency)
+		VALUES ($1, 'P-1', 'Ann', 'EUR') RETURNING id::text`, a).Scan(&invoice); err != nil {
+		t.Fatal(err)
+	}
+	// Three old versions: the latest stays whatever its age.
+	for v := 1; v <= 3; v++ {
+		exec(`INSERT INTO errand.invoice_documents (invoice_id, workspace_id, version, pdf, sha256, size_bytes, pages, created_at)
+			VALUES ($1, $2, $3, $4::bytea, sha256($4::bytea), length($4::bytea), 1, `+old+`)`, invoice, a, v, []byte{byte(v)})
+	}
+	exec(`INSERT INTO errand.schedule_runs (name, period, job_id, created_at) VALUES ('digests', now() - interval '40 days', 1, ` + old + `), ('digests', now(), 2, now())`)
+
+	// A batch of 2: the three old attempts of each workspace take two calls.
+	n, err := store.PruneLogs(ctx, pool, 30*24*time.Hour, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n["webhook_attempts"] != 2 {
+		t.Errorf("first call deleted %d attempts, want the batch of 2", n["webhook_attempts"])
+	}
+	for range 5 {
+		if _, err := store.PruneLogs(ctx, pool, 30*24*time.Hour, 2); err != nil {
+			t.Fatal(err)
+		}
+	}
+	count := func(sql string, args ...any) int {
+		t.Helper()
+		var c int
+		if err := pool.QueryRow(ctx, sql, args...).Scan(&c); err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	checks := []struct {
+		what string
+		sql  string
+		args []any
+		want int
+	}{
+		{"emails left (A's recent and the unfinished job's, B's recent)", `SELECT count(*) FROM errand.emails`, nil, 3},
+		{"the unfinished job's email", `SELECT count(*) FROM errand.emails WHERE job_id = $1`, []any{live}, 1},
+		{"webhook messages left (two recent, one with a pending delivery)", `SELECT count(*) FROM errand.webhook_messages`, nil, 3},
+		{"the message with a pending delivery", `SELECT count(*) FROM errand.webhook_messages WHERE id = $1::uuid`, []any{pendingMessage}, 1},
+		{"webhook attempts left (one recent each)", `SELECT count(*) FROM errand.webhook_attempts`, nil, 2},
+		{"invoice versions left (the latest)", `SELECT count(*) FROM errand.invoice_documents WHERE version = 3`, nil, 1},
+		{"invoice versions in all", `SELECT count(*) FROM errand.invoice_documents`, nil, 1},
+		{"schedule runs left (today's)", `SELECT count(*) FROM errand.schedule_runs`, nil, 1},
+	}
+	for _, c := range checks {
+		if got := count(c.sql, c.args...); got != c.want {
+			t.Errorf("%s: %d, want %d", c.what, got, c.want)
+		}
+	}
+}
+
+func TestPruneLogsRefusesBadArguments(t *testing.T) {
+	t.Parallel()
+	pool := testdb.Pool(t, testdb.NewDatabase(t, true))
+	ctx := context.Background()
+	for _, tc := range []struct {
+		name  string
+		keep  time.Duration
+		batch int
+		want  string
+	}{
+		{"keeping nothing", 0, 10, "keep must be a positive interval"},
+		{"a negative keep", -time.Hour, 10, "keep must be a positive interval"},
+		{"a batch of zero", time.Hour, 0, "batch must be positive"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := store.PruneLogs(ctx, pool, tc.keep, tc.batch)
+			var pgErr *pgconn.PgError
+			if !errors.As(err, &pgErr) || pgErr.Code != "22023" || !strings.Contains(pgErr.Message, tc.want) {
+				t.Errorf("got %v, want 22023 saying %q", err, tc.want)
+			}
+		})
+	}
+}
