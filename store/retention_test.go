@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/errand-dev/errand/internal/testdb"
@@ -130,5 +131,52 @@ func TestPruneLogsRefusesBadArguments(t *testing.T) {
 				t.Errorf("got %v, want 22023 saying %q", err, tc.want)
 			}
 		})
+	}
+}
+
+// As a plain owner (managed PostgreSQL), row level security is forced on
+// errand itself: the pruning scopes itself to each workspace and still finds
+// the old rows, and leaves the caller unscoped.
+func TestPruneLogsUnderAPlainOwner(t *testing.T) {
+	t.Parallel()
+	pool := testdb.Pool(t, testdb.PlainOwnerDatabase(t, true))
+	ctx := context.Background()
+	var ws string
+	if err := pool.QueryRow(ctx, `INSERT INTO errand.workspaces (name, slug) VALUES ('A', 'owner-a') RETURNING id`).Scan(&ws); err != nil {
+		t.Fatal(err)
+	}
+	scoped := func(sql string) int {
+		t.Helper()
+		var n int
+		err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
+			if _, err := tx.Exec(ctx, `SELECT set_config('app.current_workspace_id', $1, true)`, ws); err != nil {
+				return err
+			}
+			return tx.QueryRow(ctx, sql, ws).Scan(&n)
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	scoped(`WITH i AS (INSERT INTO errand.emails (workspace_id, template, status, created_at)
+		VALUES ($1, 'invite', 'sent', now() - interval '40 days'), ($1, 'invite', 'sent', now()) RETURNING 1)
+		SELECT count(*) FROM i`)
+	n, err := store.PruneLogs(ctx, pool, 30*24*time.Hour, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n["emails"] != 1 {
+		t.Errorf("deleted %d emails, want the old one", n["emails"])
+	}
+	if left := scoped(`SELECT count(*) FROM errand.emails WHERE workspace_id = $1`); left != 1 {
+		t.Errorf("%d emails left, want the recent one", left)
+	}
+	var scope string
+	if err := pool.QueryRow(ctx, `SELECT coalesce(current_setting('app.current_workspace_id', true), '')`).Scan(&scope); err != nil {
+		t.Fatal(err)
+	}
+	if scope != "" {
+		t.Errorf("the caller is left scoped to %q", scope)
 	}
 }

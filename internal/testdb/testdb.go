@@ -6,6 +6,8 @@ package testdb
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"fmt"
 	"net/url"
 	"os"
@@ -219,4 +221,61 @@ func redact(raw string) string {
 		return "(unparseable url)"
 	}
 	return u.Redacted()
+}
+
+// PlainOwnerDatabase creates a database owned by a role of its own that is
+// what managed PostgreSQL gives errand: a plain owner (LOGIN, no superuser,
+// no BYPASSRLS, no CREATEROLE, no CREATEDB), so forced row level security
+// scopes errand itself. It returns a URL that connects as that owner; with
+// migrate the owner has run the migrations. Both are dropped when the test
+// ends.
+func PlainOwnerDatabase(t testing.TB, migrate bool) string {
+	t.Helper()
+	ctx := context.Background()
+	n := counter.Add(1)
+	// A random part too: a role outlives a crashed run (the sweep drops
+	// stale databases, not roles) and a later process may get its pid.
+	suffix := make([]byte, 4)
+	_, _ = rand.Read(suffix)
+	role := fmt.Sprintf("errand_owner_%d_%d_%s", os.Getpid(), n, hex.EncodeToString(suffix))
+	name := fmt.Sprintf("errand_test_owner_%d_%d", os.Getpid(), n)
+	conn, err := pgx.Connect(ctx, AdminURL(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	for _, sql := range []string{
+		"CREATE ROLE " + pgx.Identifier{role}.Sanitize() + " LOGIN NOSUPERUSER NOCREATEROLE NOCREATEDB NOBYPASSRLS",
+		"CREATE DATABASE " + pgx.Identifier{name}.Sanitize() + " OWNER " + pgx.Identifier{role}.Sanitize(),
+	} {
+		if _, err := conn.Exec(ctx, sql); err != nil {
+			t.Fatalf("%s: %v", sql, err)
+		}
+	}
+	t.Cleanup(func() {
+		dropDatabase(context.Background(), name)
+		c, err := pgx.Connect(context.Background(), adminURL)
+		if err != nil {
+			t.Errorf("cleanup: %v", err)
+			return
+		}
+		defer c.Close(context.Background())
+		if _, err := c.Exec(context.Background(), "DROP ROLE IF EXISTS "+pgx.Identifier{role}.Sanitize()); err != nil {
+			t.Errorf("cleanup: drop role %s: %v", role, err)
+		}
+	})
+	u, err := url.Parse(WithDatabase(adminURL, name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	u.User = url.User(role)
+	ownerURL := u.String()
+	if migrate {
+		pool := Pool(t, ownerURL)
+		if _, err := migrations.Up(ctx, pool, nil); err != nil {
+			t.Fatalf("migrate as a plain owner: %v", err)
+		}
+		pool.Close()
+	}
+	return ownerURL
 }

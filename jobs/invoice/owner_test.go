@@ -3,11 +3,6 @@ package invoice_test
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
-	"fmt"
-	"net/url"
-	"os"
 	"strings"
 	"testing"
 
@@ -25,42 +20,7 @@ import (
 func TestInvoicesUnderAPlainOwner(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	suffix := make([]byte, 6)
-	_, _ = rand.Read(suffix)
-	role := "errand_inv_owner_" + hex.EncodeToString(suffix)
-	db := fmt.Sprintf("errand_test_inv_owner_%d_%s", os.Getpid(), hex.EncodeToString(suffix))
-	admin, err := pgx.Connect(ctx, testdb.AdminURL(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer admin.Close(ctx)
-	for _, sql := range []string{
-		"CREATE ROLE " + pgx.Identifier{role}.Sanitize() + " LOGIN NOSUPERUSER NOCREATEROLE NOBYPASSRLS",
-		"CREATE DATABASE " + pgx.Identifier{db}.Sanitize() + " OWNER " + pgx.Identifier{role}.Sanitize(),
-	} {
-		if _, err := admin.Exec(ctx, sql); err != nil {
-			t.Fatal(err)
-		}
-	}
-	t.Cleanup(func() {
-		conn, err := pgx.Connect(context.Background(), testdb.AdminURL(t))
-		if err != nil {
-			t.Errorf("cleanup: %v", err)
-			return
-		}
-		defer conn.Close(context.Background())
-		for _, sql := range []string{
-			"DROP DATABASE IF EXISTS " + pgx.Identifier{db}.Sanitize() + " WITH (FORCE)",
-			"DROP ROLE IF EXISTS " + pgx.Identifier{role}.Sanitize(),
-		} {
-			if _, err := conn.Exec(context.Background(), sql); err != nil {
-				t.Errorf("cleanup: %s: %v", sql, err)
-			}
-		}
-	})
-	u, _ := url.Parse(testdb.WithDatabase(testdb.AdminURL(t), db))
-	u.User = url.User(role)
-	ownerURL := u.String()
+	ownerURL := testdb.PlainOwnerDatabase(t, false)
 	var out bytes.Buffer
 	if err := errand.Main(ctx, []string{"migrate"}, errandtest.Env(map[string]string{"DATABASE_URL": ownerURL}), &out, &out); err != nil {
 		t.Fatalf("migrate as a plain owner: %v\n%s", err, out.String())
@@ -80,7 +40,7 @@ func TestInvoicesUnderAPlainOwner(t *testing.T) {
 		})
 	}
 	var inv string
-	err = scoped(ws, func(tx pgx.Tx) error {
+	err := scoped(ws, func(tx pgx.Tx) error {
 		if err := tx.QueryRow(ctx, `INSERT INTO errand.invoices (workspace_id, number, customer_name, currency) VALUES ($1, 'INV-1', 'Zoë', 'EUR') RETURNING id::text`, ws).Scan(&inv); err != nil {
 			return err
 		}

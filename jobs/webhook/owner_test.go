@@ -3,11 +3,6 @@ package webhook_test
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
-	"fmt"
-	"net/url"
-	"os"
 	"testing"
 	"time"
 
@@ -26,42 +21,7 @@ import (
 func TestWebhooksUnderAPlainOwner(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	suffix := make([]byte, 6)
-	_, _ = rand.Read(suffix)
-	role := "errand_wh_owner_" + hex.EncodeToString(suffix)
-	db := fmt.Sprintf("errand_test_wh_owner_%d_%s", os.Getpid(), hex.EncodeToString(suffix))
-	admin, err := pgx.Connect(ctx, testdb.AdminURL(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer admin.Close(ctx)
-	for _, sql := range []string{
-		"CREATE ROLE " + pgx.Identifier{role}.Sanitize() + " LOGIN NOSUPERUSER NOCREATEROLE NOBYPASSRLS",
-		"CREATE DATABASE " + pgx.Identifier{db}.Sanitize() + " OWNER " + pgx.Identifier{role}.Sanitize(),
-	} {
-		if _, err := admin.Exec(ctx, sql); err != nil {
-			t.Fatal(err)
-		}
-	}
-	t.Cleanup(func() {
-		conn, err := pgx.Connect(context.Background(), testdb.AdminURL(t))
-		if err != nil {
-			t.Errorf("cleanup: %v", err)
-			return
-		}
-		defer conn.Close(context.Background())
-		for _, sql := range []string{
-			"DROP DATABASE IF EXISTS " + pgx.Identifier{db}.Sanitize() + " WITH (FORCE)",
-			"DROP ROLE IF EXISTS " + pgx.Identifier{role}.Sanitize(),
-		} {
-			if _, err := conn.Exec(context.Background(), sql); err != nil {
-				t.Errorf("cleanup: %s: %v", sql, err)
-			}
-		}
-	})
-	u, _ := url.Parse(testdb.WithDatabase(testdb.AdminURL(t), db))
-	u.User = url.User(role)
-	ownerURL := u.String()
+	ownerURL := testdb.PlainOwnerDatabase(t, false)
 	var out bytes.Buffer
 	if err := errand.Main(ctx, []string{"migrate"}, errandtest.Env(map[string]string{"DATABASE_URL": ownerURL}), &out, &out); err != nil {
 		t.Fatalf("migrate as a plain owner: %v\n%s", err, out.String())
@@ -74,7 +34,7 @@ func TestWebhooksUnderAPlainOwner(t *testing.T) {
 	// The owner, like an app's role, writes tenant rows in a scoped
 	// transaction.
 	var ep string
-	err = pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
+	err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
 		if _, err := tx.Exec(ctx, `SELECT set_config('app.current_workspace_id', $1, true)`, ws); err != nil {
 			return err
 		}
