@@ -32,6 +32,8 @@ type Config struct {
 	RetainCompleted   time.Duration
 	RetainFailed      time.Duration
 	RetainLogs        time.Duration
+	UIUser            string
+	UIPassword        string
 	LogLevel          slog.Level
 	LogFormat         string
 	DevDir            string
@@ -107,6 +109,22 @@ func envVars() []envVar {
 			durationVar(func(c *Config) *time.Duration { return &c.RetainFailed }, time.Minute)},
 		{"ERRAND_RETAIN_LOGS", "720h", "how long emails, webhook messages and attempts, superseded invoice versions and past schedule runs are kept (whatever is still in use is kept longer)",
 			durationVar(func(c *Config) *time.Duration { return &c.RetainLogs }, time.Hour)},
+		{"ERRAND_UI_PASSWORD", "", "turns on River's dashboard at /ui/ behind basic auth with this password (at least 12 characters); unset: no dashboard",
+			func(c *Config, v string) error {
+				if v != "" && len(v) < 12 {
+					return fmt.Errorf("want at least 12 characters (the dashboard shows every workspace's jobs and args), got %d", len(v))
+				}
+				c.UIPassword = v
+				return nil
+			}},
+		{"ERRAND_UI_USER", "errand", "the dashboard's basic auth user name",
+			func(c *Config, v string) error {
+				if strings.ContainsAny(v, ":") {
+					return fmt.Errorf("a basic auth user name cannot hold a colon")
+				}
+				c.UIUser = v
+				return nil
+			}},
 		{"ERRAND_LOG_LEVEL", "info", "debug, info, warn or error",
 			func(c *Config, v string) error { return c.LogLevel.UnmarshalText([]byte(v)) }},
 		{"ERRAND_LOG_FORMAT", "auto", "json, text, or auto (json unless stdout is a terminal)",
@@ -135,7 +153,11 @@ func Load(getenv func(string) string, kinds []jobs.Kind) (Config, error) {
 			v = ev.Default
 		}
 		if err := ev.parse(&c, v); err != nil {
-			errs = append(errs, fmt.Errorf("%s=%q: %w", ev.Name, v, err))
+			shown := strconv.Quote(v)
+			if strings.HasSuffix(ev.Name, "_PASSWORD") {
+				shown = "(hidden)"
+			}
+			errs = append(errs, fmt.Errorf("%s=%s: %w", ev.Name, shown, err))
 		}
 	}
 	c.KindVars = kindVars(kinds)

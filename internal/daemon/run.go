@@ -87,6 +87,9 @@ func Run(ctx context.Context, cfg config.Config, reg *jobs.Registry, logger *slo
 		return ""
 	}})
 	mux.Handle("GET /metrics", m.Handler())
+	if err := mountUI(ctx, mux, web, cfg, logger); err != nil {
+		return err
+	}
 	if err := startKinds(ctx, reg, cfg, logger, problems, web, mux, m); err != nil {
 		return err
 	}
