@@ -138,9 +138,13 @@ func statusLiteral(status string) (string, bool) {
 
 // Backlog is the work waiting in a queue or a workspace.
 type Backlog struct {
-	Pending    int64 // every pending job, those scheduled for later included
+	Pending    int64 // every pending job, those scheduled for later and held included
 	Due        int64 // pending jobs whose run_at has come: what idle workers would take now
 	Processing int64 // running jobs
+	// Held are pending jobs no worker may take whatever the time: River's
+	// pending state, where a paused workspace's jobs wait (errand workspaces
+	// pause). They are in Pending, not in Due or OldestDue.
+	Held int64
 	// OldestDue is how long the longest-waiting due job has waited since its
 	// run_at (0 when none is due): the backlog's latency, which a job
 	// scheduled for tomorrow does not inflate.
@@ -162,9 +166,10 @@ type WorkspaceBacklog struct {
 // The backlog's columns over the pending and processing rows, which one
 // range of river_job_status_idx holds however many finished jobs are kept.
 const backlogColumns = `count(*) FILTER (WHERE status = 'pending'),
-		count(*) FILTER (WHERE status = 'pending' AND run_at <= now()),
+		count(*) FILTER (WHERE status = 'pending' AND run_at <= now() AND river_state <> 'pending'),
 		count(*) FILTER (WHERE status = 'processing'),
-		coalesce(extract(epoch FROM now() - min(run_at) FILTER (WHERE status = 'pending' AND run_at <= now())), 0)::float8`
+		coalesce(extract(epoch FROM now() - min(run_at) FILTER (WHERE status = 'pending' AND run_at <= now() AND river_state <> 'pending')), 0)::float8,
+		count(*) FILTER (WHERE river_state = 'pending')`
 
 // PendingByQueue is every queue's backlog, by queue name; queues with
 // nothing pending or running are left out. It is the queue depth for
@@ -182,7 +187,7 @@ func PendingByQueue(ctx context.Context, db DB) ([]QueueBacklog, error) {
 	list, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (QueueBacklog, error) {
 		var q QueueBacklog
 		var oldest float64
-		err := row.Scan(&q.Queue, &q.Pending, &q.Due, &q.Processing, &oldest)
+		err := row.Scan(&q.Queue, &q.Pending, &q.Due, &q.Processing, &oldest, &q.Held)
 		q.OldestDue = seconds(oldest)
 		return q, err
 	})
@@ -211,7 +216,7 @@ func PendingByWorkspace(ctx context.Context, db DB, limit int) ([]WorkspaceBackl
 	list, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (WorkspaceBacklog, error) {
 		var w WorkspaceBacklog
 		var oldest float64
-		err := row.Scan(&w.WorkspaceID, &w.Pending, &w.Due, &w.Processing, &oldest)
+		err := row.Scan(&w.WorkspaceID, &w.Pending, &w.Due, &w.Processing, &oldest, &w.Held)
 		w.OldestDue = seconds(oldest)
 		return w, err
 	})
@@ -230,7 +235,7 @@ func WorkspacePending(ctx context.Context, db DB, workspaceID string) (Backlog, 
 	SELECT `+backlogColumns+`
 	FROM errand.jobs
 	WHERE workspace_id = $1::uuid AND status IN ('pending', 'processing')`, workspaceID).
-		Scan(&b.Pending, &b.Due, &b.Processing, &oldest)
+		Scan(&b.Pending, &b.Due, &b.Processing, &oldest, &b.Held)
 	if err != nil {
 		return b, fmt.Errorf("pending of workspace %s: %w", workspaceID, err)
 	}

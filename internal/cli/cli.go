@@ -1,5 +1,5 @@
 // Package cli is errand's command line: it reads the configuration and runs
-// one command (run, migrate, dev, bench, schedules, help). errand.Main is its public
+// one command (run, migrate, dev, bench, schedules, jobs, workspaces, stats, help). errand.Main is its public
 // face; every command takes the same Options.
 package cli
 
@@ -50,7 +50,7 @@ func Main(ctx context.Context, args []string, getenv func(string) string, stdout
 	}
 	switch cmd {
 	case "help", "-h", "--help":
-		_, err := io.WriteString(stdout, config.Help(reg.Kinds())+schedulesHelp())
+		_, err := io.WriteString(stdout, config.Help(reg.Kinds())+schedulesHelp()+opsHelp())
 		return err
 	}
 
@@ -91,6 +91,12 @@ func Main(ctx context.Context, args []string, getenv func(string) string, stdout
 		return err
 	case "schedules":
 		return runSchedules(ctx, cfg, reg.Kinds(), args[1:], stdout)
+	case "jobs":
+		return runJobs(ctx, cfg, args[1:], stdout)
+	case "workspaces":
+		return runWorkspaces(ctx, cfg, args[1:], stdout)
+	case "stats":
+		return runStats(ctx, cfg, args[1:], stdout)
 	default:
 		return fmt.Errorf("%w: unknown command %q; `errand help` lists them", ErrUsage, cmd)
 	}

@@ -210,7 +210,7 @@ type snapshot struct {
 
 var (
 	descQueueJobs = prometheus.NewDesc("errand_queue_jobs",
-		"Jobs in a queue by status: pending (waiting, also for a later run_at), due (pending and due now), processing. Read from the database, all replicas together.",
+		"Jobs in a queue by status: pending (waiting, also for a later run_at or held), due (pending, due now and not held), held (held by a paused workspace), processing. Read from the database, all replicas together.",
 		[]string{"queue", "status"}, nil)
 	descQueueOldest = prometheus.NewDesc("errand_queue_oldest_due_seconds",
 		"How long the longest-waiting due job of a queue has waited since its run_at (0 when none is due).",
@@ -246,6 +246,7 @@ func (c *snapshotCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(descQueueJobs, prometheus.GaugeValue, float64(q.Pending), q.Queue, "pending")
 		ch <- prometheus.MustNewConstMetric(descQueueJobs, prometheus.GaugeValue, float64(q.Due), q.Queue, "due")
 		ch <- prometheus.MustNewConstMetric(descQueueJobs, prometheus.GaugeValue, float64(q.Processing), q.Queue, "processing")
+		ch <- prometheus.MustNewConstMetric(descQueueJobs, prometheus.GaugeValue, float64(q.Held), q.Queue, "held")
 		ch <- prometheus.MustNewConstMetric(descQueueOldest, prometheus.GaugeValue, q.OldestDue.Seconds(), q.Queue)
 	}
 	for _, w := range s.workspaces {

@@ -1,0 +1,294 @@
+package store
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"regexp"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+)
+
+// The operations behind `errand jobs`, `errand workspaces` and `errand
+// stats`: the SQL functions of migrations/016_operations.sql, and the
+// read-only queries ops look at, each over an index (docs/operations.md).
+
+// ErrNotFound is returned (wrapped) for a job or workspace that does not
+// exist.
+var ErrNotFound = errors.New("not found")
+
+// OpError is a refusal by one of errand's SQL functions: its message is
+// the function's own without "errand: " ("job 42 is completed, ..."), and it unwraps to
+// the *pgconn.PgError (SQLSTATE in Code).
+type OpError struct{ PG *pgconn.PgError }
+
+func (e *OpError) Error() string { return strings.TrimPrefix(e.PG.Message, "errand: ") }
+func (e *OpError) Unwrap() error {
+	if e.PG.Code == "23503" { // foreign_key_violation: "does not exist"
+		return errors.Join(e.PG, ErrNotFound)
+	}
+	return e.PG
+}
+
+// notFound is a job or workspace that does not exist: its message alone,
+// and errors.Is(err, ErrNotFound).
+type notFound struct{ msg string }
+
+func (e *notFound) Error() string        { return e.msg }
+func (e *notFound) Is(target error) bool { return target == ErrNotFound }
+
+// opError turns an errand refusal into an OpError and wraps anything else
+// with what was being done.
+func opError(err error, format string, args ...any) error {
+	var pg *pgconn.PgError
+	if errors.As(err, &pg) && len(pg.Message) > 8 && pg.Message[:8] == "errand: " {
+		return &OpError{PG: pg}
+	}
+	return fmt.Errorf(format+": %w", append(args, err)...)
+}
+
+// PauseWorkspace pauses a workspace (errand.pause_workspace): its jobs wait
+// until ResumeWorkspace, on every replica, from this commit on. It returns
+// how many waiting jobs it held back now (0 when it was paused already).
+func PauseWorkspace(ctx context.Context, db DB, workspaceID string) (int64, error) {
+	var n int64
+	if err := db.QueryRow(ctx, `SELECT errand.pause_workspace($1::uuid)`, workspaceID).Scan(&n); err != nil {
+		return 0, opError(err, "pause workspace %s", workspaceID)
+	}
+	return n, nil
+}
+
+// ResumeWorkspace resumes a paused workspace (errand.resume_workspace) and
+// returns how many held jobs it released (0 when it was not paused).
+func ResumeWorkspace(ctx context.Context, db DB, workspaceID string) (int64, error) {
+	var n int64
+	if err := db.QueryRow(ctx, `SELECT errand.resume_workspace($1::uuid)`, workspaceID).Scan(&n); err != nil {
+		return 0, opError(err, "resume workspace %s", workspaceID)
+	}
+	return n, nil
+}
+
+// RetryJob runs a failed job again (errand.retry_job). It returns "queued",
+// or "paused" when the job's workspace is paused and the job waits for it.
+func RetryJob(ctx context.Context, db DB, id int64) (string, error) {
+	var s string
+	if err := db.QueryRow(ctx, `SELECT errand.retry_job($1)`, id).Scan(&s); err != nil {
+		return "", opError(err, "retry job %d", id)
+	}
+	return s, nil
+}
+
+// RetryFailed runs every failed job of a workspace again
+// (errand.retry_jobs) and returns how many.
+func RetryFailed(ctx context.Context, db DB, workspaceID string) (int64, error) {
+	var n int64
+	if err := db.QueryRow(ctx, `SELECT errand.retry_jobs($1::uuid, 'failed')`, workspaceID).Scan(&n); err != nil {
+		return 0, opError(err, "retry failed jobs of workspace %s", workspaceID)
+	}
+	return n, nil
+}
+
+// CancelJob cancels a job that has not finished (errand.cancel_job):
+// "cancelled" for a waiting job, "cancelling" for a running one, which is
+// asked to stop.
+func CancelJob(ctx context.Context, db DB, id int64) (string, error) {
+	var s string
+	if err := db.QueryRow(ctx, `SELECT errand.cancel_job($1)`, id).Scan(&s); err != nil {
+		return "", opError(err, "cancel job %d", id)
+	}
+	return s, nil
+}
+
+// ResolveWorkspace is the id of the workspace named by its id or its slug
+// (a paused workspace the app has since deleted, by its id).
+func ResolveWorkspace(ctx context.Context, db DB, idOrSlug string) (string, error) {
+	var id string
+	var err error
+	if uuidText.MatchString(idOrSlug) {
+		err = db.QueryRow(ctx, `
+		SELECT w.id::text FROM errand.workspaces w WHERE w.id = $1::uuid
+		UNION ALL
+		SELECT p.workspace_id::text FROM errand.paused_workspaces p WHERE p.workspace_id = $1::uuid
+		LIMIT 1`, idOrSlug).Scan(&id)
+	} else {
+		err = db.QueryRow(ctx, `SELECT w.id::text FROM errand.workspaces w WHERE w.slug = $1`, idOrSlug).Scan(&id)
+	}
+	if errors.Is(err, pgx.ErrNoRows) {
+		return "", &notFound{fmt.Sprintf("workspace %q does not exist in errand.workspaces (give its id or its slug)", idOrSlug)}
+	}
+	if err != nil {
+		return "", fmt.Errorf("find workspace %q: %w", idOrSlug, err)
+	}
+	return id, nil
+}
+
+var uuidText = regexp.MustCompile(`^(?i)[0-9a-f]{8}-?([0-9a-f]{4}-?){3}[0-9a-f]{12}$`)
+
+// Attempt is one failed attempt of a job, as River recorded it.
+type Attempt struct {
+	Attempt int       `json:"attempt"`
+	At      time.Time `json:"at"`
+	Error   string    `json:"error"`
+}
+
+// JobDetail is one job with its args and every recorded error.
+type JobDetail struct {
+	Job
+	Priority   int             `json:"priority"`
+	RiverState string          `json:"river_state"`
+	Paused     bool            `json:"paused"` // held by its paused workspace
+	Args       json.RawMessage `json:"args"`
+	Errors     []Attempt       `json:"errors"`
+}
+
+// GetJob is one job's detail, or an error wrapping ErrNotFound.
+func GetJob(ctx context.Context, db DB, id int64) (JobDetail, error) {
+	var d JobDetail
+	var errs []byte
+	err := db.QueryRow(ctx, `
+	SELECT j.id, j.workspace_id::text, j.kind, j.queue, j.status, j.attempt, j.max_attempts, coalesce(j.last_error, ''),
+		j.run_at, j.created_at, j.started_at, j.finished_at, j.priority, j.river_state, j.args,
+		r.metadata ? 'errand:paused',
+		coalesce((SELECT jsonb_agg(e ORDER BY n) FROM unnest(r.errors) WITH ORDINALITY AS x(e, n)), '[]')
+	FROM errand.jobs j JOIN errand.river_job r ON r.id = j.id
+	WHERE j.id = $1`, id).Scan(&d.ID, &d.WorkspaceID, &d.Kind, &d.Queue, &d.Status, &d.Attempt, &d.MaxAttempts, &d.LastError,
+		&d.RunAt, &d.CreatedAt, &d.StartedAt, &d.FinishedAt, &d.Priority, &d.RiverState, &d.Args, &d.Paused, &errs)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return d, &notFound{fmt.Sprintf("job %d does not exist", id)}
+	}
+	if err != nil {
+		return d, fmt.Errorf("read job %d: %w", id, err)
+	}
+	if err := json.Unmarshal(errs, &d.Errors); err != nil {
+		return d, fmt.Errorf("read job %d errors: %w", id, err)
+	}
+	return d, nil
+}
+
+// WorkspaceStatus is one workspace's jobs that are not completed.
+type WorkspaceStatus struct {
+	WorkspaceID string     `json:"workspace_id"`
+	Slug        string     `json:"slug"`
+	Name        string     `json:"name"`
+	PausedAt    *time.Time `json:"paused_at"` // nil when not paused
+	Pending     int64      `json:"pending"`
+	Processing  int64      `json:"processing"`
+	Failed      int64      `json:"failed"` // failed jobs still retained
+}
+
+// Workspaces lists up to limit workspaces, the ones with the most pending
+// jobs first (then by slug), paused ones always included. The counts come
+// from one pass over the jobs that are not completed
+// (river_job_status_idx), however many completed ones are kept.
+func Workspaces(ctx context.Context, db DB, limit int) ([]WorkspaceStatus, error) {
+	if limit <= 0 || limit > 10000 {
+		return nil, fmt.Errorf("list workspaces: limit must be 1 to 10000, got %d", limit)
+	}
+	rows, err := db.Query(ctx, `
+	WITH counts AS (
+		SELECT workspace_id,
+			count(*) FILTER (WHERE status = 'pending') AS pending,
+			count(*) FILTER (WHERE status = 'processing') AS processing,
+			count(*) FILTER (WHERE status = 'failed') AS failed
+		FROM errand.jobs
+		WHERE status IN ('pending', 'processing', 'failed')
+		GROUP BY workspace_id
+	)
+	SELECT coalesce(w.id, p.workspace_id)::text, coalesce(w.slug, ''), coalesce(w.name, '(deleted)'), p.paused_at,
+		coalesce(c.pending, 0), coalesce(c.processing, 0), coalesce(c.failed, 0)
+	FROM errand.workspaces w
+	FULL JOIN errand.paused_workspaces p ON p.workspace_id = w.id
+	LEFT JOIN counts c ON c.workspace_id = coalesce(w.id, p.workspace_id)
+	ORDER BY p.paused_at IS NULL, coalesce(c.pending, 0) DESC, w.slug
+	LIMIT $1`, limit)
+	if err != nil {
+		return nil, fmt.Errorf("list workspaces: %w", err)
+	}
+	list, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (WorkspaceStatus, error) {
+		var w WorkspaceStatus
+		err := row.Scan(&w.WorkspaceID, &w.Slug, &w.Name, &w.PausedAt, &w.Pending, &w.Processing, &w.Failed)
+		return w, err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list workspaces: %w", err)
+	}
+	return list, nil
+}
+
+// QueueStats is one queue's figures for `errand stats`.
+type QueueStats struct {
+	Queue      string        `json:"queue"`
+	Pending    int64         `json:"pending"`
+	Due        int64         `json:"due"`
+	Processing int64         `json:"processing"`
+	OldestDue  time.Duration `json:"oldest_due_ns"`
+	// Held is how many of the pending jobs are held by paused workspaces;
+	// Due and OldestDue leave them out (no worker may take them).
+	Held int64 `json:"held"`
+	// Finished in the last hour.
+	CompletedLastHour int64 `json:"completed_last_hour"`
+	FailedLastHour    int64 `json:"failed_last_hour"`
+	// Completed in the last minute, per second.
+	PerSecond float64 `json:"per_second"`
+}
+
+// Stats is every queue's backlog (PendingByQueue) with what it finished in
+// the last hour and minute, read through River's index on (state,
+// finalized_at): three short ranges, however many finished jobs are kept.
+func Stats(ctx context.Context, db DB) ([]QueueStats, error) {
+	backlog, err := PendingByQueue(ctx, db)
+	if err != nil {
+		return nil, err
+	}
+	byQueue := map[string]*QueueStats{}
+	var out []*QueueStats
+	get := func(q string) *QueueStats {
+		if s, ok := byQueue[q]; ok {
+			return s
+		}
+		s := &QueueStats{Queue: q}
+		byQueue[q] = s
+		out = append(out, s)
+		return s
+	}
+	for _, b := range backlog {
+		s := get(b.Queue)
+		s.Pending, s.Due, s.Processing, s.OldestDue, s.Held = b.Pending, b.Due, b.Processing, b.OldestDue, b.Held
+	}
+	rows, err := db.Query(ctx, finishedByQueueSQL)
+	if err != nil {
+		return nil, fmt.Errorf("stats: %w", err)
+	}
+	var q string
+	var completed, failed, lastMinute int64
+	_, err = pgx.ForEachRow(rows, []any{&q, &completed, &failed, &lastMinute}, func() error {
+		s := get(q)
+		s.CompletedLastHour, s.FailedLastHour, s.PerSecond = completed, failed, float64(lastMinute)/60
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("stats: %w", err)
+	}
+	list := make([]QueueStats, 0, len(out))
+	for _, s := range out {
+		list = append(list, *s)
+	}
+	slices.SortFunc(list, func(a, b QueueStats) int { return strings.Compare(a.Queue, b.Queue) })
+	return list, nil
+}
+
+// finishedByQueueSQL counts what each queue finished in the last hour and
+// minute: a range of River's (state, finalized_at) index per finished state.
+const finishedByQueueSQL = `
+	SELECT queue,
+		count(*) FILTER (WHERE state = 'completed'),
+		count(*) FILTER (WHERE state IN ('discarded', 'cancelled')),
+		count(*) FILTER (WHERE state = 'completed' AND finalized_at > now() - interval '1 minute')
+	FROM errand.river_job
+	WHERE state IN ('completed', 'discarded', 'cancelled') AND finalized_at > now() - interval '1 hour'
+	GROUP BY queue`

@@ -1,0 +1,4 @@
+package store
+
+// Stats' own queries, for their plan test.
+const FinishedByQueueSQL = finishedByQueueSQL
