@@ -118,6 +118,11 @@ var contractCorpus = []badInput{
 	{name: "webhook_replay of NULL", sql: `SELECT errand.webhook_replay(NULL)`, code: "23503", message: "webhook message NULL does not exist"},
 	{name: "webhook_replay of something that is not a uuid", sql: `SELECT errand.webhook_replay('msg_1')`, code: "22P02", message: "invalid input syntax for type uuid"},
 	{name: "webhook_rotate_secret of an endpoint that does not exist", sql: `SELECT errand.webhook_rotate_secret('00000000-0000-0000-0000-000000000001')`, code: "23503", message: "webhook endpoint 00000000-0000-0000-0000-000000000001 does not exist"},
+	// Tracing (migrations/017_traceparent.sql).
+	{name: "a traceparent that is not W3C trace context", sql: `INSERT INTO errand.jobs (workspace_id, kind, args, traceparent) VALUES ($1, 'ping', '{}', 'trace-123')`, code: "22023", message: `traceparent must be a W3C trace context traceparent such as 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01, got "trace-123"`},
+	{name: "a traceparent with an all-zero trace id", sql: `INSERT INTO errand.jobs (workspace_id, kind, args, traceparent) VALUES ($1, 'ping', '{}', '00-00000000000000000000000000000000-00f067aa0ba902b7-01')`, code: "22023", message: "traceparent must be a W3C trace context traceparent"},
+	{name: "a traceparent in upper case", sql: `INSERT INTO errand.jobs (workspace_id, kind, args, traceparent) VALUES ($1, 'ping', '{}', '00-4BF92F3577B34DA6A3CE929D0E0E4736-00F067AA0BA902B7-01')`, code: "22023", message: "traceparent must be a W3C trace context traceparent"},
+	{name: "a traceparent of the invalid version ff", sql: `INSERT INTO errand.jobs (workspace_id, kind, args, traceparent) VALUES ($1, 'ping', '{}', 'ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01')`, code: "22023", message: "traceparent must be a W3C trace context traceparent"},
 	// Invoices (migrations/012_invoices.sql): what could never render.
 	{name: "invoice.render without invoice_id", sql: insertJob + `($1, 'invoice.render', '{"email_to": "ann@example.com"}')`, code: "22023", message: `args for kind "invoice.render" are missing required field(s): invoice_id`},
 	{name: "an invoice in an unknown currency", sql: newInvoice + `($1, 'C-1', 'Ann', 'EUX')`, code: "22023", message: "invoice currency 'EUX' is not an ISO 4217 code errand knows"},

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/url"
 	"slices"
 	"strconv"
 	"strings"
@@ -34,6 +35,8 @@ type Config struct {
 	RetainLogs        time.Duration
 	UIUser            string
 	UIPassword        string
+	OTLPEndpoint      string
+	ServiceName       string
 	LogLevel          slog.Level
 	LogFormat         string
 	DevDir            string
@@ -125,6 +128,19 @@ func envVars() []envVar {
 				c.UIUser = v
 				return nil
 			}},
+		{"OTEL_EXPORTER_OTLP_ENDPOINT", "", "turns on OpenTelemetry tracing: an OTLP/HTTP collector's base URL (spans go to <it>/v1/traces), e.g. http://otel-collector:4318",
+			func(c *Config, v string) error {
+				if v != "" {
+					u, err := url.Parse(v)
+					if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+						return fmt.Errorf("want an http or https URL such as http://otel-collector:4318")
+					}
+				}
+				c.OTLPEndpoint = v
+				return nil
+			}},
+		{"OTEL_SERVICE_NAME", "errand", "the service name on errand's spans",
+			func(c *Config, v string) error { c.ServiceName = v; return nil }},
 		{"ERRAND_LOG_LEVEL", "info", "debug, info, warn or error",
 			func(c *Config, v string) error { return c.LogLevel.UnmarshalText([]byte(v)) }},
 		{"ERRAND_LOG_FORMAT", "auto", "json, text, or auto (json unless stdout is a terminal)",

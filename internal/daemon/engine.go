@@ -16,6 +16,7 @@ import (
 	"github.com/errand-dev/errand/internal/config"
 	"github.com/errand-dev/errand/internal/maintenance"
 	"github.com/errand-dev/errand/internal/metrics"
+	"github.com/errand-dev/errand/internal/tracing"
 	"github.com/errand-dev/errand/jobs"
 	"github.com/errand-dev/errand/schedules"
 	"github.com/errand-dev/errand/store"
@@ -36,7 +37,7 @@ type engine struct {
 }
 
 func startEngine(ctx context.Context, cfg config.Config, reg *jobs.Registry, table *schedules.Table, logger *slog.Logger, pollOnly, guard bool,
-	onStart func(*rivertype.JobRow), t rescueTiming, m *metrics.Metrics) (*engine, error) {
+	onStart func(*rivertype.JobRow), t rescueTiming, m *metrics.Metrics, tr *tracing.Tracing) (*engine, error) {
 	id := clientID()
 	// Setup must not hang on a database that swallows packets; the client
 	// itself runs on ctx.
@@ -75,7 +76,7 @@ func startEngine(ctx context.Context, cfg config.Config, reg *jobs.Registry, tab
 		st.Close()
 		return nil, fmt.Errorf("register replica: %w", err)
 	}
-	client, err := newRiverClient(st, id, cfg, reg, table, logger, pollOnly, onStart)
+	client, err := newRiverClient(st, id, cfg, reg, table, logger, pollOnly, onStart, tr)
 	if err != nil {
 		st.Close()
 		return nil, err

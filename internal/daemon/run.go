@@ -25,6 +25,7 @@ import (
 	"github.com/errand-dev/errand/internal/config"
 	"github.com/errand-dev/errand/internal/maintenance"
 	"github.com/errand-dev/errand/internal/metrics"
+	"github.com/errand-dev/errand/internal/tracing"
 	"github.com/errand-dev/errand/jobs"
 	"github.com/errand-dev/errand/migrations"
 	"github.com/errand-dev/errand/schedules"
@@ -87,6 +88,19 @@ func Run(ctx context.Context, cfg config.Config, reg *jobs.Registry, logger *slo
 		return ""
 	}})
 	mux.Handle("GET /metrics", m.Handler())
+	host, _ := os.Hostname()
+	tr, err := tracing.New(ctx, tracing.Config{Endpoint: cfg.OTLPEndpoint, ServiceName: cfg.ServiceName,
+		Replica: fmt.Sprintf("%s/%d", host, os.Getpid()), BatchTimeout: time.Second})
+	if err != nil {
+		return err
+	}
+	defer func() {
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := tr.Shutdown(sctx); err != nil {
+			logger.Warn("tracing: could not export the last spans", slog.String("error", err.Error()))
+		}
+	}()
 	if err := mountUI(ctx, mux, web, cfg, logger); err != nil {
 		return err
 	}
@@ -150,7 +164,7 @@ func Run(ctx context.Context, cfg config.Config, reg *jobs.Registry, logger *slo
 
 	first := true
 	for {
-		e, err := startEngine(ctx, cfg, reg, table, logger, pollOnly, guard, hooks.OnJobStart, timing, m)
+		e, err := startEngine(ctx, cfg, reg, table, logger, pollOnly, guard, hooks.OnJobStart, timing, m, tr)
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil
@@ -224,7 +238,7 @@ func rescueTimings(rescueAfter time.Duration) rescueTiming {
 	return rescueTiming{lease: rescueAfter * 6 / 10, fenceAfter: rescueAfter * 4 / 10, interval: rescueAfter / 10}
 }
 
-func newRiverClient(st *store.Store, id string, cfg config.Config, reg *jobs.Registry, table *schedules.Table, logger *slog.Logger, pollOnly bool, onStart func(*rivertype.JobRow)) (*river.Client[pgx.Tx], error) {
+func newRiverClient(st *store.Store, id string, cfg config.Config, reg *jobs.Registry, table *schedules.Table, logger *slog.Logger, pollOnly bool, onStart func(*rivertype.JobRow), tr *tracing.Tracing) (*river.Client[pgx.Tx], error) {
 	queues := make(map[string]river.QueueConfig, len(cfg.Queues))
 	for name, n := range cfg.Queues {
 		if n > 0 { // 0: this replica leaves the queue to others
@@ -260,7 +274,7 @@ func newRiverClient(st *store.Store, id string, cfg config.Config, reg *jobs.Reg
 		// River's own rescuer is the slow backstop for live replicas' jobs.
 		RescueStuckJobsAfter: rescueStuckJobsAfter(reg),
 		RetryPolicy:          &jobs.RetryPolicy{Base: cfg.RetryBase},
-		Middleware:           []rivertype.Middleware{&jobs.Middleware{Logger: logger, OnStart: onStart}},
+		Middleware:           append([]rivertype.Middleware{&jobs.Middleware{Logger: logger, OnStart: onStart}}, tr.Middleware()...),
 		Logger:               riverLogger,
 	})
 	if err != nil {
