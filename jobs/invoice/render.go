@@ -94,7 +94,10 @@ func Render(doc Document, paper string) (Rendered, error) {
 	f.SetCreator("errand invoice.render", false)
 	f.SetTitle(r.clean("Invoice "+doc.Number, "number", false), true)
 	f.SetAuthor(r.clean(doc.Issuer, "issuer", false), true)
-	f.AddUTF8FontFromBytes(fontName, "", dejaVuSans)
+	// A copy for each document: gofpdf pads the font's tables with append,
+	// which writes into the bytes it was given (past a table's end), so a
+	// shared slice would be written by every render at once.
+	f.AddUTF8FontFromBytes(fontName, "", bytes.Clone(dejaVuSans))
 	f.SetMargins(margin, margin, margin)
 	// Rows are placed by hand so a line is never split across pages and
 	// the table's header starts every page it continues on.
