@@ -57,6 +57,7 @@ func modes() []mode {
 			return b.inWorkspace(ctx, func(st *store.Store, ws string) (string, error) { return b.enqueue(ctx, st, ws, f) })
 		}},
 		{"scale", "[--retained N] [--workspaces W] [--jobs J] [--workers W] [--samples S] [--rounds R]", runScale},
+		{"noisy", "[--flood N] [--small W] [--each K] [--sleep-ms M]", runNoisy},
 	}
 }
 

@@ -144,6 +144,9 @@ func TestBenchRefusesABadCommandLine(t *testing.T) {
 		"a negative background rate":   {"latency", "--background-rps", "-1"},
 		"a throughput flag in latency": {"latency", "--jobs", "10"},
 		"zero enqueue clients":         {"enqueue", "--clients", "0"},
+		"no flood":                     {"noisy", "--flood", "0"},
+		"no small workspaces":          {"noisy", "--small", "0"},
+		"a negative ping sleep":        {"noisy", "--sleep-ms", "-1"},
 		"a negative bulk size":         {"enqueue", "--bulk", "-1"},
 		"an unknown bulk path":         {"enqueue", "--bulk", "10", "--via", "copy"},
 		"enqueue_many without --bulk":  {"enqueue", "--via", "many"},
@@ -161,4 +164,13 @@ func TestBenchRefusesABadCommandLine(t *testing.T) {
 			}
 		})
 	}
+}
+
+func TestBenchNoisy(t *testing.T) {
+	t.Parallel()
+	url, pool := errandtest.MigratedDB(t)
+	lines := benchRun(t, url, "noisy", "--flood", "300", "--small", "3", "--each", "4", "--sleep-ms", "1")
+	benchResult(t, lines, `^RESULT mode=noisy flood=300 small=3 each=4 sleep_ms=1 small_p95_ms_idle=`+benchNumber+` small_p95_ms_flooded=`+benchNumber+` wait_ratio=`+benchNumber+` flood_jobs_per_s=`+benchNumber+` single_tenant_jobs_per_s=`+benchNumber+` flood_ratio=`+benchNumber+`$`)
+	benchHasLine(t, lines, "flood alone: 300 pings")
+	benchAssertCleanedUp(t, pool)
 }

@@ -1,0 +1,195 @@
+package bench
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/riverqueue/river/rivertype"
+
+	"github.com/errand-dev/errand/store"
+)
+
+// noisy measures what one noisy workspace does to the others (issue 14):
+// small workspaces' pings wait from their INSERT to their start (read from
+// the database's own timestamps), once with nothing else to do and once
+// behind one workspace's flood of the same pings; and the flood's own rate
+// against the same pings run alone.
+type noisyFlags struct {
+	flood   int
+	small   int
+	each    int
+	sleepMS int
+}
+
+func parseNoisyFlags(args []string, out io.Writer) (noisyFlags, error) {
+	var f noisyFlags
+	fs := flag.NewFlagSet("errand bench noisy", flag.ContinueOnError)
+	fs.SetOutput(out)
+	fs.IntVar(&f.flood, "flood", 20000, "pings the noisy workspace enqueues at once")
+	fs.IntVar(&f.small, "small", 10, "small workspaces")
+	fs.IntVar(&f.each, "each", 10, "pings each small workspace enqueues")
+	fs.IntVar(&f.sleepMS, "sleep-ms", 20, "how long each ping works")
+	if err := parseBenchFlags(fs, args); err != nil {
+		return f, err
+	}
+	switch {
+	case f.flood < 1:
+		return f, fmt.Errorf("%w: errand bench noisy: --flood must be positive, got %d", ErrUsage, f.flood)
+	case f.small < 1 || f.small > 1000:
+		return f, fmt.Errorf("%w: errand bench noisy: --small must be 1 to 1000, got %d", ErrUsage, f.small)
+	case f.each < 1:
+		return f, fmt.Errorf("%w: errand bench noisy: --each must be positive, got %d", ErrUsage, f.each)
+	case f.sleepMS < 0 || f.sleepMS > 30000:
+		return f, fmt.Errorf("%w: errand bench noisy: --sleep-ms must be 0 to 30000, got %d", ErrUsage, f.sleepMS)
+	}
+	return f, nil
+}
+
+func runNoisy(ctx context.Context, b *bench, args []string) error {
+	f, err := parseNoisyFlags(args, b.stdout)
+	if err != nil {
+		return helpIsNoError(err)
+	}
+	return b.inWorkspace(ctx, func(st *store.Store, ws string) (string, error) { return b.noisy(ctx, st, ws, f) })
+}
+
+const (
+	// The small workspaces' pings, one statement for all of them.
+	noisyInsertSmall = `INSERT INTO errand.jobs (workspace_id, kind, args)
+		SELECT w, 'ping', jsonb_build_object('sleep_ms', $3::int)
+		FROM unnest($1::uuid[]) AS w, generate_series(1, $2::int)`
+	noisyInsertFlood = `INSERT INTO errand.jobs (workspace_id, kind, args)
+		SELECT $1, 'ping', jsonb_build_object('sleep_ms', $3::int) FROM generate_series(1, $2::int)`
+	// Waits from INSERT to start, in ms, of the workspaces' finished jobs,
+	// and whether all of them have finished.
+	noisyWaits = `SELECT count(*) FILTER (WHERE status <> 'completed'),
+		coalesce(percentile_cont(0.95) WITHIN GROUP (ORDER BY extract(epoch FROM started_at - created_at) * 1000)
+		         FILTER (WHERE status = 'completed'), 0)
+		FROM errand.jobs WHERE workspace_id = ANY ($1::uuid[])`
+	// The flood's rate: jobs over the span from the first start to the last
+	// finish, on the database's clock.
+	noisyRate = `SELECT count(*) FILTER (WHERE status <> 'completed'), count(*),
+		coalesce(extract(epoch FROM max(finished_at) - min(started_at)), 0)
+		FROM errand.jobs WHERE workspace_id = $1`
+)
+
+func (b *bench) noisy(ctx context.Context, st *store.Store, flood string, f noisyFlags) (result string, err error) {
+	small, err := b.scaleCreateWorkspaces(ctx, st, flood, f.small)
+	defer func() {
+		if cerr := b.scaleCleanup(ctx, st, small); err == nil {
+			err = cerr
+		}
+	}()
+	if err != nil {
+		return "", err
+	}
+	d, err := b.startDaemon(ctx, b.cfg, func(*rivertype.JobRow) {})
+	if err != nil {
+		return "", err
+	}
+	defer func() {
+		if serr := d.stop(); err == nil {
+			err = serr
+		}
+	}()
+
+	// 1. The small workspaces alone.
+	idle, err := b.noisySmall(ctx, st, small, f)
+	if err != nil {
+		return "", err
+	}
+	b.printf("%d small workspaces × %d pings, nothing else running: p95 wait %.1f ms", f.small, f.each, idle)
+	if _, err := st.Exec(ctx, scaleDeleteJobs, small); err != nil {
+		return "", err
+	}
+
+	// 2. The flood alone: the single-tenant rate.
+	alone, err := b.noisyFlood(ctx, st, flood, f, "alone")
+	if err != nil {
+		return "", err
+	}
+
+	// 3. The flood, and the small workspaces' pings just after it.
+	if _, err := st.Exec(ctx, noisyInsertFlood, flood, f.flood, f.sleepMS); err != nil {
+		return "", fmt.Errorf("enqueue the flood: %w", err)
+	}
+	flooded, err := b.noisySmall(ctx, st, small, f)
+	if err != nil {
+		return "", err
+	}
+	b.printf("the same behind %d pings of one workspace: p95 wait %.1f ms (%.2f× the unflooded)", f.flood, flooded, flooded/max(idle, 0.001))
+	shared, err := b.noisyFloodRate(ctx, st, flood, f, "beside the small workspaces")
+	if err != nil {
+		return "", err
+	}
+	return fmt.Sprintf("RESULT mode=noisy flood=%d small=%d each=%d sleep_ms=%d small_p95_ms_idle=%.1f small_p95_ms_flooded=%.1f wait_ratio=%.2f flood_jobs_per_s=%.0f single_tenant_jobs_per_s=%.0f flood_ratio=%.3f",
+		f.flood, f.small, f.each, f.sleepMS, idle, flooded, flooded/max(idle, 0.001), shared, alone, shared/alone), nil
+}
+
+// noisySmall enqueues the small workspaces' pings and returns their p95 wait
+// once all have completed.
+func (b *bench) noisySmall(ctx context.Context, st *store.Store, small []string, f noisyFlags) (float64, error) {
+	if _, err := st.Exec(ctx, noisyInsertSmall, small, f.each, f.sleepMS); err != nil {
+		return 0, fmt.Errorf("enqueue the small workspaces' pings: %w", err)
+	}
+	deadline := time.Now().Add(30 * time.Minute)
+	for {
+		var left int64
+		var p95 float64
+		if err := st.QueryRow(ctx, noisyWaits, small).Scan(&left, &p95); err != nil {
+			return 0, err
+		}
+		if left == 0 {
+			return p95, nil
+		}
+		if time.Now().After(deadline) {
+			return 0, errors.New("the small workspaces' pings did not finish within 30 minutes")
+		}
+		select {
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+// noisyFlood enqueues the flood, waits for it and returns its rate.
+func (b *bench) noisyFlood(ctx context.Context, st *store.Store, flood string, f noisyFlags, what string) (float64, error) {
+	if _, err := st.Exec(ctx, noisyInsertFlood, flood, f.flood, f.sleepMS); err != nil {
+		return 0, fmt.Errorf("enqueue the flood: %w", err)
+	}
+	return b.noisyFloodRate(ctx, st, flood, f, what)
+}
+
+// noisyFloodRate waits for the flood to finish, returns its rate and
+// deletes its jobs.
+func (b *bench) noisyFloodRate(ctx context.Context, st *store.Store, flood string, f noisyFlags, what string) (float64, error) {
+	deadline := time.Now().Add(30 * time.Minute)
+	for {
+		var left, n int64
+		var seconds float64
+		if err := st.QueryRow(ctx, noisyRate, flood).Scan(&left, &n, &seconds); err != nil {
+			return 0, err
+		}
+		if left == 0 {
+			rate := float64(n) / max(seconds, 0.001)
+			b.printf("flood %s: %d pings in %.2f s, %.0f jobs/s", what, n, seconds, rate)
+			if _, err := st.Exec(ctx, benchDeleteJobs, flood); err != nil {
+				return 0, err
+			}
+			return rate, nil
+		}
+		if time.Now().After(deadline) {
+			return 0, errors.New("the flood did not finish within 30 minutes")
+		}
+		select {
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
