@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	neturl "net/url"
-	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -17,7 +16,6 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/errand-dev/errand/internal/testdb"
-	"github.com/errand-dev/errand/migrations"
 )
 
 // many is one errand.enqueue_many call; a nil slice is a NULL parameter.
@@ -446,26 +444,7 @@ func TestEnqueueManyNeedsItsGrant(t *testing.T) {
 func TestEnqueueManyDoesNotDependOnTheCallersScope(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	owner := fmt.Sprintf("errand_owner_%d", time.Now().UnixNano())
-	admin := testdb.Pool(t, testdb.AdminURL(t))
-	if _, err := admin.Exec(ctx, `CREATE ROLE `+owner+` LOGIN NOSUPERUSER NOCREATEROLE NOCREATEDB NOBYPASSRLS`); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _, _ = admin.Exec(context.Background(), `DROP ROLE IF EXISTS `+owner) })
-	name := fmt.Sprintf("errand_test_owned_%d_%d", os.Getpid(), time.Now().UnixNano()%1e6)
-	if _, err := admin.Exec(ctx, `CREATE DATABASE `+name+` OWNER `+owner); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _, _ = admin.Exec(context.Background(), `DROP DATABASE IF EXISTS `+name+` WITH (FORCE)`) })
-	u, err := neturl.Parse(testdb.WithDatabase(testdb.AdminURL(t), name))
-	if err != nil {
-		t.Fatal(err)
-	}
-	u.User = neturl.User(owner)
-	pool := testdb.Pool(t, u.String())
-	if _, err := migrations.Up(ctx, pool, nil); err != nil {
-		t.Fatal(err)
-	}
+	pool := testdb.Pool(t, testdb.PlainOwnerDatabase(t, true))
 	if _, err := pool.Exec(ctx, `INSERT INTO errand.kinds (kind, queue) VALUES ('ping', 'default')`); err != nil {
 		t.Fatal(err)
 	}
@@ -477,7 +456,7 @@ func TestEnqueueManyDoesNotDependOnTheCallersScope(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	err = pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
+	err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
 		if _, err := tx.Exec(ctx, `SELECT set_config('app.current_workspace_id', $1, true)`, b); err != nil {
 			return err
 		}
