@@ -84,6 +84,24 @@ func (f *opsFlags) positional(names ...string) error {
 	return nil
 }
 
+// jobID is the command's one argument, a job id.
+func (f *opsFlags) jobID() (int64, error) {
+	if err := f.positional("ID"); err != nil {
+		return 0, err
+	}
+	return parseJobID(f.args[0])
+}
+
+// withOps runs fn on a connection to DATABASE_URL, closed afterwards.
+func withOps(ctx context.Context, cfg config.Config, fn func(st *store.Store) error) error {
+	st, err := openOps(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	return fn(st)
+}
+
 func parseJobID(s string) (int64, error) {
 	id, err := strconv.ParseInt(s, 10, 64)
 	if err != nil || id <= 0 {
@@ -164,23 +182,17 @@ func runJobs(ctx context.Context, cfg config.Config, args []string, stdout io.Wr
 		if err := f.parse(args[1:]); err != nil {
 			return err
 		}
-		if err := f.positional("ID"); err != nil {
-			return err
-		}
-		id, err := parseJobID(f.args[0])
+		id, err := f.jobID()
 		if err != nil {
 			return err
 		}
-		st, err := openOps(ctx, cfg)
-		if err != nil {
-			return err
-		}
-		defer st.Close()
-		d, err := store.GetJob(ctx, st, id)
-		if err != nil {
-			return err
-		}
-		return printJob(stdout, d, f.json)
+		return withOps(ctx, cfg, func(st *store.Store) error {
+			d, err := store.GetJob(ctx, st, id)
+			if err != nil {
+				return err
+			}
+			return printJob(stdout, d, f.json)
+		})
 	case "retry":
 		ws := f.String("workspace", "", "workspace id or slug")
 		status := f.String("status", "", "failed (the only status retried)")
@@ -198,18 +210,15 @@ func runJobs(ctx context.Context, cfg config.Config, args []string, stdout io.Wr
 			if err != nil {
 				return err
 			}
-			st, err := openOps(ctx, cfg)
-			if err != nil {
-				return err
-			}
-			defer st.Close()
-			state, err := store.RetryJob(ctx, st, id)
-			if err != nil {
-				return err
-			}
-			return printResult(stdout, f.json, map[string]any{"job_id": id, "result": state},
-				map[string]string{"queued": fmt.Sprintf("job %d will run again\n", id),
-					"paused": fmt.Sprintf("job %d will run again when its workspace is resumed (it is paused)\n", id)}[state])
+			return withOps(ctx, cfg, func(st *store.Store) error {
+				state, err := store.RetryJob(ctx, st, id)
+				if err != nil {
+					return err
+				}
+				return printResult(stdout, f.json, map[string]any{"job_id": id, "result": state},
+					map[string]string{"queued": fmt.Sprintf("job %d will run again\n", id),
+						"paused": fmt.Sprintf("job %d will run again when its workspace is resumed (it is paused)\n", id)}[state])
+			})
 		}
 		if len(f.args) > 0 {
 			return fmt.Errorf("%w: jobs retry takes a job id or --workspace W --status failed, not both", ErrUsage)
@@ -236,25 +245,19 @@ func runJobs(ctx context.Context, cfg config.Config, args []string, stdout io.Wr
 		if err := f.parse(args[1:]); err != nil {
 			return err
 		}
-		if err := f.positional("ID"); err != nil {
-			return err
-		}
-		id, err := parseJobID(f.args[0])
+		id, err := f.jobID()
 		if err != nil {
 			return err
 		}
-		st, err := openOps(ctx, cfg)
-		if err != nil {
-			return err
-		}
-		defer st.Close()
-		state, err := store.CancelJob(ctx, st, id)
-		if err != nil {
-			return err
-		}
-		return printResult(stdout, f.json, map[string]any{"job_id": id, "result": state},
-			map[string]string{"cancelled": fmt.Sprintf("job %d cancelled\n", id),
-				"cancelling": fmt.Sprintf("job %d is running: asked to stop; it is cancelled when its attempt returns\n", id)}[state])
+		return withOps(ctx, cfg, func(st *store.Store) error {
+			state, err := store.CancelJob(ctx, st, id)
+			if err != nil {
+				return err
+			}
+			return printResult(stdout, f.json, map[string]any{"job_id": id, "result": state},
+				map[string]string{"cancelled": fmt.Sprintf("job %d cancelled\n", id),
+					"cancelling": fmt.Sprintf("job %d is running: asked to stop; it is cancelled when its attempt returns\n", id)}[state])
+		})
 	default:
 		return fmt.Errorf("%w: unknown jobs command %q (list, show, retry, cancel)", ErrUsage, args[0])
 	}
