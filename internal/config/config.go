@@ -33,6 +33,8 @@ type Config struct {
 	RetainCompleted   time.Duration
 	RetainFailed      time.Duration
 	RetainLogs        time.Duration
+	Fairness          bool
+	WorkspaceCap      int
 	UIUser            string
 	UIPassword        string
 	OTLPEndpoint      string
@@ -106,6 +108,27 @@ func envVars() []envVar {
 			durationVar(func(c *Config) *time.Duration { return &c.RetryBase }, time.Millisecond)},
 		{"ERRAND_RESCUE_AFTER", "10s", "a dead replica's running jobs are available again within this (heartbeats on the database clock)",
 			durationVar(func(c *Config) *time.Duration { return &c.RescueAfter }, 3*time.Second)},
+		{"ERRAND_FAIRNESS", "on", "share each queue's workers fairly among workspaces with work, weighted by plan (off: River's first-come-first-served fetch, and no caps)",
+			func(c *Config, v string) error {
+				switch v {
+				case "on":
+					c.Fairness = true
+				case "off":
+					c.Fairness = false
+				default:
+					return fmt.Errorf("want on or off")
+				}
+				return nil
+			}},
+		{"ERRAND_WORKSPACE_CONCURRENCY", "0", "at most this many jobs of one workspace run at once in each queue, across replicas, unless its plan sets concurrency in errand.plans; 0: no cap",
+			func(c *Config, v string) error {
+				n, err := strconv.Atoi(v)
+				if err != nil || n < 0 {
+					return fmt.Errorf("want a whole number of jobs, 0 or more (0: no cap)")
+				}
+				c.WorkspaceCap = n
+				return nil
+			}},
 		{"ERRAND_RETAIN_COMPLETED", "24h", "how long completed jobs are kept (an idempotency key holds while its job is kept)",
 			durationVar(func(c *Config) *time.Duration { return &c.RetainCompleted }, time.Minute)},
 		{"ERRAND_RETAIN_FAILED", "168h", "how long failed (discarded or cancelled) jobs are kept",

@@ -55,3 +55,30 @@ func TestRetentionErrors(t *testing.T) {
 		t.Errorf("defaults %s / %s / %s, want 24h / 168h / 720h", cfg.RetainCompleted, cfg.RetainFailed, cfg.RetainLogs)
 	}
 }
+
+func TestFairnessErrors(t *testing.T) {
+	cases := []struct{ name, variable, value, want string }{
+		{"fairness neither on nor off", "ERRAND_FAIRNESS", "yes", "want on or off"},
+		{"a negative workspace concurrency", "ERRAND_WORKSPACE_CONCURRENCY", "-1", "0 or more"},
+		{"a workspace concurrency that is not a number", "ERRAND_WORKSPACE_CONCURRENCY", "ten", "0 or more"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Load(env(map[string]string{tc.variable: tc.value}), nil)
+			if err == nil || !strings.Contains(err.Error(), tc.variable) || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("%s=%q: got %v, want an error naming it and saying %q", tc.variable, tc.value, err, tc.want)
+			}
+		})
+	}
+	cfg, err := Load(env(nil), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !cfg.Fairness || cfg.WorkspaceCap != 0 {
+		t.Errorf("defaults fairness %v, workspace concurrency %d, want on and 0 (no cap)", cfg.Fairness, cfg.WorkspaceCap)
+	}
+	cfg, err = Load(env(map[string]string{"ERRAND_FAIRNESS": "off", "ERRAND_WORKSPACE_CONCURRENCY": "5"}), nil)
+	if err != nil || cfg.Fairness || cfg.WorkspaceCap != 5 {
+		t.Errorf("off and 5: got %v, %d (%v)", cfg.Fairness, cfg.WorkspaceCap, err)
+	}
+}

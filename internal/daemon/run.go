@@ -19,10 +19,12 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/riverqueue/river"
+	"github.com/riverqueue/river/riverdriver"
 	"github.com/riverqueue/river/riverdriver/riverpgxv5"
 	"github.com/riverqueue/river/rivertype"
 
 	"github.com/errand-dev/errand/internal/config"
+	"github.com/errand-dev/errand/internal/fair"
 	"github.com/errand-dev/errand/internal/maintenance"
 	"github.com/errand-dev/errand/internal/metrics"
 	"github.com/errand-dev/errand/internal/tracing"
@@ -256,7 +258,11 @@ func newRiverClient(st *store.Store, id string, cfg config.Config, reg *jobs.Reg
 	// enqueued by the leader's periodic jobs (see package schedules).
 	workers := reg.Workers(st)
 	table.AddWorker(workers, st.Pool(), logger)
-	client, err := river.NewClient(riverpgxv5.New(st.Pool()), &river.Config{
+	var driver riverdriver.Driver[pgx.Tx] = riverpgxv5.New(st.Pool())
+	if cfg.Fairness {
+		driver = fair.NewDriver(st.Pool(), fair.Config{DefaultCap: cfg.WorkspaceCap})
+	}
+	client, err := river.NewClient(driver, &river.Config{
 		Schema:       migrations.Schema,
 		ID:           id,
 		Queues:       queues,

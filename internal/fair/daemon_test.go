@@ -1,0 +1,118 @@
+package fair_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/errand-dev/errand"
+	"github.com/errand-dev/errand/errandtest"
+	"github.com/errand-dev/errand/jobs"
+)
+
+type probeArgs struct{}
+
+// probeKind records, on the database's clock, when each of its jobs' work
+// begins and ends: an interval inside the job's time in River's running
+// state, so overlapping intervals never outnumber the running jobs.
+func probeKind(pool *pgxpool.Pool) jobs.Kind {
+	return jobs.Define("test.fair_probe", jobs.QueueDefault, func(ctx context.Context, job *jobs.Job, _ probeArgs) error {
+		if _, err := pool.Exec(ctx, `INSERT INTO fair_probe (job_id, workspace_id, started_at) VALUES ($1, $2, clock_timestamp())`,
+			job.ID, job.WorkspaceID); err != nil {
+			return err
+		}
+		select {
+		case <-time.After(30 * time.Millisecond):
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		_, err := pool.Exec(ctx, `UPDATE fair_probe SET ended_at = clock_timestamp() WHERE job_id = $1`, job.ID)
+		return err
+	})
+}
+
+func TestCapHoldsAcrossThreeDaemons(t *testing.T) {
+	// Published by migrate; worked by the daemons' own copy below.
+	url, pool := errandtest.MigratedDB(t, errand.WithKinds(probeKind(nil)))
+	kind := probeKind(pool)
+	if _, err := pool.Exec(context.Background(), `
+		CREATE TABLE public.fair_probe (job_id bigint PRIMARY KEY, workspace_id uuid, started_at timestamptz, ended_at timestamptz);
+		INSERT INTO errand.plans (plan, concurrency) VALUES ('pro', 3)`); err != nil {
+		t.Fatal(err)
+	}
+	free := errandtest.NewWorkspace(t, pool, "free")
+	pro := errandtest.NewWorkspace(t, pool, "pro")
+	setPlan(t, pool, pro, "pro")
+	env := map[string]string{"ERRAND_WORKSPACE_CONCURRENCY": "2", "ERRAND_QUEUES": "default=10"}
+	for range 3 {
+		errandtest.StartDaemon(t, url, env, errand.WithKinds(kind))
+	}
+	if _, err := pool.Exec(context.Background(), `
+		INSERT INTO errand.jobs (workspace_id, kind, args)
+		SELECT ws, 'test.fair_probe', '{}' FROM unnest(ARRAY[$1, $2]::uuid[]) ws, generate_series(1, 30)`, free, pro); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		var left int
+		if err := pool.QueryRow(context.Background(), `SELECT count(*) FROM errand.jobs WHERE status <> 'completed'`).Scan(&left); err != nil {
+			t.Fatal(err)
+		}
+		if left == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d jobs not completed after 60 s", left)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	for ws, cap := range map[string]int{free: 2, pro: 3} {
+		var most, runs, attempts int
+		if err := pool.QueryRow(context.Background(), `
+			SELECT max((SELECT count(*) FROM fair_probe q
+			            WHERE q.workspace_id = p.workspace_id AND q.started_at <= p.started_at AND q.ended_at > p.started_at)),
+			       count(*)
+			FROM fair_probe p WHERE p.workspace_id = $1`, ws).Scan(&most, &runs); err != nil {
+			t.Fatal(err)
+		}
+		if err := pool.QueryRow(context.Background(), `SELECT max(attempt) FROM errand.jobs WHERE workspace_id = $1`, ws).Scan(&attempts); err != nil {
+			t.Fatal(err)
+		}
+		if most > cap || most < 1 {
+			t.Errorf("workspace %s: at most %d jobs worked at once across three daemons, want 1 to its cap %d", ws, most, cap)
+		}
+		if runs != 30 || attempts != 1 {
+			t.Errorf("workspace %s: %d jobs worked, most attempts %d, want 30 and 1 (held-back jobs use no attempt)", ws, runs, attempts)
+		}
+	}
+}
+
+// River fetches again when a worker frees only after a full fetch; a fetch
+// that a cap cut short must not leave the held-back jobs to the next poll.
+// With a 10 s poll interval, ten jobs capped at one at a time would take
+// over 90 s without errand's wake-up; they take about a second with it.
+func TestCappedJobsStartWithoutWaitingForThePoll(t *testing.T) {
+	url, pool := errandtest.MigratedDB(t)
+	ws := errandtest.NewWorkspace(t, pool, "acme")
+	errandtest.StartDaemon(t, url, map[string]string{
+		"ERRAND_WORKSPACE_CONCURRENCY": "1",
+		"ERRAND_FETCH_POLL_INTERVAL":   "10s",
+	})
+	enqueue(t, pool, ws, 10, `{}`)
+	deadline := time.Now().Add(45 * time.Second)
+	for {
+		var left int
+		if err := pool.QueryRow(context.Background(), `SELECT count(*) FROM errand.jobs WHERE status <> 'completed'`).Scan(&left); err != nil {
+			t.Fatal(err)
+		}
+		if left == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of 10 jobs capped at one at a time not completed after 45 s (a 10 s poll each would take over 90 s)", left)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}

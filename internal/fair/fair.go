@@ -1,0 +1,207 @@
+// Package fair is errand's fetch: River's producer asks it for a queue's next
+// jobs, and it answers with errand.fair_fetch, which shares the queue's
+// workers among the workspaces that have work (weighted by plan) and holds
+// each workspace within its concurrency cap, across replicas.
+//
+// River's open-source client takes a driver that may carry its own "pilot"
+// (River's interface for the statements around fetching, the hook River
+// Pro's concurrency limits plug into). Driver wraps River's pgx driver and
+// gives River this package's Pilot, which is River's standard one except for
+// JobGetAvailable. Decisions and measurements: docs/fairness.md.
+package fair
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgtype"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/riverqueue/river/riverdriver"
+	"github.com/riverqueue/river/riverdriver/riverpgxv5"
+	"github.com/riverqueue/river/rivershared/baseservice"
+	"github.com/riverqueue/river/rivershared/riverpilot"
+	"github.com/riverqueue/river/rivershared/uniquestates"
+	"github.com/riverqueue/river/rivertype"
+)
+
+// Config is what the fetch needs beyond River's parameters.
+type Config struct {
+	// DefaultCap is the per-queue concurrency cap of a workspace whose plan
+	// sets none (ERRAND_WORKSPACE_CONCURRENCY); 0 is no cap.
+	DefaultCap int
+	// Candidates is how many workspaces with work one fetch considers; more
+	// than that take turns (round robin). 0: 1,000.
+	Candidates int
+}
+
+// Driver is River's pgx driver with errand's fetch.
+type Driver struct {
+	*riverpgxv5.Driver
+	pilot *Pilot
+}
+
+// NewDriver returns River's driver over pool, fetching fairly.
+func NewDriver(pool *pgxpool.Pool, cfg Config) *Driver {
+	if cfg.Candidates <= 0 {
+		cfg.Candidates = 1000
+	}
+	return &Driver{Driver: riverpgxv5.New(pool), pilot: &Pilot{StandardPilot: &riverpilot.StandardPilot{}, pool: pool, cfg: cfg}}
+}
+
+// PluginInit is part of River's driver plugin interface.
+func (d *Driver) PluginInit(*baseservice.Archetype) {}
+
+// PluginPilot gives River errand's pilot.
+func (d *Driver) PluginPilot() riverpilot.Pilot { return d.pilot }
+
+// Pilot is River's standard pilot with errand's fetch.
+type Pilot struct {
+	*riverpilot.StandardPilot
+	pool *pgxpool.Pool
+	cfg  Config
+
+	mu     sync.Mutex
+	waking map[string]bool // queues with a wake-up on its way
+}
+
+// WakeAfter is how long after a fetch that a cap held back the queue is
+// woken to fetch again. River's producer fetches again as soon as a worker
+// frees only when its last fetch was full; a capped workspace's next job
+// can start only once River's completer has committed one of its running
+// jobs, which the producer is not told about. So while a cap holds work
+// back, the queue is woken this often (on every replica, through River's
+// own insert notification), until a fetch finds nothing held back.
+const WakeAfter = 20 * time.Millisecond
+
+// wakeSoon sends River's insert notification for queue after WakeAfter,
+// at most one on its way per queue.
+func (p *Pilot) wakeSoon(queue string) {
+	p.mu.Lock()
+	if p.waking[queue] {
+		p.mu.Unlock()
+		return
+	}
+	if p.waking == nil {
+		p.waking = make(map[string]bool)
+	}
+	p.waking[queue] = true
+	p.mu.Unlock()
+	time.AfterFunc(WakeAfter, func() {
+		p.mu.Lock()
+		delete(p.waking, queue)
+		p.mu.Unlock()
+		ctx, cancel := context.WithTimeout(context.Background(), fetchTimeout)
+		defer cancel()
+		// A closed pool (the daemon stopping) is no loss: nobody fetches.
+		_, _ = p.pool.Exec(ctx, `SELECT pg_notify('errand.river_insert', json_build_object('queue', $1::text)::text)`, queue)
+	})
+}
+
+// fetchTimeout bounds one fetch, as River bounds its own (its
+// HotOperationTimeout).
+const fetchTimeout = 10 * time.Second
+
+// JobGetAvailable locks and starts up to params.MaxToLock jobs of
+// params.Queue, chosen by errand.fair_fetch.
+func (p *Pilot) JobGetAvailable(ctx context.Context, _ riverdriver.Executor, _ riverpilot.ProducerState, params *riverdriver.JobGetAvailableParams) (*riverdriver.JobGetAvailableResult, error) {
+	res := &riverdriver.JobGetAvailableResult{}
+	if params.MaxToLock <= 0 {
+		return res, nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, fetchTimeout)
+	defer cancel()
+	var kinds []string
+	if params.Kind != nil {
+		kinds = params.Kind
+	}
+	// One round trip, one connection: the fetch, then whether a cap held
+	// work back (a session setting the fetch leaves).
+	batch := &pgx.Batch{}
+	batch.Queue(`
+		SELECT id, args, attempt, attempted_at, attempted_by, created_at, errors, finalized_at, kind,
+		       max_attempts, metadata, priority, queue, state::text, scheduled_at, tags, unique_key, unique_states
+		FROM errand.fair_fetch($1, $2, $3, $4, $5, $6, $7, $8)`,
+		params.Queue, params.MaxToLock, params.ClientID, params.MaxAttemptedBy, params.Now, kinds,
+		p.cfg.DefaultCap, p.cfg.Candidates)
+	batch.Queue(`SELECT coalesce(current_setting('errand.fair_held', true), '') = 'true'`)
+	br := p.pool.SendBatch(ctx, batch)
+	defer br.Close()
+	rows, err := br.Query()
+	if err != nil {
+		return nil, fmt.Errorf("fair fetch of queue %s: %w", params.Queue, err)
+	}
+	for rows.Next() {
+		job, decodeErr, err := scanJob(rows)
+		if err != nil {
+			rows.Close()
+			return nil, fmt.Errorf("fair fetch of queue %s: %w", params.Queue, err)
+		}
+		res.Jobs = append(res.Jobs, job)
+		if decodeErr != nil {
+			if res.DecodeErrors == nil {
+				res.DecodeErrors = make(map[int64]error)
+			}
+			res.DecodeErrors[job.ID] = decodeErr
+		}
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("fair fetch of queue %s: %w", params.Queue, err)
+	}
+	var held bool
+	if err := br.QueryRow().Scan(&held); err != nil {
+		return nil, fmt.Errorf("fair fetch of queue %s: %w", params.Queue, err)
+	}
+	if held && len(res.Jobs) < params.MaxToLock {
+		p.wakeSoon(params.Queue)
+	}
+	return res, nil
+}
+
+// scanJob decodes one river_job row as River's driver does: a row whose
+// errors cannot be decoded is still returned, with decodeErr, so that River
+// can fail that job alone.
+func scanJob(rows pgx.Rows) (job *rivertype.JobRow, decodeErr, err error) {
+	var (
+		attempt, maxAttempts, priority int16
+		attemptedAt, finalizedAt       *time.Time
+		errs                           [][]byte
+		state                          string
+		uniqueStates                   pgtype.Bits
+	)
+	job = &rivertype.JobRow{}
+	if err := rows.Scan(&job.ID, &job.EncodedArgs, &attempt, &attemptedAt, &job.AttemptedBy, &job.CreatedAt,
+		&errs, &finalizedAt, &job.Kind, &maxAttempts, &job.Metadata, &priority, &job.Queue, &state,
+		&job.ScheduledAt, &job.Tags, &job.UniqueKey, &uniqueStates); err != nil {
+		return nil, nil, err
+	}
+	job.Attempt = max(int(attempt), 0)
+	job.MaxAttempts = max(int(maxAttempts), 0)
+	job.Priority = max(int(priority), 0)
+	job.State = rivertype.JobState(state)
+	job.CreatedAt = job.CreatedAt.UTC()
+	job.ScheduledAt = job.ScheduledAt.UTC()
+	if attemptedAt != nil {
+		t := attemptedAt.UTC()
+		job.AttemptedAt = &t
+	}
+	if finalizedAt != nil {
+		t := finalizedAt.UTC()
+		job.FinalizedAt = &t
+	}
+	job.Errors = make([]rivertype.AttemptError, len(errs))
+	for i, raw := range errs {
+		if err := riverdriver.UnmarshalAttemptError(raw, &job.Errors[i]); err != nil {
+			decodeErr = fmt.Errorf("error unmarshaling `errors`: %w", err)
+			job.Errors = nil
+			break
+		}
+	}
+	if uniqueStates.Valid && len(uniqueStates.Bytes) > 0 {
+		job.UniqueStates = uniquestates.UniqueBitmaskToStates(uniqueStates.Bytes[0])
+	}
+	return job, decodeErr, nil
+}

@@ -1,0 +1,339 @@
+package fair_test
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/riverqueue/river/riverdriver"
+	"github.com/riverqueue/river/rivertype"
+
+	"github.com/errand-dev/errand/errandtest"
+	"github.com/errand-dev/errand/internal/fair"
+)
+
+func TestMain(m *testing.M) { os.Exit(errandtest.Main(m)) }
+
+// fetch is one fetch of the default queue as River's producer makes it
+// (errand.fair_fetch through the pilot), returning the started jobs'
+// workspaces in the order the fetch chose them.
+func fetch(t *testing.T, pool *pgxpool.Pool, n int, cfg fair.Config) []*rivertype.JobRow {
+	t.Helper()
+	res, err := fair.NewDriver(pool, cfg).PluginPilot().JobGetAvailable(context.Background(), nil, nil, &riverdriver.JobGetAvailableParams{
+		ClientID:       "test-client",
+		MaxAttemptedBy: 100,
+		MaxToLock:      n,
+		Queue:          "default",
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return res.Jobs
+}
+
+func workspaceOf(t *testing.T, job *rivertype.JobRow) string {
+	t.Helper()
+	i := strings.Index(string(job.Metadata), `"workspace_id": "`)
+	if i < 0 {
+		return ""
+	}
+	rest := string(job.Metadata)[i+len(`"workspace_id": "`):]
+	return rest[:strings.IndexByte(rest, '"')]
+}
+
+func enqueue(t *testing.T, pool *pgxpool.Pool, ws string, n int, args string) {
+	t.Helper()
+	if _, err := pool.Exec(context.Background(),
+		`INSERT INTO errand.jobs (workspace_id, kind, args) SELECT $1, 'ping', $3::jsonb FROM generate_series(1, $2::int)`,
+		ws, n, args); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// complete finishes running jobs, as River's completer would.
+func complete(t *testing.T, pool *pgxpool.Pool, jobs []*rivertype.JobRow) {
+	t.Helper()
+	ids := make([]int64, len(jobs))
+	for i, j := range jobs {
+		ids[i] = j.ID
+	}
+	if _, err := pool.Exec(context.Background(),
+		`UPDATE errand.river_job SET state = 'completed', finalized_at = now() WHERE id = ANY($1)`, ids); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func setPlan(t *testing.T, pool *pgxpool.Pool, ws, plan string) {
+	t.Helper()
+	if _, err := pool.Exec(context.Background(), `UPDATE errand.workspaces SET plan = $2 WHERE id = $1`, ws, plan); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestFetchStartsJobsAsRiversFetchDoes(t *testing.T) {
+	_, pool := errandtest.MigratedDB(t)
+	ws := errandtest.NewWorkspace(t, pool, "acme")
+	id := errandtest.Enqueue(t, pool, ws, "ping", `{"sleep_ms": 1}`)
+	// A previous attempt's error, which the row must carry decoded.
+	if _, err := pool.Exec(context.Background(), `UPDATE errand.river_job
+		SET errors = ARRAY['{"at": "2026-12-03T00:00:00Z", "attempt": 1, "error": "boom", "trace": ""}'::jsonb], attempt = 1
+		WHERE id = $1`, id); err != nil {
+		t.Fatal(err)
+	}
+
+	jobs := fetch(t, pool, 10, fair.Config{})
+	if len(jobs) != 1 {
+		t.Fatalf("fetched %d jobs, want 1", len(jobs))
+	}
+	j := jobs[0]
+	if j.ID != id || j.Kind != "ping" || j.Queue != "default" || j.State != rivertype.JobStateRunning || j.Attempt != 2 {
+		t.Errorf("fetched id %d kind %s queue %s state %s attempt %d, want %d ping default running 2", j.ID, j.Kind, j.Queue, j.State, j.Attempt, id)
+	}
+	if j.AttemptedAt == nil || len(j.AttemptedBy) != 1 || j.AttemptedBy[0] != "test-client" {
+		t.Errorf("attempted_at %v attempted_by %v, want set and [test-client]", j.AttemptedAt, j.AttemptedBy)
+	}
+	if len(j.Errors) != 1 || j.Errors[0].Error != "boom" || j.Errors[0].Attempt != 1 {
+		t.Errorf("errors %+v, want the previous attempt's", j.Errors)
+	}
+	if workspaceOf(t, j) != ws || string(j.EncodedArgs) != `{"sleep_ms": 1}` {
+		t.Errorf("metadata %s args %s", j.Metadata, j.EncodedArgs)
+	}
+	if got := errandtest.GetJob(t, pool, id); got.RiverState != "running" || got.Attempt != 2 {
+		t.Errorf("stored state %s attempt %d, want running 2", got.RiverState, got.Attempt)
+	}
+	if again := fetch(t, pool, 10, fair.Config{}); len(again) != 0 {
+		t.Errorf("a second fetch took %d jobs, want none", len(again))
+	}
+}
+
+func TestOneWorkspaceAloneGetsEveryWorker(t *testing.T) {
+	_, pool := errandtest.MigratedDB(t)
+	ws := errandtest.NewWorkspace(t, pool, "alone")
+	enqueue(t, pool, ws, 120, `{}`)
+	if got := len(fetch(t, pool, 100, fair.Config{})); got != 100 {
+		t.Errorf("fetched %d, want 100: a workspace alone must not be held to a share", got)
+	}
+}
+
+func TestSmallWorkspacesGoFirstBehindAFlood(t *testing.T) {
+	_, pool := errandtest.MigratedDB(t)
+	flood := errandtest.NewWorkspace(t, pool, "flood")
+	enqueue(t, pool, flood, 1000, `{}`)
+	// The flood has been running a while.
+	complete(t, pool, fetch(t, pool, 50, fair.Config{}))
+	var small []string
+	for i := range 10 {
+		ws := errandtest.NewWorkspace(t, pool, "small-"+string(rune('a'+i)))
+		small = append(small, ws)
+		enqueue(t, pool, ws, 3, `{}`)
+	}
+	got := fetch(t, pool, 20, fair.Config{})
+	if len(got) != 20 {
+		t.Fatalf("fetched %d, want 20", len(got))
+	}
+	per := map[string]int{}
+	for _, j := range got {
+		per[workspaceOf(t, j)]++
+	}
+	for _, ws := range small {
+		if per[ws] < 1 {
+			t.Errorf("small workspace %s got nothing of 20 workers behind the flood: %v", ws, per)
+		}
+	}
+	if per[flood] > 10 {
+		t.Errorf("the flood got %d of 20 workers with ten other workspaces waiting", per[flood])
+	}
+}
+
+func TestWeightedShares(t *testing.T) {
+	for _, batch := range []int{1, 4, 16} {
+		t.Run(fmt.Sprintf("fetches of %d", batch), func(t *testing.T) {
+			_, pool := errandtest.MigratedDB(t)
+			if _, err := pool.Exec(context.Background(), `INSERT INTO errand.plans (plan, weight) VALUES ('pro', 3)`); err != nil {
+				t.Fatal(err)
+			}
+			free := errandtest.NewWorkspace(t, pool, "free")
+			pro := errandtest.NewWorkspace(t, pool, "pro")
+			setPlan(t, pool, pro, "pro")
+			enqueue(t, pool, free, 400, `{}`)
+			enqueue(t, pool, pro, 400, `{}`)
+			per := map[string]int{}
+			for total := 0; total < 400; {
+				jobs := fetch(t, pool, batch, fair.Config{})
+				if len(jobs) == 0 {
+					t.Fatal("nothing fetched with work waiting")
+				}
+				for _, j := range jobs {
+					per[workspaceOf(t, j)]++
+				}
+				total += len(jobs)
+				complete(t, pool, jobs)
+			}
+			// Weight 3 against 1: 300 and 100 of the first 400, within 5%.
+			if per[pro] < 285 || per[pro] > 315 {
+				t.Errorf("pro (weight 3) got %d and free (weight 1) %d of the first %d, want about 300 and 100", per[pro], per[free], per[pro]+per[free])
+			}
+		})
+	}
+}
+
+func TestPriorityOrdersWorkWithinAWorkspace(t *testing.T) {
+	_, pool := errandtest.MigratedDB(t)
+	ws := errandtest.NewWorkspace(t, pool, "acme")
+	var low, high int64
+	if err := pool.QueryRow(context.Background(), `INSERT INTO errand.jobs (workspace_id, kind, args, priority) VALUES ($1, 'ping', '{}', 4) RETURNING id`, ws).Scan(&low); err != nil {
+		t.Fatal(err)
+	}
+	if err := pool.QueryRow(context.Background(), `INSERT INTO errand.jobs (workspace_id, kind, args, priority) VALUES ($1, 'ping', '{}', 1) RETURNING id`, ws).Scan(&high); err != nil {
+		t.Fatal(err)
+	}
+	got := fetch(t, pool, 1, fair.Config{})
+	if len(got) != 1 || got[0].ID != high {
+		t.Fatalf("fetched %v, want the priority 1 job %d before the earlier priority 4 one %d", got, high, low)
+	}
+}
+
+func TestCapHoldsAcrossConcurrentFetchers(t *testing.T) {
+	_, pool := errandtest.MigratedDB(t)
+	if _, err := pool.Exec(context.Background(), `INSERT INTO errand.plans (plan, concurrency) VALUES ('pro', 5)`); err != nil {
+		t.Fatal(err)
+	}
+	free1 := errandtest.NewWorkspace(t, pool, "free-1")
+	free2 := errandtest.NewWorkspace(t, pool, "free-2")
+	pro := errandtest.NewWorkspace(t, pool, "pro")
+	setPlan(t, pool, pro, "pro")
+	for _, ws := range []string{free1, free2, pro} {
+		enqueue(t, pool, ws, 60, `{}`)
+	}
+	// Eight replicas fetching at once, over and over; nothing completes,
+	// so every job ever started is still running at the end.
+	cfg := fair.Config{DefaultCap: 2}
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range 15 {
+				fetch(t, pool, 7, cfg)
+			}
+		}()
+	}
+	wg.Wait()
+	want := map[string]int{free1: 2, free2: 2, pro: 5}
+	for ws, cap := range want {
+		var running, available, attempted int
+		if err := pool.QueryRow(context.Background(), `
+			SELECT count(*) FILTER (WHERE state = 'running'), count(*) FILTER (WHERE state = 'available'),
+			       count(*) FILTER (WHERE state = 'available' AND attempt > 0)
+			FROM errand.river_job WHERE metadata ->> 'workspace_id' = $1`, ws).Scan(&running, &available, &attempted); err != nil {
+			t.Fatal(err)
+		}
+		if running != cap {
+			t.Errorf("workspace %s: %d running, want exactly its cap %d", ws, running, cap)
+		}
+		if available != 60-cap || attempted != 0 {
+			t.Errorf("workspace %s: %d held back (%d with an attempt used), want %d and none", ws, available, attempted, 60-cap)
+		}
+	}
+	// A finished job frees its slot.
+	var one int64
+	if err := pool.QueryRow(context.Background(), `
+		UPDATE errand.river_job SET state = 'completed', finalized_at = now()
+		WHERE id = (SELECT min(id) FROM errand.river_job WHERE state = 'running' AND metadata ->> 'workspace_id' = $1)
+		RETURNING id`, free1).Scan(&one); err != nil {
+		t.Fatal(err)
+	}
+	got := fetch(t, pool, 10, cfg)
+	if len(got) != 1 || workspaceOf(t, got[0]) != free1 {
+		t.Errorf("after one of free-1's jobs finished, fetched %d jobs, want 1 of free-1", len(got))
+	}
+}
+
+func TestCapCountsOnlyItsQueue(t *testing.T) {
+	_, pool := errandtest.MigratedDB(t)
+	ws := errandtest.NewWorkspace(t, pool, "acme")
+	enqueue(t, pool, ws, 5, `{}`)
+	// Two of the workspace's jobs running in another queue.
+	if _, err := pool.Exec(context.Background(), `
+		INSERT INTO errand.river_job (args, kind, max_attempts, metadata, priority, queue, state, attempt)
+		SELECT '{}', 'other', 25, jsonb_build_object('workspace_id', $1::uuid), 1, 'email', 'running', 1
+		FROM generate_series(1, 2)`, ws); err != nil {
+		t.Fatal(err)
+	}
+	if got := len(fetch(t, pool, 10, fair.Config{DefaultCap: 2})); got != 2 {
+		t.Errorf("fetched %d, want 2: the cap is per queue", got)
+	}
+}
+
+func TestErrandsOwnJobsAreFetched(t *testing.T) {
+	_, pool := errandtest.MigratedDB(t)
+	ws := errandtest.NewWorkspace(t, pool, "acme")
+	enqueue(t, pool, ws, 3, `{}`)
+	// A fan-out tick: no workspace.
+	var own int64
+	if err := pool.QueryRow(context.Background(), `
+		INSERT INTO errand.river_job (args, kind, max_attempts, metadata, priority, queue, state)
+		VALUES ('{}', 'ping', 25, '{}', 1, 'default', 'available') RETURNING id`).Scan(&own); err != nil {
+		t.Fatal(err)
+	}
+	got := fetch(t, pool, 10, fair.Config{DefaultCap: 1})
+	ids := map[int64]bool{}
+	for _, j := range got {
+		ids[j.ID] = true
+	}
+	if len(got) != 2 || !ids[own] {
+		t.Errorf("fetched %d jobs (errand's own among them: %v), want the workspace's one (cap 1) and errand's own, which no cap holds", len(got), ids[own])
+	}
+}
+
+func TestWorkspacesTakeTurnsWhenMoreHaveWorkThanOneFetchConsiders(t *testing.T) {
+	_, pool := errandtest.MigratedDB(t)
+	var all []string
+	for i := range 5 {
+		ws := errandtest.NewWorkspace(t, pool, "ws-"+string(rune('a'+i)))
+		all = append(all, ws)
+		enqueue(t, pool, ws, 10, `{}`)
+	}
+	// Two candidates per fetch, one job each time: five fetches serve all
+	// five workspaces once.
+	seen := map[string]int{}
+	for range 5 {
+		got := fetch(t, pool, 1, fair.Config{Candidates: 2})
+		if len(got) != 1 {
+			t.Fatalf("fetched %d, want 1", len(got))
+		}
+		seen[workspaceOf(t, got[0])]++
+		complete(t, pool, got)
+	}
+	for _, ws := range all {
+		if seen[ws] != 1 {
+			t.Errorf("in five fetches workspace %s was served %d times, want once each: %v", ws, seen[ws], seen)
+		}
+	}
+}
+
+func TestPlanWithBadLimitsIsRefused(t *testing.T) {
+	_, pool := errandtest.MigratedDB(t)
+	for _, tc := range []struct{ name, insert, constraint string }{
+		{"zero weight", `INSERT INTO errand.plans (plan, weight) VALUES ('free', 0)`, "plans_weight_range"},
+		{"weight over 1000", `INSERT INTO errand.plans (plan, weight) VALUES ('free', 1001)`, "plans_weight_range"},
+		{"zero concurrency", `INSERT INTO errand.plans (plan, concurrency) VALUES ('free', 0)`, "plans_concurrency_positive"},
+		{"negative emails per minute", `INSERT INTO errand.plans (plan, emails_per_minute) VALUES ('free', -1)`, "plans_emails_per_minute_positive"},
+		{"zero webhooks per second", `INSERT INTO errand.plans (plan, webhooks_per_second) VALUES ('free', 0)`, "plans_webhooks_per_second_positive"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := pool.Exec(context.Background(), tc.insert)
+			if err == nil || !strings.Contains(err.Error(), tc.constraint) {
+				t.Errorf("%s: error %v, want a violation of %s", tc.insert, err, tc.constraint)
+			}
+		})
+	}
+	var n int
+	if err := pool.QueryRow(context.Background(), `SELECT count(*) FROM errand.plans`).Scan(&n); err != nil || n != 0 {
+		t.Errorf("%d plans stored (%v), want none", n, err)
+	}
+}

@@ -1,0 +1,257 @@
+-- Fairness between workspaces: weighted fair sharing of a queue's workers,
+-- per-workspace concurrency caps, and the plan table that sets them (and the
+-- outbound rate limits the kinds read). Decisions: docs/fairness.md.
+--
+-- errand fetches River's jobs itself: River's open-source client lets a
+-- driver plug in its own "pilot" (the hook River Pro's concurrency limits
+-- use), and errand's (internal/fair) calls errand.fair_fetch instead of
+-- River's FIFO statement. Jobs held back stay 'available' (status pending):
+-- nothing is written to a job until it starts, and no attempt is used.
+
+-- Plans: the app fills it (or replaces it with a view of the same columns),
+-- keyed by errand.workspaces.plan. Not tenant data. A workspace whose plan
+-- has no row gets weight 1, ERRAND_WORKSPACE_CONCURRENCY and no rate limits.
+CREATE TABLE errand.plans (
+    plan text PRIMARY KEY,
+    -- Share of a busy queue's workers against other busy workspaces.
+    weight integer NOT NULL DEFAULT 1,
+    -- At most this many of a workspace's jobs run at once in each queue,
+    -- across all replicas. NULL: ERRAND_WORKSPACE_CONCURRENCY.
+    concurrency integer,
+    -- Outbound rate limits per workspace. NULL: none.
+    emails_per_minute integer,
+    webhooks_per_second integer,
+    CONSTRAINT plans_weight_range CHECK (weight BETWEEN 1 AND 1000),
+    CONSTRAINT plans_concurrency_positive CHECK (concurrency > 0),
+    CONSTRAINT plans_emails_per_minute_positive CHECK (emails_per_minute > 0),
+    CONSTRAINT plans_webhooks_per_second_positive CHECK (webhooks_per_second > 0)
+);
+COMMENT ON TABLE errand.plans IS
+    'Per-plan fairness weight, per-queue concurrency cap and outbound rate limits (docs/fairness.md)';
+
+-- The workspace a job belongs to for fairness: errand's own jobs (NULL
+-- workspace_id, the schedules' fan-out ticks) share the nil uuid.
+CREATE FUNCTION errand.fair_workspace(metadata jsonb) RETURNS uuid
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+RETURN coalesce((metadata ->> 'workspace_id')::uuid, '00000000-0000-0000-0000-000000000000'::uuid);
+
+-- A queue's available jobs per workspace, in River's order within each: the
+-- fetch walks the workspaces that have work (a skip scan) and takes each
+-- one's next jobs. Partial: a job is in it only while available, so it is
+-- written once per job (at INSERT or when it becomes available again).
+CREATE INDEX river_job_fair_fetch_idx ON errand.river_job
+    (queue, errand.fair_workspace(metadata), priority, scheduled_at, id)
+    WHERE state = 'available';
+
+-- Each busy workspace's virtual time per queue (weighted fair queuing): a
+-- workspace served k jobs advances by k / weight. Unlogged and rebuilt from
+-- nothing after a crash (it only orders who goes next).
+CREATE UNLOGGED TABLE errand.fair_queues (
+    queue text PRIMARY KEY,
+    vtime float8 NOT NULL DEFAULT 0,
+    -- Round robin over the candidates when more workspaces have work than
+    -- one fetch looks at: the next fetch starts after this one.
+    next_after uuid
+);
+CREATE UNLOGGED TABLE errand.fair_shares (
+    queue text NOT NULL,
+    workspace_id uuid NOT NULL,
+    vtime float8 NOT NULL,
+    PRIMARY KEY (queue, workspace_id)
+);
+
+-- Up to p_max available jobs of p_queue, shared fairly among workspaces and
+-- within each one's concurrency cap, marked running for p_client exactly as
+-- River's own fetch does (attempt + 1, attempted_at, attempted_by).
+--
+-- One fetch per queue at a time, across replicas (an advisory lock held to
+-- commit): the running counts the caps are checked against cannot change
+-- under it, since only a fetch makes a job running, so a cap is never
+-- exceeded however many replicas fetch at once.
+--
+-- 1. Candidates: the workspaces with available jobs in the queue, at most
+--    p_candidates of them, round robin when there are more.
+-- 2. Each one's room (its cap less its running jobs in the queue) and a
+--    budget: its weighted share of p_max, plus one. A second pass lifts the
+--    budgets to the room when the shares did not fill p_max (work
+--    conserving: a workspace alone gets every free worker).
+-- 3. Each candidate's next jobs in River's order (priority, scheduled_at,
+--    id), tagged with the workspace's virtual time + k / weight; the p_max
+--    smallest tags win. The winners' virtual times advance.
+CREATE FUNCTION errand.fair_fetch(
+    p_queue text,
+    p_max integer,
+    p_client text,
+    p_max_attempted_by integer,
+    p_now timestamptz,
+    p_kinds text[],
+    p_default_cap integer,
+    p_candidates integer
+) RETURNS SETOF errand.river_job
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_now timestamptz := coalesce(p_now, now());
+    v_clock float8;
+    v_after uuid;
+    v_cands uuid[];
+    v_ids bigint[];
+    v_ws uuid[];
+    v_tags float8[];
+    v_full boolean := false;
+    v_held boolean;
+BEGIN
+    -- Whether a cap held back a workspace's jobs: River fetches again when
+    -- a worker frees only after a full fetch, so errand's pilot reads this
+    -- (on the same connection) and wakes the queue soon after.
+    PERFORM set_config('errand.fair_held', 'false', false);
+    IF p_max <= 0 THEN
+        RETURN;
+    END IF;
+    PERFORM pg_advisory_xact_lock(1702322541, hashtext(p_queue)); -- "fair"
+
+    SELECT q.vtime, q.next_after INTO v_clock, v_after FROM errand.fair_queues q WHERE q.queue = p_queue;
+    v_clock := coalesce(v_clock, 0);
+
+    -- 1. Candidates: after the cursor first, then from the start (the nil
+    -- uuid, errand's own jobs, sorts first).
+    v_cands := '{}';
+    IF v_after IS NOT NULL THEN
+        WITH RECURSIVE ws(id) AS (
+            (SELECT errand.fair_workspace(j.metadata) FROM errand.river_job j
+             WHERE j.state = 'available' AND j.queue = p_queue
+               AND errand.fair_workspace(j.metadata) > v_after
+             ORDER BY 1 LIMIT 1)
+            UNION ALL
+            SELECT (SELECT errand.fair_workspace(j.metadata) FROM errand.river_job j
+                    WHERE j.state = 'available' AND j.queue = p_queue
+                      AND errand.fair_workspace(j.metadata) > ws.id
+                    ORDER BY 1 LIMIT 1)
+            FROM ws WHERE ws.id IS NOT NULL
+        )
+        SELECT coalesce(array_agg(id), '{}') INTO v_cands
+        FROM (SELECT id FROM ws WHERE id IS NOT NULL LIMIT p_candidates) c;
+    END IF;
+    IF cardinality(v_cands) < p_candidates THEN
+        WITH RECURSIVE ws(id) AS (
+            (SELECT errand.fair_workspace(j.metadata) FROM errand.river_job j
+             WHERE j.state = 'available' AND j.queue = p_queue
+             ORDER BY 1 LIMIT 1)
+            UNION ALL
+            SELECT (SELECT errand.fair_workspace(j.metadata) FROM errand.river_job j
+                    WHERE j.state = 'available' AND j.queue = p_queue
+                      AND errand.fair_workspace(j.metadata) > ws.id
+                    ORDER BY 1 LIMIT 1)
+            FROM ws WHERE ws.id IS NOT NULL AND (v_after IS NULL OR ws.id < v_after)
+        )
+        SELECT v_cands || coalesce(array_agg(id), '{}') INTO v_cands
+        FROM (SELECT id FROM ws
+              WHERE id IS NOT NULL AND (v_after IS NULL OR id <= v_after)
+              LIMIT p_candidates - cardinality(v_cands)) c;
+    END IF;
+    IF cardinality(v_cands) = 0 THEN
+        RETURN;
+    END IF;
+
+    -- 2 and 3, with share budgets, then (if short) with the whole room.
+    LOOP
+        WITH cand AS (
+            SELECT c.ws, c.pos FROM unnest(v_cands) WITH ORDINALITY AS c(ws, pos)
+        ), info AS (
+            SELECT c.ws, c.pos,
+                   coalesce(p.weight, 1) AS weight,
+                   CASE WHEN c.ws = '00000000-0000-0000-0000-000000000000'::uuid THEN NULL
+                        ELSE coalesce(p.concurrency, nullif(p_default_cap, 0)) END AS cap,
+                   greatest(coalesce(s.vtime, v_clock), v_clock) AS start
+            FROM cand c
+            LEFT JOIN errand.workspaces w ON w.id = c.ws
+            LEFT JOIN errand.plans p ON p.plan = w.plan
+            LEFT JOIN errand.fair_shares s ON s.queue = p_queue AND s.workspace_id = c.ws
+        ), running AS (
+            SELECT errand.fair_workspace(j.metadata) AS ws, count(*) AS n
+            FROM errand.river_job j
+            WHERE j.state = 'running' AND j.queue = p_queue
+              AND EXISTS (SELECT 1 FROM info WHERE info.cap IS NOT NULL)
+            GROUP BY 1
+        ), room AS (
+            SELECT i.*, CASE WHEN i.cap IS NULL THEN p_max
+                             ELSE least(p_max, greatest(i.cap - coalesce(r.n, 0), 0)::integer) END AS room
+            FROM info i LEFT JOIN running r ON r.ws = i.ws
+        ), budget AS (
+            SELECT r.*, CASE WHEN v_full THEN r.room
+                             ELSE least(r.room, ceil(p_max::numeric * r.weight / sum(r.weight) OVER ())::integer + 1) END AS budget
+            FROM room r WHERE r.room > 0
+        ), picked AS (
+            SELECT b.ws, b.pos, j.id,
+                   b.start + (row_number() OVER (PARTITION BY b.ws ORDER BY j.priority, j.scheduled_at, j.id) - 1)::float8 / b.weight AS tag
+            FROM budget b CROSS JOIN LATERAL (
+                SELECT j.id, j.priority, j.scheduled_at FROM errand.river_job j
+                WHERE j.state = 'available' AND j.queue = p_queue
+                  AND errand.fair_workspace(j.metadata) = b.ws
+                  AND j.scheduled_at <= v_now
+                  AND (p_kinds IS NULL OR j.kind = ANY(p_kinds))
+                ORDER BY j.priority, j.scheduled_at, j.id
+                LIMIT b.budget
+            ) j
+        ), chosen AS (
+            SELECT * FROM picked ORDER BY tag, pos, id LIMIT p_max
+        ), held AS (
+            -- a capped workspace that got all its room (and may have more)
+            SELECT coalesce(bool_or(r.cap IS NOT NULL AND r.room < p_max
+                                    AND r.room <= (SELECT count(*) FROM chosen c WHERE c.ws = r.ws)), false) AS held
+            FROM room r
+        )
+        SELECT array_agg(id), array_agg(ws), array_agg(tag), (SELECT held FROM held)
+        INTO v_ids, v_ws, v_tags, v_held FROM chosen;
+        EXIT WHEN v_full OR coalesce(cardinality(v_ids), 0) >= p_max;
+        v_full := true;
+    END LOOP;
+    IF v_held THEN
+        PERFORM set_config('errand.fair_held', 'true', false);
+    END IF;
+    IF v_ids IS NULL THEN
+        RETURN;
+    END IF;
+
+    -- The winners' virtual times: each one's largest tag + 1 / weight; the
+    -- queue's clock: the largest tag served.
+    INSERT INTO errand.fair_shares AS s (queue, workspace_id, vtime)
+    SELECT p_queue, t.ws, max(t.tag) + 1.0 / coalesce(max(p.weight), 1)
+    FROM unnest(v_ws, v_tags) AS t(ws, tag)
+    LEFT JOIN errand.workspaces w ON w.id = t.ws
+    LEFT JOIN errand.plans p ON p.plan = w.plan
+    GROUP BY t.ws
+    ON CONFLICT (queue, workspace_id) DO UPDATE SET vtime = excluded.vtime;
+    SELECT max(t) INTO v_clock FROM unnest(v_tags) t;
+    INSERT INTO errand.fair_queues AS q (queue, vtime, next_after)
+    VALUES (p_queue, v_clock, CASE WHEN cardinality(v_cands) >= p_candidates THEN v_cands[cardinality(v_cands)] END)
+    ON CONFLICT (queue) DO UPDATE SET vtime = greatest(q.vtime, excluded.vtime), next_after = excluded.next_after;
+    -- Workspaces at or behind the clock need no row: they start at it.
+    DELETE FROM errand.fair_shares s WHERE s.queue = p_queue AND s.vtime <= v_clock;
+
+    -- SKIP LOCKED, as River's fetch: a chosen job another transaction is
+    -- changing (a pause, a cancel) is left to it, and never waited on.
+    RETURN QUERY
+    WITH locked AS (
+        SELECT l.id FROM errand.river_job l
+        WHERE l.id = ANY(v_ids) AND l.state = 'available'
+        FOR UPDATE SKIP LOCKED
+    )
+    UPDATE errand.river_job j
+    SET state = 'running',
+        attempt = j.attempt + 1,
+        attempted_at = v_now,
+        attempted_by = array_append(
+            CASE WHEN array_length(j.attempted_by, 1) >= p_max_attempted_by
+            THEN j.attempted_by[array_length(j.attempted_by, 1) + 2 - p_max_attempted_by:]
+            ELSE j.attempted_by
+            END,
+            p_client)
+    FROM locked
+    WHERE j.id = locked.id
+    RETURNING j.*;
+END;
+$$;
+COMMENT ON FUNCTION errand.fair_fetch(text, integer, text, integer, timestamptz, text[], integer, integer) IS
+    'River''s fetch, shared fairly among workspaces within their caps (docs/fairness.md)';
