@@ -26,3 +26,10 @@ func lockOwner(ctx context.Context, tx pgx.Tx, jobID int64) (owner, error) {
 	}
 	return o, nil
 }
+
+// queryPlanLimits reads a workspace's plan's outbound rate limits (0: none).
+// A workspace that is not there, or whose plan has no row, has none.
+const queryPlanLimits = `
+	SELECT coalesce(max(p.emails_per_minute), 0), coalesce(max(p.webhooks_per_second), 0)
+	FROM errand.workspaces w JOIN errand.plans p ON p.plan = w.plan
+	WHERE w.id = $1::uuid`

@@ -16,7 +16,6 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
-	"math/rand/v2"
 	"mime"
 	"net/mail"
 	"net/url"
@@ -146,6 +145,8 @@ type emailSender struct {
 	client    *resend.Client // nil: capture mode
 	// interval spaces requests to Resend across all replicas (ERRAND_RESEND_RPS).
 	interval time.Duration
+	// plans caches workspaces' plan limits (emails per minute).
+	plans jobs.PlanLimitsCache
 
 	// outcomes counts what became of each attempt (errand_emails_total).
 	outcomes *prometheus.CounterVec
@@ -205,18 +206,20 @@ func (k *emailSender) configure(cfg config, logger *slog.Logger, problems *jobs.
 const (
 	OutcomeSent        = "sent"
 	OutcomeCaptured    = "captured"
-	OutcomeRateLimited = "rate_limited"     // Resend said 429: snoozed, no attempt used
-	OutcomeOperator    = "operator_problem" // a bad API key or sender: snoozed until fixed
-	OutcomeRetry       = "retry"            // a transient failure; tried again
-	OutcomeFailed      = "failed"           // failed for good
+	OutcomeRateLimited = "rate_limited" // Resend said 429: snoozed, no attempt used
+	// The workspace's plan's emails per minute: snoozed, no attempt used.
+	OutcomeWorkspaceLimited = "workspace_limited"
+	OutcomeOperator         = "operator_problem" // a bad API key or sender: snoozed until fixed
+	OutcomeRetry            = "retry"            // a transient failure; tried again
+	OutcomeFailed           = "failed"           // failed for good
 )
 
 func newOutcomes() *prometheus.CounterVec {
 	c := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "errand_emails_total",
-		Help: "email.send attempts by outcome: sent, captured, rate_limited, operator_problem, retry, failed.",
+		Help: "email.send attempts by outcome: sent, captured, rate_limited, workspace_limited, operator_problem, retry, failed.",
 	}, []string{"outcome"})
-	for _, o := range []string{OutcomeSent, OutcomeCaptured, OutcomeRateLimited, OutcomeOperator, OutcomeRetry, OutcomeFailed} {
+	for _, o := range []string{OutcomeSent, OutcomeCaptured, OutcomeRateLimited, OutcomeWorkspaceLimited, OutcomeOperator, OutcomeRetry, OutcomeFailed} {
 		c.WithLabelValues(o)
 	}
 	return c
@@ -503,6 +506,9 @@ func (k *emailSender) send(ctx context.Context, job *jobs.Job, args Args, msg me
 	if err != nil {
 		return err
 	}
+	if err := k.waitForWorkspaceSlot(ctx, job); err != nil {
+		return err
+	}
 	if err := k.waitForSlot(ctx, job.Store()); err != nil {
 		return err
 	}
@@ -596,30 +602,31 @@ func (k *emailSender) waitForSlot(ctx context.Context, st *store.Store) error {
 	if k.interval <= 0 {
 		return nil
 	}
-	maxWait := 10 * time.Second
+	return jobs.WaitForSlot(ctx, st, rateLimitName, k.interval, k.maxWait(ctx))
+}
+
+// maxWait is how long an attempt may wait for a rate limit's slot and still
+// send within its deadline.
+func (k *emailSender) maxWait(ctx context.Context) time.Duration {
 	if deadline, ok := ctx.Deadline(); ok {
-		maxWait = max(time.Until(deadline)-sendBudget, 0)
+		return max(time.Until(deadline)-sendBudget, 0)
 	}
-	wait, reserved, err := store.ReserveSlot(ctx, st, rateLimitName, k.interval, maxWait)
-	if err != nil {
+	return 10 * time.Second
+}
+
+// waitForWorkspaceSlot keeps a workspace under its plan's emails per minute
+// (errand.plans), across all replicas: over it, the email waits (snoozed,
+// no attempt used), never dropped.
+func (k *emailSender) waitForWorkspaceSlot(ctx context.Context, job *jobs.Job) error {
+	limits, err := k.plans.Get(ctx, job.Store(), job.WorkspaceID)
+	if err != nil || limits.EmailsPerMinute <= 0 {
 		return err
 	}
-	if !reserved {
-		// Jitter spreads the snoozed jobs' return.
-		jitter := time.Duration(rand.Int64N(int64(time.Second)))
-		return river.JobSnooze(max(wait-maxWait, k.interval) + jitter)
+	err = jobs.WaitForSlot(ctx, job.Store(), "email:workspace:"+job.WorkspaceID, time.Minute/time.Duration(limits.EmailsPerMinute), k.maxWait(ctx))
+	if _, snoozed := errors.AsType[*river.JobSnoozeError](err); snoozed {
+		k.count(OutcomeWorkspaceLimited)
 	}
-	if wait <= 0 {
-		return nil
-	}
-	t := time.NewTimer(wait)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
+	return err
 }
 
 func (k *emailSender) logOperatorProblem(reason string) {

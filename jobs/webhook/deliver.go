@@ -71,6 +71,8 @@ type deliverer struct {
 	// outcomes counts what became of each attempt
 	// (errand_webhook_deliveries_total).
 	outcomes *prometheus.CounterVec
+	// plans caches workspaces' plan limits (deliveries per second).
+	plans jobs.PlanLimitsCache
 }
 
 // Outcomes of a delivery attempt, the values of
@@ -81,14 +83,16 @@ const (
 	OutcomeGone      = "gone"      // answered 410: the endpoint is disabled
 	OutcomeRefused   = "refused"   // the address is private or reserved: never dialled
 	OutcomeHeldBack  = "held_back" // the endpoint's concurrency cap: snoozed, no attempt used
+	// The workspace's plan's deliveries per second: snoozed, no attempt used.
+	OutcomeWorkspaceLimited = "workspace_limited"
 )
 
 func newOutcomes() *prometheus.CounterVec {
 	c := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "errand_webhook_deliveries_total",
-		Help: "webhook.deliver attempts by outcome: delivered, failed, gone, refused, held_back.",
+		Help: "webhook.deliver attempts by outcome: delivered, failed, gone, refused, held_back, workspace_limited.",
 	}, []string{"outcome"})
-	for _, o := range []string{OutcomeDelivered, OutcomeFailed, OutcomeGone, OutcomeRefused, OutcomeHeldBack} {
+	for _, o := range []string{OutcomeDelivered, OutcomeFailed, OutcomeGone, OutcomeRefused, OutcomeHeldBack, OutcomeWorkspaceLimited} {
 		c.WithLabelValues(o)
 	}
 	return c
@@ -164,6 +168,27 @@ func (d *deliverer) flushLoads(batch []*call[load, delivery]) {
 	}
 }
 
+// waitForWorkspaceSlot keeps a workspace under its plan's deliveries per
+// second (errand.plans), across all replicas: over it, the delivery waits
+// (snoozed, no attempt used), never dropped. Checked before the endpoint's
+// slot is taken, so a delivery waiting for its workspace holds none.
+func (d *deliverer) waitForWorkspaceSlot(ctx context.Context, job *jobs.Job) error {
+	limits, err := d.plans.Get(ctx, job.Store(), job.WorkspaceID)
+	if err != nil || limits.WebhooksPerSecond <= 0 {
+		return err
+	}
+	err = jobs.WaitForSlot(ctx, job.Store(), "webhook:workspace:"+job.WorkspaceID,
+		time.Second/time.Duration(limits.WebhooksPerSecond), workspaceSlotMaxWait)
+	if _, snoozed := errors.AsType[*river.JobSnoozeError](err); snoozed {
+		d.outcomes.WithLabelValues(OutcomeWorkspaceLimited).Inc()
+	}
+	return err
+}
+
+// workspaceSlotMaxWait is how long a delivery sleeps for its workspace's
+// next slot before it snoozes instead.
+const workspaceSlotMaxWait = 2 * time.Second
+
 // flushRecords logs a batch of successful attempts, one scoped transaction
 // per workspace.
 func (d *deliverer) flushRecords(batch []*call[record, struct{}]) {
@@ -210,6 +235,9 @@ func (d *deliverer) configure(cfg config, logger *slog.Logger) {
 }
 
 func (d *deliverer) work(ctx context.Context, job *jobs.Job, args DeliverArgs) error {
+	if err := d.waitForWorkspaceSlot(ctx, job); err != nil {
+		return err
+	}
 	del, err := d.loads.do(load{store: job.Store(), workspaceID: job.WorkspaceID,
 		wanted: wanted{jobID: job.ID, attempt: job.Attempt, messageID: args.MessageID, endpointID: args.EndpointID}})
 	switch {
