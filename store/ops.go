@@ -176,9 +176,15 @@ type WorkspaceStatus struct {
 	Slug        string     `json:"slug"`
 	Name        string     `json:"name"`
 	PausedAt    *time.Time `json:"paused_at"` // nil when not paused
-	Pending     int64      `json:"pending"`
-	Processing  int64      `json:"processing"`
-	Failed      int64      `json:"failed"` // failed jobs still retained
+	// Plan is errand.workspaces.plan; Weight and Concurrency its
+	// errand.plans figures (weight 1 and nil without a row; nil
+	// Concurrency: ERRAND_WORKSPACE_CONCURRENCY).
+	Plan        string `json:"plan"`
+	Weight      int    `json:"weight"`
+	Concurrency *int   `json:"concurrency"`
+	Pending     int64  `json:"pending"`
+	Processing  int64  `json:"processing"`
+	Failed      int64  `json:"failed"` // failed jobs still retained
 }
 
 // Workspaces lists up to limit workspaces, the ones with the most pending
@@ -200,9 +206,11 @@ func Workspaces(ctx context.Context, db DB, limit int) ([]WorkspaceStatus, error
 		GROUP BY workspace_id
 	)
 	SELECT coalesce(w.id, p.workspace_id)::text, coalesce(w.slug, ''), coalesce(w.name, '(deleted)'), p.paused_at,
+		coalesce(w.plan, ''), coalesce(pl.weight, 1), pl.concurrency,
 		coalesce(c.pending, 0), coalesce(c.processing, 0), coalesce(c.failed, 0)
 	FROM errand.workspaces w
 	FULL JOIN errand.paused_workspaces p ON p.workspace_id = w.id
+	LEFT JOIN errand.plans pl ON pl.plan = w.plan
 	LEFT JOIN counts c ON c.workspace_id = coalesce(w.id, p.workspace_id)
 	ORDER BY p.paused_at IS NULL, coalesce(c.pending, 0) DESC, w.slug
 	LIMIT $1`, limit)
@@ -211,7 +219,7 @@ func Workspaces(ctx context.Context, db DB, limit int) ([]WorkspaceStatus, error
 	}
 	list, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (WorkspaceStatus, error) {
 		var w WorkspaceStatus
-		err := row.Scan(&w.WorkspaceID, &w.Slug, &w.Name, &w.PausedAt, &w.Pending, &w.Processing, &w.Failed)
+		err := row.Scan(&w.WorkspaceID, &w.Slug, &w.Name, &w.PausedAt, &w.Plan, &w.Weight, &w.Concurrency, &w.Pending, &w.Processing, &w.Failed)
 		return w, err
 	})
 	if err != nil {

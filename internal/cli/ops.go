@@ -31,7 +31,7 @@ Operations (same DATABASE_URL; --json for JSON instead of a table):
   jobs retry ID                               run a failed job again
   jobs retry --workspace W --status failed    run every failed job of a workspace again
   jobs cancel ID                              cancel a job that has not finished
-  workspaces list [--limit N]                 pending, processing and failed jobs per workspace; paused ones first
+  workspaces list [--limit N]                 plan, weight, cap, pending, processing and failed jobs per workspace; paused ones first
   workspaces pause W                          its jobs wait (no attempt used) until resume; running ones finish
   workspaces resume W                         its held jobs run again
   stats                                       per queue: backlog (held: by paused workspaces), oldest due job,
@@ -294,13 +294,18 @@ func runWorkspaces(ctx context.Context, cfg config.Config, args []string, stdout
 			return writeJSON(stdout, list)
 		}
 		w := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(w, "WORKSPACE\tSLUG\tNAME\tPAUSED\tPENDING\tPROCESSING\tFAILED")
+		fmt.Fprintln(w, "WORKSPACE\tSLUG\tNAME\tPAUSED\tPLAN\tWEIGHT\tCAP\tPENDING\tPROCESSING\tFAILED")
 		for _, ws := range list {
 			paused := "-"
 			if ws.PausedAt != nil {
 				paused = "since " + ws.PausedAt.UTC().Format(time.RFC3339)
 			}
-			fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%d\t%d\t%d\n", ws.WorkspaceID, ws.Slug, ws.Name, paused, ws.Pending, ws.Processing, ws.Failed)
+			limit := "default" // ERRAND_WORKSPACE_CONCURRENCY
+			if ws.Concurrency != nil {
+				limit = strconv.Itoa(*ws.Concurrency)
+			}
+			fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%d\t%s\t%d\t%d\t%d\n", ws.WorkspaceID, ws.Slug, ws.Name, paused,
+				ws.Plan, ws.Weight, limit, ws.Pending, ws.Processing, ws.Failed)
 		}
 		return w.Flush()
 	case "pause", "resume":

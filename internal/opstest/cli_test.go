@@ -231,6 +231,10 @@ func TestJobsRetryAndCancel(t *testing.T) {
 
 func TestWorkspacesPauseListResume(t *testing.T) {
 	d := newOpsData(t)
+	if _, err := d.pool.Exec(context.Background(), `INSERT INTO errand.plans (plan, weight, concurrency) VALUES ('pro', 5, 20);
+		UPDATE errand.workspaces SET plan = 'pro' WHERE slug = 'acme'`); err != nil {
+		t.Fatal(err)
+	}
 	out := mustRun(t, d.url, "workspaces", "pause", "acme")
 	if !strings.Contains(out, "workspace "+d.acme+" paused (1 waiting job(s) held") {
 		t.Errorf("workspaces pause: %s", out)
@@ -243,9 +247,16 @@ func TestWorkspacesPauseListResume(t *testing.T) {
 	if len(lines) != 3 || !strings.Contains(lines[1], "acme") || !strings.Contains(lines[1], "since ") || !strings.Contains(lines[2], "idle") {
 		t.Errorf("workspaces list: paused acme first, then idle:\n%s", out)
 	}
+	words := func(line string) string { return " " + strings.Join(strings.Fields(line), " ") + " " }
+	if len(lines) == 3 && (!strings.Contains(words(lines[1]), " pro 5 20 ") || !strings.Contains(words(lines[2]), " free 1 default ")) {
+		t.Errorf("workspaces list: acme on plan pro (weight 5, cap 20), idle on free (weight 1, the default cap):\n%s", out)
+	}
 	var list []struct {
 		Slug                        string
 		PausedAt                    *time.Time `json:"paused_at"`
+		Plan                        string
+		Weight                      int
+		Concurrency                 *int
 		Pending, Processing, Failed int64
 	}
 	out = mustRun(t, d.url, "workspaces", "list", "--json")
@@ -254,6 +265,10 @@ func TestWorkspacesPauseListResume(t *testing.T) {
 	}
 	if len(list) != 2 || list[0].Slug != "acme" || list[0].PausedAt == nil || list[0].Pending != 1 || list[0].Failed != 1 || list[1].PausedAt != nil {
 		t.Errorf("workspaces list --json: %+v", list)
+	}
+	if len(list) == 2 && (list[0].Plan != "pro" || list[0].Weight != 5 || list[0].Concurrency == nil || *list[0].Concurrency != 20 ||
+		list[1].Plan != "free" || list[1].Weight != 1 || list[1].Concurrency != nil) {
+		t.Errorf("workspaces list --json plans: %+v", list)
 	}
 	out = mustRun(t, d.url, "workspaces", "resume", d.acme, "--json")
 	if !strings.Contains(out, `"released": 1`) {
