@@ -137,9 +137,10 @@ func helpIsNoError(err error) error {
 }
 
 type throughputFlags struct {
-	jobs     int
-	workers  int
-	baseline bool
+	jobs       int
+	workers    int
+	workspaces int
+	baseline   bool
 }
 
 type latencyFlags struct {
@@ -153,6 +154,7 @@ func parseThroughputFlags(args []string, out io.Writer) (throughputFlags, error)
 	fs.SetOutput(out)
 	fs.IntVar(&f.jobs, "jobs", 100_000, "ping jobs to insert and work")
 	fs.IntVar(&f.workers, "workers", 2000, "workers of the default queue")
+	fs.IntVar(&f.workspaces, "workspaces", 1, "workspaces the jobs are spread over, round robin (fair fetch shares the workers among them)")
 	fs.BoolVar(&f.baseline, "baseline", false, "burn down no-op jobs on a bare River client instead (every errand layer off)")
 	if err := parseBenchFlags(fs, args); err != nil {
 		return f, err
@@ -160,6 +162,8 @@ func parseThroughputFlags(args []string, out io.Writer) (throughputFlags, error)
 	switch {
 	case f.jobs <= 0:
 		return f, fmt.Errorf("%w: errand bench throughput: --jobs must be positive, got %d", ErrUsage, f.jobs)
+	case f.workspaces < 1 || f.workspaces > 10000:
+		return f, fmt.Errorf("%w: errand bench throughput: --workspaces must be 1 to 10000, got %d", ErrUsage, f.workspaces)
 	case f.workers < 1 || f.workers > 10000:
 		return f, fmt.Errorf("%w: errand bench throughput: --workers must be 1 to 10000, got %d", ErrUsage, f.workers)
 	}
@@ -338,8 +342,20 @@ func (b *bench) throughput(ctx context.Context, st *store.Store, ws string, f th
 	if f.baseline {
 		insert, mode = benchInsertRiver, "throughput-baseline"
 	}
+	// The run's workspace and f.workspaces-1 more, the jobs dealt round
+	// robin among them.
+	extra, err := b.scaleCreateWorkspaces(ctx, st, ws, f.workspaces-1)
+	defer func() {
+		if cerr := b.scaleCleanup(ctx, st, extra); err == nil {
+			err = cerr
+		}
+	}()
+	if err != nil {
+		return "", err
+	}
+	all := append([]string{ws}, extra...)
 	t := time.Now()
-	tag, err := st.Pool().Exec(ctx, insert, ws, f.jobs)
+	tag, err := st.Pool().Exec(ctx, insert, all, f.jobs)
 	if err != nil {
 		return "", fmt.Errorf("insert %d jobs: %w", f.jobs, err)
 	}
@@ -359,23 +375,23 @@ func (b *bench) throughput(ctx context.Context, st *store.Store, ws string, f th
 	var elapsed time.Duration
 	cpu0 := processCPU()
 	if f.baseline {
-		elapsed, err = b.burnDownRiver(ctx, st, ws, f, &started)
+		elapsed, err = b.burnDownRiver(ctx, st, all, f, &started)
 	} else {
-		elapsed, err = b.burnDownErrand(ctx, st, ws, f, &started)
+		elapsed, err = b.burnDownErrand(ctx, st, all, f, &started)
 	}
 	if err != nil {
 		return "", err
 	}
 	cpu := processCPU() - cpu0
 	rate := float64(f.jobs) / elapsed.Seconds()
-	b.printf("completed %d/%d jobs in %s with %d workers", f.jobs, f.jobs, elapsed.Round(time.Millisecond), f.workers)
+	b.printf("completed %d/%d jobs of %d workspaces in %s with %d workers", f.jobs, f.jobs, len(all), elapsed.Round(time.Millisecond), f.workers)
 	// The database's share is not visible from here (it may be remote).
 	b.printf("this process used %s of CPU working them (%.1f µs per job)", cpu.Round(time.Millisecond), float64(cpu.Microseconds())/float64(f.jobs))
-	return fmt.Sprintf("RESULT mode=%s jobs=%d jobs_per_s=%.0f insert_jobs_per_s=%.0f max_rss_mb=%.1f",
-		mode, f.jobs, rate, insertRate, maxRSSMB()), nil
+	return fmt.Sprintf("RESULT mode=%s jobs=%d workspaces=%d fairness=%s workspace_concurrency=%d jobs_per_s=%.0f insert_jobs_per_s=%.0f max_rss_mb=%.1f",
+		mode, f.jobs, len(all), onOff(b.cfg.Fairness && !f.baseline), b.cfg.WorkspaceCap, rate, insertRate, maxRSSMB()), nil
 }
 
-func (b *bench) burnDownErrand(ctx context.Context, st *store.Store, ws string, f throughputFlags, started *atomic.Int64) (time.Duration, error) {
+func (b *bench) burnDownErrand(ctx context.Context, st *store.Store, ws []string, f throughputFlags, started *atomic.Int64) (time.Duration, error) {
 	cfg := b.cfg
 	cfg.Queues = make(map[string]int, len(b.cfg.Queues))
 	for q, n := range b.cfg.Queues {
@@ -420,7 +436,7 @@ func (w *benchNoopWorker) Work(context.Context, *river.Job[benchNoopArgs]) error
 
 // burnDownRiver is the baseline: a bare River client on a pool of the size
 // errand uses, no middleware, hooks, retry policy or other queues.
-func (b *bench) burnDownRiver(ctx context.Context, st *store.Store, ws string, f throughputFlags, started *atomic.Int64) (time.Duration, error) {
+func (b *bench) burnDownRiver(ctx context.Context, st *store.Store, ws []string, f throughputFlags, started *atomic.Int64) (time.Duration, error) {
 	workers := river.NewWorkers()
 	river.AddWorker(workers, &benchNoopWorker{started: started})
 	client, err := river.NewClient(riverpgxv5.New(st.Pool()), &river.Config{
@@ -453,7 +469,7 @@ func (b *bench) burnDownRiver(ctx context.Context, st *store.Store, ws string, f
 // is asked whether any is unfinished. The answer lags completion by River's
 // batched completer (up to ~50 ms) plus up to one poll interval, the same in
 // both modes.
-func (b *bench) waitBurnDown(ctx context.Context, pool *pgxpool.Pool, ws string, n int, started *atomic.Int64, stopped <-chan struct{}) (time.Time, error) {
+func (b *bench) waitBurnDown(ctx context.Context, pool *pgxpool.Pool, ws []string, n int, started *atomic.Int64, stopped <-chan struct{}) (time.Time, error) {
 	const (
 		poll    = 10 * time.Millisecond
 		every   = time.Second
@@ -672,4 +688,11 @@ func maxRSSMB() float64 {
 		return 0
 	}
 	return float64(ru.Maxrss) / 1024
+}
+
+func onOff(on bool) string {
+	if on {
+		return "on"
+	}
+	return "off"
 }

@@ -79,8 +79,17 @@ func TestBenchThroughputWorksEveryJobAndCleansUp(t *testing.T) {
 	t.Parallel()
 	url, pool := errandtest.MigratedDB(t)
 	lines := benchRun(t, url, "throughput", "--jobs", "2000", "--workers", "200")
-	benchResult(t, lines, `^RESULT mode=throughput jobs=2000 jobs_per_s=`+benchNumber+` insert_jobs_per_s=`+benchNumber+` max_rss_mb=`+benchNumber+`$`)
-	benchHasLine(t, lines, "completed 2000/2000 jobs")
+	benchResult(t, lines, `^RESULT mode=throughput jobs=2000 workspaces=1 fairness=on workspace_concurrency=0 jobs_per_s=`+benchNumber+` insert_jobs_per_s=`+benchNumber+` max_rss_mb=`+benchNumber+`$`)
+	benchHasLine(t, lines, "completed 2000/2000 jobs of 1 workspaces")
+	benchAssertCleanedUp(t, pool)
+}
+
+func TestBenchThroughputSpreadOverWorkspacesWorksEveryJobAndCleansUp(t *testing.T) {
+	t.Parallel()
+	url, pool := errandtest.MigratedDB(t)
+	lines := benchRun(t, url, "throughput", "--jobs", "2000", "--workers", "200", "--workspaces", "7")
+	benchResult(t, lines, `^RESULT mode=throughput jobs=2000 workspaces=7 fairness=on workspace_concurrency=0 jobs_per_s=`+benchNumber+` insert_jobs_per_s=`+benchNumber+` max_rss_mb=`+benchNumber+`$`)
+	benchHasLine(t, lines, "completed 2000/2000 jobs of 7 workspaces")
 	benchAssertCleanedUp(t, pool)
 }
 
@@ -88,7 +97,7 @@ func TestBenchThroughputBaselineWorksEveryJobAndCleansUp(t *testing.T) {
 	t.Parallel()
 	url, pool := errandtest.MigratedDB(t)
 	lines := benchRun(t, url, "throughput", "--jobs", "2000", "--workers", "200", "--baseline")
-	benchResult(t, lines, `^RESULT mode=throughput-baseline jobs=2000 jobs_per_s=`+benchNumber+` insert_jobs_per_s=`+benchNumber+` max_rss_mb=`+benchNumber+`$`)
+	benchResult(t, lines, `^RESULT mode=throughput-baseline jobs=2000 workspaces=1 fairness=off workspace_concurrency=0 jobs_per_s=`+benchNumber+` insert_jobs_per_s=`+benchNumber+` max_rss_mb=`+benchNumber+`$`)
 	benchHasLine(t, lines, "completed 2000/2000 jobs")
 	benchAssertCleanedUp(t, pool)
 }
@@ -138,6 +147,7 @@ func TestBenchRefusesABadCommandLine(t *testing.T) {
 		"jobs that are not a number":   {"throughput", "--jobs", "abc"},
 		"negative jobs":                {"throughput", "--jobs", "-5"},
 		"zero workers":                 {"throughput", "--workers", "0"},
+		"zero workspaces":              {"throughput", "--workspaces", "0"},
 		"an unknown flag":              {"throughput", "--jbos", "10"},
 		"a stray argument":             {"throughput", "--jobs", "10", "extra"},
 		"zero samples":                 {"latency", "--samples", "0"},

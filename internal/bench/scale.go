@@ -182,14 +182,14 @@ func (b *bench) scaleBurnDowns(ctx context.Context, st *store.Store, ws string, 
 // scaleBurnDown is throughput's burn-down of f.jobs pings in ws, whose jobs
 // it then deletes, so the next one starts alike.
 func (b *bench) scaleBurnDown(ctx context.Context, st *store.Store, ws string, f scaleFlags, what string) (float64, error) {
-	if _, err := st.Exec(ctx, benchInsertPings, ws, f.jobs); err != nil {
+	if _, err := st.Exec(ctx, benchInsertPings, []string{ws}, f.jobs); err != nil {
 		return 0, fmt.Errorf("insert %d jobs: %w", f.jobs, err)
 	}
 	if _, err := st.Exec(ctx, benchAnalyze); err != nil {
 		return 0, fmt.Errorf("analyze: %w", err)
 	}
 	var started atomic.Int64
-	elapsed, err := b.burnDownErrand(ctx, st, ws, throughputFlags{jobs: f.jobs, workers: f.workers}, &started)
+	elapsed, err := b.burnDownErrand(ctx, st, []string{ws}, throughputFlags{jobs: f.jobs, workers: f.workers, workspaces: 1}, &started)
 	if err != nil {
 		return 0, err
 	}
