@@ -60,6 +60,56 @@ CREATE UNLOGGED TABLE errand.fair_shares (
     PRIMARY KEY (queue, workspace_id)
 );
 
+-- The workspaces with available jobs in p_queue, at most p_limit of them:
+-- a skip scan of river_job_fair_fetch_idx (one probe per workspace), after
+-- p_after first, then from the start (the nil uuid, errand's own jobs,
+-- sorts first).
+CREATE FUNCTION errand.fair_candidates(p_queue text, p_after uuid, p_limit integer) RETURNS uuid[]
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_after uuid := p_after;
+    v_cands uuid[];
+BEGIN
+    v_cands := '{}';
+    IF v_after IS NOT NULL THEN
+        WITH RECURSIVE ws(id) AS (
+            (SELECT errand.fair_workspace(j.metadata) FROM errand.river_job j
+             WHERE j.state = 'available' AND j.queue = p_queue
+               AND errand.fair_workspace(j.metadata) > v_after
+             ORDER BY 1 LIMIT 1)
+            UNION ALL
+            SELECT (SELECT errand.fair_workspace(j.metadata) FROM errand.river_job j
+                    WHERE j.state = 'available' AND j.queue = p_queue
+                      AND errand.fair_workspace(j.metadata) > ws.id
+                    ORDER BY 1 LIMIT 1)
+            FROM ws WHERE ws.id IS NOT NULL
+        )
+        SELECT coalesce(array_agg(id), '{}') INTO v_cands
+        FROM (SELECT id FROM ws WHERE id IS NOT NULL LIMIT p_limit) c;
+    END IF;
+    IF cardinality(v_cands) < p_limit THEN
+        WITH RECURSIVE ws(id) AS (
+            (SELECT errand.fair_workspace(j.metadata) FROM errand.river_job j
+             WHERE j.state = 'available' AND j.queue = p_queue
+             ORDER BY 1 LIMIT 1)
+            UNION ALL
+            SELECT (SELECT errand.fair_workspace(j.metadata) FROM errand.river_job j
+                    WHERE j.state = 'available' AND j.queue = p_queue
+                      AND errand.fair_workspace(j.metadata) > ws.id
+                    ORDER BY 1 LIMIT 1)
+            FROM ws WHERE ws.id IS NOT NULL AND (v_after IS NULL OR ws.id < v_after)
+        )
+        SELECT v_cands || coalesce(array_agg(id), '{}') INTO v_cands
+        FROM (SELECT id FROM ws
+              WHERE id IS NOT NULL AND (v_after IS NULL OR id <= v_after)
+              LIMIT p_limit - cardinality(v_cands)) c;
+    END IF;
+    RETURN v_cands;
+END;
+$$;
+
 -- Up to p_max available jobs of p_queue, shared fairly among workspaces and
 -- within each one's concurrency cap, marked running for p_client exactly as
 -- River's own fetch does (attempt + 1, attempted_at, attempted_by).
@@ -86,7 +136,8 @@ CREATE FUNCTION errand.fair_fetch(
     p_now timestamptz,
     p_kinds text[],
     p_default_cap integer,
-    p_candidates integer
+    p_candidates integer,
+    p_cands uuid[] DEFAULT NULL
 ) RETURNS SETOF errand.river_job
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -101,6 +152,8 @@ DECLARE
     v_tags float8[];
     v_full boolean := false;
     v_held boolean;
+    v_cap integer;
+    v_scanned boolean;
 BEGIN
     -- Whether a cap held back a workspace's jobs: River fetches again when
     -- a worker frees only after a full fetch, so errand's pilot reads this
@@ -114,44 +167,48 @@ BEGIN
     SELECT q.vtime, q.next_after INTO v_clock, v_after FROM errand.fair_queues q WHERE q.queue = p_queue;
     v_clock := coalesce(v_clock, 0);
 
-    -- 1. Candidates: after the cursor first, then from the start (the nil
-    -- uuid, errand's own jobs, sorts first).
-    v_cands := '{}';
-    IF v_after IS NOT NULL THEN
-        WITH RECURSIVE ws(id) AS (
-            (SELECT errand.fair_workspace(j.metadata) FROM errand.river_job j
-             WHERE j.state = 'available' AND j.queue = p_queue
-               AND errand.fair_workspace(j.metadata) > v_after
-             ORDER BY 1 LIMIT 1)
-            UNION ALL
-            SELECT (SELECT errand.fair_workspace(j.metadata) FROM errand.river_job j
-                    WHERE j.state = 'available' AND j.queue = p_queue
-                      AND errand.fair_workspace(j.metadata) > ws.id
-                    ORDER BY 1 LIMIT 1)
-            FROM ws WHERE ws.id IS NOT NULL
-        )
-        SELECT coalesce(array_agg(id), '{}') INTO v_cands
-        FROM (SELECT id FROM ws WHERE id IS NOT NULL LIMIT p_candidates) c;
-    END IF;
-    IF cardinality(v_cands) < p_candidates THEN
-        WITH RECURSIVE ws(id) AS (
-            (SELECT errand.fair_workspace(j.metadata) FROM errand.river_job j
-             WHERE j.state = 'available' AND j.queue = p_queue
-             ORDER BY 1 LIMIT 1)
-            UNION ALL
-            SELECT (SELECT errand.fair_workspace(j.metadata) FROM errand.river_job j
-                    WHERE j.state = 'available' AND j.queue = p_queue
-                      AND errand.fair_workspace(j.metadata) > ws.id
-                    ORDER BY 1 LIMIT 1)
-            FROM ws WHERE ws.id IS NOT NULL AND (v_after IS NULL OR ws.id < v_after)
-        )
-        SELECT v_cands || coalesce(array_agg(id), '{}') INTO v_cands
-        FROM (SELECT id FROM ws
-              WHERE id IS NOT NULL AND (v_after IS NULL OR id <= v_after)
-              LIMIT p_candidates - cardinality(v_cands)) c;
-    END IF;
-    IF cardinality(v_cands) = 0 THEN
+    -- 1. Candidates: the caller's (the pilot keeps a fresh list for a few
+    -- milliseconds when many workspaces have work), or a scan.
+    v_scanned := p_cands IS NULL;
+    v_cands := coalesce(p_cands, errand.fair_candidates(p_queue, v_after, p_candidates));
+    IF cardinality(v_cands) = 0 AND v_scanned THEN
         RETURN;
+    END IF;
+
+    -- One workspace with work and no cap: nothing to share, so River's own
+    -- statement (the queue's order is the workspace's), no bookkeeping. Its
+    -- virtual time stays as it was: a workspace that arrives next starts
+    -- level with it.
+    IF cardinality(v_cands) = 1 AND v_scanned THEN
+        SELECT CASE WHEN v_cands[1] = '00000000-0000-0000-0000-000000000000'::uuid THEN NULL
+                    ELSE coalesce((SELECT p.concurrency FROM errand.workspaces w JOIN errand.plans p ON p.plan = w.plan
+                                   WHERE w.id = v_cands[1]), nullif(p_default_cap, 0)) END
+        INTO v_cap;
+        IF v_cap IS NULL THEN
+            RETURN QUERY
+            WITH locked AS (
+                SELECT l.id FROM errand.river_job l
+                WHERE l.state = 'available' AND l.queue = p_queue AND l.scheduled_at <= v_now
+                  AND (p_kinds IS NULL OR l.kind = ANY(p_kinds))
+                ORDER BY l.priority, l.scheduled_at, l.id
+                LIMIT p_max
+                FOR UPDATE SKIP LOCKED
+            )
+            UPDATE errand.river_job j
+            SET state = 'running',
+                attempt = j.attempt + 1,
+                attempted_at = v_now,
+                attempted_by = array_append(
+                    CASE WHEN array_length(j.attempted_by, 1) >= p_max_attempted_by
+                    THEN j.attempted_by[array_length(j.attempted_by, 1) + 2 - p_max_attempted_by:]
+                    ELSE j.attempted_by
+                    END,
+                    p_client)
+            FROM locked
+            WHERE j.id = locked.id
+            RETURNING j.*;
+            RETURN;
+        END IF;
     END IF;
 
     -- 2 and 3, with share budgets, then (if short) with the whole room.
@@ -178,10 +235,19 @@ BEGIN
             SELECT i.*, CASE WHEN i.cap IS NULL THEN p_max
                              ELSE least(p_max, greatest(i.cap - coalesce(r.n, 0), 0)::integer) END AS room
             FROM info i LEFT JOIN running r ON r.ws = i.ws
-        ), budget AS (
+        ), shares AS (
             SELECT r.*, CASE WHEN v_full THEN r.room
                              ELSE least(r.room, ceil(p_max::numeric * r.weight / sum(r.weight) OVER ())::integer + 1) END AS budget
             FROM room r WHERE r.room > 0
+        ), budget AS (
+            -- A workspace's first tag is its start, so the p_max smallest
+            -- tags come from the p_max workspaces furthest behind at most:
+            -- only those are read (30 of 100 busy workspaces for 30 free
+            -- workers). The second pass reads them all.
+            SELECT * FROM (
+                SELECT s.*, row_number() OVER (ORDER BY s.start, s.pos) AS turn
+                FROM shares s) b
+            WHERE v_full OR b.turn <= p_max
         ), picked AS (
             SELECT b.ws, b.pos, j.id,
                    b.start + (row_number() OVER (PARTITION BY b.ws ORDER BY j.priority, j.scheduled_at, j.id) - 1)::float8 / b.weight AS tag
@@ -204,9 +270,19 @@ BEGIN
         )
         SELECT array_agg(id), array_agg(ws), array_agg(tag), (SELECT held FROM held)
         INTO v_ids, v_ws, v_tags, v_held FROM chosen;
-        EXIT WHEN v_full OR coalesce(cardinality(v_ids), 0) >= p_max;
-        v_full := true;
+        EXIT WHEN coalesce(cardinality(v_ids), 0) >= p_max;
+        IF NOT v_full THEN
+            v_full := true;
+        ELSIF NOT v_scanned THEN
+            -- The caller's list could not fill the fetch: look again.
+            v_cands := errand.fair_candidates(p_queue, v_after, p_candidates);
+            v_scanned := true;
+            v_full := false;
+        ELSE
+            EXIT;
+        END IF;
     END LOOP;
+    PERFORM set_config('errand.fair_cands', v_cands::text, false);
     IF v_held THEN
         PERFORM set_config('errand.fair_held', 'true', false);
     END IF;
@@ -253,5 +329,5 @@ BEGIN
     RETURNING j.*;
 END;
 $$;
-COMMENT ON FUNCTION errand.fair_fetch(text, integer, text, integer, timestamptz, text[], integer, integer) IS
+COMMENT ON FUNCTION errand.fair_fetch(text, integer, text, integer, timestamptz, text[], integer, integer, uuid[]) IS
     'River''s fetch, shared fairly among workspaces within their caps (docs/fairness.md)';

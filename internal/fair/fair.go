@@ -13,6 +13,7 @@ package fair
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -65,6 +66,52 @@ type Pilot struct {
 
 	mu     sync.Mutex
 	waking map[string]bool // queues with a wake-up on its way
+	cands  map[string]candidates
+}
+
+// candidates are the workspaces a fetch found with work in a queue.
+type candidates struct {
+	list []string
+	at   time.Time
+}
+
+// Finding the workspaces with work costs an index probe per workspace.
+// With many of them, one list serves the fetches of the next
+// CandidatesTTL; a fetch that the list cannot fill looks again at once (in
+// the same statement), so a workspace that starts enqueuing waits at most
+// that long for its first turn while others are busy, and never while
+// workers would be idle. Short lists are found afresh every fetch.
+const (
+	CandidatesTTL     = 20 * time.Millisecond
+	candidatesToCache = 8
+)
+
+func (p *Pilot) cachedCandidates(queue string) []string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	c, ok := p.cands[queue]
+	if !ok || time.Since(c.at) > CandidatesTTL {
+		return nil
+	}
+	return c.list
+}
+
+// keepCandidates keeps the list a fetch used; fresh when the fetch was given
+// none (it found them itself).
+func (p *Pilot) keepCandidates(queue string, list []string, fresh bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if len(list) < candidatesToCache {
+		delete(p.cands, queue)
+		return
+	}
+	if c, ok := p.cands[queue]; ok && !fresh && slices.Equal(c.list, list) {
+		return // the cached list came back unchanged: keep its age
+	}
+	if p.cands == nil {
+		p.cands = make(map[string]candidates)
+	}
+	p.cands[queue] = candidates{list: list, at: time.Now()}
 }
 
 // WakeAfter is how long after a fetch that a cap held back the queue is
@@ -119,14 +166,16 @@ func (p *Pilot) JobGetAvailable(ctx context.Context, _ riverdriver.Executor, _ r
 	}
 	// One round trip, one connection: the fetch, then whether a cap held
 	// work back (a session setting the fetch leaves).
+	cached := p.cachedCandidates(params.Queue)
 	batch := &pgx.Batch{}
 	batch.Queue(`
 		SELECT id, args, attempt, attempted_at, attempted_by, created_at, errors, finalized_at, kind,
 		       max_attempts, metadata, priority, queue, state::text, scheduled_at, tags, unique_key, unique_states
-		FROM errand.fair_fetch($1, $2, $3, $4, $5, $6, $7, $8)`,
+		FROM errand.fair_fetch($1, $2, $3, $4, $5, $6, $7, $8, $9)`,
 		params.Queue, params.MaxToLock, params.ClientID, params.MaxAttemptedBy, params.Now, kinds,
-		p.cfg.DefaultCap, p.cfg.Candidates)
-	batch.Queue(`SELECT coalesce(current_setting('errand.fair_held', true), '') = 'true'`)
+		p.cfg.DefaultCap, p.cfg.Candidates, cached)
+	batch.Queue(`SELECT coalesce(current_setting('errand.fair_held', true), '') = 'true',
+		coalesce(nullif(current_setting('errand.fair_cands', true), ''), '{}')::uuid[]::text[]`)
 	br := p.pool.SendBatch(ctx, batch)
 	defer br.Close()
 	rows, err := br.Query()
@@ -152,9 +201,11 @@ func (p *Pilot) JobGetAvailable(ctx context.Context, _ riverdriver.Executor, _ r
 		return nil, fmt.Errorf("fair fetch of queue %s: %w", params.Queue, err)
 	}
 	var held bool
-	if err := br.QueryRow().Scan(&held); err != nil {
+	var cands []string
+	if err := br.QueryRow().Scan(&held, &cands); err != nil {
 		return nil, fmt.Errorf("fair fetch of queue %s: %w", params.Queue, err)
 	}
+	p.keepCandidates(params.Queue, cands, cached == nil)
 	if held && len(res.Jobs) < params.MaxToLock {
 		p.wakeSoon(params.Queue)
 	}

@@ -337,3 +337,33 @@ func TestPlanWithBadLimitsIsRefused(t *testing.T) {
 		t.Errorf("%d plans stored (%v), want none", n, err)
 	}
 }
+
+// A candidate list the pilot kept (errand.fair_fetch's last argument) that
+// no longer has work does not leave workers idle: the fetch looks again.
+func TestAStaleCandidateListIsLookedAtAgain(t *testing.T) {
+	_, pool := errandtest.MigratedDB(t)
+	gone := errandtest.NewWorkspace(t, pool, "gone")
+	busy := errandtest.NewWorkspace(t, pool, "busy")
+	enqueue(t, pool, busy, 5, `{}`)
+	// One connection: the list used is a setting of the session.
+	conn, err := pool.Acquire(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Release()
+	var n int
+	if err := conn.QueryRow(context.Background(), `
+		SELECT count(*) FROM errand.fair_fetch('default', 10, 'test', 100, NULL, NULL, 0, 1000, ARRAY[$1]::uuid[])`, gone).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	if n != 5 {
+		t.Errorf("fetched %d with a stale list naming only an idle workspace, want the busy one's 5", n)
+	}
+	var cands string
+	if err := conn.QueryRow(context.Background(), `SELECT current_setting('errand.fair_cands', true)`).Scan(&cands); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(cands, busy) || strings.Contains(cands, gone) {
+		t.Errorf("the list it used: %s, want the busy workspace only", cands)
+	}
+}
