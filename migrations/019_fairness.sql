@@ -60,6 +60,21 @@ CREATE UNLOGGED TABLE errand.fair_shares (
     PRIMARY KEY (queue, workspace_id)
 );
 
+-- An upper bound of each capped workspace's running jobs per queue, so a
+-- fetch need not count them every time: a fetch that starts k of its jobs
+-- adds k, and finishing jobs do not subtract (nothing tells the fetch), so
+-- the bound only drifts up. When it is within p_max of the cap, the fetch
+-- counts exactly and starts again from that. Written only under the
+-- queue's fetch lock; a workspace served while uncapped loses its row (its
+-- jobs were not counted). Unlogged: after a crash every bound is counted
+-- afresh.
+CREATE UNLOGGED TABLE errand.fair_running (
+    queue text NOT NULL,
+    workspace_id uuid NOT NULL,
+    running integer NOT NULL,
+    PRIMARY KEY (queue, workspace_id)
+);
+
 -- The workspaces with available jobs in p_queue, at most p_limit of them:
 -- a skip scan of river_job_fair_fetch_idx (one probe per workspace), after
 -- p_after first, then from the start (the nil uuid, errand's own jobs,
@@ -154,6 +169,9 @@ DECLARE
     v_held boolean;
     v_cap integer;
     v_scanned boolean;
+    v_run_ws uuid[];
+    v_run_n bigint[];
+    v_uncapped uuid[];
 BEGIN
     -- Whether a cap held back a workspace's jobs: River fetches again when
     -- a worker frees only after a full fetch, so errand's pilot reads this
@@ -185,6 +203,7 @@ BEGIN
                                    WHERE w.id = v_cands[1]), nullif(p_default_cap, 0)) END
         INTO v_cap;
         IF v_cap IS NULL THEN
+            DELETE FROM errand.fair_running fr WHERE fr.queue = p_queue AND fr.workspace_id = v_cands[1];
             RETURN QUERY
             WITH locked AS (
                 SELECT l.id FROM errand.river_job l
@@ -225,12 +244,22 @@ BEGIN
             LEFT JOIN errand.workspaces w ON w.id = c.ws
             LEFT JOIN errand.plans p ON p.plan = w.plan
             LEFT JOIN errand.fair_shares s ON s.queue = p_queue AND s.workspace_id = c.ws
-        ), running AS (
+        ), bound AS (
+            SELECT i.ws, i.cap, fr.running AS bound,
+                   (fr.running IS NULL OR i.cap - fr.running < p_max) AS recount
+            FROM info i
+            LEFT JOIN errand.fair_running fr ON fr.queue = p_queue AND fr.workspace_id = i.ws
+            WHERE i.cap IS NOT NULL
+        ), exact AS (
             SELECT errand.fair_workspace(j.metadata) AS ws, count(*) AS n
             FROM errand.river_job j
             WHERE j.state = 'running' AND j.queue = p_queue
-              AND EXISTS (SELECT 1 FROM info WHERE info.cap IS NOT NULL)
+              AND EXISTS (SELECT 1 FROM bound WHERE bound.recount)
+              AND errand.fair_workspace(j.metadata) IN (SELECT b.ws FROM bound b WHERE b.recount)
             GROUP BY 1
+        ), running AS (
+            SELECT b.ws, CASE WHEN b.recount THEN coalesce(e.n, 0) ELSE b.bound END AS n
+            FROM bound b LEFT JOIN exact e ON e.ws = b.ws
         ), room AS (
             SELECT i.*, CASE WHEN i.cap IS NULL THEN p_max
                              ELSE least(p_max, greatest(i.cap - coalesce(r.n, 0), 0)::integer) END AS room
@@ -268,8 +297,10 @@ BEGIN
                                     AND r.room <= (SELECT count(*) FROM chosen c WHERE c.ws = r.ws)), false) AS held
             FROM room r
         )
-        SELECT array_agg(id), array_agg(ws), array_agg(tag), (SELECT held FROM held)
-        INTO v_ids, v_ws, v_tags, v_held FROM chosen;
+        SELECT array_agg(id), array_agg(ws), array_agg(tag), (SELECT held FROM held),
+               (SELECT array_agg(r.ws) FROM running r), (SELECT array_agg(r.n) FROM running r),
+               (SELECT array_agg(i.ws) FROM info i WHERE i.cap IS NULL)
+        INTO v_ids, v_ws, v_tags, v_held, v_run_ws, v_run_n, v_uncapped FROM chosen;
         EXIT WHEN coalesce(cardinality(v_ids), 0) >= p_max;
         IF NOT v_full THEN
             v_full := true;
@@ -285,6 +316,18 @@ BEGIN
     PERFORM set_config('errand.fair_cands', v_cands::text, false);
     IF v_held THEN
         PERFORM set_config('errand.fair_held', 'true', false);
+    END IF;
+    -- The capped workspaces' bounds, this fetch's jobs included; the
+    -- uncapped ones served now are not counted, so their bounds go.
+    IF v_run_ws IS NOT NULL THEN
+        INSERT INTO errand.fair_running AS fr (queue, workspace_id, running)
+        SELECT p_queue, r.ws, r.n + (SELECT count(*) FROM unnest(v_ws) AS c(ws) WHERE c.ws = r.ws)
+        FROM unnest(v_run_ws, v_run_n) AS r(ws, n)
+        ON CONFLICT (queue, workspace_id) DO UPDATE SET running = excluded.running;
+    END IF;
+    IF v_uncapped IS NOT NULL AND v_ids IS NOT NULL THEN
+        DELETE FROM errand.fair_running fr
+        WHERE fr.queue = p_queue AND fr.workspace_id = ANY(v_uncapped) AND fr.workspace_id = ANY(v_ws);
     END IF;
     IF v_ids IS NULL THEN
         RETURN;

@@ -367,3 +367,40 @@ func TestAStaleCandidateListIsLookedAtAgain(t *testing.T) {
 		t.Errorf("the list it used: %s, want the busy workspace only", cands)
 	}
 }
+
+// The running count behind a cap is a bound kept between fetches (only
+// recounted when near the cap): finished jobs are found by the recount, and
+// jobs started while the workspace had no cap are counted once it has one.
+func TestCapBoundIsRecountedNearTheCapAndAfterUncappedFetches(t *testing.T) {
+	_, pool := errandtest.MigratedDB(t)
+	ctx := context.Background()
+	if _, err := pool.Exec(ctx, `INSERT INTO errand.plans (plan, concurrency) VALUES ('capped', 20)`); err != nil {
+		t.Fatal(err)
+	}
+	ws := errandtest.NewWorkspace(t, pool, "acme")
+	setPlan(t, pool, ws, "capped")
+	enqueue(t, pool, ws, 100, `{}`)
+	// Fetches of 5, each finished before the next: the bound climbs to the
+	// cap while nothing runs; near it a fetch recounts and goes on.
+	for i := range 5 {
+		got := fetch(t, pool, 5, fair.Config{})
+		if len(got) != 5 {
+			t.Fatalf("fetch %d: %d jobs with nothing running, want 5", i+1, len(got))
+		}
+		complete(t, pool, got)
+	}
+	// Uncapped for a while: 12 start and keep running.
+	setPlan(t, pool, ws, "free")
+	if got := fetch(t, pool, 12, fair.Config{}); len(got) != 12 {
+		t.Fatalf("uncapped: %d, want 12", len(got))
+	}
+	// Capped at 20 again: 8 more may start, and no more.
+	setPlan(t, pool, ws, "capped")
+	started := 0
+	for range 6 {
+		started += len(fetch(t, pool, 5, fair.Config{}))
+	}
+	if started != 8 {
+		t.Errorf("capped at 20 with 12 running: %d more started, want 8", started)
+	}
+}
