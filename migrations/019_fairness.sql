@@ -135,14 +135,24 @@ $$;
 -- exceeded however many replicas fetch at once.
 --
 -- 1. Candidates: the workspaces with available jobs in the queue, at most
---    p_candidates of them, round robin when there are more.
--- 2. Each one's room (its cap less its running jobs in the queue) and a
---    budget: its weighted share of p_max, plus one. A second pass lifts the
---    budgets to the room when the shares did not fill p_max (work
---    conserving: a workspace alone gets every free worker).
--- 3. Each candidate's next jobs in River's order (priority, scheduled_at,
---    id), tagged with the workspace's virtual time + k / weight; the p_max
---    smallest tags win. The winners' virtual times advance.
+--    p_candidates of them, round robin when there are more; p_cands, the
+--    list the caller kept from a recent fetch, saves the scan (a fetch
+--    that list cannot fill scans again).
+-- 2. One workspace without a cap: River's own statement, nothing to share.
+-- 3. Each one's room (its cap less its running jobs in the queue, from
+--    errand.fair_running's bound or counted) and a budget: its weighted
+--    share of p_max, plus one. A second pass lifts the budgets to the room
+--    when the shares did not fill p_max (work conserving: a workspace
+--    alone gets every free worker).
+-- 4. The next jobs in River's order (priority, scheduled_at, id) of the
+--    p_max workspaces furthest behind, tagged with the workspace's virtual
+--    time + k / weight; the p_max smallest tags win. The winners' virtual
+--    times and running bounds advance.
+--
+-- It leaves two session settings for the caller, read on the same
+-- connection: errand.fair_held ('true' when a cap held work back: River
+-- will not fetch again by itself until a poll) and errand.fair_cands (the
+-- candidates it used).
 CREATE FUNCTION errand.fair_fetch(
     p_queue text,
     p_max integer,
