@@ -125,6 +125,35 @@ BEGIN
 END;
 $$;
 
+-- Starts the jobs p_ids as River's fetch does (attempt + 1, attempted_at,
+-- attempted_by capped at p_max_attempted_by entries), those still available.
+-- SKIP LOCKED, as River's fetch: a job another transaction is changing (a
+-- pause, a cancel) is left to it, and never waited on.
+CREATE FUNCTION errand.fair_start(p_ids bigint[], p_client text, p_max_attempted_by integer, p_now timestamptz)
+RETURNS SETOF errand.river_job
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+AS $$
+    WITH locked AS (
+        SELECT l.id FROM errand.river_job l
+        WHERE l.id = ANY(p_ids) AND l.state = 'available'
+        FOR UPDATE SKIP LOCKED
+    )
+    UPDATE errand.river_job j
+    SET state = 'running',
+        attempt = j.attempt + 1,
+        attempted_at = p_now,
+        attempted_by = array_append(
+            CASE WHEN array_length(j.attempted_by, 1) >= p_max_attempted_by
+            THEN j.attempted_by[array_length(j.attempted_by, 1) + 2 - p_max_attempted_by:]
+            ELSE j.attempted_by
+            END,
+            p_client)
+    FROM locked
+    WHERE j.id = locked.id
+    RETURNING j.*;
+$$;
+
 -- Up to p_max available jobs of p_queue, shared fairly among workspaces and
 -- within each one's concurrency cap, marked running for p_client exactly as
 -- River's own fetch does (attempt + 1, attempted_at, attempted_by).
@@ -214,28 +243,12 @@ BEGIN
         INTO v_cap;
         IF v_cap IS NULL THEN
             DELETE FROM errand.fair_running fr WHERE fr.queue = p_queue AND fr.workspace_id = v_cands[1];
-            RETURN QUERY
-            WITH locked AS (
+            RETURN QUERY SELECT * FROM errand.fair_start(ARRAY(
                 SELECT l.id FROM errand.river_job l
                 WHERE l.state = 'available' AND l.queue = p_queue AND l.scheduled_at <= v_now
                   AND (p_kinds IS NULL OR l.kind = ANY(p_kinds))
                 ORDER BY l.priority, l.scheduled_at, l.id
-                LIMIT p_max
-                FOR UPDATE SKIP LOCKED
-            )
-            UPDATE errand.river_job j
-            SET state = 'running',
-                attempt = j.attempt + 1,
-                attempted_at = v_now,
-                attempted_by = array_append(
-                    CASE WHEN array_length(j.attempted_by, 1) >= p_max_attempted_by
-                    THEN j.attempted_by[array_length(j.attempted_by, 1) + 2 - p_max_attempted_by:]
-                    ELSE j.attempted_by
-                    END,
-                    p_client)
-            FROM locked
-            WHERE j.id = locked.id
-            RETURNING j.*;
+                LIMIT p_max), p_client, p_max_attempted_by, v_now);
             RETURN;
         END IF;
     END IF;
@@ -359,27 +372,7 @@ BEGIN
     -- Workspaces at or behind the clock need no row: they start at it.
     DELETE FROM errand.fair_shares s WHERE s.queue = p_queue AND s.vtime <= v_clock;
 
-    -- SKIP LOCKED, as River's fetch: a chosen job another transaction is
-    -- changing (a pause, a cancel) is left to it, and never waited on.
-    RETURN QUERY
-    WITH locked AS (
-        SELECT l.id FROM errand.river_job l
-        WHERE l.id = ANY(v_ids) AND l.state = 'available'
-        FOR UPDATE SKIP LOCKED
-    )
-    UPDATE errand.river_job j
-    SET state = 'running',
-        attempt = j.attempt + 1,
-        attempted_at = v_now,
-        attempted_by = array_append(
-            CASE WHEN array_length(j.attempted_by, 1) >= p_max_attempted_by
-            THEN j.attempted_by[array_length(j.attempted_by, 1) + 2 - p_max_attempted_by:]
-            ELSE j.attempted_by
-            END,
-            p_client)
-    FROM locked
-    WHERE j.id = locked.id
-    RETURNING j.*;
+    RETURN QUERY SELECT * FROM errand.fair_start(v_ids, p_client, p_max_attempted_by, v_now);
 END;
 $$;
 COMMENT ON FUNCTION errand.fair_fetch(text, integer, text, integer, timestamptz, text[], integer, integer, uuid[]) IS

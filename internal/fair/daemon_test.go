@@ -54,20 +54,7 @@ func TestCapHoldsAcrossThreeDaemons(t *testing.T) {
 		SELECT ws, 'test.fair_probe', '{}' FROM unnest(ARRAY[$1, $2]::uuid[]) ws, generate_series(1, 30)`, free, pro); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		var left int
-		if err := pool.QueryRow(context.Background(), `SELECT count(*) FROM errand.jobs WHERE status <> 'completed'`).Scan(&left); err != nil {
-			t.Fatal(err)
-		}
-		if left == 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%d jobs not completed after 60 s", left)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	waitAllCompleted(t, pool, 60*time.Second, "of two workspaces capped at 2 and 3 across three daemons")
 	for ws, cap := range map[string]int{free: 2, pro: 3} {
 		var most, runs, attempts int
 		if err := pool.QueryRow(context.Background(), `
@@ -101,17 +88,24 @@ func TestCappedJobsStartWithoutWaitingForThePoll(t *testing.T) {
 		"ERRAND_FETCH_POLL_INTERVAL":   "10s",
 	})
 	enqueue(t, pool, ws, 10, `{}`)
-	deadline := time.Now().Add(45 * time.Second)
+	waitAllCompleted(t, pool, 45*time.Second, "capped at one at a time (a 10 s poll each would take over 90 s)")
+}
+
+// waitAllCompleted polls until every job is completed, failing the test
+// after timeout (a generous bound, not a measurement).
+func waitAllCompleted(t *testing.T, pool *pgxpool.Pool, timeout time.Duration, what string) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
 	for {
-		var left int
-		if err := pool.QueryRow(context.Background(), `SELECT count(*) FROM errand.jobs WHERE status <> 'completed'`).Scan(&left); err != nil {
+		var left, all int
+		if err := pool.QueryRow(context.Background(), `SELECT count(*) FILTER (WHERE status <> 'completed'), count(*) FROM errand.jobs`).Scan(&left, &all); err != nil {
 			t.Fatal(err)
 		}
 		if left == 0 {
-			break
+			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("%d of 10 jobs capped at one at a time not completed after 45 s (a 10 s poll each would take over 90 s)", left)
+			t.Fatalf("%d of %d jobs %s not completed after %s", left, all, what, timeout)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
