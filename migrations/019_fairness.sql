@@ -215,7 +215,9 @@ BEGIN
     -- Whether a cap held back a workspace's jobs: River fetches again when
     -- a worker frees only after a full fetch, so errand's pilot reads this
     -- (on the same connection) and wakes the queue soon after.
-    PERFORM set_config('errand.fair_held', 'false', false);
+    -- Both settings start empty: a connection's last fetch must not speak
+    -- for this one.
+    PERFORM set_config('errand.fair_held', 'false', false), set_config('errand.fair_cands', '', false);
     IF p_max <= 0 THEN
         RETURN;
     END IF;

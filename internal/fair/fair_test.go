@@ -404,3 +404,53 @@ func TestCapBoundIsRecountedNearTheCapAndAfterUncappedFetches(t *testing.T) {
 		t.Errorf("capped at 20 with 12 running: %d more started, want 8", started)
 	}
 }
+
+// The settings a fetch leaves describe that fetch, never an earlier one on
+// the same connection.
+func TestFetchSettingsDescribeTheLastFetchOnly(t *testing.T) {
+	_, pool := errandtest.MigratedDB(t)
+	ctx := context.Background()
+	var wss []string
+	for i := range 9 {
+		ws := errandtest.NewWorkspace(t, pool, fmt.Sprintf("ws-%d", i))
+		wss = append(wss, ws)
+		enqueue(t, pool, ws, 1, `{}`)
+	}
+	conn, err := pool.Acquire(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Release()
+	settings := func() (held, cands string) {
+		t.Helper()
+		if err := conn.QueryRow(ctx, `SELECT current_setting('errand.fair_held', true), current_setting('errand.fair_cands', true)`).Scan(&held, &cands); err != nil {
+			t.Fatal(err)
+		}
+		return held, cands
+	}
+	// One fetch of one job: nine workspaces had work, one held back by
+	// nothing (no cap).
+	if _, err := conn.Exec(ctx, `SELECT count(*) FROM errand.fair_fetch('default', 1, 'test', 100, NULL, NULL, 0, 1000)`); err != nil {
+		t.Fatal(err)
+	}
+	if held, cands := settings(); held != "false" || strings.Count(cands, ",") != 8 {
+		t.Errorf("after a fetch among nine workspaces: held %q, candidates %q", held, cands)
+	}
+	// Drain all but one workspace: the next fetch takes the fast path and
+	// must not leave the nine-workspace list behind.
+	if _, err := pool.Exec(ctx, `UPDATE errand.river_job SET state = 'completed', finalized_at = now()
+		WHERE state = 'available' AND metadata ->> 'workspace_id' <> $1`, wss[8]); err != nil {
+		t.Fatal(err)
+	}
+	enqueue(t, pool, wss[8], 1, `{}`)
+	var n int
+	if err := conn.QueryRow(ctx, `SELECT count(*) FROM errand.fair_fetch('default', 1, 'test', 100, NULL, NULL, 0, 1000)`).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	if n != 1 {
+		t.Fatalf("fetched %d with one workspace's job waiting, want 1", n)
+	}
+	if held, cands := settings(); held != "false" || cands != "" {
+		t.Errorf("after a fetch with one workspace left: held %q, candidates %q, want false and none", held, cands)
+	}
+}
