@@ -454,3 +454,34 @@ func TestFetchSettingsDescribeTheLastFetchOnly(t *testing.T) {
 		t.Errorf("after a fetch with one workspace left: held %q, candidates %q, want false and none", held, cands)
 	}
 }
+
+// One pilot fetching again at once hands the statement the candidate list it
+// kept (with eight or more workspaces busy); the fetches serve every
+// workspace in turn either way.
+func TestPilotFetchesWithItsKeptCandidateList(t *testing.T) {
+	_, pool := errandtest.MigratedDB(t)
+	for i := range 10 {
+		enqueue(t, pool, errandtest.NewWorkspace(t, pool, fmt.Sprintf("ws-%d", i)), 3, `{}`)
+	}
+	pilot := fair.NewDriver(pool, fair.Config{}).PluginPilot()
+	per := map[string]int{}
+	for range 3 {
+		res, err := pilot.JobGetAvailable(context.Background(), nil, nil, &riverdriver.JobGetAvailableParams{
+			ClientID: "test-client", MaxAttemptedBy: 100, MaxToLock: 10, Queue: "default",
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, j := range res.Jobs {
+			per[workspaceOf(t, j)]++
+		}
+	}
+	if len(per) != 10 {
+		t.Fatalf("three fetches of 10 served %d workspaces, want all 10: %v", len(per), per)
+	}
+	for ws, n := range per {
+		if n != 3 {
+			t.Errorf("workspace %s: %d of its 3 jobs in three fetches of 10, want 3 (one a fetch)", ws, n)
+		}
+	}
+}
