@@ -247,12 +247,14 @@ BEGIN
             RETURN;
         END IF;
         IF v_nws = 1
-           AND (cardinality(v_ids) < p_max OR NOT EXISTS (
-                    SELECT 1 FROM errand.river_job o
-                    WHERE o.state = 'available' AND o.queue = p_queue AND errand.fair_workspace(o.metadata) > v_one)
-                AND NOT EXISTS (
-                    SELECT 1 FROM errand.river_job o
-                    WHERE o.state = 'available' AND o.queue = p_queue AND errand.fair_workspace(o.metadata) < v_one))
+           AND (cardinality(v_ids) < p_max OR (
+                    -- ordered as the fair index is, so each is one probe
+                    (SELECT errand.fair_workspace(o.metadata) FROM errand.river_job o
+                     WHERE o.state = 'available' AND o.queue = p_queue AND errand.fair_workspace(o.metadata) > v_one
+                     ORDER BY 1 LIMIT 1) IS NULL
+                    AND (SELECT errand.fair_workspace(o.metadata) FROM errand.river_job o
+                         WHERE o.state = 'available' AND o.queue = p_queue AND errand.fair_workspace(o.metadata) < v_one
+                         ORDER BY 1 DESC LIMIT 1) IS NULL))
            AND (v_one = '00000000-0000-0000-0000-000000000000'::uuid
                 OR coalesce((SELECT p.concurrency FROM errand.workspaces w JOIN errand.plans p ON p.plan = w.plan
                              WHERE w.id = v_one), nullif(p_default_cap, 0)) IS NULL) THEN
