@@ -2,6 +2,7 @@ package jobs
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"sync"
@@ -65,6 +66,25 @@ func (c *PlanLimitsCache) Get(ctx context.Context, db store.DB, ws string) (Plan
 	c.entries[ws] = planLimitsEntry{limits: l, at: now()}
 	c.mu.Unlock()
 	return l, nil
+}
+
+// WaitForWorkspaceSlot holds job to its workspace's plan limit across all
+// replicas: limit(plan) requests per per (0: no limit), under the rate limit
+// called name + ":workspace:" + the workspace's id. Over it, the job sleeps
+// or snoozes as WaitForSlot says; snoozed tells the caller (for its
+// metrics) that it did.
+func (c *PlanLimitsCache) WaitForWorkspaceSlot(ctx context.Context, job *Job, name string, limit func(PlanLimits) int, per, maxWait time.Duration) (snoozed bool, err error) {
+	limits, err := c.Get(ctx, job.Store(), job.WorkspaceID)
+	if err != nil {
+		return false, err
+	}
+	n := limit(limits)
+	if n <= 0 {
+		return false, nil
+	}
+	err = WaitForSlot(ctx, job.Store(), name+":workspace:"+job.WorkspaceID, per/time.Duration(n), maxWait)
+	_, snoozed = errors.AsType[*river.JobSnoozeError](err)
+	return snoozed, err
 }
 
 // WaitForSlot holds a job to one request every interval under the rate

@@ -618,12 +618,9 @@ func (k *emailSender) maxWait(ctx context.Context) time.Duration {
 // (errand.plans), across all replicas: over it, the email waits (snoozed,
 // no attempt used), never dropped.
 func (k *emailSender) waitForWorkspaceSlot(ctx context.Context, job *jobs.Job) error {
-	limits, err := k.plans.Get(ctx, job.Store(), job.WorkspaceID)
-	if err != nil || limits.EmailsPerMinute <= 0 {
-		return err
-	}
-	err = jobs.WaitForSlot(ctx, job.Store(), "email:workspace:"+job.WorkspaceID, time.Minute/time.Duration(limits.EmailsPerMinute), k.maxWait(ctx))
-	if _, snoozed := errors.AsType[*river.JobSnoozeError](err); snoozed {
+	snoozed, err := k.plans.WaitForWorkspaceSlot(ctx, job, "email",
+		func(l jobs.PlanLimits) int { return l.EmailsPerMinute }, time.Minute, k.maxWait(ctx))
+	if snoozed {
 		k.count(OutcomeWorkspaceLimited)
 	}
 	return err

@@ -173,13 +173,9 @@ func (d *deliverer) flushLoads(batch []*call[load, delivery]) {
 // (snoozed, no attempt used), never dropped. Checked before the endpoint's
 // slot is taken, so a delivery waiting for its workspace holds none.
 func (d *deliverer) waitForWorkspaceSlot(ctx context.Context, job *jobs.Job) error {
-	limits, err := d.plans.Get(ctx, job.Store(), job.WorkspaceID)
-	if err != nil || limits.WebhooksPerSecond <= 0 {
-		return err
-	}
-	err = jobs.WaitForSlot(ctx, job.Store(), "webhook:workspace:"+job.WorkspaceID,
-		time.Second/time.Duration(limits.WebhooksPerSecond), workspaceSlotMaxWait)
-	if _, snoozed := errors.AsType[*river.JobSnoozeError](err); snoozed {
+	snoozed, err := d.plans.WaitForWorkspaceSlot(ctx, job, "webhook",
+		func(l jobs.PlanLimits) int { return l.WebhooksPerSecond }, time.Second, workspaceSlotMaxWait)
+	if snoozed {
 		d.outcomes.WithLabelValues(OutcomeWorkspaceLimited).Inc()
 	}
 	return err
