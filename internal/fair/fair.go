@@ -36,6 +36,9 @@ type Config struct {
 	// Candidates is how many workspaces with work one fetch considers; more
 	// than that take turns (round robin). 0: 1,000.
 	Candidates int
+	// CandidatesTTL is how long a list of busy workspaces serves the next
+	// fetches (see DefaultCandidatesTTL). 0: the default.
+	CandidatesTTL time.Duration
 }
 
 // Driver is River's pgx driver with errand's fetch.
@@ -48,6 +51,9 @@ type Driver struct {
 func NewDriver(pool *pgxpool.Pool, cfg Config) *Driver {
 	if cfg.Candidates <= 0 {
 		cfg.Candidates = 1000
+	}
+	if cfg.CandidatesTTL <= 0 {
+		cfg.CandidatesTTL = DefaultCandidatesTTL
 	}
 	return &Driver{Driver: riverpgxv5.New(pool), pilot: &Pilot{StandardPilot: &riverpilot.StandardPilot{}, pool: pool, cfg: cfg}}
 }
@@ -77,20 +83,20 @@ type candidates struct {
 
 // Finding the workspaces with work costs an index probe per workspace.
 // With many of them, one list serves the fetches of the next
-// CandidatesTTL; a fetch that the list cannot fill looks again at once (in
+// DefaultCandidatesTTL; a fetch that the list cannot fill looks again at once (in
 // the same statement), so a workspace that starts enqueuing waits at most
 // that long for its first turn while others are busy, and never while
 // workers would be idle. Short lists are found afresh every fetch.
 const (
-	CandidatesTTL     = 20 * time.Millisecond
-	candidatesToCache = 8
+	DefaultCandidatesTTL = 20 * time.Millisecond
+	candidatesToCache    = 8
 )
 
 func (p *Pilot) cachedCandidates(queue string) []string {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	c, ok := p.cands[queue]
-	if !ok || time.Since(c.at) > CandidatesTTL {
+	if !ok || time.Since(c.at) > p.cfg.CandidatesTTL {
 		return nil
 	}
 	return c.list
@@ -160,10 +166,6 @@ func (p *Pilot) JobGetAvailable(ctx context.Context, _ riverdriver.Executor, _ r
 	}
 	ctx, cancel := context.WithTimeout(ctx, fetchTimeout)
 	defer cancel()
-	var kinds []string
-	if params.Kind != nil {
-		kinds = params.Kind
-	}
 	// One round trip, one connection: the fetch, then whether a cap held
 	// work back (a session setting the fetch leaves).
 	cached := p.cachedCandidates(params.Queue)
@@ -172,7 +174,7 @@ func (p *Pilot) JobGetAvailable(ctx context.Context, _ riverdriver.Executor, _ r
 		SELECT id, args, attempt, attempted_at, attempted_by, created_at, errors, finalized_at, kind,
 		       max_attempts, metadata, priority, queue, state::text, scheduled_at, tags, unique_key, unique_states
 		FROM errand.fair_fetch($1, $2, $3, $4, $5, $6, $7, $8, $9)`,
-		params.Queue, params.MaxToLock, params.ClientID, params.MaxAttemptedBy, params.Now, kinds,
+		params.Queue, params.MaxToLock, params.ClientID, params.MaxAttemptedBy, params.Now, params.Kind,
 		p.cfg.DefaultCap, p.cfg.Candidates, cached)
 	batch.Queue(`SELECT coalesce(current_setting('errand.fair_held', true), '') = 'true',
 		coalesce(nullif(current_setting('errand.fair_cands', true), ''), '{}')::uuid[]::text[]`)

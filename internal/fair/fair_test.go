@@ -7,6 +7,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/riverqueue/river/riverdriver"
@@ -455,15 +456,15 @@ func TestFetchSettingsDescribeTheLastFetchOnly(t *testing.T) {
 	}
 }
 
-// One pilot fetching again at once hands the statement the candidate list it
-// kept (with eight or more workspaces busy); the fetches serve every
-// workspace in turn either way.
+// One pilot fetching again hands the statement the candidate list it kept
+// (with eight or more workspaces busy; kept an hour here, so the second and
+// third fetches always use it); the fetches serve every workspace in turn.
 func TestPilotFetchesWithItsKeptCandidateList(t *testing.T) {
 	_, pool := errandtest.MigratedDB(t)
 	for i := range 10 {
 		enqueue(t, pool, errandtest.NewWorkspace(t, pool, fmt.Sprintf("ws-%d", i)), 3, `{}`)
 	}
-	pilot := fair.NewDriver(pool, fair.Config{}).PluginPilot()
+	pilot := fair.NewDriver(pool, fair.Config{CandidatesTTL: time.Hour}).PluginPilot()
 	per := map[string]int{}
 	for range 3 {
 		res, err := pilot.JobGetAvailable(context.Background(), nil, nil, &riverdriver.JobGetAvailableParams{
