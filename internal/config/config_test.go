@@ -32,21 +32,14 @@ func TestConfigQueueErrors(t *testing.T) {
 }
 
 func TestRetentionErrors(t *testing.T) {
-	cases := []struct{ name, variable, value, want string }{
+	cases := []varError{
 		{"a completed retention that is not a duration", "ERRAND_RETAIN_COMPLETED", "1 day", "want a duration"},
 		{"a completed retention under a minute", "ERRAND_RETAIN_COMPLETED", "30s", "at least 1m0s"},
 		{"a negative failed retention", "ERRAND_RETAIN_FAILED", "-1h", "at least 1m0s"},
 		{"a log retention in days", "ERRAND_RETAIN_LOGS", "30d", "want a duration"},
 		{"a log retention under an hour", "ERRAND_RETAIN_LOGS", "10m", "at least 1h0m0s"},
 	}
-	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			_, err := Load(env(map[string]string{tc.variable: tc.value}), nil)
-			if err == nil || !strings.Contains(err.Error(), tc.variable) || !strings.Contains(err.Error(), tc.want) {
-				t.Errorf("%s=%q: got %v, want an error naming it and saying %q", tc.variable, tc.value, err, tc.want)
-			}
-		})
-	}
+	assertVarErrors(t, cases)
 	cfg, err := Load(env(nil), nil)
 	if err != nil {
 		t.Fatal(err)
@@ -57,19 +50,12 @@ func TestRetentionErrors(t *testing.T) {
 }
 
 func TestFairnessErrors(t *testing.T) {
-	cases := []struct{ name, variable, value, want string }{
+	cases := []varError{
 		{"fairness neither on nor off", "ERRAND_FAIRNESS", "yes", "want on or off"},
 		{"a negative workspace concurrency", "ERRAND_WORKSPACE_CONCURRENCY", "-1", "0 or more"},
 		{"a workspace concurrency that is not a number", "ERRAND_WORKSPACE_CONCURRENCY", "ten", "0 or more"},
 	}
-	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			_, err := Load(env(map[string]string{tc.variable: tc.value}), nil)
-			if err == nil || !strings.Contains(err.Error(), tc.variable) || !strings.Contains(err.Error(), tc.want) {
-				t.Errorf("%s=%q: got %v, want an error naming it and saying %q", tc.variable, tc.value, err, tc.want)
-			}
-		})
-	}
+	assertVarErrors(t, cases)
 	cfg, err := Load(env(nil), nil)
 	if err != nil {
 		t.Fatal(err)
@@ -80,5 +66,22 @@ func TestFairnessErrors(t *testing.T) {
 	cfg, err = Load(env(map[string]string{"ERRAND_FAIRNESS": "off", "ERRAND_WORKSPACE_CONCURRENCY": "5"}), nil)
 	if err != nil || cfg.Fairness || cfg.WorkspaceCap != 5 {
 		t.Errorf("off and 5: got %v, %d (%v)", cfg.Fairness, cfg.WorkspaceCap, err)
+	}
+}
+
+// varError is a variable set to a bad value and what the error must say.
+type varError struct{ name, variable, value, want string }
+
+// assertVarErrors loads each bad value alone and wants an error naming the
+// variable and saying want.
+func assertVarErrors(t *testing.T, cases []varError) {
+	t.Helper()
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Load(env(map[string]string{tc.variable: tc.value}), nil)
+			if err == nil || !strings.Contains(err.Error(), tc.variable) || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("%s=%q: got %v, want an error naming it and saying %q", tc.variable, tc.value, err, tc.want)
+			}
+		})
 	}
 }
