@@ -4,11 +4,16 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"regexp"
+	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/riverqueue/river/riverdriver"
 	"github.com/riverqueue/river/rivertype"
@@ -484,5 +489,79 @@ func TestPilotFetchesWithItsKeptCandidateList(t *testing.T) {
 		if n != 3 {
 			t.Errorf("workspace %s: %d of its 3 jobs in three fetches of 10, want 3 (one a fetch)", ws, n)
 		}
+	}
+}
+
+// TestFetchReadsOneWorkspaceByTheFairIndexWhateverTheStatistics floods a
+// queue that river_job's statistics have never seen (a flood that came
+// since the last ANALYZE, the case fairness is for) and shows, with
+// auto_explain's actual row counts, that no statement of the fetch reads
+// the flood's jobs to find another workspace's or to lock its own. Before
+// migration 020 the planner took River's fetch index for those lookups and
+// filtered every available job of the queue, in every fetch.
+func TestFetchReadsOneWorkspaceByTheFairIndexWhateverTheStatistics(t *testing.T) {
+	url, pool := errandtest.MigratedDB(t)
+	ctx := context.Background()
+	flood := errandtest.NewWorkspace(t, pool, "flood")
+	small := errandtest.NewWorkspace(t, pool, "small")
+	enqueue(t, pool, flood, 20000, `{}`)
+	enqueue(t, pool, small, 3, `{}`)
+
+	cfg, err := pgx.ParseConfig(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var plans []string
+	cfg.OnNotice = func(_ *pgconn.PgConn, n *pgconn.Notice) {
+		mu.Lock()
+		defer mu.Unlock()
+		plans = append(plans, n.Message)
+	}
+	conn, err := pgx.ConnectConfig(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	if _, err := conn.Exec(ctx, `LOAD 'auto_explain'`); err != nil {
+		t.Fatal(err)
+	}
+	for _, set := range []string{
+		`SET auto_explain.log_min_duration = 0`, `SET auto_explain.log_analyze = on`,
+		`SET auto_explain.log_nested_statements = on`, `SET auto_explain.log_level = notice`,
+		// The plans PL/pgSQL settles on after a few calls, from the first.
+		`SET plan_cache_mode = force_generic_plan`,
+	} {
+		if _, err := conn.Exec(ctx, set); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for round := range 2 {
+		rows, err := conn.Query(ctx, `SELECT metadata ->> 'workspace_id' FROM errand.fair_fetch('default', 10, 'test-client', 100, now(), NULL, 0, 1000)`)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := pgx.CollectRows(rows, pgx.RowTo[string])
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(got) != 10 || (round == 0 && !slices.Contains(got, small)) {
+			t.Errorf("fetch %d started %d jobs of workspaces %v, want 10 with the small workspace's", round+1, len(got), got)
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	removed := regexp.MustCompile(`Rows Removed by Filter: (\d+)`)
+	usedFair := false
+	for _, p := range plans {
+		usedFair = usedFair || strings.Contains(p, "river_job_fair_fetch_idx")
+		for _, m := range removed.FindAllStringSubmatch(p, -1) {
+			if n, _ := strconv.Atoi(m[1]); n >= 1000 {
+				t.Errorf("a statement of the fetch filtered out %d rows:\n%s", n, p)
+			}
+		}
+	}
+	if !usedFair {
+		t.Errorf("no statement of the fetch used river_job_fair_fetch_idx; plans:\n%s", strings.Join(plans, "\n"))
 	}
 }

@@ -1,0 +1,350 @@
+-- The fair fetch's own index, out of the planner's reach for River's.
+--
+-- 019's index had River's fetch predicate (state = 'available'), so every
+-- query meant for it could use River's river_job_prioritized_fetching_index
+-- (state, queue, priority, scheduled_at, id) as well, filtering by
+-- workspace. Which one the planner took depended on river_job's statistics:
+-- right after a flood (thousands of jobs inserted since the last ANALYZE,
+-- the case fairness is for) it estimated one available row and took
+-- River's, reading every available job of the queue to find one workspace's
+-- (8 to 18 ms per probe at 20,000 jobs; one webhook benchmark spent 14 ms
+-- of every fetch there). The index's predicate is now written
+-- `state IS NOT DISTINCT FROM 'available'`: the same rows, proved from the
+-- same words in the fair queries, and not a condition River's index can
+-- use, so they always take this one. River's own statements (the fast
+-- path's FIFO read, the running recount) keep state = ... and River's index.
+--
+-- fair_start's lock of the chosen jobs had the same trouble the other way:
+-- `id = ANY(ids) AND state = 'available'` was planned, on those statistics,
+-- as a bitmap scan of River's index for every available job, filtered by
+-- id. It now tests the state as text, which no index carries, so the only
+-- way in is the primary key.
+
+DROP INDEX errand.river_job_fair_fetch_idx;
+CREATE INDEX river_job_fair_fetch_idx ON errand.river_job
+    (queue, errand.fair_workspace(metadata), priority, scheduled_at, id)
+    WHERE state IS NOT DISTINCT FROM 'available';
+
+-- The workspaces with available jobs in p_queue, at most p_limit of them:
+-- a skip scan of river_job_fair_fetch_idx (one probe per workspace), after
+-- p_after first, then from the start (the nil uuid, errand's own jobs,
+-- sorts first).
+CREATE OR REPLACE FUNCTION errand.fair_candidates(p_queue text, p_after uuid, p_limit integer) RETURNS uuid[]
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_after uuid := p_after;
+    v_cands uuid[];
+BEGIN
+    v_cands := '{}';
+    IF v_after IS NOT NULL THEN
+        WITH RECURSIVE ws(id) AS (
+            (SELECT errand.fair_workspace(j.metadata) FROM errand.river_job j
+             WHERE j.state IS NOT DISTINCT FROM 'available' AND j.queue = p_queue
+               AND errand.fair_workspace(j.metadata) > v_after
+             ORDER BY 1 LIMIT 1)
+            UNION ALL
+            SELECT (SELECT errand.fair_workspace(j.metadata) FROM errand.river_job j
+                    WHERE j.state IS NOT DISTINCT FROM 'available' AND j.queue = p_queue
+                      AND errand.fair_workspace(j.metadata) > ws.id
+                    ORDER BY 1 LIMIT 1)
+            FROM ws WHERE ws.id IS NOT NULL
+        )
+        SELECT coalesce(array_agg(id), '{}') INTO v_cands
+        FROM (SELECT id FROM ws WHERE id IS NOT NULL LIMIT p_limit) c;
+    END IF;
+    IF cardinality(v_cands) < p_limit THEN
+        WITH RECURSIVE ws(id) AS (
+            (SELECT errand.fair_workspace(j.metadata) FROM errand.river_job j
+             WHERE j.state IS NOT DISTINCT FROM 'available' AND j.queue = p_queue
+             ORDER BY 1 LIMIT 1)
+            UNION ALL
+            SELECT (SELECT errand.fair_workspace(j.metadata) FROM errand.river_job j
+                    WHERE j.state IS NOT DISTINCT FROM 'available' AND j.queue = p_queue
+                      AND errand.fair_workspace(j.metadata) > ws.id
+                    ORDER BY 1 LIMIT 1)
+            FROM ws WHERE ws.id IS NOT NULL AND (v_after IS NULL OR ws.id < v_after)
+        )
+        SELECT v_cands || coalesce(array_agg(id), '{}') INTO v_cands
+        FROM (SELECT id FROM ws
+              WHERE id IS NOT NULL AND (v_after IS NULL OR id <= v_after)
+              LIMIT p_limit - cardinality(v_cands)) c;
+    END IF;
+    RETURN v_cands;
+END;
+$$;
+
+-- Starts the jobs p_ids as River's fetch does (attempt + 1, attempted_at,
+-- attempted_by capped at p_max_attempted_by entries), those still available.
+-- SKIP LOCKED, as River's fetch: a job another transaction is changing (a
+-- pause, a cancel) is left to it, and never waited on.
+CREATE OR REPLACE FUNCTION errand.fair_start(p_ids bigint[], p_client text, p_max_attempted_by integer, p_now timestamptz)
+RETURNS SETOF errand.river_job
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+AS $$
+    WITH locked AS (
+        SELECT l.id FROM errand.river_job l
+        WHERE l.id = ANY(p_ids) AND l.state::text = 'available' -- by id only (see above)
+        FOR UPDATE SKIP LOCKED
+    )
+    UPDATE errand.river_job j
+    SET state = 'running',
+        attempt = j.attempt + 1,
+        attempted_at = p_now,
+        attempted_by = array_append(
+            CASE WHEN array_length(j.attempted_by, 1) >= p_max_attempted_by
+            THEN j.attempted_by[array_length(j.attempted_by, 1) + 2 - p_max_attempted_by:]
+            ELSE j.attempted_by
+            END,
+            p_client)
+    FROM locked
+    WHERE j.id = locked.id
+    RETURNING j.*;
+$$;
+
+-- Up to p_max available jobs of p_queue, shared fairly among workspaces and
+-- within each one's concurrency cap, marked running for p_client exactly as
+-- River's own fetch does (attempt + 1, attempted_at, attempted_by).
+--
+-- One fetch per queue at a time, across replicas (an advisory lock held to
+-- commit): the running counts the caps are checked against cannot change
+-- under it, since only a fetch makes a job running, so a cap is never
+-- exceeded however many replicas fetch at once.
+--
+-- 1. One workspace with work and no cap (found from River's own order
+--    first, which is all an idle fetch reads): River's statement, nothing
+--    to share.
+-- 2. Candidates: the workspaces with available jobs in the queue, at most
+--    p_candidates of them, round robin when there are more; p_cands, the
+--    list the caller kept from a recent fetch, saves the scan (a fetch
+--    that list cannot fill scans again).
+-- 3. Each one's room (its cap less its running jobs in the queue, from
+--    errand.fair_running's bound or counted) and a budget: its weighted
+--    share of p_max, plus one. A second pass lifts the budgets to the room
+--    when the shares did not fill p_max (work conserving: a workspace
+--    alone gets every free worker).
+-- 4. The next jobs in River's order (priority, scheduled_at, id) of the
+--    p_max workspaces furthest behind, tagged with the workspace's virtual
+--    time + k / weight; the p_max smallest tags win. The winners' virtual
+--    times and running bounds advance.
+--
+-- It leaves two session settings for the caller, read on the same
+-- connection: errand.fair_held ('true' when a cap held work back: River
+-- will not fetch again by itself until a poll) and errand.fair_cands (the
+-- candidates it used).
+CREATE OR REPLACE FUNCTION errand.fair_fetch(
+    p_queue text,
+    p_max integer,
+    p_client text,
+    p_max_attempted_by integer,
+    p_now timestamptz,
+    p_kinds text[],
+    p_default_cap integer,
+    p_candidates integer,
+    p_cands uuid[] DEFAULT NULL
+) RETURNS SETOF errand.river_job
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_now timestamptz := coalesce(p_now, now());
+    v_clock float8;
+    v_after uuid;
+    v_cands uuid[];
+    v_ids bigint[];
+    v_ws uuid[];
+    v_tags float8[];
+    v_full boolean := false;
+    v_held boolean;
+    v_cap integer;
+    v_scanned boolean;
+    v_run_ws uuid[];
+    v_run_n bigint[];
+    v_uncapped uuid[];
+    v_nws bigint;
+    v_one uuid;
+BEGIN
+    -- Whether a cap held back a workspace's jobs: River fetches again when
+    -- a worker frees only after a full fetch, so errand's pilot reads this
+    -- (on the same connection) and wakes the queue soon after.
+    -- Both settings start empty: a connection's last fetch must not speak
+    -- for this one.
+    PERFORM set_config('errand.fair_held', 'false', false), set_config('errand.fair_cands', '', false);
+    IF p_max <= 0 THEN
+        RETURN;
+    END IF;
+    PERFORM pg_advisory_xact_lock(1702322541, hashtext(p_queue)); -- "fair"
+
+    -- One workspace with work and no cap: nothing to share, so River's own
+    -- statement (the queue's order is the workspace's), no bookkeeping. Its
+    -- virtual time stays as it was: a workspace that arrives next starts
+    -- level with it. River's order is read first, as River reads it: when
+    -- all it finds is one workspace's and it is not all of the backlog's,
+    -- two probes of the fair index tell whether any other workspace has
+    -- work. Skipped when the caller kept a list of many busy workspaces.
+    IF p_cands IS NULL THEN
+        SELECT array_agg(f.id ORDER BY f.priority, f.scheduled_at, f.id), count(DISTINCT f.ws), min(f.ws::text)::uuid
+        INTO v_ids, v_nws, v_one
+        FROM (SELECT l.id, l.priority, l.scheduled_at, errand.fair_workspace(l.metadata) AS ws
+              FROM errand.river_job l
+              WHERE l.state = 'available' AND l.queue = p_queue AND l.scheduled_at <= v_now
+                AND (p_kinds IS NULL OR l.kind = ANY(p_kinds))
+              ORDER BY l.priority, l.scheduled_at, l.id
+              LIMIT p_max) f;
+        IF v_nws = 0 THEN
+            RETURN;
+        END IF;
+        IF v_nws = 1
+           AND (cardinality(v_ids) < p_max OR (
+                    -- ordered as the fair index is, so each is one probe
+                    (SELECT errand.fair_workspace(o.metadata) FROM errand.river_job o
+                     WHERE o.state IS NOT DISTINCT FROM 'available' AND o.queue = p_queue AND errand.fair_workspace(o.metadata) > v_one
+                     ORDER BY 1 LIMIT 1) IS NULL
+                    AND (SELECT errand.fair_workspace(o.metadata) FROM errand.river_job o
+                         WHERE o.state IS NOT DISTINCT FROM 'available' AND o.queue = p_queue AND errand.fair_workspace(o.metadata) < v_one
+                         ORDER BY 1 DESC LIMIT 1) IS NULL))
+           AND (v_one = '00000000-0000-0000-0000-000000000000'::uuid
+                OR coalesce((SELECT p.concurrency FROM errand.workspaces w JOIN errand.plans p ON p.plan = w.plan
+                             WHERE w.id = v_one), nullif(p_default_cap, 0)) IS NULL) THEN
+            DELETE FROM errand.fair_running fr WHERE fr.queue = p_queue AND fr.workspace_id = v_one;
+            RETURN QUERY SELECT * FROM errand.fair_start(v_ids, p_client, p_max_attempted_by, v_now);
+            RETURN;
+        END IF;
+        v_ids := NULL;
+    END IF;
+
+    SELECT q.vtime, q.next_after INTO v_clock, v_after FROM errand.fair_queues q WHERE q.queue = p_queue;
+    v_clock := coalesce(v_clock, 0);
+
+    -- 2. Candidates: the caller's (the pilot keeps a fresh list for a few
+    -- milliseconds when many workspaces have work), or a scan.
+    v_scanned := p_cands IS NULL;
+    v_cands := coalesce(p_cands, errand.fair_candidates(p_queue, v_after, p_candidates));
+    IF cardinality(v_cands) = 0 AND v_scanned THEN
+        RETURN;
+    END IF;
+
+    -- 3 and 4, with share budgets, then (if short) with the whole room.
+    LOOP
+        WITH cand AS (
+            SELECT c.ws, c.pos FROM unnest(v_cands) WITH ORDINALITY AS c(ws, pos)
+        ), info AS (
+            SELECT c.ws, c.pos,
+                   coalesce(p.weight, 1) AS weight,
+                   CASE WHEN c.ws = '00000000-0000-0000-0000-000000000000'::uuid THEN NULL
+                        ELSE coalesce(p.concurrency, nullif(p_default_cap, 0)) END AS cap,
+                   greatest(coalesce(s.vtime, v_clock), v_clock) AS start
+            FROM cand c
+            LEFT JOIN errand.workspaces w ON w.id = c.ws
+            LEFT JOIN errand.plans p ON p.plan = w.plan
+            LEFT JOIN errand.fair_shares s ON s.queue = p_queue AND s.workspace_id = c.ws
+        ), bound AS (
+            SELECT i.ws, i.cap, fr.running AS bound,
+                   (fr.running IS NULL OR i.cap - fr.running < p_max) AS recount
+            FROM info i
+            LEFT JOIN errand.fair_running fr ON fr.queue = p_queue AND fr.workspace_id = i.ws
+            WHERE i.cap IS NOT NULL
+        ), exact AS (
+            SELECT errand.fair_workspace(j.metadata) AS ws, count(*) AS n
+            FROM errand.river_job j
+            WHERE j.state = 'running' AND j.queue = p_queue
+              AND EXISTS (SELECT 1 FROM bound WHERE bound.recount)
+              AND errand.fair_workspace(j.metadata) IN (SELECT b.ws FROM bound b WHERE b.recount)
+            GROUP BY 1
+        ), running AS (
+            SELECT b.ws, CASE WHEN b.recount THEN coalesce(e.n, 0) ELSE b.bound END AS n
+            FROM bound b LEFT JOIN exact e ON e.ws = b.ws
+        ), room AS (
+            SELECT i.*, CASE WHEN i.cap IS NULL THEN p_max
+                             ELSE least(p_max, greatest(i.cap - coalesce(r.n, 0), 0)::integer) END AS room
+            FROM info i LEFT JOIN running r ON r.ws = i.ws
+        ), shares AS (
+            SELECT r.*, CASE WHEN v_full THEN r.room
+                             ELSE least(r.room, ceil(p_max::numeric * r.weight / sum(r.weight) OVER ())::integer + 1) END AS budget
+            FROM room r WHERE r.room > 0
+        ), budget AS (
+            -- A workspace's first tag is its start, so the p_max smallest
+            -- tags come from the p_max workspaces furthest behind at most:
+            -- only those are read (30 of 100 busy workspaces for 30 free
+            -- workers). The second pass reads them all.
+            SELECT * FROM (
+                SELECT s.*, row_number() OVER (ORDER BY s.start, s.pos) AS turn
+                FROM shares s) b
+            WHERE v_full OR b.turn <= p_max
+        ), picked AS (
+            SELECT b.ws, b.pos, j.id,
+                   b.start + (row_number() OVER (PARTITION BY b.ws ORDER BY j.priority, j.scheduled_at, j.id) - 1)::float8 / b.weight AS tag
+            FROM budget b CROSS JOIN LATERAL (
+                SELECT j.id, j.priority, j.scheduled_at FROM errand.river_job j
+                WHERE j.state IS NOT DISTINCT FROM 'available' AND j.queue = p_queue
+                  AND errand.fair_workspace(j.metadata) = b.ws
+                  AND j.scheduled_at <= v_now
+                  AND (p_kinds IS NULL OR j.kind = ANY(p_kinds))
+                ORDER BY j.priority, j.scheduled_at, j.id
+                LIMIT b.budget
+            ) j
+        ), chosen AS (
+            SELECT * FROM picked ORDER BY tag, pos, id LIMIT p_max
+        ), held AS (
+            -- a capped workspace that got all its room (and may have more)
+            SELECT coalesce(bool_or(r.cap IS NOT NULL AND r.room < p_max
+                                    AND r.room <= (SELECT count(*) FROM chosen c WHERE c.ws = r.ws)), false) AS held
+            FROM room r
+        )
+        SELECT array_agg(id), array_agg(ws), array_agg(tag), (SELECT held FROM held),
+               (SELECT array_agg(r.ws) FROM running r), (SELECT array_agg(r.n) FROM running r),
+               (SELECT array_agg(i.ws) FROM info i WHERE i.cap IS NULL)
+        INTO v_ids, v_ws, v_tags, v_held, v_run_ws, v_run_n, v_uncapped FROM chosen;
+        EXIT WHEN coalesce(cardinality(v_ids), 0) >= p_max;
+        IF NOT v_full THEN
+            v_full := true;
+        ELSIF NOT v_scanned THEN
+            -- The caller's list could not fill the fetch: look again.
+            v_cands := errand.fair_candidates(p_queue, v_after, p_candidates);
+            v_scanned := true;
+            v_full := false;
+        ELSE
+            EXIT;
+        END IF;
+    END LOOP;
+    PERFORM set_config('errand.fair_cands', v_cands::text, false);
+    IF v_held THEN
+        PERFORM set_config('errand.fair_held', 'true', false);
+    END IF;
+    -- The capped workspaces' bounds, this fetch's jobs included; the
+    -- uncapped ones served now are not counted, so their bounds go.
+    IF v_run_ws IS NOT NULL THEN
+        INSERT INTO errand.fair_running AS fr (queue, workspace_id, running)
+        SELECT p_queue, r.ws, r.n + (SELECT count(*) FROM unnest(v_ws) AS c(ws) WHERE c.ws = r.ws)
+        FROM unnest(v_run_ws, v_run_n) AS r(ws, n)
+        ON CONFLICT (queue, workspace_id) DO UPDATE SET running = excluded.running;
+    END IF;
+    IF v_uncapped IS NOT NULL AND v_ids IS NOT NULL THEN
+        DELETE FROM errand.fair_running fr
+        WHERE fr.queue = p_queue AND fr.workspace_id = ANY(v_uncapped) AND fr.workspace_id = ANY(v_ws);
+    END IF;
+    IF v_ids IS NULL THEN
+        RETURN;
+    END IF;
+
+    -- The winners' virtual times: each one's largest tag + 1 / weight; the
+    -- queue's clock: the largest tag served.
+    INSERT INTO errand.fair_shares AS s (queue, workspace_id, vtime)
+    SELECT p_queue, t.ws, max(t.tag) + 1.0 / coalesce(max(p.weight), 1)
+    FROM unnest(v_ws, v_tags) AS t(ws, tag)
+    LEFT JOIN errand.workspaces w ON w.id = t.ws
+    LEFT JOIN errand.plans p ON p.plan = w.plan
+    GROUP BY t.ws
+    ON CONFLICT (queue, workspace_id) DO UPDATE SET vtime = excluded.vtime;
+    SELECT max(t) INTO v_clock FROM unnest(v_tags) t;
+    INSERT INTO errand.fair_queues AS q (queue, vtime, next_after)
+    VALUES (p_queue, v_clock, CASE WHEN cardinality(v_cands) >= p_candidates THEN v_cands[cardinality(v_cands)] END)
+    ON CONFLICT (queue) DO UPDATE SET vtime = greatest(q.vtime, excluded.vtime), next_after = excluded.next_after;
+    -- Workspaces at or behind the clock need no row: they start at it.
+    DELETE FROM errand.fair_shares s WHERE s.queue = p_queue AND s.vtime <= v_clock;
+
+    RETURN QUERY SELECT * FROM errand.fair_start(v_ids, p_client, p_max_attempted_by, v_now);
+END;
+$$;
