@@ -11,7 +11,15 @@
 -- of every fetch there). The index's predicate is now written
 -- `state IS NOT DISTINCT FROM 'available'`: the same rows, proved from the
 -- same words in the fair queries, and not a condition River's index can
--- use, so they always take this one. River's own statements (the fast
+-- use, so they always take this one.
+--
+-- fair_fetch also counts a capped workspace's running jobs less often: in
+-- the share pass only when its bound is within its share of the fetch of
+-- its cap (019: within the whole fetch, so every capped workspace was
+-- counted whenever a fetch was large), and a capped workspace alone in
+-- its queue whose bound leaves room for the whole fetch takes the
+-- single-workspace path (019 sent every capped workspace through the
+-- weighted one). River's own statements (the fast
 -- path's FIFO read, the running recount) keep state = ... and River's index.
 --
 -- fair_start's lock of the chosen jobs had the same trouble the other way:
@@ -204,13 +212,23 @@ BEGIN
                      ORDER BY 1 LIMIT 1) IS NULL
                     AND (SELECT errand.fair_workspace(o.metadata) FROM errand.river_job o
                          WHERE o.state IS NOT DISTINCT FROM 'available' AND o.queue = p_queue AND errand.fair_workspace(o.metadata) < v_one
-                         ORDER BY 1 DESC LIMIT 1) IS NULL))
-           AND (v_one = '00000000-0000-0000-0000-000000000000'::uuid
-                OR coalesce((SELECT p.concurrency FROM errand.workspaces w JOIN errand.plans p ON p.plan = w.plan
-                             WHERE w.id = v_one), nullif(p_default_cap, 0)) IS NULL) THEN
-            DELETE FROM errand.fair_running fr WHERE fr.queue = p_queue AND fr.workspace_id = v_one;
-            RETURN QUERY SELECT * FROM errand.fair_start(v_ids, p_client, p_max_attempted_by, v_now);
-            RETURN;
+                         ORDER BY 1 DESC LIMIT 1) IS NULL)) THEN
+            v_cap := CASE WHEN v_one <> '00000000-0000-0000-0000-000000000000'::uuid THEN
+                coalesce((SELECT p.concurrency FROM errand.workspaces w JOIN errand.plans p ON p.plan = w.plan
+                          WHERE w.id = v_one), nullif(p_default_cap, 0)) END;
+            IF v_cap IS NULL THEN
+                DELETE FROM errand.fair_running fr WHERE fr.queue = p_queue AND fr.workspace_id = v_one;
+                RETURN QUERY SELECT * FROM errand.fair_start(v_ids, p_client, p_max_attempted_by, v_now);
+                RETURN;
+            END IF;
+            -- Capped, alone, and its running bound leaves room for all of
+            -- them: the bound grows by as many, nothing else to decide.
+            UPDATE errand.fair_running fr SET running = fr.running + cardinality(v_ids)
+            WHERE fr.queue = p_queue AND fr.workspace_id = v_one AND v_cap - fr.running >= cardinality(v_ids);
+            IF FOUND THEN
+                RETURN QUERY SELECT * FROM errand.fair_start(v_ids, p_client, p_max_attempted_by, v_now);
+                RETURN;
+            END IF;
         END IF;
         v_ids := NULL;
     END IF;
@@ -235,14 +253,21 @@ BEGIN
                    coalesce(p.weight, 1) AS weight,
                    CASE WHEN c.ws = '00000000-0000-0000-0000-000000000000'::uuid THEN NULL
                         ELSE coalesce(p.concurrency, nullif(p_default_cap, 0)) END AS cap,
-                   greatest(coalesce(s.vtime, v_clock), v_clock) AS start
+                   greatest(coalesce(s.vtime, v_clock), v_clock) AS start,
+                   sum(coalesce(p.weight, 1)) OVER () AS total_weight
             FROM cand c
             LEFT JOIN errand.workspaces w ON w.id = c.ws
             LEFT JOIN errand.plans p ON p.plan = w.plan
             LEFT JOIN errand.fair_shares s ON s.queue = p_queue AND s.workspace_id = c.ws
         ), bound AS (
+            -- Counted when the bound could hold back what this pass may
+            -- give the workspace: its share in the first pass (so of 100
+            -- capped workspaces only those near their caps are counted),
+            -- all of p_max in the second.
             SELECT i.ws, i.cap, fr.running AS bound,
-                   (fr.running IS NULL OR i.cap - fr.running < p_max) AS recount
+                   (fr.running IS NULL OR i.cap - fr.running < CASE
+                       WHEN v_full THEN p_max
+                       ELSE least(p_max, ceil(p_max::numeric * i.weight / i.total_weight)::integer + 1) END) AS recount
             FROM info i
             LEFT JOIN errand.fair_running fr ON fr.queue = p_queue AND fr.workspace_id = i.ws
             WHERE i.cap IS NOT NULL

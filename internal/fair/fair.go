@@ -39,6 +39,10 @@ type Config struct {
 	// CandidatesTTL is how long a list of busy workspaces serves the next
 	// fetches (see DefaultCandidatesTTL). 0: the default.
 	CandidatesTTL time.Duration
+	// WakeAfter is how soon a queue whose fetch a cap held back is woken
+	// again if no completion here wakes it first (see DefaultWakeAfter).
+	// 0: the default.
+	WakeAfter time.Duration
 }
 
 // Driver is River's pgx driver with errand's fetch.
@@ -54,6 +58,9 @@ func NewDriver(pool *pgxpool.Pool, cfg Config) *Driver {
 	}
 	if cfg.CandidatesTTL <= 0 {
 		cfg.CandidatesTTL = DefaultCandidatesTTL
+	}
+	if cfg.WakeAfter <= 0 {
+		cfg.WakeAfter = DefaultWakeAfter
 	}
 	return &Driver{Driver: riverpgxv5.New(pool), pilot: &Pilot{StandardPilot: &riverpilot.StandardPilot{}, pool: pool, cfg: cfg}}
 }
@@ -72,6 +79,7 @@ type Pilot struct {
 
 	mu     sync.Mutex
 	waking map[string]bool // queues with a wake-up on its way
+	held   map[string]bool // queues whose last fetch here a cap held back
 	cands  map[string]candidates
 }
 
@@ -120,17 +128,20 @@ func (p *Pilot) keepCandidates(queue string, list []string, fresh bool) {
 	p.cands[queue] = candidates{list: list, at: time.Now()}
 }
 
-// WakeAfter is how long after a fetch that a cap held back the queue is
-// woken to fetch again. River's producer fetches again as soon as a worker
-// frees only when its last fetch was full; a capped workspace's next job
-// can start only once River's completer has committed one of its running
-// jobs, which the producer is not told about. So while a cap holds work
-// back, the queue is woken this often (on every replica, through River's
-// own insert notification), until a fetch finds nothing held back.
-const WakeAfter = 20 * time.Millisecond
+// DefaultWakeAfter is how long after a fetch that a cap held back the
+// queue is woken to fetch again, at the latest. River's producer fetches
+// again as soon as a worker frees only when its last fetch was full; a
+// capped workspace's next job can start only once River's completer has
+// committed one of its running jobs, which the producer is not told about.
+// So the pilot wakes the queue (on every replica, through River's own
+// insert notification) as soon as its completer has committed jobs of a
+// held-back queue (JobSetStateIfRunningMany), and in any case this long
+// after the fetch, until a fetch finds nothing held back: jobs finished by
+// another replica, or inside an app's transaction, are seen by then.
+const DefaultWakeAfter = 20 * time.Millisecond
 
-// wakeSoon sends River's insert notification for queue after WakeAfter,
-// at most one on its way per queue.
+// wakeSoon sends River's insert notification for queue after
+// Config.WakeAfter, at most one on its way per queue.
 func (p *Pilot) wakeSoon(queue string) {
 	p.mu.Lock()
 	if p.waking[queue] {
@@ -142,7 +153,7 @@ func (p *Pilot) wakeSoon(queue string) {
 	}
 	p.waking[queue] = true
 	p.mu.Unlock()
-	time.AfterFunc(WakeAfter, func() {
+	time.AfterFunc(p.cfg.WakeAfter, func() {
 		p.mu.Lock()
 		delete(p.waking, queue)
 		p.mu.Unlock()
@@ -208,10 +219,57 @@ func (p *Pilot) JobGetAvailable(ctx context.Context, _ riverdriver.Executor, _ r
 		return nil, fmt.Errorf("fair fetch of queue %s: %w", params.Queue, err)
 	}
 	p.keepCandidates(params.Queue, cands, cached == nil)
-	if held && len(res.Jobs) < params.MaxToLock {
+	held = held && len(res.Jobs) < params.MaxToLock
+	p.setHeld(params.Queue, held)
+	if held {
 		p.wakeSoon(params.Queue)
 	}
 	return res, nil
+}
+
+func (p *Pilot) setHeld(queue string, held bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if !held {
+		delete(p.held, queue)
+		return
+	}
+	if p.held == nil {
+		p.held = make(map[string]bool)
+	}
+	p.held[queue] = true
+}
+
+// JobSetStateIfRunningMany is River's (its completer's statement), and then
+// wakes every queue whose last fetch here a cap held back and that had jobs
+// among those just finished: they freed room under their workspaces' caps,
+// and River's producer, whose last fetch was not full, would not fetch
+// again before a poll or the pilot's WakeAfter. Only when River completes
+// on its own connection, where the completion is committed when this
+// returns; inside an app's transaction (JobCompleteTx) a notification now
+// would come before the commit, and WakeAfter covers it.
+func (p *Pilot) JobSetStateIfRunningMany(ctx context.Context, exec riverdriver.Executor, params *riverdriver.JobSetStateIfRunningManyParams) ([]*rivertype.JobRow, error) {
+	rows, err := p.StandardPilot.JobSetStateIfRunningMany(ctx, exec, params)
+	if err != nil {
+		return rows, err
+	}
+	if _, inTx := exec.(riverdriver.ExecutorTx); inTx {
+		return rows, nil
+	}
+	var wake []string
+	p.mu.Lock()
+	for _, r := range rows {
+		if p.held[r.Queue] && r.State != rivertype.JobStateRunning && !slices.Contains(wake, r.Queue) {
+			wake = append(wake, r.Queue)
+		}
+	}
+	p.mu.Unlock()
+	if len(wake) > 0 {
+		// The jobs are completed whether or not this is sent; WakeAfter is
+		// the fallback.
+		_ = exec.Exec(ctx, `SELECT pg_notify('errand.river_insert', json_build_object('queue', q)::text) FROM unnest($1::text[]) AS q`, wake)
+	}
+	return rows, nil
 }
 
 // scanJob decodes one river_job row as River's driver does: a row whose

@@ -565,3 +565,47 @@ func TestFetchReadsOneWorkspaceByTheFairIndexWhateverTheStatistics(t *testing.T)
 		t.Errorf("no statement of the fetch used river_job_fair_fetch_idx; plans:\n%s", strings.Join(plans, "\n"))
 	}
 }
+
+// TestCapHoldsForAWorkspaceAloneAcrossConcurrentFetchers: a capped
+// workspace alone in its queue takes the single-workspace path while its
+// running bound leaves room for a whole fetch, and the weighted one near
+// its cap; either way never more than the cap, however many fetch at once.
+func TestCapHoldsForAWorkspaceAloneAcrossConcurrentFetchers(t *testing.T) {
+	_, pool := errandtest.MigratedDB(t)
+	ws := errandtest.NewWorkspace(t, pool, "alone")
+	enqueue(t, pool, ws, 100, `{}`)
+	cfg := fair.Config{DefaultCap: 9}
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range 10 {
+				fetch(t, pool, 2, cfg)
+			}
+		}()
+	}
+	wg.Wait()
+	var running, bound int
+	if err := pool.QueryRow(context.Background(), `
+		SELECT (SELECT count(*) FROM errand.river_job WHERE state = 'running'),
+		       (SELECT running FROM errand.fair_running WHERE queue = 'default' AND workspace_id = $1)`, ws).Scan(&running, &bound); err != nil {
+		t.Fatal(err)
+	}
+	if running != 9 {
+		t.Errorf("%d running, want exactly the cap 9", running)
+	}
+	if bound < running {
+		t.Errorf("running bound %d below the %d running", bound, running)
+	}
+	// Two finish: the next fetches start two more, and no more.
+	if _, err := pool.Exec(context.Background(), `
+		UPDATE errand.river_job SET state = 'completed', finalized_at = now()
+		WHERE id IN (SELECT id FROM errand.river_job WHERE state = 'running' ORDER BY id LIMIT 2)`); err != nil {
+		t.Fatal(err)
+	}
+	got := len(fetch(t, pool, 5, cfg)) + len(fetch(t, pool, 5, cfg))
+	if got != 2 {
+		t.Errorf("after two finished, fetched %d, want 2", got)
+	}
+}
