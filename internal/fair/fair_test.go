@@ -2,6 +2,7 @@ package fair_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"regexp"
@@ -524,6 +525,10 @@ func TestFetchReadsOneWorkspaceByTheFairIndexWhateverTheStatistics(t *testing.T)
 	}
 	defer conn.Close(ctx)
 	if _, err := conn.Exec(ctx, `LOAD 'auto_explain'`); err != nil {
+		var pgErr *pgconn.PgError
+		if errors.As(err, &pgErr) && pgErr.Code == "42501" {
+			t.Skipf("reading the fetch's plans needs auto_explain, which only a superuser may load: %v", err)
+		}
 		t.Fatal(err)
 	}
 	for _, set := range []string{
