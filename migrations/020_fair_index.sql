@@ -11,15 +11,7 @@
 -- of every fetch there). The index's predicate is now written
 -- `state IS NOT DISTINCT FROM 'available'`: the same rows, proved from the
 -- same words in the fair queries, and not a condition River's index can
--- use, so they always take this one.
---
--- fair_fetch also counts a capped workspace's running jobs less often: in
--- the share pass only when its bound is within its share of the fetch of
--- its cap (019: within the whole fetch, so every capped workspace was
--- counted whenever a fetch was large), and a capped workspace alone in
--- its queue whose bound leaves room for the whole fetch takes the
--- single-workspace path (019 sent every capped workspace through the
--- weighted one). River's own statements (the fast
+-- use, so they always take this one. River's own statements (the fast
 -- path's FIFO read, the running recount) keep state = ... and River's index.
 --
 -- fair_start's lock of the chosen jobs had the same trouble the other way:
@@ -27,6 +19,14 @@
 -- as a bitmap scan of River's index for every available job, filtered by
 -- id. It now tests the state as text, which no index carries, so the only
 -- way in is the primary key.
+--
+-- fair_fetch also counts a capped workspace's running jobs less often: in
+-- the share pass only when its bound is within its share of the fetch of
+-- its cap (019: within the whole fetch, so every capped workspace was
+-- counted whenever a fetch was large); and a capped workspace alone in its
+-- queue whose bound leaves room for the whole fetch takes the
+-- single-workspace path (019 sent every capped workspace through the
+-- weighted one).
 
 DROP INDEX errand.river_job_fair_fetch_idx;
 CREATE INDEX river_job_fair_fetch_idx ON errand.river_job
