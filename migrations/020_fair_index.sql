@@ -26,7 +26,10 @@
 -- counted whenever a fetch was large); and a capped workspace alone in its
 -- queue whose bound leaves room for the whole fetch takes the
 -- single-workspace path (019 sent every capped workspace through the
--- weighted one).
+-- weighted one). Its idle path runs fewer statements (the settings and the
+-- lock in one; the lone workspace's cap read with River's order; the
+-- bound's delete with the start), and fair_start is PL/pgSQL, whose plan a
+-- connection keeps (a SQL function's is made again for every call).
 
 DROP INDEX errand.river_job_fair_fetch_idx;
 CREATE INDEX river_job_fair_fetch_idx ON errand.river_job
@@ -89,9 +92,11 @@ $$;
 -- pause, a cancel) is left to it, and never waited on.
 CREATE OR REPLACE FUNCTION errand.fair_start(p_ids bigint[], p_client text, p_max_attempted_by integer, p_now timestamptz)
 RETURNS SETOF errand.river_job
-LANGUAGE sql
+LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
+BEGIN
+    RETURN QUERY
     WITH locked AS (
         SELECT l.id FROM errand.river_job l
         WHERE l.id = ANY(p_ids) AND l.state::text = 'available' -- by id only (see above)
@@ -110,6 +115,7 @@ AS $$
     FROM locked
     WHERE j.id = locked.id
     RETURNING j.*;
+END;
 $$;
 
 -- Up to p_max available jobs of p_queue, shared fairly among workspaces and
@@ -179,11 +185,14 @@ BEGIN
     -- (on the same connection) and wakes the queue soon after.
     -- Both settings start empty: a connection's last fetch must not speak
     -- for this one.
-    PERFORM set_config('errand.fair_held', 'false', false), set_config('errand.fair_cands', '', false);
     IF p_max <= 0 THEN
+        PERFORM set_config('errand.fair_held', 'false', false), set_config('errand.fair_cands', '', false);
         RETURN;
     END IF;
-    PERFORM pg_advisory_xact_lock(1702322541, hashtext(p_queue)); -- "fair"
+    -- (One statement: at idle a fetch is a handful of them, each a round
+    -- through the executor.)
+    PERFORM set_config('errand.fair_held', 'false', false), set_config('errand.fair_cands', '', false),
+            pg_advisory_xact_lock(1702322541, hashtext(p_queue)); -- "fair"
 
     -- One workspace with work and no cap: nothing to share, so River's own
     -- statement (the queue's order is the workspace's), no bookkeeping. Its
@@ -193,14 +202,20 @@ BEGIN
     -- two probes of the fair index tell whether any other workspace has
     -- work. Skipped when the caller kept a list of many busy workspaces.
     IF p_cands IS NULL THEN
-        SELECT array_agg(f.id ORDER BY f.priority, f.scheduled_at, f.id), count(DISTINCT f.ws), min(f.ws::text)::uuid
-        INTO v_ids, v_nws, v_one
-        FROM (SELECT l.id, l.priority, l.scheduled_at, errand.fair_workspace(l.metadata) AS ws
-              FROM errand.river_job l
-              WHERE l.state = 'available' AND l.queue = p_queue AND l.scheduled_at <= v_now
-                AND (p_kinds IS NULL OR l.kind = ANY(p_kinds))
-              ORDER BY l.priority, l.scheduled_at, l.id
-              LIMIT p_max) f;
+        -- With the cap of the first workspace found (used when it is alone).
+        SELECT a.ids, a.nws, a.one,
+               CASE WHEN a.one <> '00000000-0000-0000-0000-000000000000'::uuid THEN
+                   coalesce((SELECT p.concurrency FROM errand.workspaces w JOIN errand.plans p ON p.plan = w.plan
+                             WHERE w.id = a.one), nullif(p_default_cap, 0)) END
+        INTO v_ids, v_nws, v_one, v_cap
+        FROM (SELECT array_agg(f.id ORDER BY f.priority, f.scheduled_at, f.id) AS ids, count(DISTINCT f.ws) AS nws,
+                     min(f.ws::text)::uuid AS one
+              FROM (SELECT l.id, l.priority, l.scheduled_at, errand.fair_workspace(l.metadata) AS ws
+                    FROM errand.river_job l
+                    WHERE l.state = 'available' AND l.queue = p_queue AND l.scheduled_at <= v_now
+                      AND (p_kinds IS NULL OR l.kind = ANY(p_kinds))
+                    ORDER BY l.priority, l.scheduled_at, l.id
+                    LIMIT p_max) f) a;
         IF v_nws = 0 THEN
             RETURN;
         END IF;
@@ -213,12 +228,11 @@ BEGIN
                     AND (SELECT errand.fair_workspace(o.metadata) FROM errand.river_job o
                          WHERE o.state IS NOT DISTINCT FROM 'available' AND o.queue = p_queue AND errand.fair_workspace(o.metadata) < v_one
                          ORDER BY 1 DESC LIMIT 1) IS NULL)) THEN
-            v_cap := CASE WHEN v_one <> '00000000-0000-0000-0000-000000000000'::uuid THEN
-                coalesce((SELECT p.concurrency FROM errand.workspaces w JOIN errand.plans p ON p.plan = w.plan
-                          WHERE w.id = v_one), nullif(p_default_cap, 0)) END;
             IF v_cap IS NULL THEN
-                DELETE FROM errand.fair_running fr WHERE fr.queue = p_queue AND fr.workspace_id = v_one;
-                RETURN QUERY SELECT * FROM errand.fair_start(v_ids, p_client, p_max_attempted_by, v_now);
+                -- Its jobs are not counted, so its bound goes.
+                RETURN QUERY
+                WITH gone AS (DELETE FROM errand.fair_running fr WHERE fr.queue = p_queue AND fr.workspace_id = v_one)
+                SELECT * FROM errand.fair_start(v_ids, p_client, p_max_attempted_by, v_now);
                 RETURN;
             END IF;
             -- Capped, alone, and its running bound leaves room for all of
