@@ -30,6 +30,14 @@ func TestMain(m *testing.M) { os.Exit(errandtest.Main(m)) }
 // workspaces in the order the fetch chose them.
 func fetch(t *testing.T, pool *pgxpool.Pool, n int, cfg fair.Config) []*rivertype.JobRow {
 	t.Helper()
+	jobs, err := tryFetch(pool, n, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return jobs
+}
+
+func tryFetch(pool *pgxpool.Pool, n int, cfg fair.Config) ([]*rivertype.JobRow, error) {
 	res, err := fair.NewDriver(pool, cfg).PluginPilot().JobGetAvailable(context.Background(), nil, nil, &riverdriver.JobGetAvailableParams{
 		ClientID:       "test-client",
 		MaxAttemptedBy: 100,
@@ -37,9 +45,27 @@ func fetch(t *testing.T, pool *pgxpool.Pool, n int, cfg fair.Config) []*rivertyp
 		Queue:          "default",
 	})
 	if err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
-	return res.Jobs
+	return res.Jobs, nil
+}
+
+// fetchConcurrently is fetchers replicas fetching n jobs at once, rounds
+// times each.
+func fetchConcurrently(t *testing.T, pool *pgxpool.Pool, fetchers, rounds, n int, cfg fair.Config) {
+	t.Helper()
+	var wg sync.WaitGroup
+	for range fetchers {
+		wg.Go(func() {
+			for range rounds {
+				if _, err := tryFetch(pool, n, cfg); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
 }
 
 func workspaceOf(t *testing.T, job *rivertype.JobRow) string {
@@ -219,17 +245,7 @@ func TestCapHoldsAcrossConcurrentFetchers(t *testing.T) {
 	// Eight replicas fetching at once, over and over; nothing completes,
 	// so every job ever started is still running at the end.
 	cfg := fair.Config{DefaultCap: 2}
-	var wg sync.WaitGroup
-	for range 8 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for range 15 {
-				fetch(t, pool, 7, cfg)
-			}
-		}()
-	}
-	wg.Wait()
+	fetchConcurrently(t, pool, 8, 15, 7, cfg)
 	want := map[string]int{free1: 2, free2: 2, pro: 5}
 	for ws, cap := range want {
 		var running, available, attempted int
@@ -580,17 +596,7 @@ func TestCapHoldsForAWorkspaceAloneAcrossConcurrentFetchers(t *testing.T) {
 	ws := errandtest.NewWorkspace(t, pool, "alone")
 	enqueue(t, pool, ws, 100, `{}`)
 	cfg := fair.Config{DefaultCap: 9}
-	var wg sync.WaitGroup
-	for range 8 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for range 10 {
-				fetch(t, pool, 2, cfg)
-			}
-		}()
-	}
-	wg.Wait()
+	fetchConcurrently(t, pool, 8, 10, 2, cfg)
 	var running, bound int
 	if err := pool.QueryRow(context.Background(), `
 		SELECT (SELECT count(*) FROM errand.river_job WHERE state = 'running'),
