@@ -163,13 +163,11 @@ $$;
 -- under it, since only a fetch makes a job running, so a cap is never
 -- exceeded however many replicas fetch at once.
 --
--- 1. One workspace with work and no cap (found from River's own order
---    first, which is all an idle fetch reads): River's statement, nothing
---    to share.
--- 2. Candidates: the workspaces with available jobs in the queue, at most
+-- 1. Candidates: the workspaces with available jobs in the queue, at most
 --    p_candidates of them, round robin when there are more; p_cands, the
 --    list the caller kept from a recent fetch, saves the scan (a fetch
 --    that list cannot fill scans again).
+-- 2. One workspace without a cap: River's own statement, nothing to share.
 -- 3. Each one's room (its cap less its running jobs in the queue, from
 --    errand.fair_running's bound or counted) and a budget: its weighted
 --    share of p_max, plus one. A second pass lifts the budgets to the room
@@ -213,8 +211,6 @@ DECLARE
     v_run_ws uuid[];
     v_run_n bigint[];
     v_uncapped uuid[];
-    v_nws bigint;
-    v_one uuid;
 BEGIN
     -- Whether a cap held back a workspace's jobs: River fetches again when
     -- a worker frees only after a full fetch, so errand's pilot reads this
@@ -227,48 +223,10 @@ BEGIN
     END IF;
     PERFORM pg_advisory_xact_lock(1702322541, hashtext(p_queue)); -- "fair"
 
-    -- One workspace with work and no cap: nothing to share, so River's own
-    -- statement (the queue's order is the workspace's), no bookkeeping. Its
-    -- virtual time stays as it was: a workspace that arrives next starts
-    -- level with it. River's order is read first, as River reads it: when
-    -- all it finds is one workspace's and it is not all of the backlog's,
-    -- two probes of the fair index tell whether any other workspace has
-    -- work. Skipped when the caller kept a list of many busy workspaces.
-    IF p_cands IS NULL THEN
-        SELECT array_agg(f.id ORDER BY f.priority, f.scheduled_at, f.id), count(DISTINCT f.ws), min(f.ws::text)::uuid
-        INTO v_ids, v_nws, v_one
-        FROM (SELECT l.id, l.priority, l.scheduled_at, errand.fair_workspace(l.metadata) AS ws
-              FROM errand.river_job l
-              WHERE l.state = 'available' AND l.queue = p_queue AND l.scheduled_at <= v_now
-                AND (p_kinds IS NULL OR l.kind = ANY(p_kinds))
-              ORDER BY l.priority, l.scheduled_at, l.id
-              LIMIT p_max) f;
-        IF v_nws = 0 THEN
-            RETURN;
-        END IF;
-        IF v_nws = 1
-           AND (cardinality(v_ids) < p_max OR (
-                    -- ordered as the fair index is, so each is one probe
-                    (SELECT errand.fair_workspace(o.metadata) FROM errand.river_job o
-                     WHERE o.state = 'available' AND o.queue = p_queue AND errand.fair_workspace(o.metadata) > v_one
-                     ORDER BY 1 LIMIT 1) IS NULL
-                    AND (SELECT errand.fair_workspace(o.metadata) FROM errand.river_job o
-                         WHERE o.state = 'available' AND o.queue = p_queue AND errand.fair_workspace(o.metadata) < v_one
-                         ORDER BY 1 DESC LIMIT 1) IS NULL))
-           AND (v_one = '00000000-0000-0000-0000-000000000000'::uuid
-                OR coalesce((SELECT p.concurrency FROM errand.workspaces w JOIN errand.plans p ON p.plan = w.plan
-                             WHERE w.id = v_one), nullif(p_default_cap, 0)) IS NULL) THEN
-            DELETE FROM errand.fair_running fr WHERE fr.queue = p_queue AND fr.workspace_id = v_one;
-            RETURN QUERY SELECT * FROM errand.fair_start(v_ids, p_client, p_max_attempted_by, v_now);
-            RETURN;
-        END IF;
-        v_ids := NULL;
-    END IF;
-
     SELECT q.vtime, q.next_after INTO v_clock, v_after FROM errand.fair_queues q WHERE q.queue = p_queue;
     v_clock := coalesce(v_clock, 0);
 
-    -- 2. Candidates: the caller's (the pilot keeps a fresh list for a few
+    -- 1. Candidates: the caller's (the pilot keeps a fresh list for a few
     -- milliseconds when many workspaces have work), or a scan.
     v_scanned := p_cands IS NULL;
     v_cands := coalesce(p_cands, errand.fair_candidates(p_queue, v_after, p_candidates));
@@ -276,7 +234,28 @@ BEGIN
         RETURN;
     END IF;
 
-    -- 3 and 4, with share budgets, then (if short) with the whole room.
+    -- One workspace with work and no cap: nothing to share, so River's own
+    -- statement (the queue's order is the workspace's), no bookkeeping. Its
+    -- virtual time stays as it was: a workspace that arrives next starts
+    -- level with it.
+    IF cardinality(v_cands) = 1 AND v_scanned THEN
+        SELECT CASE WHEN v_cands[1] = '00000000-0000-0000-0000-000000000000'::uuid THEN NULL
+                    ELSE coalesce((SELECT p.concurrency FROM errand.workspaces w JOIN errand.plans p ON p.plan = w.plan
+                                   WHERE w.id = v_cands[1]), nullif(p_default_cap, 0)) END
+        INTO v_cap;
+        IF v_cap IS NULL THEN
+            DELETE FROM errand.fair_running fr WHERE fr.queue = p_queue AND fr.workspace_id = v_cands[1];
+            RETURN QUERY SELECT * FROM errand.fair_start(ARRAY(
+                SELECT l.id FROM errand.river_job l
+                WHERE l.state = 'available' AND l.queue = p_queue AND l.scheduled_at <= v_now
+                  AND (p_kinds IS NULL OR l.kind = ANY(p_kinds))
+                ORDER BY l.priority, l.scheduled_at, l.id
+                LIMIT p_max), p_client, p_max_attempted_by, v_now);
+            RETURN;
+        END IF;
+    END IF;
+
+    -- 2 and 3, with share budgets, then (if short) with the whole room.
     LOOP
         WITH cand AS (
             SELECT c.ws, c.pos FROM unnest(v_cands) WITH ORDINALITY AS c(ws, pos)
