@@ -258,6 +258,10 @@ func (p *Pilot) JobSetStateIfRunningMany(ctx context.Context, exec riverdriver.E
 	}
 	var wake []string
 	p.mu.Lock()
+	if len(p.held) == 0 { // the common case: no cap holds anything back here
+		p.mu.Unlock()
+		return rows, nil
+	}
 	for _, r := range rows {
 		if p.held[r.Queue] && r.State != rivertype.JobStateRunning && !slices.Contains(wake, r.Queue) {
 			wake = append(wake, r.Queue)
