@@ -270,18 +270,14 @@ func (b *bench) inWorkspace(ctx context.Context, mode func(st *store.Store, ws s
 func (b *bench) cleanup(ctx context.Context, st *store.Store, ws string) error {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Minute)
 	defer cancel()
-	tag, err := st.Pool().Exec(ctx, benchDeleteJobs, ws)
+	deleted, err := b.clearJobs(ctx, st, ws)
 	if err != nil {
 		return fmt.Errorf("bench cleanup: delete jobs of workspace %s: %w", ws, err)
 	}
 	if _, err := st.Pool().Exec(ctx, benchDeleteWorkspace, ws); err != nil {
 		return fmt.Errorf("bench cleanup: delete workspace %s: %w", ws, err)
 	}
-	// Best effort: VACUUM needs ownership of the table.
-	if _, err := st.Pool().Exec(ctx, benchVacuum); err != nil {
-		b.printf("cleanup: vacuum skipped: %v", err)
-	}
-	b.printf("cleaned up: deleted %d jobs and the workspace", tag.RowsAffected())
+	b.printf("cleaned up: deleted %d jobs and the workspace", deleted)
 	return nil
 }
 
@@ -291,15 +287,17 @@ func (b *bench) cleanup(ctx context.Context, st *store.Store, ws string) error {
 // enqueue's wake-up check and every fetch walks until vacuum (without it,
 // three rounds of single-row enqueues ran at 2,283, 1,494 and 1,262 rows/s
 // through the contract while plain inserts, which read no index, held).
-func (b *bench) clearJobs(ctx context.Context, st *store.Store, ws string) error {
-	if _, err := st.Exec(ctx, benchDeleteJobs, ws); err != nil {
-		return err
+// It returns how many jobs it deleted.
+func (b *bench) clearJobs(ctx context.Context, st *store.Store, ws string) (int64, error) {
+	tag, err := st.Pool().Exec(ctx, benchDeleteJobs, ws)
+	if err != nil {
+		return 0, err
 	}
 	// Best effort: VACUUM needs ownership of the table.
-	if _, err := st.Exec(ctx, benchVacuum); err != nil {
+	if _, err := st.Pool().Exec(ctx, benchVacuum); err != nil {
 		b.printf("vacuum skipped: %v", err)
 	}
-	return nil
+	return tag.RowsAffected(), nil
 }
 
 // benchDaemon is Run working in the background.

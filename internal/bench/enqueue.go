@@ -91,7 +91,7 @@ func (b *bench) enqueue(ctx context.Context, st *store.Store, ws string, f enque
 			b.printf("round %d: river   %.0f rows/s", round, rate)
 		}
 		// Each round starts from the same table.
-		if err := b.clearJobs(ctx, st, ws); err != nil {
+		if _, err := b.clearJobs(ctx, st, ws); err != nil {
 			return "", err
 		}
 	}

@@ -178,7 +178,7 @@ func (b *bench) noisyFloodRate(ctx context.Context, st *store.Store, flood strin
 		if left == 0 {
 			rate := float64(n) / max(seconds, 0.001)
 			b.printf("flood %s: %d pings in %.2f s, %.0f jobs/s", what, n, seconds, rate)
-			if err := b.clearJobs(ctx, st, flood); err != nil {
+			if _, err := b.clearJobs(ctx, st, flood); err != nil {
 				return 0, err
 			}
 			return rate, nil
