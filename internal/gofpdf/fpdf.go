@@ -1838,20 +1838,35 @@ func (f *Fpdf) addFontFromBytes(familyStr, styleStr string, jsonFileBytes, zFile
 
 		utf8File := newUTF8Font(&reader)
 
-		err := utf8File.parseFile()
-		if err != nil {
-			fmt.Printf("get metrics Error: %e\n", err)
-			return
-		}
-		desc := FontDescType{
-			Ascent:       int(utf8File.Ascent),
-			Descent:      int(utf8File.Descent),
-			CapHeight:    utf8File.CapHeight,
-			Flags:        utf8File.Flags,
-			FontBBox:     utf8File.Bbox,
-			ItalicAngle:  utf8File.ItalicAngle,
-			StemV:        utf8File.StemV,
-			MissingWidth: round(utf8File.DefaultWidth),
+		// errand (PATCHES.md, 2): the font's metrics and id are parsed and
+		// computed once per process and font, not once per document.
+		// GenerateCutFont reads the file from the start on its own, so
+		// utf8File needs no parse of its own.
+		parsed, cached := cachedUTF8Font(fontkey, utf8Bytes)
+		if !cached {
+			err := utf8File.parseFile()
+			if err != nil {
+				fmt.Printf("get metrics Error: %e\n", err)
+				return
+			}
+			parsed = &utf8FontParsed{
+				desc: FontDescType{
+					Ascent:       int(utf8File.Ascent),
+					Descent:      int(utf8File.Descent),
+					CapHeight:    utf8File.CapHeight,
+					Flags:        utf8File.Flags,
+					FontBBox:     utf8File.Bbox,
+					ItalicAngle:  utf8File.ItalicAngle,
+					StemV:        utf8File.StemV,
+					MissingWidth: round(utf8File.DefaultWidth),
+				},
+				up:  int(round(utf8File.UnderlinePosition)),
+				ut:  round(utf8File.UnderlineThickness),
+				cw:  utf8File.CharWidths,
+				cut: &utf8FontCut{},
+			}
+			parsed.id, _ = generateFontID(fontDefType{Tp: Type, Name: fontkey, Desc: parsed.desc, Up: parsed.up, Ut: parsed.ut, Cw: parsed.cw})
+			storeUTF8Font(fontkey, utf8Bytes, parsed)
 		}
 
 		var sbarr map[int]int
@@ -1863,14 +1878,15 @@ func (f *Fpdf) addFontFromBytes(familyStr, styleStr string, jsonFileBytes, zFile
 		def := fontDefType{
 			Tp:        Type,
 			Name:      fontkey,
-			Desc:      desc,
-			Up:        int(round(utf8File.UnderlinePosition)),
-			Ut:        round(utf8File.UnderlineThickness),
-			Cw:        utf8File.CharWidths,
+			Desc:      parsed.desc,
+			Up:        parsed.up,
+			Ut:        parsed.ut,
+			Cw:        parsed.cw,
 			utf8File:  utf8File,
 			usedRunes: sbarr,
 		}
-		def.i, _ = generateFontID(def)
+		utf8File.cut = parsed.cut
+		def.i = parsed.id
 		f.fonts[fontkey] = def
 	} else {
 		// load font definitions

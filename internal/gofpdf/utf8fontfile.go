@@ -55,6 +55,9 @@ type utf8FontFile struct {
 	DefaultWidth         float64
 	symbolData           map[int]map[string][]int
 	CodeSymbolDictionary map[int]int
+	// errand (PATCHES.md, 4): shared with every document of the font; nil
+	// reads the tables for this document alone, as upstream does.
+	cut *utf8FontCut
 }
 
 type tableDescription struct {
@@ -661,14 +664,11 @@ func (utf *utf8FontFile) GenerateCutFont(usedRunes map[int]int) []byte {
 	utf.skip(4)
 	numSymbols := utf.readUint16()
 
-	symbolCharDictionary := utf.generateCMAP()
-	if symbolCharDictionary == nil {
+	// errand (PATCHES.md, 4): the font's character map and glyph offsets
+	// are read once per font, not once per document.
+	if !utf.fontWideTables(LocaFormat, metricsCount, numSymbols) {
 		return nil
 	}
-
-	utf.parseHMTXTable(metricsCount, numSymbols, symbolCharDictionary, 1.0)
-
-	utf.parseLOCATable(LocaFormat, numSymbols)
 
 	cidSymbolPairCollection, symbolArray, symbolCollection, symbolCollectionKeys := utf.parseSymbols(usedRunes)
 

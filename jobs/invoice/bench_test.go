@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jung-kurt/gofpdf"
+	"github.com/errand-dev/errand/internal/gofpdf"
 )
 
 // The target (issue 11): at least 200 twenty-line invoices per second on

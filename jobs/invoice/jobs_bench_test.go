@@ -2,6 +2,7 @@ package invoice_test
 
 import (
 	"context"
+	"os"
 	"testing"
 	"time"
 
@@ -19,7 +20,11 @@ func BenchmarkRenderJobs(b *testing.B) {
 	ctx := context.Background()
 	url, pool := errandtest.MigratedDB(b)
 	ws := errandtest.NewWorkspace(b, pool, "bench")
-	errandtest.StartDaemon(b, url, map[string]string{"ERRAND_LOG_LEVEL": "warn"})
+	env := map[string]string{"ERRAND_LOG_LEVEL": "warn"}
+	if q := os.Getenv("ERRAND_QUEUES"); q != "" {
+		env["ERRAND_QUEUES"] = q // to try other worker counts
+	}
+	errandtest.StartDaemon(b, url, env)
 	if _, err := pool.Exec(ctx, `INSERT INTO errand.invoices (workspace_id, number, customer_name, customer_address, currency)
 		SELECT $1, 'B-' || g, 'Müller & Søn GmbH', E'Hauptstraße 1\n10115 Berlin', 'EUR' FROM generate_series(1, $2) AS g`, ws, b.N); err != nil {
 		b.Fatal(err)
@@ -60,6 +65,16 @@ func BenchmarkRenderJobs(b *testing.B) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	b.StopTimer()
+	// Where the time went, by the database's timestamps: one attempt from
+	// its start to its completion, and the wait in the queue.
+	var diag string
+	if err := pool.QueryRow(ctx, `SELECT format('attempt %s ms, queued %s ms (averages)',
+		round(avg(extract(epoch FROM finalized_at - attempted_at)) * 1000, 2),
+		round(avg(extract(epoch FROM attempted_at - created_at)) * 1000, 2))
+		FROM errand.river_job WHERE kind = 'invoice.render'`).Scan(&diag); err != nil {
+		b.Fatal(err)
+	}
+	b.Log(diag)
 	var avg float64
 	if err := pool.QueryRow(ctx, `SELECT avg(size_bytes) FROM errand.invoice_documents`).Scan(&avg); err != nil {
 		b.Fatal(err)

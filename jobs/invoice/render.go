@@ -9,7 +9,7 @@ import (
 	"time"
 	"unicode"
 
-	"github.com/jung-kurt/gofpdf"
+	"github.com/errand-dev/errand/internal/gofpdf"
 	"golang.org/x/text/unicode/norm"
 )
 
