@@ -11,7 +11,7 @@ import (
 
 // BenchmarkRenderJobs is the whole job, not only the PDF: b.N invoice.render
 // jobs of twenty-line invoices committed at once and worked by one daemon
-// with the documents queue's default 4 workers, each reading its invoice,
+// with the documents queue's default 8 workers, each reading its invoice,
 // rendering, storing the version with its sha256 and completing in one
 // transaction. Setup is not timed; the target is issue 11's 200 per second.
 //
