@@ -1860,10 +1860,9 @@ func (f *Fpdf) addFontFromBytes(familyStr, styleStr string, jsonFileBytes, zFile
 					StemV:        utf8File.StemV,
 					MissingWidth: round(utf8File.DefaultWidth),
 				},
-				up:  int(round(utf8File.UnderlinePosition)),
-				ut:  round(utf8File.UnderlineThickness),
-				cw:  utf8File.CharWidths,
-				cut: &utf8FontCut{},
+				up: int(round(utf8File.UnderlinePosition)),
+				ut: round(utf8File.UnderlineThickness),
+				cw: utf8File.CharWidths,
 			}
 			parsed.id, _ = generateFontID(fontDefType{Tp: Type, Name: fontkey, Desc: parsed.desc, Up: parsed.up, Ut: parsed.ut, Cw: parsed.cw})
 			storeUTF8Font(fontkey, utf8Bytes, parsed)

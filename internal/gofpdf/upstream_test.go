@@ -2,6 +2,7 @@ package gofpdf_test
 
 import (
 	"bytes"
+	"encoding/binary"
 	"fmt"
 	"io"
 	"os"
@@ -121,4 +122,35 @@ func TestPatchedCopyWritesWhatUpstreamWrites(t *testing.T) {
 		}()
 	}
 	wg.Wait()
+}
+
+// A font upstream accepts when it is added but cannot cut (here its glyph
+// offsets point past its end) makes every document that uses it panic at
+// Output, upstream's and the patched copy's alike: the shared tables must
+// not turn the second document's panic into a PDF without a font.
+func TestAFontTheCutCannotReadPanicsInEveryDocumentAsUpstream(t *testing.T) {
+	bad := bytes.Clone(font)
+	for i := range int(binary.BigEndian.Uint16(bad[4:])) {
+		rec := 12 + 16*i
+		if string(bad[rec:rec+4]) == "loca" {
+			binary.BigEndian.PutUint32(bad[rec+8:], uint32(len(bad)+1000))
+		}
+	}
+	panics := func(p pdf) (panicked bool) {
+		defer func() { panicked = recover() != nil }()
+		p.AddUTF8FontFromBytes("broken", "", bytes.Clone(bad))
+		p.SetFont("broken", "", 10)
+		p.AddPage()
+		p.MultiCell(0, 5, texts[0], "", "L", false)
+		_ = p.Output(io.Discard)
+		return false
+	}
+	for i := range 3 {
+		if !panics(upstream.New("P", "mm", "A4", "")) {
+			t.Fatalf("document %d: upstream did not panic; the test's font is not broken the way it means", i)
+		}
+		if !panics(gofpdf.New("P", "mm", "A4", "")) {
+			t.Errorf("document %d with the broken font did not panic", i)
+		}
+	}
 }

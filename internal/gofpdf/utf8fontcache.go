@@ -6,6 +6,7 @@ package gofpdf
 // call, that is for every document: most of a short document's rendering.
 
 import (
+	"bytes"
 	"hash/maphash"
 	"sync"
 )
@@ -19,43 +20,6 @@ type utf8FontParsed struct {
 	cw  []int
 	id  string
 	cut *utf8FontCut
-}
-
-// utf8FontCut is what GenerateCutFont reads of the whole font before it
-// picks the document's glyphs: the character-to-glyph map and the glyphs'
-// offsets. Read once, by the first document's cut; read only after that.
-type utf8FontCut struct {
-	once                 sync.Once
-	ok                   bool
-	charSymbolDictionary map[int]int
-	symbolPosition       []int
-}
-
-// fontWideTables sets utf.charSymbolDictionary and utf.symbolPosition, as
-// upstream's GenerateCutFont does with generateCMAP, parseHMTXTable and
-// parseLOCATable, and reports false when the font has no Unicode cmap. The
-// widths parseHMTXTable also sets are read by nothing after the cut, so a
-// document that takes the shared tables does without them.
-func (utf *utf8FontFile) fontWideTables(locaFormat, metricsCount, numSymbols int) bool {
-	read := func() bool {
-		symbolCharDictionary := utf.generateCMAP()
-		if symbolCharDictionary == nil {
-			return false
-		}
-		utf.parseHMTXTable(metricsCount, numSymbols, symbolCharDictionary, 1.0)
-		utf.parseLOCATable(locaFormat, numSymbols)
-		return true
-	}
-	c := utf.cut
-	if c == nil {
-		return read()
-	}
-	c.once.Do(func() {
-		c.ok = read()
-		c.charSymbolDictionary, c.symbolPosition = utf.charSymbolDictionary, utf.symbolPosition
-	})
-	utf.charSymbolDictionary, utf.symbolPosition = c.charSymbolDictionary, c.symbolPosition
-	return c.ok
 }
 
 // utf8FontKey names a font by its key (family and style, which the id
@@ -90,12 +54,76 @@ func cachedUTF8Font(name string, b []byte) (*utf8FontParsed, bool) {
 	return p, ok
 }
 
-// storeUTF8Font keeps p for name and b while the cache has room.
+// storeUTF8Font keeps p for name and b while the cache has room, with a
+// copy of b from which its documents' cuts read the font-wide tables once.
+// A font that finds no room goes without: its documents cut as upstream's.
 func storeUTF8Font(name string, b []byte, p *utf8FontParsed) {
 	k := utf8FontCacheKey(name, b)
 	utf8FontMu.Lock()
 	defer utf8FontMu.Unlock()
-	if len(utf8FontCache) < utf8FontCacheMax {
+	if _, ok := utf8FontCache[k]; !ok && len(utf8FontCache) < utf8FontCacheMax {
+		p.cut = &utf8FontCut{data: bytes.Clone(b)}
 		utf8FontCache[k] = p
 	}
+}
+
+// utf8FontCut is what GenerateCutFont reads of the whole font before it
+// picks the document's glyphs: the character-to-glyph map and the glyphs'
+// offsets. Read once, from the font's own copy of its bytes (taken when the
+// font was first added, so a caller that later changes its slice spoils
+// only its own document, as with upstream), and read only after that.
+type utf8FontCut struct {
+	once                 sync.Once
+	data                 []byte // the font, until the tables are read
+	ok                   bool
+	panicked             any // what reading the tables panicked with, for every document
+	charSymbolDictionary map[int]int
+	symbolPosition       []int
+}
+
+// fontWideTables sets utf.charSymbolDictionary and utf.symbolPosition, as
+// upstream's GenerateCutFont does with generateCMAP, parseHMTXTable and
+// parseLOCATable, and reports false when the font has no Unicode cmap. The
+// widths parseHMTXTable also sets are read by nothing after the cut, so the
+// shared tables are read without them. A font whose tables make the reading
+// panic panics in every document that uses it, as upstream's does.
+func (utf *utf8FontFile) fontWideTables(locaFormat, metricsCount, numSymbols int) bool {
+	c := utf.cut
+	if c == nil {
+		symbolCharDictionary := utf.generateCMAP()
+		if symbolCharDictionary == nil {
+			return false
+		}
+		utf.parseHMTXTable(metricsCount, numSymbols, symbolCharDictionary, 1.0)
+		utf.parseLOCATable(locaFormat, numSymbols)
+		return true
+	}
+	c.once.Do(func() {
+		defer func() {
+			if r := recover(); r != nil {
+				c.panicked = r
+			}
+		}()
+		// GenerateCutFont's first steps, on the font's own copy.
+		t := newUTF8Font(&fileReader{array: c.data})
+		c.data = nil
+		t.skip(4)
+		t.generateTableDescriptions()
+		t.SeekTable("head")
+		t.skip(50)
+		loca := t.readUint16()
+		t.SeekTable("maxp")
+		t.skip(4)
+		n := t.readUint16()
+		if t.generateCMAP() == nil {
+			return
+		}
+		t.parseLOCATable(loca, n)
+		c.ok, c.charSymbolDictionary, c.symbolPosition = true, t.charSymbolDictionary, t.symbolPosition
+	})
+	if c.panicked != nil {
+		panic(c.panicked)
+	}
+	utf.charSymbolDictionary, utf.symbolPosition = c.charSymbolDictionary, c.symbolPosition
+	return c.ok
 }
