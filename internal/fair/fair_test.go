@@ -587,6 +587,97 @@ func TestFetchReadsOneWorkspaceByTheFairIndexWhateverTheStatistics(t *testing.T)
 	}
 }
 
+// TestFetchPlansMadeOnAnEmptyQueueStillServeAFlood: the fair functions
+// keep generic plans (migration 021), made on a connection's first fetches.
+// A daemon's first fetches find an empty or nearly empty river_job, which
+// invites a sequential scan; kept after a flood of 20,000 jobs, such a plan
+// would read every one of them on every fetch. No plan node of a ten-job
+// fetch may read 1,000 rows of river_job, in the single-workspace path or
+// in the weighted one, when both were first planned on a near-empty table.
+func TestFetchPlansMadeOnAnEmptyQueueStillServeAFlood(t *testing.T) {
+	url, pool := errandtest.MigratedDB(t)
+	ctx := context.Background()
+	flood := errandtest.NewWorkspace(t, pool, "flood")
+	small := errandtest.NewWorkspace(t, pool, "small")
+
+	cfg, err := pgx.ParseConfig(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var plans []string
+	cfg.OnNotice = func(_ *pgconn.PgConn, n *pgconn.Notice) {
+		mu.Lock()
+		defer mu.Unlock()
+		plans = append(plans, n.Message)
+	}
+	conn, err := pgx.ConnectConfig(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	if _, err := conn.Exec(ctx, `LOAD 'auto_explain'`); err != nil {
+		var pgErr *pgconn.PgError
+		if errors.As(err, &pgErr) && pgErr.Code == "42501" {
+			t.Skipf("reading the fetch's plans needs auto_explain, which only a superuser may load: %v", err)
+		}
+		t.Fatal(err)
+	}
+	for _, set := range []string{
+		`SET auto_explain.log_min_duration = 0`, `SET auto_explain.log_analyze = on`,
+		`SET auto_explain.log_nested_statements = on`, `SET auto_explain.log_level = notice`,
+	} {
+		if _, err := conn.Exec(ctx, set); err != nil {
+			t.Fatal(err)
+		}
+	}
+	fetch := func(n int) []string {
+		t.Helper()
+		rows, err := conn.Query(ctx, `SELECT metadata ->> 'workspace_id' FROM errand.fair_fetch('default', $1, 'test-client', 100, now(), NULL, 0, 1000)`, n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := pgx.CollectRows(rows, pgx.RowTo[string])
+		if err != nil {
+			t.Fatal(err)
+		}
+		return got
+	}
+	// The plans are made here: an empty queue, then one workspace's job
+	// (the single-workspace path), then two workspaces' (the weighted one).
+	fetch(10)
+	enqueue(t, pool, flood, 1, `{}`)
+	fetch(10)
+	enqueue(t, pool, flood, 1, `{}`)
+	enqueue(t, pool, small, 1, `{}`)
+	if got := fetch(10); len(got) != 2 {
+		t.Fatalf("the near-empty fetch started %v, want both workspaces' jobs", got)
+	}
+	enqueue(t, pool, flood, 20000, `{}`)
+	mu.Lock()
+	plans = nil
+	mu.Unlock()
+	if got := fetch(10); len(got) != 10 {
+		t.Errorf("the flood's single-workspace fetch started %d jobs, want 10", len(got))
+	}
+	enqueue(t, pool, small, 3, `{}`)
+	if got := fetch(10); len(got) != 10 || !slices.Contains(got, small) {
+		t.Errorf("the weighted fetch started %v, want 10 with the small workspace's", got)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	read := regexp.MustCompile(`(?m)^.*on river_job\b.*actual time=[0-9.]+\.\.[0-9.]+ rows=(\d+) loops=(\d+).*$`)
+	for _, p := range plans {
+		for _, m := range read.FindAllStringSubmatch(p, -1) {
+			rows, _ := strconv.Atoi(m[1])
+			loops, _ := strconv.Atoi(m[2])
+			if rows*loops >= 1000 {
+				t.Errorf("a plan node read %d rows of river_job for a ten-job fetch:\n%s\nin:\n%s", rows*loops, m[0], p)
+			}
+		}
+	}
+}
+
 // TestCapHoldsForAWorkspaceAloneAcrossConcurrentFetchers: a capped
 // workspace alone in its queue takes the single-workspace path while its
 // running bound leaves room for a whole fetch, and the weighted one near
