@@ -509,6 +509,57 @@ func TestPilotFetchesWithItsKeptCandidateList(t *testing.T) {
 	}
 }
 
+// explainedConn is a connection whose statements, nested ones included,
+// send their plans with actual row counts as notices: plans() returns
+// those received since the last reset(). It skips the test where
+// auto_explain cannot be loaded (not a superuser).
+func explainedConn(t *testing.T, url string, settings ...string) (conn *pgx.Conn, plans func() []string, reset func()) {
+	t.Helper()
+	ctx := context.Background()
+	cfg, err := pgx.ParseConfig(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var got []string
+	cfg.OnNotice = func(_ *pgconn.PgConn, n *pgconn.Notice) {
+		mu.Lock()
+		defer mu.Unlock()
+		got = append(got, n.Message)
+	}
+	conn, err = pgx.ConnectConfig(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close(ctx) })
+	if _, err := conn.Exec(ctx, `LOAD 'auto_explain'`); err != nil {
+		var pgErr *pgconn.PgError
+		if errors.As(err, &pgErr) && pgErr.Code == "42501" {
+			t.Skipf("reading the fetch's plans needs auto_explain, which only a superuser may load: %v", err)
+		}
+		t.Fatal(err)
+	}
+	for _, set := range append([]string{
+		`SET auto_explain.log_min_duration = 0`, `SET auto_explain.log_analyze = on`,
+		`SET auto_explain.log_nested_statements = on`, `SET auto_explain.log_level = notice`,
+	}, settings...) {
+		if _, err := conn.Exec(ctx, set); err != nil {
+			t.Fatal(err)
+		}
+	}
+	plans = func() []string {
+		mu.Lock()
+		defer mu.Unlock()
+		return slices.Clone(got)
+	}
+	reset = func() {
+		mu.Lock()
+		defer mu.Unlock()
+		got = nil
+	}
+	return conn, plans, reset
+}
+
 // TestFetchReadsOneWorkspaceByTheFairIndexWhateverTheStatistics floods a
 // queue that river_job's statistics have never seen (a flood that came
 // since the last ANALYZE, the case fairness is for) and shows, with
@@ -524,39 +575,8 @@ func TestFetchReadsOneWorkspaceByTheFairIndexWhateverTheStatistics(t *testing.T)
 	enqueue(t, pool, flood, 20000, `{}`)
 	enqueue(t, pool, small, 3, `{}`)
 
-	cfg, err := pgx.ParseConfig(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var mu sync.Mutex
-	var plans []string
-	cfg.OnNotice = func(_ *pgconn.PgConn, n *pgconn.Notice) {
-		mu.Lock()
-		defer mu.Unlock()
-		plans = append(plans, n.Message)
-	}
-	conn, err := pgx.ConnectConfig(ctx, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(ctx)
-	if _, err := conn.Exec(ctx, `LOAD 'auto_explain'`); err != nil {
-		var pgErr *pgconn.PgError
-		if errors.As(err, &pgErr) && pgErr.Code == "42501" {
-			t.Skipf("reading the fetch's plans needs auto_explain, which only a superuser may load: %v", err)
-		}
-		t.Fatal(err)
-	}
-	for _, set := range []string{
-		`SET auto_explain.log_min_duration = 0`, `SET auto_explain.log_analyze = on`,
-		`SET auto_explain.log_nested_statements = on`, `SET auto_explain.log_level = notice`,
-		// The plans PL/pgSQL settles on after a few calls, from the first.
-		`SET plan_cache_mode = force_generic_plan`,
-	} {
-		if _, err := conn.Exec(ctx, set); err != nil {
-			t.Fatal(err)
-		}
-	}
+	// The plans PL/pgSQL settles on after a few calls, from the first.
+	conn, plans, _ := explainedConn(t, url, `SET plan_cache_mode = force_generic_plan`)
 	for round := range 2 {
 		rows, err := conn.Query(ctx, `SELECT metadata ->> 'workspace_id' FROM errand.fair_fetch('default', 10, 'test-client', 100, now(), NULL, 0, 1000)`)
 		if err != nil {
@@ -570,11 +590,9 @@ func TestFetchReadsOneWorkspaceByTheFairIndexWhateverTheStatistics(t *testing.T)
 			t.Errorf("fetch %d started %d jobs of workspaces %v, want 10 with the small workspace's", round+1, len(got), got)
 		}
 	}
-	mu.Lock()
-	defer mu.Unlock()
 	removed := regexp.MustCompile(`Rows Removed by Filter: (\d+)`)
 	usedFair := false
-	for _, p := range plans {
+	for _, p := range plans() {
 		usedFair = usedFair || strings.Contains(p, "river_job_fair_fetch_idx")
 		for _, m := range removed.FindAllStringSubmatch(p, -1) {
 			if n, _ := strconv.Atoi(m[1]); n >= 1000 {
@@ -583,7 +601,7 @@ func TestFetchReadsOneWorkspaceByTheFairIndexWhateverTheStatistics(t *testing.T)
 		}
 	}
 	if !usedFair {
-		t.Errorf("no statement of the fetch used river_job_fair_fetch_idx; plans:\n%s", strings.Join(plans, "\n"))
+		t.Errorf("no statement of the fetch used river_job_fair_fetch_idx; plans:\n%s", strings.Join(plans(), "\n"))
 	}
 }
 
@@ -600,37 +618,7 @@ func TestFetchPlansMadeOnAnEmptyQueueStillServeAFlood(t *testing.T) {
 	flood := errandtest.NewWorkspace(t, pool, "flood")
 	small := errandtest.NewWorkspace(t, pool, "small")
 
-	cfg, err := pgx.ParseConfig(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var mu sync.Mutex
-	var plans []string
-	cfg.OnNotice = func(_ *pgconn.PgConn, n *pgconn.Notice) {
-		mu.Lock()
-		defer mu.Unlock()
-		plans = append(plans, n.Message)
-	}
-	conn, err := pgx.ConnectConfig(ctx, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(ctx)
-	if _, err := conn.Exec(ctx, `LOAD 'auto_explain'`); err != nil {
-		var pgErr *pgconn.PgError
-		if errors.As(err, &pgErr) && pgErr.Code == "42501" {
-			t.Skipf("reading the fetch's plans needs auto_explain, which only a superuser may load: %v", err)
-		}
-		t.Fatal(err)
-	}
-	for _, set := range []string{
-		`SET auto_explain.log_min_duration = 0`, `SET auto_explain.log_analyze = on`,
-		`SET auto_explain.log_nested_statements = on`, `SET auto_explain.log_level = notice`,
-	} {
-		if _, err := conn.Exec(ctx, set); err != nil {
-			t.Fatal(err)
-		}
-	}
+	conn, plans, resetPlans := explainedConn(t, url)
 	fetch := func(n int) []string {
 		t.Helper()
 		rows, err := conn.Query(ctx, `SELECT metadata ->> 'workspace_id' FROM errand.fair_fetch('default', $1, 'test-client', 100, now(), NULL, 0, 1000)`, n)
@@ -654,9 +642,7 @@ func TestFetchPlansMadeOnAnEmptyQueueStillServeAFlood(t *testing.T) {
 		t.Fatalf("the near-empty fetch started %v, want both workspaces' jobs", got)
 	}
 	enqueue(t, pool, flood, 20000, `{}`)
-	mu.Lock()
-	plans = nil
-	mu.Unlock()
+	resetPlans()
 	if got := fetch(10); len(got) != 10 {
 		t.Errorf("the flood's single-workspace fetch started %d jobs, want 10", len(got))
 	}
@@ -664,10 +650,8 @@ func TestFetchPlansMadeOnAnEmptyQueueStillServeAFlood(t *testing.T) {
 	if got := fetch(10); len(got) != 10 || !slices.Contains(got, small) {
 		t.Errorf("the weighted fetch started %v, want 10 with the small workspace's", got)
 	}
-	mu.Lock()
-	defer mu.Unlock()
 	read := regexp.MustCompile(`(?m)^.*on river_job\b.*actual time=[0-9.]+\.\.[0-9.]+ rows=(\d+) loops=(\d+).*$`)
-	for _, p := range plans {
+	for _, p := range plans() {
 		for _, m := range read.FindAllStringSubmatch(p, -1) {
 			rows, _ := strconv.Atoi(m[1])
 			loops, _ := strconv.Atoi(m[2])
