@@ -111,12 +111,7 @@ func loadDeliveries(ctx context.Context, tx pgx.Tx, workspaceID string, ws []wan
 	for i, w := range ws {
 		jobIDs[i], attempts[i], messages[i], endpoints[i] = w.jobID, int32(w.attempt), w.messageID, w.endpointID
 	}
-	// Generic plans (for tx only), sent with the query: with arrays for
-	// parameters, PostgreSQL's plan cache planned this statement again for
-	// about every other batch, at about 0.7 ms a time.
-	b := &pgx.Batch{}
-	b.Queue(`SELECT set_config('plan_cache_mode', 'force_generic_plan', true)`)
-	b.Queue(`
+	rows, err := tx.Query(ctx, `
 		WITH req AS MATERIALIZED (
 			SELECT * FROM unnest($1::bigint[], $2::int[], $3::uuid[], $4::uuid[]) WITH ORDINALITY AS r(job_id, attempt, message_id, endpoint_id, n)
 		), info AS MATERIALIZED (
@@ -139,12 +134,6 @@ func loadDeliveries(ctx context.Context, tx pgx.Tx, workspaceID string, ws []wan
 		       coalesce(i.snoozes, 0), coalesce(s.taken, false)
 		FROM info i LEFT JOIN slots s ON s.job_id = i.job_id
 		ORDER BY i.n`, jobIDs, attempts, messages, endpoints, workspaceID, limit, lease)
-	br := tx.SendBatch(ctx, b)
-	defer br.Close()
-	if _, err := br.Exec(); err != nil {
-		return nil, fmt.Errorf("read webhook deliveries: %w", err)
-	}
-	rows, err := br.Query()
 	if err != nil {
 		return nil, fmt.Errorf("read webhook deliveries: %w", err)
 	}
@@ -181,8 +170,6 @@ type attemptRow struct {
 // not rewritten by every delivery), in one round trip. River completes the
 // jobs after it.
 //
-// The batch's statements use generic plans (plan_cache_mode, for tx only).
-//
 // tx commits without waiting for its WAL to reach the disk
 // (synchronous_commit off): should PostgreSQL crash in the few milliseconds
 // before it does, the jobs are still running and are rescued, so their
@@ -198,9 +185,7 @@ func recordSuccesses(ctx context.Context, tx pgx.Tx, workspaceID string, as []at
 		jobIDs[i], attempts[i], statuses[i], latencies[i] = a.jobID, int32(a.attempt), int32(a.status), a.latency.Milliseconds()
 	}
 	b := &pgx.Batch{}
-	// Generic plans: with arrays for parameters, PostgreSQL's plan cache
-	// kept choosing to plan the release of the slots again on every batch.
-	b.Queue(`SELECT set_config('synchronous_commit', 'off', true), set_config('plan_cache_mode', 'force_generic_plan', true)`)
+	b.Queue(`SELECT set_config('synchronous_commit', 'off', true)`)
 	b.Queue(`
 		INSERT INTO errand.webhook_attempts (workspace_id, message_id, endpoint_id, job_id, attempt, status_code, latency_ms, response_body)
 		SELECT $1, r.m, r.e, r.j, r.a, r.s, r.l, nullif(r.b, '')
