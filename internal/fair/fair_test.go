@@ -560,6 +560,22 @@ func explainedConn(t *testing.T, url string, settings ...string) (conn *pgx.Conn
 	return conn, plans, reset
 }
 
+// fetchWorkspaces runs one fair fetch of up to n jobs of queue default on
+// conn and returns the started jobs' workspaces.
+func fetchWorkspaces(t *testing.T, conn *pgx.Conn, n int) []string {
+	t.Helper()
+	rows, err := conn.Query(context.Background(),
+		`SELECT metadata ->> 'workspace_id' FROM errand.fair_fetch('default', $1, 'test-client', 100, now(), NULL, 0, 1000)`, n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		t.Fatal(err)
+	}
+	return got
+}
+
 // TestFetchReadsOneWorkspaceByTheFairIndexWhateverTheStatistics floods a
 // queue that river_job's statistics have never seen (a flood that came
 // since the last ANALYZE, the case fairness is for) and shows, with
@@ -569,7 +585,6 @@ func explainedConn(t *testing.T, url string, settings ...string) (conn *pgx.Conn
 // filtered every available job of the queue, in every fetch.
 func TestFetchReadsOneWorkspaceByTheFairIndexWhateverTheStatistics(t *testing.T) {
 	url, pool := errandtest.MigratedDB(t)
-	ctx := context.Background()
 	flood := errandtest.NewWorkspace(t, pool, "flood")
 	small := errandtest.NewWorkspace(t, pool, "small")
 	enqueue(t, pool, flood, 20000, `{}`)
@@ -578,14 +593,7 @@ func TestFetchReadsOneWorkspaceByTheFairIndexWhateverTheStatistics(t *testing.T)
 	// The plans PL/pgSQL settles on after a few calls, from the first.
 	conn, plans, _ := explainedConn(t, url, `SET plan_cache_mode = force_generic_plan`)
 	for round := range 2 {
-		rows, err := conn.Query(ctx, `SELECT metadata ->> 'workspace_id' FROM errand.fair_fetch('default', 10, 'test-client', 100, now(), NULL, 0, 1000)`)
-		if err != nil {
-			t.Fatal(err)
-		}
-		got, err := pgx.CollectRows(rows, pgx.RowTo[string])
-		if err != nil {
-			t.Fatal(err)
-		}
+		got := fetchWorkspaces(t, conn, 10)
 		if len(got) != 10 || (round == 0 && !slices.Contains(got, small)) {
 			t.Errorf("fetch %d started %d jobs of workspaces %v, want 10 with the small workspace's", round+1, len(got), got)
 		}
@@ -614,23 +622,11 @@ func TestFetchReadsOneWorkspaceByTheFairIndexWhateverTheStatistics(t *testing.T)
 // in the weighted one, when both were first planned on a near-empty table.
 func TestFetchPlansMadeOnAnEmptyQueueStillServeAFlood(t *testing.T) {
 	url, pool := errandtest.MigratedDB(t)
-	ctx := context.Background()
 	flood := errandtest.NewWorkspace(t, pool, "flood")
 	small := errandtest.NewWorkspace(t, pool, "small")
 
 	conn, plans, resetPlans := explainedConn(t, url)
-	fetch := func(n int) []string {
-		t.Helper()
-		rows, err := conn.Query(ctx, `SELECT metadata ->> 'workspace_id' FROM errand.fair_fetch('default', $1, 'test-client', 100, now(), NULL, 0, 1000)`, n)
-		if err != nil {
-			t.Fatal(err)
-		}
-		got, err := pgx.CollectRows(rows, pgx.RowTo[string])
-		if err != nil {
-			t.Fatal(err)
-		}
-		return got
-	}
+	fetch := func(n int) []string { return fetchWorkspaces(t, conn, n) }
 	// The plans are made here: an empty queue, then one workspace's job
 	// (the single-workspace path), then two workspaces' (the weighted one).
 	fetch(10)
