@@ -207,6 +207,44 @@ func (s *Store) InWorkspace(ctx context.Context, workspaceID string, fn func(tx 
 	})
 }
 
+// InWorkspaceBatch runs b's statements as InWorkspace would run them,
+// scoped to workspaceID, but sent in one round trip instead of four (BEGIN,
+// scope, the work, COMMIT): PostgreSQL runs a pipeline as one implicit
+// transaction, which commits once its last statement has run. The scope is
+// its first statement (errand.scope_to, which raises when the workspace
+// does not exist, so nothing after it runs unscoped); an error in any
+// statement rolls all of them back and is returned.
+//
+// read gets the results of b's statements, in order (it may leave some
+// unread). The transaction has committed by the time the results can be
+// read, so read cannot roll it back: when a result decides whether the
+// work may commit, use InWorkspace. Meant for short, hot bookkeeping, such
+// as the webhook kind's batched transactions.
+func (s *Store) InWorkspaceBatch(ctx context.Context, workspaceID string, b *pgx.Batch, read func(pgx.BatchResults) error) error {
+	if workspaceID == "" {
+		return fmt.Errorf("job has no workspace id: %w", ErrWorkspaceNotFound)
+	}
+	full := &pgx.Batch{QueuedQueries: make([]*pgx.QueuedQuery, 0, len(b.QueuedQueries)+1)}
+	full.Queue(`SELECT errand.scope_to($1, $2)`, workspaceID, s.scopeRole)
+	full.QueuedQueries = append(full.QueuedQueries, b.QueuedQueries...)
+	br := s.pool.SendBatch(ctx, full)
+	if _, err := br.Exec(); err != nil {
+		br.Close()
+		var pgErr *pgconn.PgError
+		if errors.As(err, &pgErr) && (pgErr.Code == "P0002" || pgErr.Code == "22P02") {
+			return fmt.Errorf("workspace %q: %w", workspaceID, ErrWorkspaceNotFound)
+		}
+		return fmt.Errorf("scope to workspace %s: %w", workspaceID, err)
+	}
+	if read != nil {
+		if err := read(br); err != nil {
+			br.Close()
+			return err
+		}
+	}
+	return br.Close()
+}
+
 // Scope makes an open transaction tenant-scoped to workspaceID, in one round
 // trip that also checks the workspace exists. Unscope undoes it within the
 // transaction.

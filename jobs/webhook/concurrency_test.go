@@ -117,3 +117,51 @@ func TestEndpointConcurrencyHoldsAcrossReplicas(t *testing.T) {
 		t.Errorf("%d delivery slots still taken after every delivery finished", leases)
 	}
 }
+
+// A lease whose delivery died with its replica stops counting once it has
+// expired, and is deleted when its endpoint is next found full (the
+// successful attempts' log does not look for them any more).
+func TestExpiredLeasesDoNotCountAndGoWhenTheEndpointIsFull(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	_, pool := errandtest.MigratedDB(t, kinds()...)
+	ws := errandtest.NewWorkspace(t, pool, "acme")
+	ep, _ := newEndpoint(t, pool, ws, "https://hooks.example.com/in")
+	// The test's pool is a superuser's: row level security does not apply.
+	exec(t, pool, `INSERT INTO errand.webhook_inflight (job_id, attempt, workspace_id, endpoint_id, expires_at)
+		VALUES (1001, 1, $1, $2, now() - interval '1 minute')`, ws, ep)
+	take := func(jobID int64) bool {
+		t.Helper()
+		var taken bool
+		if err := pool.QueryRow(ctx, `SELECT taken FROM errand.webhook_take_slots(ARRAY[$1::bigint], ARRAY[1], ARRAY[$2::uuid], $3, 1, interval '3 minutes')`,
+			jobID, ep, ws).Scan(&taken); err != nil {
+			t.Fatal(err)
+		}
+		return taken
+	}
+	leases := func() []int64 {
+		t.Helper()
+		rows, err := pool.Query(ctx, `SELECT job_id FROM errand.webhook_inflight WHERE endpoint_id = $1 ORDER BY job_id`, ep)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids, err := pgx.CollectRows(rows, pgx.RowTo[int64])
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ids
+	}
+
+	if !take(1) {
+		t.Fatal("job 1 was held back by a lease that expired a minute ago (cap 1)")
+	}
+	if got := leases(); fmt.Sprint(got) != "[1 1001]" {
+		t.Fatalf("leases %v after job 1 took the free slot, want [1 1001] (the expired one stays while the endpoint has room)", got)
+	}
+	if take(2) {
+		t.Fatal("job 2 took a slot while job 1 holds the only one")
+	}
+	if got := leases(); fmt.Sprint(got) != "[1]" {
+		t.Errorf("leases %v after the endpoint was found full, want [1]: the expired lease should be gone", got)
+	}
+}

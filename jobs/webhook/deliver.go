@@ -152,16 +152,12 @@ func (d *deliverer) flushLoads(batch []*call[load, delivery]) {
 		for i, c := range calls {
 			ws[i] = c.in.wanted
 		}
-		err := k.store.InWorkspace(ctx, k.workspaceID, func(tx pgx.Tx) error {
-			out, err := loadDeliveries(ctx, tx, k.workspaceID, ws, d.cfg.concurrency, slotLease)
-			if err != nil {
-				return err
-			}
+		out, err := loadDeliveries(ctx, k.store, k.workspaceID, ws, d.cfg.concurrency, slotLease)
+		if err == nil {
 			for i, c := range calls {
 				c.out = out[i]
 			}
-			return nil
-		})
+		}
 		for _, c := range calls {
 			c.err = err
 		}
@@ -197,9 +193,7 @@ func (d *deliverer) flushRecords(batch []*call[record, struct{}]) {
 		for i, c := range calls {
 			as[i] = c.in.attemptRow
 		}
-		err := k.store.InWorkspace(ctx, k.workspaceID, func(tx pgx.Tx) error {
-			return recordSuccesses(ctx, tx, k.workspaceID, as)
-		})
+		err := recordSuccesses(ctx, k.store, k.workspaceID, as)
 		for _, c := range calls {
 			c.err = err
 		}
@@ -227,7 +221,7 @@ func (d *deliverer) configure(cfg config, logger *slog.Logger) {
 	if logger != nil {
 		d.logger = logger
 	}
-	d.client = outbound.NewClient(newTransport(cfg.allowed, cfg.connectTimeout, cfg.concurrency), cfg.timeout)
+	d.client = outbound.NewClient(newTransport(cfg.allowed, cfg.connectTimeout), cfg.timeout)
 }
 
 func (d *deliverer) work(ctx context.Context, job *jobs.Job, args DeliverArgs) error {

@@ -225,7 +225,7 @@ func TestDialerRefusesAHostnameThatResolvesToLoopback(t *testing.T) {
 		t.Fatalf("localhost does not resolve here: %v", err)
 	}
 
-	client := &http.Client{Transport: newTransport(nil, 5*time.Second, 2), Timeout: 10 * time.Second}
+	client := &http.Client{Transport: newTransport(nil, 5*time.Second), Timeout: 10 * time.Second}
 	// The URL check would refuse "localhost" by its name; the dialer must
 	// refuse it by its address, so the request goes straight to the client.
 	resp, err := client.Post("http://localhost:"+port+"/hook", "application/json", strings.NewReader("{}"))
@@ -242,7 +242,7 @@ func TestDialerRefusesAHostnameThatResolvesToLoopback(t *testing.T) {
 	}
 
 	// Allowed, the same request arrives: the refusal was the guard's.
-	allowed := &http.Client{Transport: newTransport(mustAllowed(t, "127.0.0.0/8,::1/128"), 5*time.Second, 2), Timeout: 10 * time.Second}
+	allowed := &http.Client{Transport: newTransport(mustAllowed(t, "127.0.0.0/8,::1/128"), 5*time.Second), Timeout: 10 * time.Second}
 	resp, err = allowed.Post("http://localhost:"+port+"/hook", "application/json", strings.NewReader("{}"))
 	if err != nil {
 		t.Fatalf("allowed: %v", err)

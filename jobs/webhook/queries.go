@@ -97,13 +97,13 @@ type wanted struct {
 	messageID, endpointID string
 }
 
-// loadDeliveries reads the messages and endpoints of deliveries of the
-// scoped transaction's workspace, and takes delivery slots (at most limit
-// per endpoint in flight, errand.webhook_take_slots) for those whose
-// endpoint is enabled. A lease lasts until its delivery records its
-// attempt, or until lease has passed (a replica that died). The result is
-// in the order of ws.
-func loadDeliveries(ctx context.Context, tx pgx.Tx, workspaceID string, ws []wanted, limit int, lease time.Duration) ([]delivery, error) {
+// loadDeliveries reads the messages and endpoints of deliveries of
+// workspaceID, and takes delivery slots (at most limit per endpoint in
+// flight, errand.webhook_take_slots) for those whose endpoint is enabled,
+// in one scoped transaction and one round trip (store.InWorkspaceBatch). A
+// lease lasts until its delivery records its attempt, or until lease has
+// passed (a replica that died). The result is in the order of ws.
+func loadDeliveries(ctx context.Context, st *store.Store, workspaceID string, ws []wanted, limit int, lease time.Duration) (out []delivery, err error) {
 	jobIDs := make([]int64, len(ws))
 	attempts := make([]int32, len(ws))
 	messages := make([]string, len(ws))
@@ -111,7 +111,8 @@ func loadDeliveries(ctx context.Context, tx pgx.Tx, workspaceID string, ws []wan
 	for i, w := range ws {
 		jobIDs[i], attempts[i], messages[i], endpoints[i] = w.jobID, int32(w.attempt), w.messageID, w.endpointID
 	}
-	rows, err := tx.Query(ctx, `
+	b := &pgx.Batch{}
+	b.Queue(`
 		WITH req AS MATERIALIZED (
 			SELECT * FROM unnest($1::bigint[], $2::int[], $3::uuid[], $4::uuid[]) WITH ORDINALITY AS r(job_id, attempt, message_id, endpoint_id, n)
 		), info AS MATERIALIZED (
@@ -134,15 +135,19 @@ func loadDeliveries(ctx context.Context, tx pgx.Tx, workspaceID string, ws []wan
 		       coalesce(i.snoozes, 0), coalesce(s.taken, false)
 		FROM info i LEFT JOIN slots s ON s.job_id = i.job_id
 		ORDER BY i.n`, jobIDs, attempts, messages, endpoints, workspaceID, limit, lease)
-	if err != nil {
-		return nil, fmt.Errorf("read webhook deliveries: %w", err)
-	}
-	out, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (delivery, error) {
-		var d delivery
-		var body string
-		err := row.Scan(&d.found, &body, &d.url, &d.secret, &d.previousSecret, &d.enabled, &d.disabledReason, &d.snoozes, &d.slot)
-		d.body = []byte(body)
-		return d, err
+	err = st.InWorkspaceBatch(ctx, workspaceID, b, func(br pgx.BatchResults) error {
+		rows, err := br.Query()
+		if err != nil {
+			return err
+		}
+		out, err = pgx.CollectRows(rows, func(row pgx.CollectableRow) (delivery, error) {
+			var d delivery
+			var body string
+			err := row.Scan(&d.found, &body, &d.url, &d.secret, &d.previousSecret, &d.enabled, &d.disabledReason, &d.snoozes, &d.slot)
+			d.body = []byte(body)
+			return d, err
+		})
+		return err
 	})
 	if err != nil {
 		return nil, fmt.Errorf("read webhook deliveries: %w", err)
@@ -164,18 +169,21 @@ type attemptRow struct {
 	err                                string
 }
 
-// recordSuccesses logs successful attempts of the scoped transaction's
-// workspace, gives their slots back and marks their endpoints healthy (at
-// most once a minute while they stay healthy, so a busy endpoint's row is
-// not rewritten by every delivery), in one round trip. River completes the
-// jobs after it.
+// recordSuccesses logs successful attempts of workspaceID, gives their
+// slots back and marks their endpoints healthy (at most once a minute while
+// they stay healthy, so a busy endpoint's row is not rewritten by every
+// delivery), in one scoped transaction and one round trip
+// (store.InWorkspaceBatch). River completes the jobs after it. (Expired
+// leases of other jobs are not looked for here: they never count against a
+// cap, and webhook_take_slots clears an endpoint's when it finds the
+// endpoint full.)
 //
-// tx commits without waiting for its WAL to reach the disk
+// The transaction commits without waiting for its WAL to reach the disk
 // (synchronous_commit off): should PostgreSQL crash in the few milliseconds
 // before it does, the jobs are still running and are rescued, so their
 // messages are delivered again (webhooks are at-least-once; the receiver
 // dedupes by webhook-id), never lost; only those attempts' log rows are.
-func recordSuccesses(ctx context.Context, tx pgx.Tx, workspaceID string, as []attemptRow) error {
+func recordSuccesses(ctx context.Context, st *store.Store, workspaceID string, as []attemptRow) error {
 	n := len(as)
 	messages, endpoints, responses := make([]string, n), make([]string, n), make([]string, n)
 	jobIDs := make([]int64, n)
@@ -184,22 +192,25 @@ func recordSuccesses(ctx context.Context, tx pgx.Tx, workspaceID string, as []at
 		messages[i], endpoints[i], responses[i] = a.messageID, a.endpointID, a.response
 		jobIDs[i], attempts[i], statuses[i], latencies[i] = a.jobID, int32(a.attempt), int32(a.status), a.latency.Milliseconds()
 	}
+	// One statement (its parts are on different tables, so they cannot
+	// see each other's changes) after the scope, in one round trip.
 	b := &pgx.Batch{}
-	b.Queue(`SELECT set_config('synchronous_commit', 'off', true)`)
 	b.Queue(`
-		INSERT INTO errand.webhook_attempts (workspace_id, message_id, endpoint_id, job_id, attempt, status_code, latency_ms, response_body)
-		SELECT $1, r.m, r.e, r.j, r.a, r.s, r.l, nullif(r.b, '')
-		FROM unnest($2::uuid[], $3::uuid[], $4::bigint[], $5::int[], $6::int[], $7::bigint[], $8::text[]) AS r(m, e, j, a, s, l, b)`,
+		WITH logged AS (
+			INSERT INTO errand.webhook_attempts (workspace_id, message_id, endpoint_id, job_id, attempt, status_code, latency_ms, response_body)
+			SELECT $1, r.m, r.e, r.j, r.a, r.s, r.l, nullif(r.b, '')
+			FROM unnest($2::uuid[], $3::uuid[], $4::bigint[], $5::int[], $6::int[], $7::bigint[], $8::text[]) AS r(m, e, j, a, s, l, b)
+		), released AS (
+			DELETE FROM errand.webhook_inflight f USING unnest($4::bigint[], $5::int[]) AS r(j, a)
+			WHERE f.job_id = r.j AND f.attempt = r.a
+		), healthy AS (
+			UPDATE errand.webhook_endpoints SET failing_since = NULL, last_success_at = now()
+			WHERE id = ANY ($3::uuid[])
+			  AND (failing_since IS NOT NULL OR last_success_at IS NULL OR last_success_at < now() - interval '1 minute')
+		)
+		SELECT set_config('synchronous_commit', 'off', true)`,
 		workspaceID, messages, endpoints, jobIDs, attempts, statuses, latencies, responses)
-	b.Queue(`
-		DELETE FROM errand.webhook_inflight f USING unnest($1::bigint[], $2::int[]) AS r(j, a)
-		WHERE f.job_id = r.j AND f.attempt = r.a`, jobIDs, attempts)
-	b.Queue(`DELETE FROM errand.webhook_inflight WHERE endpoint_id = ANY ($1::uuid[]) AND expires_at <= clock_timestamp()`, endpoints)
-	b.Queue(`
-		UPDATE errand.webhook_endpoints SET failing_since = NULL, last_success_at = now()
-		WHERE id = ANY ($1::uuid[])
-		  AND (failing_since IS NOT NULL OR last_success_at IS NULL OR last_success_at < now() - interval '1 minute')`, endpoints)
-	if err := tx.SendBatch(ctx, b).Close(); err != nil {
+	if err := st.InWorkspaceBatch(ctx, workspaceID, b, nil); err != nil {
 		return fmt.Errorf("record webhook attempts: %w", err)
 	}
 	return nil
