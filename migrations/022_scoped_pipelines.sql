@@ -30,45 +30,51 @@ $$;
 COMMENT ON FUNCTION errand.scope_to(text, text) IS
     'scopes the current transaction to a workspace (and the tenant role), raising no_data_found when it does not exist; store.InWorkspaceBatch';
 
+-- errand.webhook_take_slots, set-based: 009 ran three statements per
+-- endpoint of the batch (its lock, its count, its insert), a batch of
+-- deliveries to three endpoints ten; now the locks are one statement and
+-- the counts and inserts another, whatever the number of endpoints. The
+-- rules are 009's: the endpoints' advisory locks are taken in the order of
+-- their keys (so two takers never deadlock), the count runs in a statement
+-- that starts after every lock is held (so its snapshot includes every
+-- earlier holder's commit), and each endpoint's free slots go to its
+-- oldest jobs of the batch.
+--
 -- Logging a successful attempt no longer deletes its endpoint's expired
 -- leases (a statement per batch that almost always found none): an expired
 -- lease never counts against the cap, and a rescued job takes its own back.
 -- What is left, a lease of a job that will not run again, is deleted here
--- when it could matter to a reader of the table: when the endpoint is
--- found full. (A failed attempt still deletes them, as before.) Otherwise
--- as in 009.
+-- when the endpoint is found full. (A failed attempt still deletes them,
+-- as before.)
 CREATE OR REPLACE FUNCTION errand.webhook_take_slots(job_ids bigint[], attempts int[], endpoint_ids uuid[], workspace_id uuid, slots int, lease interval)
 RETURNS TABLE (job_id bigint, taken boolean)
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
-DECLARE
-    v_endpoint uuid;
-    v_free bigint;
 BEGIN
-    FOR v_endpoint IN
-        SELECT DISTINCT ON (hashtext(e::text), e) e FROM unnest(endpoint_ids) AS e ORDER BY hashtext(e::text), e
-    LOOP
-        PERFORM pg_advisory_xact_lock(2003133032, hashtext(v_endpoint::text)); -- 2003133032: "webh"
-        SELECT slots - count(*) INTO v_free FROM errand.webhook_inflight x
-        WHERE x.endpoint_id = v_endpoint AND x.expires_at > clock_timestamp() AND x.job_id <> ALL (job_ids);
-        IF v_free <= 0 THEN
-            DELETE FROM errand.webhook_inflight x
-            WHERE x.endpoint_id = v_endpoint AND x.expires_at <= clock_timestamp() AND x.job_id <> ALL (job_ids);
-        END IF;
-        RETURN QUERY
-        WITH mine AS (
-            SELECT r.j, r.a FROM unnest(job_ids, attempts, endpoint_ids) AS r(j, a, e)
-            WHERE r.e = v_endpoint
-        ), took AS (
-            INSERT INTO errand.webhook_inflight AS f (job_id, attempt, workspace_id, endpoint_id, expires_at)
-            SELECT m.j, m.a, webhook_take_slots.workspace_id, v_endpoint, clock_timestamp() + lease
-            FROM (SELECT * FROM mine ORDER BY mine.j LIMIT greatest(v_free, 0)) AS m
-            ON CONFLICT ON CONSTRAINT webhook_inflight_pkey DO UPDATE
-                SET attempt = EXCLUDED.attempt, endpoint_id = EXCLUDED.endpoint_id, expires_at = EXCLUDED.expires_at
-            RETURNING f.job_id
-        )
-        SELECT mine.j, mine.j IN (SELECT took.job_id FROM took) FROM mine;
-    END LOOP;
+    PERFORM pg_advisory_xact_lock(2003133032, k.key) -- 2003133032: "webh"
+    FROM (SELECT DISTINCT hashtext(e::text) AS key FROM unnest(endpoint_ids) AS e ORDER BY 1) AS k;
+    RETURN QUERY
+    WITH mine AS (
+        SELECT r.j, r.a, r.e, row_number() OVER (PARTITION BY r.e ORDER BY r.j) AS k
+        FROM unnest(job_ids, attempts, endpoint_ids) AS r(j, a, e)
+    ), held AS (
+        SELECT x.endpoint_id AS e, count(*) AS n FROM errand.webhook_inflight x
+        WHERE x.endpoint_id = ANY (endpoint_ids) AND x.expires_at > clock_timestamp() AND x.job_id <> ALL (job_ids)
+        GROUP BY x.endpoint_id
+    ), expired AS (
+        DELETE FROM errand.webhook_inflight x
+        WHERE x.endpoint_id IN (SELECT held.e FROM held WHERE held.n >= slots)
+          AND x.expires_at <= clock_timestamp() AND x.job_id <> ALL (job_ids)
+    ), took AS (
+        INSERT INTO errand.webhook_inflight AS f (job_id, attempt, workspace_id, endpoint_id, expires_at)
+        SELECT m.j, m.a, webhook_take_slots.workspace_id, m.e, clock_timestamp() + lease
+        FROM mine m LEFT JOIN held h ON h.e = m.e
+        WHERE m.k <= slots - coalesce(h.n, 0)
+        ON CONFLICT ON CONSTRAINT webhook_inflight_pkey DO UPDATE
+            SET attempt = EXCLUDED.attempt, endpoint_id = EXCLUDED.endpoint_id, expires_at = EXCLUDED.expires_at
+        RETURNING f.job_id
+    )
+    SELECT m.j, m.j IN (SELECT took.job_id FROM took) FROM mine m;
 END;
 $$;

@@ -104,6 +104,9 @@ type wanted struct {
 // lease lasts until its delivery records its attempt, or until lease has
 // passed (a replica that died). The result is in the order of ws.
 func loadDeliveries(ctx context.Context, st *store.Store, workspaceID string, ws []wanted, limit int, lease time.Duration) (out []delivery, err error) {
+	// The ids go as text and are cast in SQL: pgx has no binary encoding of
+	// a Go string as a uuid, and looking for one (and formatting the error
+	// it falls back on) cost more than the rest of the encoding.
 	jobIDs := make([]int64, len(ws))
 	attempts := make([]int32, len(ws))
 	messages := make([]string, len(ws))
@@ -114,7 +117,7 @@ func loadDeliveries(ctx context.Context, st *store.Store, workspaceID string, ws
 	b := &pgx.Batch{}
 	b.Queue(`
 		WITH req AS MATERIALIZED (
-			SELECT * FROM unnest($1::bigint[], $2::int[], $3::uuid[], $4::uuid[]) WITH ORDINALITY AS r(job_id, attempt, message_id, endpoint_id, n)
+			SELECT * FROM unnest($1::bigint[], $2::int[], $3::text[]::uuid[], $4::text[]::uuid[]) WITH ORDINALITY AS r(job_id, attempt, message_id, endpoint_id, n)
 		), info AS MATERIALIZED (
 			SELECT r.n, r.job_id, r.attempt, r.endpoint_id, m.body, e.url, e.secret,
 			       CASE WHEN e.previous_secret_expires_at > now() THEN e.previous_secret END AS previous_secret,
@@ -128,7 +131,7 @@ func loadDeliveries(ctx context.Context, st *store.Store, workspaceID string, ws
 		), slots AS MATERIALIZED (
 			SELECT s.job_id, s.taken FROM errand.webhook_take_slots(
 				ARRAY(SELECT job_id FROM ready), ARRAY(SELECT attempt FROM ready), ARRAY(SELECT endpoint_id FROM ready),
-				$5, $6, $7) AS s
+				$5::text::uuid, $6, $7) AS s
 		)
 		SELECT i.body IS NOT NULL AND i.url IS NOT NULL, coalesce(i.body, ''), coalesce(i.url, ''), coalesce(i.secret, ''),
 		       coalesce(i.previous_secret, ''), coalesce(i.enabled, false), coalesce(i.disabled_reason, ''),
@@ -198,14 +201,14 @@ func recordSuccesses(ctx context.Context, st *store.Store, workspaceID string, a
 	b.Queue(`
 		WITH logged AS (
 			INSERT INTO errand.webhook_attempts (workspace_id, message_id, endpoint_id, job_id, attempt, status_code, latency_ms, response_body)
-			SELECT $1, r.m, r.e, r.j, r.a, r.s, r.l, nullif(r.b, '')
-			FROM unnest($2::uuid[], $3::uuid[], $4::bigint[], $5::int[], $6::int[], $7::bigint[], $8::text[]) AS r(m, e, j, a, s, l, b)
+			SELECT $1::text::uuid, r.m, r.e, r.j, r.a, r.s, r.l, nullif(r.b, '')
+			FROM unnest($2::text[]::uuid[], $3::text[]::uuid[], $4::bigint[], $5::int[], $6::int[], $7::bigint[], $8::text[]) AS r(m, e, j, a, s, l, b)
 		), released AS (
 			DELETE FROM errand.webhook_inflight f USING unnest($4::bigint[], $5::int[]) AS r(j, a)
 			WHERE f.job_id = r.j AND f.attempt = r.a
 		), healthy AS (
 			UPDATE errand.webhook_endpoints SET failing_since = NULL, last_success_at = now()
-			WHERE id = ANY ($3::uuid[])
+			WHERE id = ANY ($3::text[]::uuid[])
 			  AND (failing_since IS NOT NULL OR last_success_at IS NULL OR last_success_at < now() - interval '1 minute')
 		)
 		SELECT set_config('synchronous_commit', 'off', true)`,
