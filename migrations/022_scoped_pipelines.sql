@@ -12,6 +12,11 @@
 -- The webhook kind's two batched transactions (load deliveries, log their
 -- successful attempts) used four round trips each (BEGIN, scope, the work,
 -- COMMIT); they now use one.
+--
+-- Not SECURITY DEFINER: it changes only its caller's own transaction, and
+-- switching to the tenant role needs the caller's membership in it, so it
+-- keeps the default EXECUTE for PUBLIC (what it can tell a caller, whether
+-- a workspace id exists, errand's roles can read anyway).
 CREATE FUNCTION errand.scope_to(p_workspace text, p_role text) RETURNS void
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
