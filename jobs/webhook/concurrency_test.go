@@ -141,15 +141,7 @@ func TestExpiredLeasesDoNotCountAndGoWhenTheEndpointIsFull(t *testing.T) {
 	}
 	leases := func() []int64 {
 		t.Helper()
-		rows, err := pool.Query(ctx, `SELECT job_id FROM errand.webhook_inflight WHERE endpoint_id = $1 ORDER BY job_id`, ep)
-		if err != nil {
-			t.Fatal(err)
-		}
-		ids, err := pgx.CollectRows(rows, pgx.RowTo[int64])
-		if err != nil {
-			t.Fatal(err)
-		}
-		return ids
+		return int64s(t, pool, `SELECT job_id FROM errand.webhook_inflight WHERE endpoint_id = $1 ORDER BY job_id`, ep)
 	}
 
 	if !take(1) {

@@ -118,8 +118,14 @@ func dispatch(t *testing.T, pool *pgxpool.Pool, ws, args string) (messageID, bod
 // deliveries are the webhook.deliver jobs of a message, oldest first.
 func deliveries(t *testing.T, pool *pgxpool.Pool, messageID string) []int64 {
 	t.Helper()
-	rows, err := pool.Query(context.Background(), `
+	return int64s(t, pool, `
 		SELECT id FROM errand.jobs WHERE kind = 'webhook.deliver' AND args ->> 'message_id' = $1 ORDER BY id`, messageID)
+}
+
+// int64s is a query's one bigint column.
+func int64s(t *testing.T, pool *pgxpool.Pool, sql string, args ...any) []int64 {
+	t.Helper()
+	rows, err := pool.Query(context.Background(), sql, args...)
 	if err != nil {
 		t.Fatal(err)
 	}
