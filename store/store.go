@@ -216,10 +216,12 @@ func (s *Store) InWorkspace(ctx context.Context, workspaceID string, fn func(tx 
 // statement rolls all of them back and is returned.
 //
 // read gets the results of b's statements, in order (it may leave some
-// unread). The transaction has committed by the time the results can be
-// read, so read cannot roll it back: when a result decides whether the
-// work may commit, use InWorkspace. Meant for short, hot bookkeeping, such
-// as the webhook kind's batched transactions.
+// unread). The statements are all on their way before read sees a result,
+// and PostgreSQL commits them whatever read does, so read cannot roll them
+// back: when a result decides whether the work may commit, use
+// InWorkspace. When InWorkspaceBatch returns nil, the transaction has
+// committed. Meant for short, hot bookkeeping, such as the webhook kind's
+// batched transactions.
 func (s *Store) InWorkspaceBatch(ctx context.Context, workspaceID string, b *pgx.Batch, read func(pgx.BatchResults) error) error {
 	if workspaceID == "" {
 		return fmt.Errorf("job has no workspace id: %w", ErrWorkspaceNotFound)
