@@ -224,7 +224,7 @@ func (s *Store) InWorkspace(ctx context.Context, workspaceID string, fn func(tx 
 // batched transactions.
 func (s *Store) InWorkspaceBatch(ctx context.Context, workspaceID string, b *pgx.Batch, read func(pgx.BatchResults) error) error {
 	if workspaceID == "" {
-		return fmt.Errorf("job has no workspace id: %w", ErrWorkspaceNotFound)
+		return scopeError(workspaceID, nil, true)
 	}
 	full := &pgx.Batch{QueuedQueries: make([]*pgx.QueuedQuery, 0, len(b.QueuedQueries)+1)}
 	full.Queue(`SELECT errand.scope_to($1, $2)`, workspaceID, s.scopeRole)
@@ -233,10 +233,10 @@ func (s *Store) InWorkspaceBatch(ctx context.Context, workspaceID string, b *pgx
 	if _, err := br.Exec(); err != nil {
 		br.Close()
 		var pgErr *pgconn.PgError
-		if errors.As(err, &pgErr) && (pgErr.Code == "P0002" || pgErr.Code == "22P02") {
-			return fmt.Errorf("workspace %q: %w", workspaceID, ErrWorkspaceNotFound)
+		if errors.As(err, &pgErr) && pgErr.Code == "P0002" { // errand.scope_to: no such workspace
+			return scopeError(workspaceID, nil, false)
 		}
-		return fmt.Errorf("scope to workspace %s: %w", workspaceID, err)
+		return scopeError(workspaceID, err, true)
 	}
 	if read != nil {
 		if err := read(br); err != nil {
@@ -252,7 +252,7 @@ func (s *Store) InWorkspaceBatch(ctx context.Context, workspaceID string, b *pgx
 // transaction.
 func (s *Store) Scope(ctx context.Context, tx pgx.Tx, workspaceID string) error {
 	if workspaceID == "" {
-		return fmt.Errorf("job has no workspace id: %w", ErrWorkspaceNotFound)
+		return scopeError(workspaceID, nil, true)
 	}
 	var exists bool
 	// The existence check runs before the role switch takes effect for it;
@@ -262,14 +262,24 @@ func (s *Store) Scope(ctx context.Context, tx pgx.Tx, workspaceID string) error 
 		       CASE WHEN $2 <> '' THEN set_config('role', $2, true) END,
 		       EXISTS (SELECT 1 FROM errand.workspaces WHERE id = $1::uuid)`,
 		workspaceID, s.scopeRole).Scan(nil, nil, &exists)
+	return scopeError(workspaceID, err, exists)
+}
+
+// scopeError is what scoping to workspaceID came to, for Scope and
+// InWorkspaceBatch alike: nil when err is nil and the workspace exists;
+// ErrWorkspaceNotFound (wrapped) for an empty id, an id that is not a uuid
+// or a workspace that does not exist, which retrying cannot fix; err
+// wrapped otherwise.
+func scopeError(workspaceID string, err error, exists bool) error {
 	var pgErr *pgconn.PgError
-	if errors.As(err, &pgErr) && pgErr.Code == "22P02" {
+	switch {
+	case workspaceID == "":
+		return fmt.Errorf("job has no workspace id: %w", ErrWorkspaceNotFound)
+	case errors.As(err, &pgErr) && pgErr.Code == "22P02":
 		return fmt.Errorf("workspace id %q is not a uuid: %w", workspaceID, ErrWorkspaceNotFound)
-	}
-	if err != nil {
+	case err != nil:
 		return fmt.Errorf("scope to workspace %s: %w", workspaceID, err)
-	}
-	if !exists {
+	case !exists:
 		return fmt.Errorf("workspace %s: %w", workspaceID, ErrWorkspaceNotFound)
 	}
 	return nil
