@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -31,10 +33,18 @@ func BenchmarkDeliver(b *testing.B) {
 	defer rc.Close()
 	url, pool := errandtest.MigratedDB(b, kinds()...)
 	ws := errandtest.NewWorkspace(b, pool, "bench")
-	errandtest.StartDaemon(b, url, map[string]string{
+	env := map[string]string{
 		"ERRAND_WEBHOOK_ALLOW_CIDRS": "127.0.0.1/32",
 		"ERRAND_LOG_LEVEL":           "warn",
-	}, kinds()...)
+	}
+	// Settings to try (ERRAND_QUEUES=webhooks=100, ERRAND_FAIRNESS=off)
+	// come from the benchmark's own environment.
+	for _, kv := range os.Environ() {
+		if k, v, _ := strings.Cut(kv, "="); strings.HasPrefix(k, "ERRAND_") {
+			env[k] = v
+		}
+	}
+	errandtest.StartDaemon(b, url, env, kinds()...)
 	ctx := context.Background()
 	var eps []string
 	for i := range endpoints {

@@ -47,8 +47,7 @@ const (
 // (errand.Main does): its configuration is read when the daemon starts it.
 func DeliverKind() jobs.Kind {
 	d := &deliverer{logger: slog.New(slog.DiscardHandler), outcomes: newOutcomes()}
-	d.loads = &group[load, delivery]{max: batchFlushes, flush: d.flushLoads}
-	d.records = &group[record, struct{}]{max: batchFlushes, flush: d.flushRecords}
+	d.books = &group[book, delivery]{max: batchFlushes, flush: d.flushBooks}
 	return jobs.Define(DeliverName, jobs.QueueWebhooks, d.work,
 		jobs.WithTimeout(deliverTimeout),
 		jobs.WithMaxAttempts(deliverAttempts),
@@ -65,9 +64,8 @@ type deliverer struct {
 	// jitter is the randomness of waits; nil means math/rand's (tests
 	// inject theirs).
 	jitter func() float64
-	// loads and records batch the deliveries' two transactions.
-	loads   *group[load, delivery]
-	records *group[record, struct{}]
+	// books batches the deliveries' bookkeeping.
+	books *group[book, delivery]
 	// outcomes counts what became of each attempt
 	// (errand_webhook_deliveries_total).
 	outcomes *prometheus.CounterVec
@@ -105,18 +103,17 @@ const (
 	batchTimeout = 10 * time.Second
 )
 
-// load is a delivery to prepare; record a successful attempt to log.
-type (
-	load struct {
-		store       *store.Store
-		workspaceID string
-		wanted
-	}
-	record struct {
-		store *store.Store
-		attemptRow
-	}
-)
+// book is one delivery's bookkeeping: a delivery to prepare (read its
+// message and endpoint, take a slot) or a successful attempt to log (and
+// its slot to give back). Before and after its request, a delivery needs
+// one each: batched together, one transaction serves many deliveries of a
+// workspace, at both ends of their requests.
+type book struct {
+	store       *store.Store
+	workspaceID string
+	load        *wanted
+	done        *attemptRow
+}
 
 // scope is the batching key: one transaction per workspace (and pool: a
 // replica that rejoined after fencing has a new one).
@@ -125,36 +122,37 @@ type scope struct {
 	workspaceID string
 }
 
-// groupByScope groups a batch's calls by store and workspace, in the order
-// each was first seen.
-func groupByScope[I, O any](batch []*call[I, O], key func(I) scope) ([]scope, map[scope][]*call[I, O]) {
-	groups := map[scope][]*call[I, O]{}
+// flushBooks does a batch's bookkeeping, one scoped transaction per
+// workspace (in the order each was first seen).
+func (d *deliverer) flushBooks(batch []*call[book, delivery]) {
+	ctx, cancel := context.WithTimeout(context.Background(), batchTimeout)
+	defer cancel()
+	groups := map[scope][]*call[book, delivery]{}
 	var order []scope
 	for _, c := range batch {
-		k := key(c.in)
+		k := scope{c.in.store, c.in.workspaceID}
 		if _, ok := groups[k]; !ok {
 			order = append(order, k)
 		}
 		groups[k] = append(groups[k], c)
 	}
-	return order, groups
-}
-
-// flushLoads prepares a batch of deliveries, one scoped transaction per
-// workspace.
-func (d *deliverer) flushLoads(batch []*call[load, delivery]) {
-	ctx, cancel := context.WithTimeout(context.Background(), batchTimeout)
-	defer cancel()
-	order, byScope := groupByScope(batch, func(l load) scope { return scope{l.store, l.workspaceID} })
 	for _, k := range order {
-		calls := byScope[k]
-		ws := make([]wanted, len(calls))
-		for i, c := range calls {
-			ws[i] = c.in.wanted
+		calls := groups[k]
+		var done []attemptRow
+		var want []wanted
+		var loads []*call[book, delivery]
+		for _, c := range calls {
+			if c.in.done != nil {
+				done = append(done, *c.in.done)
+			}
+			if c.in.load != nil {
+				want = append(want, *c.in.load)
+				loads = append(loads, c)
+			}
 		}
-		out, err := loadDeliveries(ctx, k.store, k.workspaceID, ws, d.cfg.concurrency, slotLease)
+		out, err := bookDeliveries(ctx, k.store, k.workspaceID, done, want, d.cfg.concurrency, slotLease)
 		if err == nil {
-			for i, c := range calls {
+			for i, c := range loads {
 				c.out = out[i]
 			}
 		}
@@ -180,25 +178,6 @@ func (d *deliverer) waitForWorkspaceSlot(ctx context.Context, job *jobs.Job) err
 // workspaceSlotMaxWait is how long a delivery sleeps for its workspace's
 // next slot before it snoozes instead.
 const workspaceSlotMaxWait = 2 * time.Second
-
-// flushRecords logs a batch of successful attempts, one scoped transaction
-// per workspace.
-func (d *deliverer) flushRecords(batch []*call[record, struct{}]) {
-	ctx, cancel := context.WithTimeout(context.Background(), batchTimeout)
-	defer cancel()
-	order, byScope := groupByScope(batch, func(r record) scope { return scope{r.store, r.workspaceID} })
-	for _, k := range order {
-		calls := byScope[k]
-		as := make([]attemptRow, len(calls))
-		for i, c := range calls {
-			as[i] = c.in.attemptRow
-		}
-		err := recordSuccesses(ctx, k.store, k.workspaceID, as)
-		for _, c := range calls {
-			c.err = err
-		}
-	}
-}
 
 func (d *deliverer) setup(ctx context.Context, s *jobs.Setup) error {
 	cfg, err := loadConfig(s.Env)
@@ -228,8 +207,8 @@ func (d *deliverer) work(ctx context.Context, job *jobs.Job, args DeliverArgs) e
 	if err := d.waitForWorkspaceSlot(ctx, job); err != nil {
 		return err
 	}
-	del, err := d.loads.do(load{store: job.Store(), workspaceID: job.WorkspaceID,
-		wanted: wanted{jobID: job.ID, attempt: job.Attempt, messageID: args.MessageID, endpointID: args.EndpointID}})
+	del, err := d.books.do(book{store: job.Store(), workspaceID: job.WorkspaceID,
+		load: &wanted{jobID: job.ID, attempt: job.Attempt, messageID: args.MessageID, endpointID: args.EndpointID}})
 	switch {
 	case errors.Is(err, store.ErrWorkspaceNotFound):
 		return jobs.Permanent(err)
@@ -254,7 +233,7 @@ func (d *deliverer) work(ctx context.Context, job *jobs.Job, args DeliverArgs) e
 		// replica lost between the two delivers the message again
 		// (at-least-once), which CompleteInWorkspace would not prevent
 		// either, the request being outside the database.
-		_, err := d.records.do(record{store: job.Store(), attemptRow: a})
+		_, err := d.books.do(book{store: job.Store(), workspaceID: job.WorkspaceID, done: &a})
 		if err == nil {
 			d.outcomes.WithLabelValues(OutcomeDelivered).Inc()
 		}

@@ -97,13 +97,73 @@ type wanted struct {
 	messageID, endpointID string
 }
 
-// loadDeliveries reads the messages and endpoints of deliveries of
-// workspaceID, and takes delivery slots (at most limit per endpoint in
-// flight, errand.webhook_take_slots) for those whose endpoint is enabled,
-// in one scoped transaction and one round trip (store.InWorkspaceBatch). A
-// lease lasts until its delivery records its attempt, or until lease has
-// passed (a replica that died). The result is in the order of ws.
-func loadDeliveries(ctx context.Context, st *store.Store, workspaceID string, ws []wanted, limit int, lease time.Duration) (out []delivery, err error) {
+// bookDeliveries is a batch's bookkeeping for workspaceID, in one scoped
+// transaction and one round trip (store.InWorkspaceBatch): it logs the
+// successful attempts done (their slots given back, their endpoints marked
+// healthy), then reads the messages and endpoints of the deliveries want
+// and takes delivery slots (at most limit per endpoint in flight,
+// errand.webhook_take_slots) for those whose endpoint is enabled. The
+// slots given back first are free for the deliveries taken after them. A
+// lease lasts until its delivery logs its attempt, or until lease has
+// passed (a replica that died). The result is in the order of want.
+//
+// Logging before taking keeps the locks in one order: the log's statement
+// touches only its own jobs' leases and (at most once a minute) its
+// endpoints' rows, which no slot taker waits for, before the take's
+// advisory locks, which are taken in their keys' order.
+//
+// With attempts to log the transaction commits without waiting for its
+// WAL to reach the disk (synchronous_commit off): should PostgreSQL crash
+// in the few milliseconds before it does, the jobs are still running and
+// are rescued, so their messages are delivered again (webhooks are
+// at-least-once; the receiver dedupes by webhook-id), never lost; only
+// those attempts' log rows are. (Taking slots writes only the unlogged
+// errand.webhook_inflight.)
+func bookDeliveries(ctx context.Context, st *store.Store, workspaceID string, done []attemptRow, want []wanted, limit int, lease time.Duration) (out []delivery, err error) {
+	b := &pgx.Batch{}
+	if len(done) > 0 {
+		queueRecord(b, workspaceID, done)
+	}
+	if len(want) > 0 {
+		queueLoad(b, workspaceID, want, limit, lease)
+	}
+	err = st.InWorkspaceBatch(ctx, workspaceID, b, func(br pgx.BatchResults) error {
+		if len(done) > 0 {
+			if _, err := br.Exec(); err != nil {
+				return fmt.Errorf("record webhook attempts: %w", err)
+			}
+		}
+		if len(want) == 0 {
+			return nil
+		}
+		rows, err := br.Query()
+		if err != nil {
+			return fmt.Errorf("read webhook deliveries: %w", err)
+		}
+		out, err = pgx.CollectRows(rows, func(row pgx.CollectableRow) (delivery, error) {
+			var d delivery
+			var body string
+			err := row.Scan(&d.found, &body, &d.url, &d.secret, &d.previousSecret, &d.enabled, &d.disabledReason, &d.snoozes, &d.slot)
+			d.body = []byte(body)
+			return d, err
+		})
+		if err != nil {
+			return fmt.Errorf("read webhook deliveries: %w", err)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("webhook bookkeeping: %w", err)
+	}
+	if len(out) != len(want) {
+		return nil, fmt.Errorf("read webhook deliveries: %d rows for %d deliveries", len(out), len(want))
+	}
+	return out, nil
+}
+
+// queueLoad queues the statement that reads the deliveries ws need and
+// takes their slots.
+func queueLoad(b *pgx.Batch, workspaceID string, ws []wanted, limit int, lease time.Duration) {
 	// The ids go as text and are cast in SQL: pgx has no binary encoding of
 	// a Go string as a uuid, and looking for one (and formatting the error
 	// it falls back on) cost more than the rest of the encoding.
@@ -114,7 +174,6 @@ func loadDeliveries(ctx context.Context, st *store.Store, workspaceID string, ws
 	for i, w := range ws {
 		jobIDs[i], attempts[i], messages[i], endpoints[i] = w.jobID, int32(w.attempt), w.messageID, w.endpointID
 	}
-	b := &pgx.Batch{}
 	b.Queue(`
 		WITH req AS MATERIALIZED (
 			SELECT * FROM unnest($1::bigint[], $2::int[], $3::text[]::uuid[], $4::text[]::uuid[]) WITH ORDINALITY AS r(job_id, attempt, message_id, endpoint_id, n)
@@ -138,27 +197,6 @@ func loadDeliveries(ctx context.Context, st *store.Store, workspaceID string, ws
 		       coalesce(i.snoozes, 0), coalesce(s.taken, false)
 		FROM info i LEFT JOIN slots s ON s.job_id = i.job_id
 		ORDER BY i.n`, jobIDs, attempts, messages, endpoints, workspaceID, limit, lease)
-	err = st.InWorkspaceBatch(ctx, workspaceID, b, func(br pgx.BatchResults) error {
-		rows, err := br.Query()
-		if err != nil {
-			return err
-		}
-		out, err = pgx.CollectRows(rows, func(row pgx.CollectableRow) (delivery, error) {
-			var d delivery
-			var body string
-			err := row.Scan(&d.found, &body, &d.url, &d.secret, &d.previousSecret, &d.enabled, &d.disabledReason, &d.snoozes, &d.slot)
-			d.body = []byte(body)
-			return d, err
-		})
-		return err
-	})
-	if err != nil {
-		return nil, fmt.Errorf("read webhook deliveries: %w", err)
-	}
-	if len(out) != len(ws) {
-		return nil, fmt.Errorf("read webhook deliveries: %d rows for %d deliveries", len(out), len(ws))
-	}
-	return out, nil
 }
 
 // attemptRow is a row of errand.webhook_attempts.
@@ -172,21 +210,13 @@ type attemptRow struct {
 	err                                string
 }
 
-// recordSuccesses logs successful attempts of workspaceID, gives their
-// slots back and marks their endpoints healthy (at most once a minute while
-// they stay healthy, so a busy endpoint's row is not rewritten by every
-// delivery), in one scoped transaction and one round trip
-// (store.InWorkspaceBatch). River completes the jobs after it. (Expired
-// leases of other jobs are not looked for here: they never count against a
-// cap, and webhook_take_slots clears an endpoint's when it finds the
-// endpoint full.)
-//
-// The transaction commits without waiting for its WAL to reach the disk
-// (synchronous_commit off): should PostgreSQL crash in the few milliseconds
-// before it does, the jobs are still running and are rescued, so their
-// messages are delivered again (webhooks are at-least-once; the receiver
-// dedupes by webhook-id), never lost; only those attempts' log rows are.
-func recordSuccesses(ctx context.Context, st *store.Store, workspaceID string, as []attemptRow) error {
+// queueRecord queues the statement that logs successful attempts, gives
+// their slots back and marks their endpoints healthy (at most once a minute
+// while they stay healthy, so a busy endpoint's row is not rewritten by
+// every delivery). River completes the jobs after it. (Expired leases of
+// other jobs are not looked for here: they never count against a cap, and
+// webhook_take_slots clears an endpoint's when it finds the endpoint full.)
+func queueRecord(b *pgx.Batch, workspaceID string, as []attemptRow) {
 	n := len(as)
 	messages, endpoints, responses := make([]string, n), make([]string, n), make([]string, n)
 	jobIDs := make([]int64, n)
@@ -195,9 +225,8 @@ func recordSuccesses(ctx context.Context, st *store.Store, workspaceID string, a
 		messages[i], endpoints[i], responses[i] = a.messageID, a.endpointID, a.response
 		jobIDs[i], attempts[i], statuses[i], latencies[i] = a.jobID, int32(a.attempt), int32(a.status), a.latency.Milliseconds()
 	}
-	// One statement (its parts are on different tables, so they cannot
-	// see each other's changes) after the scope, in one round trip.
-	b := &pgx.Batch{}
+	// One statement: its parts are on different tables, so they cannot
+	// see each other's changes.
 	b.Queue(`
 		WITH logged AS (
 			INSERT INTO errand.webhook_attempts (workspace_id, message_id, endpoint_id, job_id, attempt, status_code, latency_ms, response_body)
@@ -213,10 +242,6 @@ func recordSuccesses(ctx context.Context, st *store.Store, workspaceID string, a
 		)
 		SELECT set_config('synchronous_commit', 'off', true)`,
 		workspaceID, messages, endpoints, jobIDs, attempts, statuses, latencies, responses)
-	if err := st.InWorkspaceBatch(ctx, workspaceID, b, nil); err != nil {
-		return fmt.Errorf("record webhook attempts: %w", err)
-	}
-	return nil
 }
 
 // recordFailure logs the attempt, gives its slot back and counts the
