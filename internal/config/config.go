@@ -75,7 +75,7 @@ type envVar struct {
 	parse   func(c *Config, v string) error
 }
 
-var defaultQueues = "email=20,webhooks=50,documents=8,reports=2,default=50"
+var defaultQueues = "email=20,webhooks=200,documents=8,reports=2,default=50"
 
 func envVars() []envVar {
 	return []envVar{

@@ -17,7 +17,7 @@ import (
 // BenchmarkDeliver measures deliveries per second to a local receiver: b.N
 // webhook.deliver jobs (one message, spread over 10 endpoints of one
 // workspace, each capped at ERRAND_WEBHOOK_ENDPOINT_CONCURRENCY=10)
-// committed at once and worked by one daemon with the default 50 webhook
+// committed at once and worked by one daemon with the default 200 webhook
 // workers, each signed, POSTed, answered 204, logged in
 // errand.webhook_attempts and completed. Setup is not timed. Run it with a
 // fixed count, since every call sets up a database and a daemon:

@@ -3,7 +3,9 @@ package webhook_test
 import (
 	"context"
 	"fmt"
+	"io"
 	"net/http"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -156,4 +158,83 @@ func TestExpiredLeasesDoNotCountAndGoWhenTheEndpointIsFull(t *testing.T) {
 	if got := leases(); fmt.Sprint(got) != "[1]" {
 		t.Errorf("leases %v after the endpoint was found full, want [1]: the expired lease should be gone", got)
 	}
+}
+
+// A delivery that finds its endpoint full waits in its replica for the slot
+// that replica's delivery in flight gives back, and takes it without a
+// snooze. Two deliveries to an endpoint capped at 1, with a held-back wait
+// of a minute (a snooze would hold the second one that long): the first is
+// held by the receiver until the second is seen waiting
+// (errand_webhook_waiting_deliveries), then both complete on their first
+// attempt, never two in flight, and neither was snoozed.
+func TestHeldBackDeliveryTakesTheSlotItsReplicaGivesBack(t *testing.T) {
+	t.Parallel()
+	var mu sync.Mutex
+	inFlight, most := 0, 0
+	release := make(chan struct{})
+	rc := newReceiver(t, func(w http.ResponseWriter, r *http.Request, n int, body []byte) {
+		mu.Lock()
+		inFlight++
+		most = max(most, inFlight)
+		mu.Unlock()
+		if n == 0 {
+			<-release
+		}
+		mu.Lock()
+		inFlight--
+		mu.Unlock()
+	})
+	var once sync.Once
+	letGo := func() { once.Do(func() { close(release) }) }
+	t.Cleanup(letGo)
+	url, pool := errandtest.MigratedDB(t, kinds()...)
+	ws := errandtest.NewWorkspace(t, pool, "acme")
+	d := errandtest.StartDaemon(t, url, env(map[string]string{
+		"ERRAND_WEBHOOK_ENDPOINT_CONCURRENCY": "1",
+		"ERRAND_WEBHOOK_HELD_BACK_WAIT":       "1m",
+		"ERRAND_QUEUES":                       "webhooks=4",
+	}), kinds()...)
+	newEndpoint(t, pool, ws, rc.URL)
+	first, _ := dispatch(t, pool, ws, `{"event_type": "a.b", "payload": {"n": 1}}`)
+	second, _ := dispatch(t, pool, ws, `{"event_type": "a.b", "payload": {"n": 2}}`)
+
+	waitFor(t, "one request held by the receiver, one delivery waiting for its slot", func() bool {
+		mu.Lock()
+		held := inFlight == 1
+		mu.Unlock()
+		return held && strings.Contains(scrape(t, d.Addr), "\nerrand_webhook_waiting_deliveries 1\n")
+	})
+	letGo()
+	for _, msg := range []string{first, second} {
+		for _, id := range deliveries(t, pool, msg) {
+			j := errandtest.WaitJob(t, pool, id, 30*time.Second, "completed", "failed")
+			var snoozes int
+			if err := pool.QueryRow(context.Background(), `SELECT coalesce((metadata ->> 'snoozes')::int, 0) FROM errand.river_job WHERE id = $1`, id).Scan(&snoozes); err != nil {
+				t.Fatal(err)
+			}
+			if j.Status != "completed" || j.Attempt != 1 || snoozes != 0 {
+				t.Errorf("delivery %+v snoozed %d times, want completed on its first attempt without a snooze", j, snoozes)
+			}
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if most != 1 {
+		t.Errorf("%d requests were in flight at once, want 1", most)
+	}
+}
+
+// scrape reads the daemon's /metrics.
+func scrape(t *testing.T, addr string) string {
+	t.Helper()
+	resp, err := http.Get("http://" + addr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
 }

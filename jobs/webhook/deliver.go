@@ -47,6 +47,10 @@ const (
 // (errand.Main does): its configuration is read when the daemon starts it.
 func DeliverKind() jobs.Kind {
 	d := &deliverer{logger: slog.New(slog.DiscardHandler), outcomes: newOutcomes()}
+	d.waits.waiting = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "errand_webhook_waiting_deliveries",
+		Help: "webhook.deliver jobs of this replica waiting for a slot of their endpoint that this replica gives back (at most ERRAND_WEBHOOK_HELD_BACK_WAIT each, then snoozed).",
+	})
 	d.books = &group[book, delivery]{max: batchFlushes, flush: d.flushBooks}
 	return jobs.Define(DeliverName, jobs.QueueWebhooks, d.work,
 		jobs.WithTimeout(deliverTimeout),
@@ -66,6 +70,9 @@ type deliverer struct {
 	jitter func() float64
 	// books batches the deliveries' bookkeeping.
 	books *group[book, delivery]
+	// waits holds deliveries that found their endpoint full, waiting for
+	// a slot this replica gives back.
+	waits slotWaits
 	// outcomes counts what became of each attempt
 	// (errand_webhook_deliveries_total).
 	outcomes *prometheus.CounterVec
@@ -185,7 +192,7 @@ func (d *deliverer) setup(ctx context.Context, s *jobs.Setup) error {
 		return err
 	}
 	d.configure(cfg, s.Logger)
-	if err := jobs.RegisterMetrics(s.Metrics, d.outcomes); err != nil {
+	if err := jobs.RegisterMetrics(s.Metrics, d.outcomes, d.waits.waiting); err != nil {
 		return err
 	}
 	if len(cfg.allowed) > 0 {
@@ -207,8 +214,19 @@ func (d *deliverer) work(ctx context.Context, job *jobs.Job, args DeliverArgs) e
 	if err := d.waitForWorkspaceSlot(ctx, job); err != nil {
 		return err
 	}
-	del, err := d.books.do(book{store: job.Store(), workspaceID: job.WorkspaceID,
-		load: &wanted{jobID: job.ID, attempt: job.Attempt, messageID: args.MessageID, endpointID: args.EndpointID}})
+	// A delivery that finds its endpoint full first waits here for a slot
+	// this replica gives back, for at most ERRAND_WEBHOOK_HELD_BACK_WAIT
+	// (slotWaits), then snoozes.
+	waitUntil := time.Now().Add(d.cfg.heldBackWait)
+	want := &wanted{jobID: job.ID, attempt: job.Attempt, messageID: args.MessageID, endpointID: args.EndpointID}
+	del, err := d.books.do(book{store: job.Store(), workspaceID: job.WorkspaceID, load: want})
+	for err == nil && del.found && del.enabled && !del.slot {
+		left := time.Until(waitUntil)
+		if left <= 0 || !d.waits.wait(ctx, args.EndpointID, d.cfg.concurrency, left) {
+			break
+		}
+		del, err = d.books.do(book{store: job.Store(), workspaceID: job.WorkspaceID, load: want})
+	}
 	switch {
 	case errors.Is(err, store.ErrWorkspaceNotFound):
 		return jobs.Permanent(err)
@@ -235,6 +253,7 @@ func (d *deliverer) work(ctx context.Context, job *jobs.Job, args DeliverArgs) e
 		// either, the request being outside the database.
 		_, err := d.books.do(book{store: job.Store(), workspaceID: job.WorkspaceID, done: &a})
 		if err == nil {
+			d.waits.freed(args.EndpointID)
 			d.outcomes.WithLabelValues(OutcomeDelivered).Inc()
 		}
 		if errors.Is(err, store.ErrWorkspaceNotFound) {
@@ -264,6 +283,8 @@ func (d *deliverer) work(ctx context.Context, job *jobs.Job, args DeliverArgs) e
 	})
 	if err != nil {
 		d.logger.Warn("could not record a webhook attempt", slog.Int64("job_id", job.ID), slog.String("error", err.Error()))
+	} else {
+		d.waits.freed(args.EndpointID)
 	}
 	failure := fmt.Errorf("webhook endpoint %s: %s (attempt %d of %d)", args.EndpointID, res.reason, job.Attempt, min(job.MaxAttempts, len(d.cfg.schedule)+1))
 	switch {
