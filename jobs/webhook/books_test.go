@@ -2,8 +2,11 @@ package webhook
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/errand-dev/errand/internal/testdb"
 	"github.com/errand-dev/errand/store"
@@ -39,41 +42,49 @@ func TestBatchOfSeveralWorkspacesKeepsEachInItsOwn(t *testing.T) {
 		tenants = append(tenants, tn)
 	}
 	d := &deliverer{cfg: config{concurrency: 10}}
-	var batch []*call[book, delivery]
+	d.books.book = d.book
+	// do runs the calls at once, as concurrent deliveries would.
+	do := func(ins []book) ([]delivery, []error) {
+		outs, errs := make([]delivery, len(ins)), make([]error, len(ins))
+		var wg sync.WaitGroup
+		for i, in := range ins {
+			wg.Go(func() { outs[i], errs[i] = d.books.do(in) })
+		}
+		wg.Wait()
+		return outs, errs
+	}
+	var loads []book
 	for i, tn := range tenants {
 		for j := range 2 {
-			batch = append(batch, &call[book, delivery]{in: book{store: st, workspaceID: tn.ws,
-				load: &wanted{jobID: int64(10*i + j + 1), attempt: 1, messageID: tn.message, endpointID: tn.endpoint}}})
+			loads = append(loads, book{store: st, workspaceID: tn.ws,
+				load: &wanted{jobID: int64(10*i + j + 1), attempt: 1, messageID: tn.message, endpointID: tn.endpoint}})
 		}
 	}
 	// Workspace 0 asks for workspace 1's message.
-	batch = append(batch, &call[book, delivery]{in: book{store: st, workspaceID: tenants[0].ws,
-		load: &wanted{jobID: 99, attempt: 1, messageID: tenants[1].message, endpointID: tenants[0].endpoint}}})
-	d.flushBooks(batch)
-	for i, c := range batch[:len(batch)-1] {
+	loads = append(loads, book{store: st, workspaceID: tenants[0].ws,
+		load: &wanted{jobID: 99, attempt: 1, messageID: tenants[1].message, endpointID: tenants[0].endpoint}})
+	outs, errs := do(loads)
+	for i := range len(loads) - 1 {
 		tn := tenants[i/2]
-		if c.err != nil {
-			t.Fatalf("delivery %d of workspace %d: %v", i, i/2, c.err)
+		if errs[i] != nil {
+			t.Fatalf("delivery %d of workspace %d: %v", i, i/2, errs[i])
 		}
-		if o := c.out; !o.found || o.url != tn.url || string(o.body) != tn.body || !o.enabled || !o.slot {
+		if o := outs[i]; !o.found || o.url != tn.url || string(o.body) != tn.body || !o.enabled || !o.slot {
 			t.Errorf("delivery %d of workspace %d read %+v, want its own endpoint %s and message %s, with a slot", i, i/2, o, tn.url, tn.body)
 		}
 	}
-	if c := batch[len(batch)-1]; c.err != nil || c.out.found || c.out.slot {
-		t.Errorf("a delivery naming another workspace's message read %+v (error %v), want nothing found and no slot", c.out, c.err)
+	if o, err := outs[len(loads)-1], errs[len(loads)-1]; err != nil || o.found || o.slot {
+		t.Errorf("a delivery naming another workspace's message read %+v (error %v), want nothing found and no slot", o, err)
 	}
 
-	var done []*call[book, delivery]
-	for _, c := range batch[:len(batch)-1] {
-		w := c.in.load
-		done = append(done, &call[book, delivery]{in: book{store: st, workspaceID: c.in.workspaceID,
-			done: &attemptRow{workspaceID: c.in.workspaceID, messageID: w.messageID, endpointID: w.endpointID, jobID: w.jobID, attempt: w.attempt, status: 204}}})
+	var done []book
+	for _, l := range loads[:len(loads)-1] {
+		w := l.load
+		done = append(done, book{store: st, workspaceID: l.workspaceID,
+			done: &attemptRow{workspaceID: l.workspaceID, messageID: w.messageID, endpointID: w.endpointID, jobID: w.jobID, attempt: w.attempt, status: 204}})
 	}
-	d.flushBooks(done)
-	for _, c := range done {
-		if c.err != nil {
-			t.Fatal(c.err)
-		}
+	if _, errs := do(done); errors.Join(errs...) != nil {
+		t.Fatal(errors.Join(errs...))
 	}
 	var wrong, logged, leases int
 	if err := st.Pool().QueryRow(ctx, `
@@ -84,5 +95,141 @@ func TestBatchOfSeveralWorkspacesKeepsEachInItsOwn(t *testing.T) {
 	}
 	if logged != 6 || wrong != 0 || leases != 0 {
 		t.Errorf("%d attempts logged (%d in another workspace than their message's or endpoint's), %d slots still taken; want 6, 0, 0", logged, wrong, leases)
+	}
+	if n := len(d.books.groups); n != 0 {
+		t.Errorf("%d batching groups left with no delivery using them", n)
+	}
+}
+
+// A workspace whose bookkeeping waits for a lock (an app's transaction
+// holding its endpoint's row while the first success there marks it
+// healthy) does not hold up another workspace's deliveries; it goes on
+// when the lock goes.
+func TestBookkeepingWaitingForALockHoldsUpOnlyItsOwn(t *testing.T) {
+	ctx := context.Background()
+	st, err := store.Open(ctx, testdb.NewDatabase(t, true), store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	type tenant struct{ ws, endpoint, message string }
+	var a, b tenant
+	for _, x := range []*tenant{&a, &b} {
+		w, err := store.EnsureWorkspace(ctx, st, "W"+fmt.Sprint(x == &b), "w"+fmt.Sprint(x == &b))
+		if err != nil {
+			t.Fatal(err)
+		}
+		x.ws = w.ID
+		if err := st.Pool().QueryRow(ctx, `INSERT INTO errand.webhook_endpoints (workspace_id, url) VALUES ($1, 'https://hooks.example.com/in') RETURNING id::text`, x.ws).Scan(&x.endpoint); err != nil {
+			t.Fatal(err)
+		}
+		if err := st.Pool().QueryRow(ctx, `INSERT INTO errand.webhook_messages (workspace_id, event_type, body) VALUES ($1, 'a.b', '{}') RETURNING id::text`, x.ws).Scan(&x.message); err != nil {
+			t.Fatal(err)
+		}
+	}
+	d := &deliverer{cfg: config{concurrency: 10}}
+	d.books.book = d.book
+
+	app, err := st.Pool().Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer app.Rollback(ctx)
+	if _, err := app.Exec(ctx, `SELECT 1 FROM errand.webhook_endpoints WHERE id = $1 FOR UPDATE`, a.endpoint); err != nil {
+		t.Fatal(err)
+	}
+	logged := make(chan error, 1)
+	go func() {
+		_, err := d.books.do(book{store: st, workspaceID: a.ws,
+			done: &attemptRow{workspaceID: a.ws, messageID: a.message, endpointID: a.endpoint, jobID: 1, attempt: 1, status: 204}})
+		logged <- err
+	}()
+	waitUntil(t, "the log of workspace A's success waiting for the app's lock", func() bool {
+		var n int
+		if err := st.Pool().QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'`).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n > 0
+	})
+	out, err := d.books.do(book{store: st, workspaceID: b.ws, load: &wanted{jobID: 10, attempt: 1, messageID: b.message, endpointID: b.endpoint}})
+	if err != nil || !out.slot {
+		t.Fatalf("workspace B's delivery, while workspace A's log waits for a lock: %+v, %v; want a slot", out, err)
+	}
+	select {
+	case err := <-logged:
+		t.Fatalf("workspace A's log ended (%v) while the app still held the lock", err)
+	default:
+	}
+	if err := app.Rollback(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-logged; err != nil {
+		t.Fatalf("workspace A's log after the lock went: %v", err)
+	}
+}
+
+// When the transaction of a batch holding both ends fails, neither end's
+// failure fails the other's deliveries: a log that cannot be written
+// (here, an attempt of a message id that is no uuid) fails only its own
+// call, and the deliveries prepared beside it still get their slots; a
+// successful log beside a bad read is still written.
+func TestOneEndsFailureDoesNotFailTheOthers(t *testing.T) {
+	ctx := context.Background()
+	st, err := store.Open(ctx, testdb.NewDatabase(t, true), store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	w, err := store.EnsureWorkspace(ctx, st, "W", "w")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var endpoint, message string
+	if err := st.Pool().QueryRow(ctx, `INSERT INTO errand.webhook_endpoints (workspace_id, url) VALUES ($1, 'https://hooks.example.com/in') RETURNING id::text`, w.ID).Scan(&endpoint); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Pool().QueryRow(ctx, `INSERT INTO errand.webhook_messages (workspace_id, event_type, body) VALUES ($1, 'a.b', '{}') RETURNING id::text`, w.ID).Scan(&message); err != nil {
+		t.Fatal(err)
+	}
+	d := &deliverer{cfg: config{concurrency: 10}}
+	calls := []*call[book, delivery]{
+		{in: book{store: st, workspaceID: w.ID, done: &attemptRow{workspaceID: w.ID, messageID: "not-a-uuid", endpointID: endpoint, jobID: 1, attempt: 1, status: 204}}},
+		{in: book{store: st, workspaceID: w.ID, load: &wanted{jobID: 2, attempt: 1, messageID: message, endpointID: endpoint}}},
+	}
+	d.book(ctx, bookKey{store: st, workspaceID: w.ID}, calls)
+	if calls[0].err == nil {
+		t.Error("a log of a message id that is no uuid succeeded")
+	}
+	if calls[1].err != nil || !calls[1].out.slot {
+		t.Errorf("a delivery prepared beside a failed log: %+v, %v; want a slot", calls[1].out, calls[1].err)
+	}
+
+	calls = []*call[book, delivery]{
+		{in: book{store: st, workspaceID: w.ID, done: &attemptRow{workspaceID: w.ID, messageID: message, endpointID: endpoint, jobID: 2, attempt: 1, status: 204}}},
+		{in: book{store: st, workspaceID: w.ID, load: &wanted{jobID: 3, attempt: 1, messageID: "not-a-uuid", endpointID: endpoint}}},
+	}
+	d.book(ctx, bookKey{store: st, workspaceID: w.ID}, calls)
+	if calls[0].err != nil {
+		t.Errorf("a log beside a bad read failed: %v", calls[0].err)
+	}
+	if calls[1].err == nil {
+		t.Error("a read of a message id that is no uuid succeeded")
+	}
+	var logged, leases int
+	if err := st.Pool().QueryRow(ctx, `SELECT (SELECT count(*) FROM errand.webhook_attempts WHERE job_id = 2), (SELECT count(*) FROM errand.webhook_inflight)`).Scan(&logged, &leases); err != nil {
+		t.Fatal(err)
+	}
+	if logged != 1 || leases != 0 {
+		t.Errorf("%d attempts of job 2 logged, %d slots taken; want 1 and 0", logged, leases)
+	}
+}
+
+// waitUntil polls cond for up to 30 s.
+func waitUntil(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(30 * time.Second); !cond(); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not within 30s", what)
+		}
 	}
 }

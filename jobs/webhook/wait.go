@@ -16,9 +16,12 @@ import (
 // (ERRAND_WEBHOOK_HELD_BACK_WAIT) before any worker looks at it again, so
 // with more webhook workers than an endpoint's slots a backlog for one busy
 // endpoint spent its time snoozing while its slots came free every few
-// milliseconds. A delivery waiting here takes the next slot that one of
-// this replica's deliveries to the same endpoint gives back (one waiter
-// per slot, the longest waiting first) and asks for it again at once.
+// milliseconds. Each slot that one of this replica's deliveries to the
+// same endpoint gives back wakes one delivery waiting here (the longest
+// waiting), which asks for a slot again at once; it competes with the
+// deliveries fetched meanwhile, and the endpoint's free slots go to the
+// oldest jobs first (errand.webhook_take_slots), so a woken delivery that
+// loses waits again while its time lasts.
 //
 // What it costs is bounded: at most as many deliveries wait for an
 // endpoint as it has slots (the others snooze at once, as before), each for
