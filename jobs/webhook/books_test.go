@@ -20,26 +20,10 @@ import (
 // back.
 func TestBatchOfSeveralWorkspacesKeepsEachInItsOwn(t *testing.T) {
 	ctx := context.Background()
-	st, err := store.Open(ctx, testdb.NewDatabase(t, true), store.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	type tenant struct{ ws, endpoint, message, url, body string }
+	st := bookStore(t)
 	var tenants []tenant
 	for i := range 3 {
-		w, err := store.EnsureWorkspace(ctx, st, fmt.Sprintf("W%d", i), fmt.Sprintf("w%d", i))
-		if err != nil {
-			t.Fatal(err)
-		}
-		tn := tenant{ws: w.ID, url: fmt.Sprintf("https://hooks%d.example.com/in", i), body: fmt.Sprintf(`{"n": %d}`, i)}
-		if err := st.Pool().QueryRow(ctx, `INSERT INTO errand.webhook_endpoints (workspace_id, url) VALUES ($1, $2) RETURNING id::text`, tn.ws, tn.url).Scan(&tn.endpoint); err != nil {
-			t.Fatal(err)
-		}
-		if err := st.Pool().QueryRow(ctx, `INSERT INTO errand.webhook_messages (workspace_id, event_type, body) VALUES ($1, 'a.b', $2) RETURNING id::text`, tn.ws, tn.body).Scan(&tn.message); err != nil {
-			t.Fatal(err)
-		}
-		tenants = append(tenants, tn)
+		tenants = append(tenants, newTenant(t, st, i))
 	}
 	d := &deliverer{cfg: config{concurrency: 10}}
 	d.books.book = d.book
@@ -107,26 +91,8 @@ func TestBatchOfSeveralWorkspacesKeepsEachInItsOwn(t *testing.T) {
 // when the lock goes.
 func TestBookkeepingWaitingForALockHoldsUpOnlyItsOwn(t *testing.T) {
 	ctx := context.Background()
-	st, err := store.Open(ctx, testdb.NewDatabase(t, true), store.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	type tenant struct{ ws, endpoint, message string }
-	var a, b tenant
-	for _, x := range []*tenant{&a, &b} {
-		w, err := store.EnsureWorkspace(ctx, st, "W"+fmt.Sprint(x == &b), "w"+fmt.Sprint(x == &b))
-		if err != nil {
-			t.Fatal(err)
-		}
-		x.ws = w.ID
-		if err := st.Pool().QueryRow(ctx, `INSERT INTO errand.webhook_endpoints (workspace_id, url) VALUES ($1, 'https://hooks.example.com/in') RETURNING id::text`, x.ws).Scan(&x.endpoint); err != nil {
-			t.Fatal(err)
-		}
-		if err := st.Pool().QueryRow(ctx, `INSERT INTO errand.webhook_messages (workspace_id, event_type, body) VALUES ($1, 'a.b', '{}') RETURNING id::text`, x.ws).Scan(&x.message); err != nil {
-			t.Fatal(err)
-		}
-	}
+	st := bookStore(t)
+	a, b := newTenant(t, st, 0), newTenant(t, st, 1)
 	d := &deliverer{cfg: config{concurrency: 10}}
 	d.books.book = d.book
 
@@ -175,28 +141,15 @@ func TestBookkeepingWaitingForALockHoldsUpOnlyItsOwn(t *testing.T) {
 // successful log beside a bad read is still written.
 func TestOneEndsFailureDoesNotFailTheOthers(t *testing.T) {
 	ctx := context.Background()
-	st, err := store.Open(ctx, testdb.NewDatabase(t, true), store.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	w, err := store.EnsureWorkspace(ctx, st, "W", "w")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var endpoint, message string
-	if err := st.Pool().QueryRow(ctx, `INSERT INTO errand.webhook_endpoints (workspace_id, url) VALUES ($1, 'https://hooks.example.com/in') RETURNING id::text`, w.ID).Scan(&endpoint); err != nil {
-		t.Fatal(err)
-	}
-	if err := st.Pool().QueryRow(ctx, `INSERT INTO errand.webhook_messages (workspace_id, event_type, body) VALUES ($1, 'a.b', '{}') RETURNING id::text`, w.ID).Scan(&message); err != nil {
-		t.Fatal(err)
-	}
+	st := bookStore(t)
+	tn := newTenant(t, st, 0)
+	ws, endpoint, message := tn.ws, tn.endpoint, tn.message
 	d := &deliverer{cfg: config{concurrency: 10}}
 	calls := []*call[book, delivery]{
-		{in: book{store: st, workspaceID: w.ID, done: &attemptRow{workspaceID: w.ID, messageID: "not-a-uuid", endpointID: endpoint, jobID: 1, attempt: 1, status: 204}}},
-		{in: book{store: st, workspaceID: w.ID, load: &wanted{jobID: 2, attempt: 1, messageID: message, endpointID: endpoint}}},
+		{in: book{store: st, workspaceID: ws, done: &attemptRow{workspaceID: ws, messageID: "not-a-uuid", endpointID: endpoint, jobID: 1, attempt: 1, status: 204}}},
+		{in: book{store: st, workspaceID: ws, load: &wanted{jobID: 2, attempt: 1, messageID: message, endpointID: endpoint}}},
 	}
-	d.book(ctx, bookKey{store: st, workspaceID: w.ID}, calls)
+	d.book(ctx, bookKey{store: st, workspaceID: ws}, calls)
 	if calls[0].err == nil {
 		t.Error("a log of a message id that is no uuid succeeded")
 	}
@@ -205,10 +158,10 @@ func TestOneEndsFailureDoesNotFailTheOthers(t *testing.T) {
 	}
 
 	calls = []*call[book, delivery]{
-		{in: book{store: st, workspaceID: w.ID, done: &attemptRow{workspaceID: w.ID, messageID: message, endpointID: endpoint, jobID: 2, attempt: 1, status: 204}}},
-		{in: book{store: st, workspaceID: w.ID, load: &wanted{jobID: 3, attempt: 1, messageID: "not-a-uuid", endpointID: endpoint}}},
+		{in: book{store: st, workspaceID: ws, done: &attemptRow{workspaceID: ws, messageID: message, endpointID: endpoint, jobID: 2, attempt: 1, status: 204}}},
+		{in: book{store: st, workspaceID: ws, load: &wanted{jobID: 3, attempt: 1, messageID: "not-a-uuid", endpointID: endpoint}}},
 	}
-	d.book(ctx, bookKey{store: st, workspaceID: w.ID}, calls)
+	d.book(ctx, bookKey{store: st, workspaceID: ws}, calls)
 	if calls[0].err != nil {
 		t.Errorf("a log beside a bad read failed: %v", calls[0].err)
 	}
@@ -232,4 +185,36 @@ func waitUntil(t *testing.T, what string, cond func() bool) {
 			t.Fatalf("%s: not within 30s", what)
 		}
 	}
+}
+
+// bookStore is a store on a migrated database of the test's own.
+func bookStore(t *testing.T) *store.Store {
+	t.Helper()
+	st, err := store.Open(context.Background(), testdb.NewDatabase(t, true), store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(st.Close)
+	return st
+}
+
+// tenant is a workspace with one endpoint and one message.
+type tenant struct{ ws, endpoint, message, url, body string }
+
+// newTenant makes workspace number i with an endpoint and a message.
+func newTenant(t *testing.T, st *store.Store, i int) tenant {
+	t.Helper()
+	ctx := context.Background()
+	w, err := store.EnsureWorkspace(ctx, st, fmt.Sprintf("W%d", i), fmt.Sprintf("w%d", i))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tn := tenant{ws: w.ID, url: fmt.Sprintf("https://hooks%d.example.com/in", i), body: fmt.Sprintf(`{"n": %d}`, i)}
+	if err := st.Pool().QueryRow(ctx, `INSERT INTO errand.webhook_endpoints (workspace_id, url) VALUES ($1, $2) RETURNING id::text`, tn.ws, tn.url).Scan(&tn.endpoint); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Pool().QueryRow(ctx, `INSERT INTO errand.webhook_messages (workspace_id, event_type, body) VALUES ($1, 'a.b', $2) RETURNING id::text`, tn.ws, tn.body).Scan(&tn.message); err != nil {
+		t.Fatal(err)
+	}
+	return tn
 }

@@ -6,7 +6,6 @@ import (
 	"io"
 	"net/http"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -24,23 +23,7 @@ import (
 func TestEndpointConcurrencyHoldsAcrossReplicas(t *testing.T) {
 	t.Parallel()
 	const limit, messages = 3, 12
-	var mu sync.Mutex
-	inFlight, most := 0, 0
-	release := make(chan struct{})
-	rc := newReceiver(t, func(w http.ResponseWriter, r *http.Request, n int, body []byte) {
-		mu.Lock()
-		inFlight++
-		most = max(most, inFlight)
-		mu.Unlock()
-		<-release
-		mu.Lock()
-		inFlight--
-		mu.Unlock()
-	})
-	// A failing test must not leave requests hanging in the receiver.
-	var once sync.Once
-	letGo := func() { once.Do(func() { close(release) }) }
-	t.Cleanup(letGo)
+	rc := newHoldingReceiver(t, func(int) bool { return true })
 	url, pool := errandtest.MigratedDB(t, kinds()...)
 	ws := errandtest.NewWorkspace(t, pool, "acme")
 	daemonEnv := env(map[string]string{
@@ -61,9 +44,8 @@ func TestEndpointConcurrencyHoldsAcrossReplicas(t *testing.T) {
 	// been held back, several times each, and both replicas have worked
 	// deliveries (one's in flight holding back the other's, or both's).
 	waitFor(t, "3 requests in flight, the rest held back, both replicas working deliveries", func() bool {
-		mu.Lock()
-		full, over := inFlight == limit, most
-		mu.Unlock()
+		inFlight, over := rc.counts()
+		full := inFlight == limit
 		if over > limit {
 			t.Fatalf("%d requests in flight at once, over the cap of %d", over, limit)
 		}
@@ -77,7 +59,7 @@ func TestEndpointConcurrencyHoldsAcrossReplicas(t *testing.T) {
 		}
 		return full && snoozes >= 2*(messages-limit) && replicas >= 2
 	})
-	letGo()
+	rc.letGo()
 	var jobs []int64
 	rows, err := pool.Query(ctx, `SELECT id FROM errand.jobs WHERE kind = 'webhook.dispatch'`)
 	if err != nil {
@@ -103,9 +85,7 @@ func TestEndpointConcurrencyHoldsAcrossReplicas(t *testing.T) {
 			t.Errorf("delivery %+v, want completed on its first attempt (held back is no attempt)", j)
 		}
 	}
-	mu.Lock()
-	defer mu.Unlock()
-	if most != limit {
+	if _, most := rc.counts(); most != limit {
 		t.Errorf("%d requests were in flight at once, want %d", most, limit)
 	}
 	if n := len(rc.received()); n != messages {
@@ -169,24 +149,7 @@ func TestExpiredLeasesDoNotCountAndGoWhenTheEndpointIsFull(t *testing.T) {
 // attempt, never two in flight, and neither was snoozed.
 func TestHeldBackDeliveryTakesTheSlotItsReplicaGivesBack(t *testing.T) {
 	t.Parallel()
-	var mu sync.Mutex
-	inFlight, most := 0, 0
-	release := make(chan struct{})
-	rc := newReceiver(t, func(w http.ResponseWriter, r *http.Request, n int, body []byte) {
-		mu.Lock()
-		inFlight++
-		most = max(most, inFlight)
-		mu.Unlock()
-		if n == 0 {
-			<-release
-		}
-		mu.Lock()
-		inFlight--
-		mu.Unlock()
-	})
-	var once sync.Once
-	letGo := func() { once.Do(func() { close(release) }) }
-	t.Cleanup(letGo)
+	rc := newHoldingReceiver(t, func(n int) bool { return n == 0 })
 	url, pool := errandtest.MigratedDB(t, kinds()...)
 	ws := errandtest.NewWorkspace(t, pool, "acme")
 	d := errandtest.StartDaemon(t, url, env(map[string]string{
@@ -199,12 +162,10 @@ func TestHeldBackDeliveryTakesTheSlotItsReplicaGivesBack(t *testing.T) {
 	second, _ := dispatch(t, pool, ws, `{"event_type": "a.b", "payload": {"n": 2}}`)
 
 	waitFor(t, "one request held by the receiver, one delivery waiting for its slot", func() bool {
-		mu.Lock()
-		held := inFlight == 1
-		mu.Unlock()
-		return held && strings.Contains(scrape(t, d.Addr), "\nerrand_webhook_waiting_deliveries 1\n")
+		inFlight, _ := rc.counts()
+		return inFlight == 1 && strings.Contains(scrape(t, d.Addr), "\nerrand_webhook_waiting_deliveries 1\n")
 	})
-	letGo()
+	rc.letGo()
 	for _, msg := range []string{first, second} {
 		for _, id := range deliveries(t, pool, msg) {
 			j := errandtest.WaitJob(t, pool, id, 30*time.Second, "completed", "failed")
@@ -217,9 +178,7 @@ func TestHeldBackDeliveryTakesTheSlotItsReplicaGivesBack(t *testing.T) {
 			}
 		}
 	}
-	mu.Lock()
-	defer mu.Unlock()
-	if most != 1 {
+	if _, most := rc.counts(); most != 1 {
 		t.Errorf("%d requests were in flight at once, want 1", most)
 	}
 }

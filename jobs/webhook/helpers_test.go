@@ -65,6 +65,47 @@ func (rc *receiver) received() []request {
 	return slices.Clone(rc.requests)
 }
 
+// holdingReceiver is a receiver that holds the requests hold picks (by
+// their 0-based number) until letGo, which runs at the latest when the test
+// ends, so a failing test leaves no request hanging. It counts the requests
+// in flight and the most at once.
+type holdingReceiver struct {
+	*receiver
+	mu             sync.Mutex
+	inFlight, most int
+	release        chan struct{}
+	once           sync.Once
+}
+
+func newHoldingReceiver(t *testing.T, hold func(n int) bool) *holdingReceiver {
+	t.Helper()
+	h := &holdingReceiver{release: make(chan struct{})}
+	h.receiver = newReceiver(t, func(w http.ResponseWriter, r *http.Request, n int, body []byte) {
+		h.mu.Lock()
+		h.inFlight++
+		h.most = max(h.most, h.inFlight)
+		h.mu.Unlock()
+		if hold(n) {
+			<-h.release
+		}
+		h.mu.Lock()
+		h.inFlight--
+		h.mu.Unlock()
+	})
+	t.Cleanup(h.letGo)
+	return h
+}
+
+// letGo answers the held requests and every later one at once.
+func (h *holdingReceiver) letGo() { h.once.Do(func() { close(h.release) }) }
+
+// counts are the requests in flight now and the most ever at once.
+func (h *holdingReceiver) counts() (inFlight, most int) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.inFlight, h.most
+}
+
 // env is the daemon's environment: local receivers allowed, retries in
 // milliseconds, frequent polls (a retry due sooner than River's scheduler
 // runs waits for the next poll).
