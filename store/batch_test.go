@@ -74,19 +74,8 @@ func TestInWorkspaceBatchRefusesBadWorkspaceID(t *testing.T) {
 	dbURL := testdb.URL(t)
 	admin := testdb.Pool(t, dbURL)
 	st := openStore(t, dbURL)
-	existing := newWorkspace(t, admin, "batch-bad-"+randomHex(t))
-	deleted := newWorkspace(t, admin, "batch-deleted-"+randomHex(t))
-	if _, err := admin.Exec(ctx, "DELETE FROM errand.workspaces WHERE id = $1", deleted); err != nil {
-		t.Fatal(err)
-	}
-
-	for _, tc := range []struct{ name, workspaceID string }{
-		{"workspace that does not exist", "6f1c2a3e-0000-4000-8000-000000000001"},
-		{"workspace that was deleted", deleted},
-		{"workspace id that is not a uuid", "acme"},
-		{"workspace id with a typo (one character too many)", existing + "0"},
-		{"empty workspace id", ""},
-	} {
+	existing, cases := badWorkspaceIDs(t, admin, "batch-bad")
+	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			batch := &pgx.Batch{}
 			batch.Queue(`INSERT INTO errand.workspace_members (workspace_id, user_id) VALUES ($1, gen_random_uuid())`, existing)

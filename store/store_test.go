@@ -363,31 +363,38 @@ func TestTenantRoleFailsClosedWithoutWorkspace(t *testing.T) {
 	}
 }
 
+// badWorkspaceID is an id no transaction can be scoped to, named for how
+// a caller got it wrong.
+type badWorkspaceID struct{ name, workspaceID string }
+
+// badWorkspaceIDs makes a workspace (existing) and one that is deleted, and
+// returns the ways to get a workspace id wrong. Retrying cannot fix any of
+// them, so each is ErrWorkspaceNotFound: a job fails at once instead of 25
+// times.
+func badWorkspaceIDs(t *testing.T, admin queryRower, prefix string) (existing string, cases []badWorkspaceID) {
+	t.Helper()
+	existing = newWorkspace(t, admin, prefix+"-"+randomHex(t))
+	deleted := newWorkspace(t, admin, prefix+"-deleted-"+randomHex(t))
+	var gone string
+	if err := admin.QueryRow(context.Background(), "DELETE FROM errand.workspaces WHERE id = $1 RETURNING id::text", deleted).Scan(&gone); err != nil {
+		t.Fatal(err)
+	}
+	return existing, []badWorkspaceID{
+		{"workspace that does not exist", "6f1c2a3e-0000-4000-8000-000000000001"},
+		{"workspace that was deleted", deleted},
+		{"workspace id that is not a uuid", "acme"},
+		{"workspace id with a typo (one character too many)", existing + "0"},
+		{"empty workspace id", ""},
+	}
+}
+
 func TestInWorkspaceRefusesBadWorkspaceID(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	dbURL := testdb.URL(t)
 	admin := testdb.Pool(t, dbURL)
 	st := openStore(t, dbURL)
-	existing := newWorkspace(t, admin, "bad-id-"+randomHex(t))
-	deleted := newWorkspace(t, admin, "deleted-"+randomHex(t))
-	if _, err := admin.Exec(ctx, "DELETE FROM errand.workspaces WHERE id = $1", deleted); err != nil {
-		t.Fatal(err)
-	}
-
-	cases := []struct {
-		name         string
-		workspaceID  string
-		wantNotFound bool
-	}{
-		{"workspace that does not exist", "6f1c2a3e-0000-4000-8000-000000000001", true},
-		{"workspace that was deleted", deleted, true},
-		// Retrying cannot fix these either, so they are ErrWorkspaceNotFound
-		// too: the job fails at once instead of 25 times.
-		{"workspace id that is not a uuid", "acme", true},
-		{"workspace id with a typo (one character too many)", existing + "0", true},
-		{"empty workspace id", "", true},
-	}
+	existing, cases := badWorkspaceIDs(t, admin, "bad-id")
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			called := false
@@ -401,8 +408,8 @@ func TestInWorkspaceRefusesBadWorkspaceID(t *testing.T) {
 			if called {
 				t.Error("fn ran for a workspace that cannot be scoped to")
 			}
-			if got := errors.Is(err, store.ErrWorkspaceNotFound); got != tc.wantNotFound {
-				t.Errorf("errors.Is(%v, ErrWorkspaceNotFound) = %v, want %v", err, got, tc.wantNotFound)
+			if !errors.Is(err, store.ErrWorkspaceNotFound) {
+				t.Errorf("errors.Is(%v, ErrWorkspaceNotFound) = false, want true", err)
 			}
 		})
 	}
