@@ -9,9 +9,10 @@ import "sync"
 // first waiter, who flushes it. Batches are as large as the load makes
 // them, with no timer: one caller alone is flushed at once.
 //
-// Each webhook delivery needs two short transactions (read the message and
-// take a slot; log the attempt); fifty workers each running their own spend
-// most of their time in round trips. Batched, one transaction serves many.
+// Each webhook delivery needs bookkeeping at both ends of its request (read
+// the message and take a slot; log the attempt); workers each running
+// their own transactions spend most of their time in round trips. Batched
+// (books.go), one transaction serves many.
 type group[In, Out any] struct {
 	max   int
 	flush func(batch []*call[In, Out]) // sets every call's out or err
