@@ -259,8 +259,12 @@ func newRiverClient(st *store.Store, id string, cfg config.Config, reg *jobs.Reg
 	workers := reg.Workers(st)
 	table.AddWorker(workers, st.Pool(), logger)
 	var driver riverdriver.Driver[pgx.Tx] = riverpgxv5.New(st.Pool())
+	middleware := append([]rivertype.Middleware{&jobs.Middleware{Logger: logger, OnStart: onStart}}, tr.Middleware()...)
 	if cfg.Fairness {
-		driver = fair.NewDriver(st.Pool(), fair.Config{DefaultCap: cfg.WorkspaceCap})
+		fd := fair.NewDriver(st.Pool(), fair.Config{DefaultCap: cfg.WorkspaceCap})
+		driver = fd
+		// First, so that a job's work has ended when it says so.
+		middleware = append([]rivertype.Middleware{fd.Middleware()}, middleware...)
 	}
 	client, err := river.NewClient(driver, &river.Config{
 		Schema:       migrations.Schema,
@@ -280,7 +284,7 @@ func newRiverClient(st *store.Store, id string, cfg config.Config, reg *jobs.Reg
 		// River's own rescuer is the slow backstop for live replicas' jobs.
 		RescueStuckJobsAfter: rescueStuckJobsAfter(reg),
 		RetryPolicy:          &jobs.RetryPolicy{Base: cfg.RetryBase},
-		Middleware:           append([]rivertype.Middleware{&jobs.Middleware{Logger: logger, OnStart: onStart}}, tr.Middleware()...),
+		Middleware:           middleware,
 		Logger:               riverLogger,
 	})
 	if err != nil {

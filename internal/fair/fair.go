@@ -77,11 +77,28 @@ type Pilot struct {
 	pool *pgxpool.Pool
 	cfg  Config
 
-	mu     sync.Mutex
-	waking map[string]bool // queues with a wake-up on its way
-	held   map[string]bool // queues whose last fetch here a cap held back
-	cands  map[string]candidates
+	mu        sync.Mutex
+	waking    map[string]bool // queues with a delayed wake-up on its way
+	wakingNow map[string]bool // queues with an immediate wake-up on its way
+	held      map[string]bool // queues whose last fetch here a cap held back
+	cands     map[string]candidates
+	ended     map[int64]endedWork // by job id
 }
+
+// endedWork is an attempt whose work has ended here and whose completion
+// River's completer has not yet committed: still running in river_job, but
+// no longer holding its workspace's cap (see Pilot.Middleware).
+type endedWork struct {
+	queue       string
+	attemptedAt time.Time // the fetch that started this attempt set it
+	at          time.Time // when the work ended
+}
+
+// endedForget is how long an ended attempt is remembered at most. The
+// completer commits within a second or so, and its statement makes the
+// pilot forget; one it never reports (its retries gave up) is counted as
+// running again after this long, which errs towards holding the cap.
+const endedForget = 5 * time.Minute
 
 // candidates are the workspaces a fetch found with work in a queue.
 type candidates struct {
@@ -157,11 +174,111 @@ func (p *Pilot) wakeSoon(queue string) {
 		p.mu.Lock()
 		delete(p.waking, queue)
 		p.mu.Unlock()
-		ctx, cancel := context.WithTimeout(context.Background(), fetchTimeout)
-		defer cancel()
-		// A closed pool (the daemon stopping) is no loss: nobody fetches.
-		_, _ = p.pool.Exec(ctx, `SELECT pg_notify('errand.river_insert', json_build_object('queue', $1::text)::text)`, queue)
+		p.notify(queue)
 	})
+}
+
+// notify sends River's insert notification for queue: every replica's
+// producer of that queue fetches.
+func (p *Pilot) notify(queue string) {
+	ctx, cancel := context.WithTimeout(context.Background(), fetchTimeout)
+	defer cancel()
+	// A closed pool (the daemon stopping) is no loss: nobody fetches.
+	_, _ = p.pool.Exec(ctx, `SELECT pg_notify('errand.river_insert', json_build_object('queue', $1::text)::text)`, queue)
+}
+
+// Middleware is River worker middleware that tells the pilot when a job's
+// work has ended. Put it first in River's middleware, so that it wraps
+// everything a job does. River's completer commits finished jobs in batches
+// (at once from 100 of them, else every 250 ms); until then they are still
+// running in river_job, and counting them held capped workspaces back: one
+// capped at 2 with 20 ms jobs started about two per batch. The pilot passes
+// the attempts whose work has ended here to the fetch, which does not count
+// them (migrations/023_fair_ended_work.sql).
+func (d *Driver) Middleware() rivertype.Middleware { return &endedMiddleware{p: d.pilot} }
+
+type endedMiddleware struct{ p *Pilot }
+
+func (*endedMiddleware) IsMiddleware() bool { return true }
+
+// Work runs the job and then notes that its attempt's work has ended, also
+// when it panicked.
+func (m *endedMiddleware) Work(ctx context.Context, job *rivertype.JobRow, doInner func(context.Context) error) error {
+	defer m.p.workEnded(job)
+	return doInner(ctx)
+}
+
+func (p *Pilot) workEnded(job *rivertype.JobRow) {
+	if job.AttemptedAt == nil {
+		return // not started by a fetch: nothing to tell it
+	}
+	p.mu.Lock()
+	if p.ended == nil {
+		p.ended = make(map[int64]endedWork)
+	}
+	p.ended[job.ID] = endedWork{queue: job.Queue, attemptedAt: *job.AttemptedAt, at: time.Now()}
+	held := p.held[job.Queue]
+	p.mu.Unlock()
+	if held {
+		// Its slot under the cap is free now: River's producer, whose last
+		// fetch a cap cut short, would not fetch before WakeAfter.
+		p.wakeNow(job.Queue)
+	}
+}
+
+// wakeNow sends River's insert notification for queue at once, at most one
+// on its way per queue.
+func (p *Pilot) wakeNow(queue string) {
+	p.mu.Lock()
+	if p.wakingNow[queue] {
+		p.mu.Unlock()
+		return
+	}
+	if p.wakingNow == nil {
+		p.wakingNow = make(map[string]bool)
+	}
+	p.wakingNow[queue] = true
+	p.mu.Unlock()
+	go func() {
+		defer func() {
+			p.mu.Lock()
+			delete(p.wakingNow, queue)
+			p.mu.Unlock()
+		}()
+		p.notify(queue)
+	}()
+}
+
+// endedIn returns the attempts of queue whose work has ended here and whose
+// completion is not yet known to be committed.
+func (p *Pilot) endedIn(queue string) (ids []int64, attemptedAt []time.Time) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	now := time.Now()
+	for id, e := range p.ended {
+		if now.Sub(e.at) > endedForget {
+			delete(p.ended, id)
+			continue
+		}
+		if e.queue == queue {
+			ids = append(ids, id)
+			attemptedAt = append(attemptedAt, e.attemptedAt)
+		}
+	}
+	return ids, attemptedAt
+}
+
+// forgetEnded forgets ended attempts of these jobs: their completion has
+// committed, or they have started again.
+func (p *Pilot) forgetEnded(ids []int64) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if len(p.ended) == 0 {
+		return
+	}
+	for _, id := range ids {
+		delete(p.ended, id)
+	}
 }
 
 // fetchTimeout bounds one fetch, as River bounds its own (its
@@ -180,13 +297,14 @@ func (p *Pilot) JobGetAvailable(ctx context.Context, _ riverdriver.Executor, _ r
 	// One round trip, one connection: the fetch, then whether a cap held
 	// work back (a session setting the fetch leaves).
 	cached := p.cachedCandidates(params.Queue)
+	endedIDs, endedAt := p.endedIn(params.Queue)
 	batch := &pgx.Batch{}
 	batch.Queue(`
 		SELECT id, args, attempt, attempted_at, attempted_by, created_at, errors, finalized_at, kind,
 		       max_attempts, metadata, priority, queue, state::text, scheduled_at, tags, unique_key, unique_states
-		FROM errand.fair_fetch($1, $2, $3, $4, $5, $6, $7, $8, $9)`,
+		FROM errand.fair_fetch($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)`,
 		params.Queue, params.MaxToLock, params.ClientID, params.MaxAttemptedBy, params.Now, params.Kind,
-		p.cfg.DefaultCap, p.cfg.Candidates, cached)
+		p.cfg.DefaultCap, p.cfg.Candidates, cached, endedIDs, endedAt)
 	batch.Queue(`SELECT coalesce(current_setting('errand.fair_held', true), '') = 'true',
 		coalesce(nullif(current_setting('errand.fair_cands', true), ''), '{}')::uuid[]::text[]`)
 	br := p.pool.SendBatch(ctx, batch)
@@ -217,6 +335,13 @@ func (p *Pilot) JobGetAvailable(ctx context.Context, _ riverdriver.Executor, _ r
 	var cands []string
 	if err := br.QueryRow().Scan(&held, &cands); err != nil {
 		return nil, fmt.Errorf("fair fetch of queue %s: %w", params.Queue, err)
+	}
+	if len(endedIDs) > 0 && len(res.Jobs) > 0 {
+		started := make([]int64, len(res.Jobs))
+		for i, j := range res.Jobs {
+			started[i] = j.ID
+		}
+		p.forgetEnded(started)
 	}
 	p.keepCandidates(params.Queue, cands, cached == nil)
 	held = held && len(res.Jobs) < params.MaxToLock
@@ -256,6 +381,9 @@ func (p *Pilot) JobSetStateIfRunningMany(ctx context.Context, exec riverdriver.E
 	if _, inTx := exec.(riverdriver.ExecutorTx); inTx {
 		return rows, nil
 	}
+	// Committed: the database no longer counts these jobs as running (or
+	// never will again for these attempts), so the pilot need not either.
+	p.forgetEnded(params.ID)
 	var wake []string
 	p.mu.Lock()
 	if len(p.held) == 0 { // the common case: no cap holds anything back here
@@ -320,3 +448,5 @@ func scanJob(rows pgx.Rows) (job *rivertype.JobRow, decodeErr, err error) {
 	}
 	return job, decodeErr, nil
 }
+
+var _ rivertype.WorkerMiddleware = (*endedMiddleware)(nil)

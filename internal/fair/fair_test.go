@@ -17,6 +17,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/riverqueue/river/riverdriver"
+	"github.com/riverqueue/river/rivershared/riverpilot"
 	"github.com/riverqueue/river/rivertype"
 
 	"github.com/errand-dev/errand/errandtest"
@@ -689,5 +690,123 @@ func TestCapHoldsForAWorkspaceAloneAcrossConcurrentFetchers(t *testing.T) {
 	got := len(fetch(t, pool, 5, cfg)) + len(fetch(t, pool, 5, cfg))
 	if got != 2 {
 		t.Errorf("after two finished, fetched %d, want 2", got)
+	}
+}
+
+// pilotFetch is one fetch of the default queue by pilot.
+func pilotFetch(t *testing.T, pilot riverpilot.Pilot, n int) []*rivertype.JobRow {
+	t.Helper()
+	res, err := pilot.JobGetAvailable(context.Background(), nil, nil, &riverdriver.JobGetAvailableParams{
+		ClientID: "test-client", MaxAttemptedBy: 100, MaxToLock: n, Queue: "default",
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return res.Jobs
+}
+
+// workEnds runs job through the driver's middleware, as River's executor
+// does, with work that returns at once.
+func workEnds(t *testing.T, d *fair.Driver, job *rivertype.JobRow) {
+	t.Helper()
+	mw, ok := d.Middleware().(rivertype.WorkerMiddleware)
+	if !ok {
+		t.Fatal("the driver's middleware is not worker middleware: River would not run it")
+	}
+	if err := mw.Work(context.Background(), job, func(context.Context) error { return nil }); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// River's completer commits finished jobs in batches, up to 250 ms later;
+// until then they are running in river_job. A job whose work has ended
+// (its middleware returned) must not hold its workspace's cap meanwhile,
+// and once its completion is committed, River's statement through the pilot
+// makes it forget the job.
+func TestEndedWorkDoesNotHoldTheCapWhileItsCompletionWaits(t *testing.T) {
+	_, pool := errandtest.MigratedDB(t)
+	ctx := context.Background()
+	ws := errandtest.NewWorkspace(t, pool, "acme")
+	enqueue(t, pool, ws, 10, `{}`)
+	d := fair.NewDriver(pool, fair.Config{DefaultCap: 2})
+	pilot := d.PluginPilot()
+	first := pilotFetch(t, pilot, 5)
+	if len(first) != 2 {
+		t.Fatalf("capped at 2: fetched %d, want 2", len(first))
+	}
+	if got := pilotFetch(t, pilot, 5); len(got) != 0 {
+		t.Fatalf("two working under a cap of 2: fetched %d more, want 0", len(got))
+	}
+	workEnds(t, d, first[0])
+	next := pilotFetch(t, pilot, 5)
+	if len(next) != 1 {
+		t.Fatalf("one of two ended, its completion not yet committed: fetched %d, want 1", len(next))
+	}
+	if got := pilotFetch(t, pilot, 5); len(got) != 0 {
+		t.Fatalf("two working again: fetched %d more, want 0", len(got))
+	}
+	var running int
+	if err := pool.QueryRow(ctx, `SELECT count(*) FROM errand.river_job WHERE state = 'running'`).Scan(&running); err != nil {
+		t.Fatal(err)
+	}
+	if running != 3 {
+		t.Fatalf("%d running in river_job, want 3 (two working, one awaiting its completion)", running)
+	}
+	// River's completer commits the ended job through the pilot.
+	now := time.Now()
+	if _, err := pilot.JobSetStateIfRunningMany(ctx, d.GetExecutor(), &riverdriver.JobSetStateIfRunningManyParams{
+		ID: []int64{first[0].ID}, Attempt: []*int{nil}, ErrData: [][]byte{nil}, FinalizedAt: []*time.Time{&now},
+		MetadataDoMerge: []bool{false}, MetadataUpdates: [][]byte{nil}, ScheduledAt: []*time.Time{nil},
+		State: []rivertype.JobState{rivertype.JobStateCompleted}, Schema: "errand",
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if got := pilotFetch(t, pilot, 5); len(got) != 0 {
+		t.Fatalf("after the completion committed: fetched %d more, want 0 (two still working)", len(got))
+	}
+	// The ended job's attempt, put back to available (a snooze gives its
+	// attempt back) and fetched again, is a new attempt that counts.
+	workEnds(t, d, first[1])
+	if _, err := pool.Exec(ctx, `UPDATE errand.river_job SET state = 'available', attempt = attempt - 1 WHERE id = $1`, first[1].ID); err != nil {
+		t.Fatal(err)
+	}
+	again := pilotFetch(t, pilot, 5)
+	if len(again) != 1 || again[0].ID != first[1].ID || again[0].Attempt != first[1].Attempt {
+		t.Fatalf("after a snooze: fetched %d jobs, want job %d again at attempt %d", len(again), first[1].ID, first[1].Attempt)
+	}
+	if got := pilotFetch(t, pilot, 5); len(got) != 0 {
+		t.Fatalf("the snoozed job working again beside one other: fetched %d more, want 0", len(got))
+	}
+}
+
+// The fetch skips exactly the attempts it is told have ended: the job and
+// the attempted_at of that attempt. An older attempt of a job that is
+// running again still counts.
+func TestFetchSkipsOnlyTheEndedAttempt(t *testing.T) {
+	_, pool := errandtest.MigratedDB(t)
+	ctx := context.Background()
+	ws := errandtest.NewWorkspace(t, pool, "acme")
+	enqueue(t, pool, ws, 5, `{}`)
+	running := fetch(t, pool, 1, fair.Config{DefaultCap: 1})
+	if len(running) != 1 {
+		t.Fatalf("fetched %d, want 1", len(running))
+	}
+	job := running[0]
+	fetchEnded := func(attemptedAt time.Time) int {
+		t.Helper()
+		var n int
+		if err := pool.QueryRow(ctx, `
+			SELECT count(*) FROM errand.fair_fetch('default', 5, 'test', 100, NULL, NULL, 1, 1000, NULL,
+			                                       ARRAY[$1]::bigint[], ARRAY[$2]::timestamptz[])`,
+			job.ID, attemptedAt).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	if n := fetchEnded(job.AttemptedAt.Add(-time.Second)); n != 0 {
+		t.Errorf("told an earlier attempt of the running job ended: fetched %d, want 0", n)
+	}
+	if n := fetchEnded(*job.AttemptedAt); n != 1 {
+		t.Errorf("told the running attempt ended: fetched %d, want 1", n)
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/riverqueue/river"
 
 	"github.com/errand-dev/errand/errandtest"
@@ -45,4 +46,38 @@ func TestCompletionsWakeAHeldBackQueue(t *testing.T) {
 	})
 	enqueue(t, pool, ws, 10, `{}`)
 	waitAllCompleted(t, pool, 30*time.Second, "capped at one at a time (each would wait an hour for a poll)")
+}
+
+// A job whose work ends in a queue that a cap held back wakes the queue at
+// once: its slot is free before River's completer commits it, which may
+// be 250 ms later. Here the fallback is an hour away, and the notification
+// must come from the end of the work alone.
+func TestEndedWorkWakesAHeldBackQueue(t *testing.T) {
+	url, pool := errandtest.MigratedDB(t)
+	ctx := context.Background()
+	ws := errandtest.NewWorkspace(t, pool, "acme")
+	enqueue(t, pool, ws, 3, `{}`)
+	d := fair.NewDriver(pool, fair.Config{DefaultCap: 1, WakeAfter: time.Hour})
+	got := pilotFetch(t, d.PluginPilot(), 3)
+	if len(got) != 1 {
+		t.Fatalf("capped at 1: fetched %d, want 1", len(got))
+	}
+	listener, err := pgx.Connect(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = listener.Close(context.Background()) })
+	if _, err := listener.Exec(ctx, `LISTEN "errand.river_insert"`); err != nil {
+		t.Fatal(err)
+	}
+	workEnds(t, d, got[0])
+	waitCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	n, err := listener.WaitForNotification(waitCtx)
+	if err != nil {
+		t.Fatalf("no wake-up within 30 s of the held-back queue's job ending: %v", err)
+	}
+	if n.Payload != `{"queue" : "default"}` {
+		t.Errorf("woke %s, want the default queue", n.Payload)
+	}
 }
