@@ -57,6 +57,8 @@ DECLARE
     v_uncapped uuid[];
     v_nws bigint;
     v_one uuid;
+    v_running bigint;
+    v_room integer;
 BEGIN
     -- Whether a cap held back a workspace's jobs: River fetches again when
     -- a worker frees only after a full fetch, so errand's pilot reads this
@@ -121,6 +123,34 @@ BEGIN
                 RETURN QUERY SELECT * FROM errand.fair_start(v_ids, p_client, p_max_attempted_by, v_now);
                 RETURN;
             END IF;
+            -- (023) Near its cap: counted exactly here, as the shared pass
+            -- below would (ended attempts skipped), without that pass's
+            -- candidate scan, budgets and virtual times, which decide
+            -- nothing for one workspace. It takes River's order up to its
+            -- room.
+            v_running := (SELECT count(*) FROM errand.river_job j
+                          WHERE j.state = 'running' AND j.queue = p_queue AND errand.fair_workspace(j.metadata) = v_one)
+                       - (SELECT count(*)
+                          FROM unnest(p_ended_ids, p_ended_at) AS e(id, attempted_at)
+                          CROSS JOIN LATERAL (
+                              SELECT 1 FROM errand.river_job j
+                              WHERE j.id = e.id AND j.attempted_at = e.attempted_at
+                                AND j.state::text = 'running' AND j.queue = p_queue
+                                AND errand.fair_workspace(j.metadata) = v_one
+                              OFFSET 0) j);
+            v_room := least(greatest(v_cap - v_running, 0), p_max)::integer;
+            IF v_room < p_max AND v_room <= cardinality(v_ids) THEN
+                -- it got all its room and may have more: see the pilot
+                PERFORM set_config('errand.fair_held', 'true', false);
+            END IF;
+            v_ids := v_ids[1:v_room];
+            INSERT INTO errand.fair_running AS fr (queue, workspace_id, running)
+            VALUES (p_queue, v_one, v_running + coalesce(cardinality(v_ids), 0))
+            ON CONFLICT (queue, workspace_id) DO UPDATE SET running = excluded.running;
+            IF coalesce(cardinality(v_ids), 0) > 0 THEN
+                RETURN QUERY SELECT * FROM errand.fair_start(v_ids, p_client, p_max_attempted_by, v_now);
+            END IF;
+            RETURN;
         END IF;
         v_ids := NULL;
     END IF;
