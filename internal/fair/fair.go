@@ -77,12 +77,11 @@ type Pilot struct {
 	pool *pgxpool.Pool
 	cfg  Config
 
-	mu        sync.Mutex
-	waking    map[string]bool // queues with a delayed wake-up on its way
-	wakingNow map[string]bool // queues with an immediate wake-up on its way
-	held      map[string]bool // queues whose last fetch here a cap held back
-	cands     map[string]candidates
-	ended     map[int64]endedWork // by job id
+	mu     sync.Mutex
+	waking map[wakeKey]bool // wake-ups on their way
+	held   map[string]bool  // queues whose last fetch here a cap held back
+	cands  map[string]candidates
+	ended  map[int64]endedWork // by job id
 }
 
 // endedWork is an attempt whose work has ended here and whose completion
@@ -157,25 +156,33 @@ func (p *Pilot) keepCandidates(queue string, list []string, fresh bool) {
 // another replica, or inside an app's transaction, are seen by then.
 const DefaultWakeAfter = 20 * time.Millisecond
 
-// wakeSoon sends River's insert notification for queue after
-// Config.WakeAfter, at most one on its way per queue.
-func (p *Pilot) wakeSoon(queue string) {
+// wake sends River's insert notification for queue after the delay (0: at
+// once), at most one on its way per queue and kind of delay.
+func (p *Pilot) wake(queue string, after time.Duration) {
+	key := wakeKey{queue: queue, delayed: after > 0}
 	p.mu.Lock()
-	if p.waking[queue] {
+	if p.waking[key] {
 		p.mu.Unlock()
 		return
 	}
 	if p.waking == nil {
-		p.waking = make(map[string]bool)
+		p.waking = make(map[wakeKey]bool)
 	}
-	p.waking[queue] = true
+	p.waking[key] = true
 	p.mu.Unlock()
-	time.AfterFunc(p.cfg.WakeAfter, func() {
-		p.mu.Lock()
-		delete(p.waking, queue)
-		p.mu.Unlock()
+	time.AfterFunc(after, func() {
+		defer func() {
+			p.mu.Lock()
+			delete(p.waking, key)
+			p.mu.Unlock()
+		}()
 		p.notify(queue)
 	})
+}
+
+type wakeKey struct {
+	queue   string
+	delayed bool
 }
 
 // notify sends River's insert notification for queue: every replica's
@@ -222,31 +229,8 @@ func (p *Pilot) workEnded(job *rivertype.JobRow) {
 	if held {
 		// Its slot under the cap is free now: River's producer, whose last
 		// fetch a cap cut short, would not fetch before WakeAfter.
-		p.wakeNow(job.Queue)
+		p.wake(job.Queue, 0)
 	}
-}
-
-// wakeNow sends River's insert notification for queue at once, at most one
-// on its way per queue.
-func (p *Pilot) wakeNow(queue string) {
-	p.mu.Lock()
-	if p.wakingNow[queue] {
-		p.mu.Unlock()
-		return
-	}
-	if p.wakingNow == nil {
-		p.wakingNow = make(map[string]bool)
-	}
-	p.wakingNow[queue] = true
-	p.mu.Unlock()
-	go func() {
-		defer func() {
-			p.mu.Lock()
-			delete(p.wakingNow, queue)
-			p.mu.Unlock()
-		}()
-		p.notify(queue)
-	}()
 }
 
 // endedIn returns the attempts of queue whose work has ended here and whose
@@ -347,7 +331,7 @@ func (p *Pilot) JobGetAvailable(ctx context.Context, _ riverdriver.Executor, _ r
 	held = held && len(res.Jobs) < params.MaxToLock
 	p.setHeld(params.Queue, held)
 	if held {
-		p.wakeSoon(params.Queue)
+		p.wake(params.Queue, p.cfg.WakeAfter)
 	}
 	return res, nil
 }
