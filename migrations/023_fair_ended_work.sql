@@ -19,6 +19,12 @@
 -- Skipping only attempts whose work ended keeps the cap exact for the work
 -- itself: an attempt is skipped only once its worker has returned.
 --
+-- The fetch also names the workspaces a cap held back, in the session
+-- setting errand.fair_held_ws (beside errand.fair_held, which keeps its
+-- meaning for replicas of the previous version): when a job of one of them
+-- ends, the pilot wakes the queue at once; other workspaces' jobs ending do
+-- not free a slot a held-back job could use.
+--
 -- The two parameters are new and last, with defaults: a replica of the
 -- previous version calls it as before, during a rolling upgrade.
 
@@ -49,7 +55,7 @@ DECLARE
     v_ws uuid[];
     v_tags float8[];
     v_full boolean := false;
-    v_held boolean;
+    v_held_ws uuid[];
     v_cap integer;
     v_scanned boolean;
     v_run_ws uuid[];
@@ -66,12 +72,14 @@ BEGIN
     -- Both settings start empty: a connection's last fetch must not speak
     -- for this one.
     IF p_max <= 0 THEN
-        PERFORM set_config('errand.fair_held', 'false', false), set_config('errand.fair_cands', '', false);
+        PERFORM set_config('errand.fair_held', 'false', false), set_config('errand.fair_held_ws', '', false),
+                set_config('errand.fair_cands', '', false);
         RETURN;
     END IF;
     -- (One statement: at idle a fetch is a handful of them, each a round
     -- through the executor.)
-    PERFORM set_config('errand.fair_held', 'false', false), set_config('errand.fair_cands', '', false),
+    PERFORM set_config('errand.fair_held', 'false', false), set_config('errand.fair_held_ws', '', false),
+            set_config('errand.fair_cands', '', false),
             pg_advisory_xact_lock(1702322541, hashtext(p_queue)); -- "fair"
 
     -- One workspace with work and no cap: nothing to share, so River's own
@@ -141,7 +149,8 @@ BEGIN
             v_room := least(greatest(v_cap - v_running, 0), p_max)::integer;
             IF v_room < p_max AND v_room <= cardinality(v_ids) THEN
                 -- it got all its room and may have more: see the pilot
-                PERFORM set_config('errand.fair_held', 'true', false);
+                PERFORM set_config('errand.fair_held', 'true', false),
+                        set_config('errand.fair_held_ws', ARRAY[v_one]::text, false);
             END IF;
             v_ids := v_ids[1:v_room];
             INSERT INTO errand.fair_running AS fr (queue, workspace_id, running)
@@ -257,15 +266,16 @@ BEGIN
         ), chosen AS (
             SELECT * FROM picked ORDER BY tag, pos, id LIMIT p_max
         ), held AS (
-            -- a capped workspace that got all its room (and may have more)
-            SELECT coalesce(bool_or(r.cap IS NOT NULL AND r.room < p_max
-                                    AND r.room <= (SELECT count(*) FROM chosen c WHERE c.ws = r.ws)), false) AS held
+            -- capped workspaces that got all their room (and may have more)
+            SELECT array_agg(r.ws) AS ws
             FROM room r
+            WHERE r.cap IS NOT NULL AND r.room < p_max
+              AND r.room <= (SELECT count(*) FROM chosen c WHERE c.ws = r.ws)
         )
-        SELECT array_agg(id), array_agg(ws), array_agg(tag), (SELECT held FROM held),
+        SELECT array_agg(id), array_agg(ws), array_agg(tag), (SELECT held.ws FROM held),
                (SELECT array_agg(r.ws) FROM running r), (SELECT array_agg(r.n) FROM running r),
                (SELECT array_agg(i.ws) FROM info i WHERE i.cap IS NULL)
-        INTO v_ids, v_ws, v_tags, v_held, v_run_ws, v_run_n, v_uncapped FROM chosen;
+        INTO v_ids, v_ws, v_tags, v_held_ws, v_run_ws, v_run_n, v_uncapped FROM chosen;
         EXIT WHEN coalesce(cardinality(v_ids), 0) >= p_max;
         IF NOT v_full THEN
             v_full := true;
@@ -279,8 +289,9 @@ BEGIN
         END IF;
     END LOOP;
     PERFORM set_config('errand.fair_cands', v_cands::text, false);
-    IF v_held THEN
-        PERFORM set_config('errand.fair_held', 'true', false);
+    IF v_held_ws IS NOT NULL THEN
+        PERFORM set_config('errand.fair_held', 'true', false),
+                set_config('errand.fair_held_ws', v_held_ws::text, false);
     END IF;
     -- The capped workspaces' bounds, this fetch's jobs included; the
     -- uncapped ones served now are not counted, so their bounds go.

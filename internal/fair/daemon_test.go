@@ -76,6 +76,78 @@ func TestCapHoldsAcrossThreeDaemons(t *testing.T) {
 	}
 }
 
+type gateArgs struct {
+	Wait bool `json:"wait,omitempty"`
+}
+
+// The daemon gives River the pilot's middleware: a capped workspace's next
+// job starts once the previous one's work has returned, before River's
+// completer has committed it. Here the completer cannot: the test holds the
+// finished job's row locked until the next job has started.
+func TestDaemonStartsTheNextCappedJobBeforeTheLastIsCompleted(t *testing.T) {
+	started := make(chan int64, 10)
+	release := make(chan struct{})
+	kind := jobs.Define("test.fair_gate", jobs.QueueDefault, func(ctx context.Context, job *jobs.Job, args gateArgs) error {
+		started <- job.ID
+		if args.Wait {
+			select {
+			case <-release:
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		}
+		return nil
+	})
+	url, pool := errandtest.MigratedDB(t, errand.WithKinds(kind))
+	ctx := context.Background()
+	ws := errandtest.NewWorkspace(t, pool, "acme")
+	errandtest.StartDaemon(t, url, map[string]string{"ERRAND_WORKSPACE_CONCURRENCY": "1"}, errand.WithKinds(kind))
+	enqueueGate := func(wait bool) int64 {
+		t.Helper()
+		var id int64
+		if err := pool.QueryRow(ctx, `INSERT INTO errand.jobs (workspace_id, kind, args) VALUES ($1, 'test.fair_gate', $2) RETURNING id`,
+			ws, map[string]bool{"wait": wait}).Scan(&id); err != nil {
+			t.Fatal(err)
+		}
+		return id
+	}
+	waitStart := func(want int64, what string) {
+		t.Helper()
+		select {
+		case id := <-started:
+			if id != want {
+				t.Fatalf("job %d started, want %d (%s)", id, want, what)
+			}
+		case <-time.After(30 * time.Second):
+			t.Fatalf("job %d did not start within 30 s (%s)", want, what)
+		}
+	}
+	first := enqueueGate(true)
+	waitStart(first, "the first job")
+	tx, err := pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = tx.Rollback(ctx) }()
+	if _, err := tx.Exec(ctx, `SELECT 1 FROM errand.river_job WHERE id = $1 FOR UPDATE`, first); err != nil {
+		t.Fatal(err)
+	}
+	second := enqueueGate(false)
+	close(release)
+	waitStart(second, "capped at 1, after the first job's work returned while its completion was held up")
+	var state string
+	if err := pool.QueryRow(ctx, `SELECT state FROM errand.river_job WHERE id = $1`, first).Scan(&state); err != nil {
+		t.Fatal(err)
+	}
+	if state != "running" {
+		t.Errorf("first job %s when the second started, want still running (its completion held up)", state)
+	}
+	if err := tx.Rollback(ctx); err != nil {
+		t.Fatal(err)
+	}
+	waitAllCompleted(t, pool, 60*time.Second, "once the first job's row was let go")
+}
+
 // River fetches again when a worker frees only after a full fetch; a fetch
 // that a cap cut short must not leave the held-back jobs to the next poll.
 // With a 10 s poll interval, ten jobs capped at one at a time would take

@@ -12,6 +12,7 @@ package fair
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"slices"
 	"sync"
@@ -78,15 +79,15 @@ type Pilot struct {
 	cfg  Config
 
 	mu     sync.Mutex
-	waking map[wakeKey]bool // wake-ups on their way
-	held   map[string]bool  // queues whose last fetch here a cap held back
+	waking map[wakeKey]bool    // wake-ups on their way
+	held   map[string][]string // queues whose last fetch here a cap held back: the workspaces it held
 	cands  map[string]candidates
 	ended  map[int64]endedWork // by job id
 }
 
 // endedWork is an attempt whose work has ended here and whose completion
 // River's completer has not yet committed: still running in river_job, but
-// no longer holding its workspace's cap (see Pilot.Middleware).
+// no longer holding its workspace's cap (see Driver.Middleware).
 type endedWork struct {
 	queue       string
 	attemptedAt time.Time // the fetch that started this attempt set it
@@ -147,13 +148,15 @@ func (p *Pilot) keepCandidates(queue string, list []string, fresh bool) {
 // DefaultWakeAfter is how long after a fetch that a cap held back the
 // queue is woken to fetch again, at the latest. River's producer fetches
 // again as soon as a worker frees only when its last fetch was full; a
-// capped workspace's next job can start only once River's completer has
-// committed one of its running jobs, which the producer is not told about.
-// So the pilot wakes the queue (on every replica, through River's own
-// insert notification) as soon as its completer has committed jobs of a
-// held-back queue (JobSetStateIfRunningMany), and in any case this long
-// after the fetch, until a fetch finds nothing held back: jobs finished by
-// another replica, or inside an app's transaction, are seen by then.
+// capped workspace's next job can start only once one of its running jobs
+// has ended, which the producer is not told about. So the pilot wakes the
+// queue (on every replica, through River's own insert notification) as
+// soon as a job of a held-back workspace ends here (Driver.Middleware) and
+// as soon as its completer has committed jobs of a held-back queue
+// (JobSetStateIfRunningMany), and in any case this long after the fetch,
+// until a fetch finds nothing held back: jobs that ended on another
+// replica, or were completed inside an app's transaction, are seen by
+// then.
 const DefaultWakeAfter = 20 * time.Millisecond
 
 // wake sends River's insert notification for queue after the delay (0: at
@@ -171,11 +174,11 @@ func (p *Pilot) wake(queue string, after time.Duration) {
 	p.waking[key] = true
 	p.mu.Unlock()
 	time.AfterFunc(after, func() {
-		defer func() {
-			p.mu.Lock()
-			delete(p.waking, key)
-			p.mu.Unlock()
-		}()
+		// Forgotten before it is sent: a fetch this wake-up causes may ask
+		// for the next one, which must not be dropped as already on its way.
+		p.mu.Lock()
+		delete(p.waking, key)
+		p.mu.Unlock()
 		p.notify(queue)
 	})
 }
@@ -195,8 +198,10 @@ func (p *Pilot) notify(queue string) {
 }
 
 // Middleware is River worker middleware that tells the pilot when a job's
-// work has ended. Put it first in River's middleware, so that it wraps
-// everything a job does. River's completer commits finished jobs in batches
+// work has ended. Put it first in River's Config.Middleware, so that it
+// wraps the job and errand's other middleware (River's own resumable-step
+// middleware, which only edits the job's metadata in memory, is outside
+// it). River's completer commits finished jobs in batches
 // (at once from 100 of them, else every 250 ms); until then they are still
 // running in river_job, and counting them held capped workspaces back: one
 // capped at 2 with 20 ms jobs started about two per batch. The pilot passes
@@ -226,11 +231,26 @@ func (p *Pilot) workEnded(job *rivertype.JobRow) {
 	p.ended[job.ID] = endedWork{queue: job.Queue, attemptedAt: *job.AttemptedAt, at: time.Now()}
 	held := p.held[job.Queue]
 	p.mu.Unlock()
-	if held {
-		// Its slot under the cap is free now: River's producer, whose last
-		// fetch a cap cut short, would not fetch before WakeAfter.
+	if len(held) > 0 && slices.Contains(held, workspaceOf(job)) {
+		// Its slot under its workspace's cap is free now, and the last
+		// fetch held that workspace's jobs back: River's producer, whose
+		// last fetch the cap cut short, would not fetch again before
+		// WakeAfter. (Other workspaces' jobs ending free no slot a held
+		// job could take before River's completer commits them.)
 		p.wake(job.Queue, 0)
 	}
+}
+
+// workspaceOf is the workspace a job belongs to, as errand.fair_workspace
+// reads it: "" when it has none.
+func workspaceOf(job *rivertype.JobRow) string {
+	var m struct {
+		WorkspaceID string `json:"workspace_id"`
+	}
+	if json.Unmarshal(job.Metadata, &m) != nil {
+		return ""
+	}
+	return m.WorkspaceID
 }
 
 // endedIn returns the attempts of queue whose work has ended here and whose
@@ -278,8 +298,8 @@ func (p *Pilot) JobGetAvailable(ctx context.Context, _ riverdriver.Executor, _ r
 	}
 	ctx, cancel := context.WithTimeout(ctx, fetchTimeout)
 	defer cancel()
-	// One round trip, one connection: the fetch, then whether a cap held
-	// work back (a session setting the fetch leaves).
+	// One round trip, one connection: the fetch, then the workspaces a cap
+	// held back (a session setting the fetch leaves).
 	cached := p.cachedCandidates(params.Queue)
 	endedIDs, endedAt := p.endedIn(params.Queue)
 	batch := &pgx.Batch{}
@@ -289,7 +309,7 @@ func (p *Pilot) JobGetAvailable(ctx context.Context, _ riverdriver.Executor, _ r
 		FROM errand.fair_fetch($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)`,
 		params.Queue, params.MaxToLock, params.ClientID, params.MaxAttemptedBy, params.Now, params.Kind,
 		p.cfg.DefaultCap, p.cfg.Candidates, cached, endedIDs, endedAt)
-	batch.Queue(`SELECT coalesce(current_setting('errand.fair_held', true), '') = 'true',
+	batch.Queue(`SELECT coalesce(nullif(current_setting('errand.fair_held_ws', true), ''), '{}')::uuid[]::text[],
 		coalesce(nullif(current_setting('errand.fair_cands', true), ''), '{}')::uuid[]::text[]`)
 	br := p.pool.SendBatch(ctx, batch)
 	defer br.Close()
@@ -315,7 +335,7 @@ func (p *Pilot) JobGetAvailable(ctx context.Context, _ riverdriver.Executor, _ r
 	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("fair fetch of queue %s: %w", params.Queue, err)
 	}
-	var held bool
+	var held []string
 	var cands []string
 	if err := br.QueryRow().Scan(&held, &cands); err != nil {
 		return nil, fmt.Errorf("fair fetch of queue %s: %w", params.Queue, err)
@@ -328,25 +348,27 @@ func (p *Pilot) JobGetAvailable(ctx context.Context, _ riverdriver.Executor, _ r
 		p.forgetEnded(started)
 	}
 	p.keepCandidates(params.Queue, cands, cached == nil)
-	held = held && len(res.Jobs) < params.MaxToLock
+	if len(res.Jobs) >= params.MaxToLock {
+		held = nil // a full fetch: River's producer fetches again as workers free
+	}
 	p.setHeld(params.Queue, held)
-	if held {
+	if len(held) > 0 {
 		p.wake(params.Queue, p.cfg.WakeAfter)
 	}
 	return res, nil
 }
 
-func (p *Pilot) setHeld(queue string, held bool) {
+func (p *Pilot) setHeld(queue string, held []string) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if !held {
+	if len(held) == 0 {
 		delete(p.held, queue)
 		return
 	}
 	if p.held == nil {
-		p.held = make(map[string]bool)
+		p.held = make(map[string][]string)
 	}
-	p.held[queue] = true
+	p.held[queue] = held
 }
 
 // JobSetStateIfRunningMany is River's (its completer's statement), and then
@@ -375,7 +397,7 @@ func (p *Pilot) JobSetStateIfRunningMany(ctx context.Context, exec riverdriver.E
 		return rows, nil
 	}
 	for _, r := range rows {
-		if p.held[r.Queue] && r.State != rivertype.JobStateRunning && !slices.Contains(wake, r.Queue) {
+		if len(p.held[r.Queue]) > 0 && r.State != rivertype.JobStateRunning && !slices.Contains(wake, r.Queue) {
 			wake = append(wake, r.Queue)
 		}
 	}

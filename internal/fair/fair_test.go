@@ -660,9 +660,10 @@ func TestFetchPlansMadeOnAnEmptyQueueStillServeAFlood(t *testing.T) {
 }
 
 // TestCapHoldsForAWorkspaceAloneAcrossConcurrentFetchers: a capped
-// workspace alone in its queue takes the single-workspace path while its
-// running bound leaves room for a whole fetch, and the weighted one near
-// its cap; either way never more than the cap, however many fetch at once.
+// workspace alone in its queue takes the single-workspace path, counted
+// from its running bound while that leaves room for a whole fetch and
+// exactly near its cap; either way never more than the cap, however many
+// fetch at once.
 func TestCapHoldsForAWorkspaceAloneAcrossConcurrentFetchers(t *testing.T) {
 	_, pool := errandtest.MigratedDB(t)
 	ws := errandtest.NewWorkspace(t, pool, "alone")
@@ -765,7 +766,10 @@ func TestEndedWorkDoesNotHoldTheCapWhileItsCompletionWaits(t *testing.T) {
 		t.Fatalf("after the completion committed: fetched %d more, want 0 (two still working)", len(got))
 	}
 	// The ended job's attempt, put back to available (a snooze gives its
-	// attempt back) and fetched again, is a new attempt that counts.
+	// attempt back) and fetched again, counts: the pilot forgets an ended
+	// attempt when a fetch starts its job again (and the fetch would not
+	// skip the new attempt anyway, its attempted_at being new:
+	// TestFetchSkipsOnlyTheEndedAttempt).
 	workEnds(t, d, first[1])
 	if _, err := pool.Exec(ctx, `UPDATE errand.river_job SET state = 'available', attempt = attempt - 1 WHERE id = $1`, first[1].ID); err != nil {
 		t.Fatal(err)
@@ -781,32 +785,50 @@ func TestEndedWorkDoesNotHoldTheCapWhileItsCompletionWaits(t *testing.T) {
 
 // The fetch skips exactly the attempts it is told have ended: the job and
 // the attempted_at of that attempt. An older attempt of a job that is
-// running again still counts.
+// running again still counts. Both ways the fetch counts: one workspace
+// alone (its own path) and several sharing the queue (the shared pass).
 func TestFetchSkipsOnlyTheEndedAttempt(t *testing.T) {
-	_, pool := errandtest.MigratedDB(t)
-	ctx := context.Background()
-	ws := errandtest.NewWorkspace(t, pool, "acme")
-	enqueue(t, pool, ws, 5, `{}`)
-	running := fetch(t, pool, 1, fair.Config{DefaultCap: 1})
-	if len(running) != 1 {
-		t.Fatalf("fetched %d, want 1", len(running))
-	}
-	job := running[0]
-	fetchEnded := func(attemptedAt time.Time) int {
-		t.Helper()
-		var n int
-		if err := pool.QueryRow(ctx, `
-			SELECT count(*) FROM errand.fair_fetch('default', 5, 'test', 100, NULL, NULL, 1, 1000, NULL,
-			                                       ARRAY[$1]::bigint[], ARRAY[$2]::timestamptz[])`,
-			job.ID, attemptedAt).Scan(&n); err != nil {
-			t.Fatal(err)
-		}
-		return n
-	}
-	if n := fetchEnded(job.AttemptedAt.Add(-time.Second)); n != 0 {
-		t.Errorf("told an earlier attempt of the running job ended: fetched %d, want 0", n)
-	}
-	if n := fetchEnded(*job.AttemptedAt); n != 1 {
-		t.Errorf("told the running attempt ended: fetched %d, want 1", n)
+	for _, workspaces := range []int{1, 2} {
+		t.Run(fmt.Sprintf("%d workspaces", workspaces), func(t *testing.T) {
+			_, pool := errandtest.MigratedDB(t)
+			ctx := context.Background()
+			var all []string
+			for i := range workspaces {
+				ws := errandtest.NewWorkspace(t, pool, fmt.Sprintf("ws-%d", i))
+				enqueue(t, pool, ws, 5, `{}`)
+				all = append(all, ws)
+			}
+			running := fetch(t, pool, 5, fair.Config{DefaultCap: 1})
+			if len(running) != workspaces {
+				t.Fatalf("capped at 1: fetched %d, want one per workspace", len(running))
+			}
+			job := running[0]
+			fetchEnded := func(attemptedAt time.Time) []string {
+				t.Helper()
+				rows, err := pool.Query(ctx, `
+					SELECT metadata ->> 'workspace_id'
+					FROM errand.fair_fetch('default', 5, 'test', 100, NULL, NULL, 1, 1000, NULL,
+					                       ARRAY[$1]::bigint[], ARRAY[$2]::timestamptz[])`,
+					job.ID, attemptedAt)
+				if err != nil {
+					t.Fatal(err)
+				}
+				got, err := pgx.CollectRows(rows, pgx.RowTo[string])
+				if err != nil {
+					t.Fatal(err)
+				}
+				return got
+			}
+			if got := fetchEnded(job.AttemptedAt.Add(-time.Second)); len(got) != 0 {
+				t.Errorf("told an earlier attempt of a running job ended: fetched %d, want 0", len(got))
+			}
+			got := fetchEnded(*job.AttemptedAt)
+			if want := workspaceOf(t, job); len(got) != 1 || got[0] != want {
+				t.Errorf("told the running attempt of workspace %s ended: fetched jobs of %v, want one of it", want, got)
+			}
+			if len(got) == 1 && !slices.Contains(all, got[0]) {
+				t.Errorf("fetched a job of unknown workspace %s", got[0])
+			}
+		})
 	}
 }
