@@ -565,16 +565,24 @@ func explainedConn(t *testing.T, url string, settings ...string) (conn *pgx.Conn
 // conn and returns the started jobs' workspaces.
 func fetchWorkspaces(t *testing.T, conn *pgx.Conn, n int) []string {
 	t.Helper()
-	rows, err := conn.Query(context.Background(),
-		`SELECT metadata ->> 'workspace_id' FROM errand.fair_fetch('default', $1, 'test-client', 100, now(), NULL, 0, 1000)`, n)
-	if err != nil {
-		t.Fatal(err)
+	return collectStrings(t)(conn.Query(context.Background(),
+		`SELECT metadata ->> 'workspace_id' FROM errand.fair_fetch('default', $1, 'test-client', 100, now(), NULL, 0, 1000)`, n))
+}
+
+// collectStrings returns a function that reads a query's one text column,
+// failing the test on any error.
+func collectStrings(t *testing.T) func(pgx.Rows, error) []string {
+	return func(rows pgx.Rows, err error) []string {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := pgx.CollectRows(rows, pgx.RowTo[string])
+		if err != nil {
+			t.Fatal(err)
+		}
+		return got
 	}
-	got, err := pgx.CollectRows(rows, pgx.RowTo[string])
-	if err != nil {
-		t.Fatal(err)
-	}
-	return got
 }
 
 // TestFetchReadsOneWorkspaceByTheFairIndexWhateverTheStatistics floods a
@@ -805,19 +813,11 @@ func TestFetchSkipsOnlyTheEndedAttempt(t *testing.T) {
 			job := running[0]
 			fetchEnded := func(attemptedAt time.Time) []string {
 				t.Helper()
-				rows, err := pool.Query(ctx, `
+				return collectStrings(t)(pool.Query(ctx, `
 					SELECT metadata ->> 'workspace_id'
 					FROM errand.fair_fetch('default', 5, 'test', 100, NULL, NULL, 1, 1000, NULL,
 					                       ARRAY[$1]::bigint[], ARRAY[$2]::timestamptz[])`,
-					job.ID, attemptedAt)
-				if err != nil {
-					t.Fatal(err)
-				}
-				got, err := pgx.CollectRows(rows, pgx.RowTo[string])
-				if err != nil {
-					t.Fatal(err)
-				}
-				return got
+					job.ID, attemptedAt))
 			}
 			if got := fetchEnded(job.AttemptedAt.Add(-time.Second)); len(got) != 0 {
 				t.Errorf("told an earlier attempt of a running job ended: fetched %d, want 0", len(got))
