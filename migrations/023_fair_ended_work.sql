@@ -25,6 +25,11 @@
 -- ends, the pilot wakes the queue at once; other workspaces' jobs ending do
 -- not free a slot a held-back job could use.
 --
+-- The winners' new virtual times come out of the shared pass's statement,
+-- which has their weights, instead of a second statement joining the
+-- workspaces and plans again for every job chosen (2.9 ms of a fetch of
+-- about 800 jobs over 100 workspaces).
+--
 -- The two parameters are new and last, with defaults: a replica of the
 -- previous version calls it as before, during a rolling upgrade.
 
@@ -56,6 +61,8 @@ DECLARE
     v_tags float8[];
     v_full boolean := false;
     v_held_ws uuid[];
+    v_vt_ws uuid[];
+    v_vt float8[];
     v_cap integer;
     v_scanned boolean;
     v_run_ws uuid[];
@@ -252,7 +259,7 @@ BEGIN
                 FROM shares s) b
             WHERE v_full OR b.turn <= p_max
         ), picked AS (
-            SELECT b.ws, b.pos, j.id,
+            SELECT b.ws, b.pos, b.weight, j.id,
                    b.start + (row_number() OVER (PARTITION BY b.ws ORDER BY j.priority, j.scheduled_at, j.id) - 1)::float8 / b.weight AS tag
             FROM budget b CROSS JOIN LATERAL (
                 SELECT j.id, j.priority, j.scheduled_at FROM errand.river_job j
@@ -271,11 +278,16 @@ BEGIN
             FROM room r
             WHERE r.cap IS NOT NULL AND r.room < p_max
               AND r.room <= (SELECT count(*) FROM chosen c WHERE c.ws = r.ws)
+        ), vt AS (
+            -- (023) the winners' next virtual times: each one's largest
+            -- tag + 1 / weight (the weight already read, not joined again)
+            SELECT c.ws, max(c.tag) + 1.0 / max(c.weight) AS vtime FROM chosen c GROUP BY c.ws
         )
         SELECT array_agg(id), array_agg(ws), array_agg(tag), (SELECT held.ws FROM held),
                (SELECT array_agg(r.ws) FROM running r), (SELECT array_agg(r.n) FROM running r),
-               (SELECT array_agg(i.ws) FROM info i WHERE i.cap IS NULL)
-        INTO v_ids, v_ws, v_tags, v_held_ws, v_run_ws, v_run_n, v_uncapped FROM chosen;
+               (SELECT array_agg(i.ws) FROM info i WHERE i.cap IS NULL),
+               (SELECT array_agg(vt.ws ORDER BY vt.ws) FROM vt), (SELECT array_agg(vt.vtime ORDER BY vt.ws) FROM vt)
+        INTO v_ids, v_ws, v_tags, v_held_ws, v_run_ws, v_run_n, v_uncapped, v_vt_ws, v_vt FROM chosen;
         EXIT WHEN coalesce(cardinality(v_ids), 0) >= p_max;
         IF NOT v_full THEN
             v_full := true;
@@ -312,11 +324,7 @@ BEGIN
     -- The winners' virtual times: each one's largest tag + 1 / weight; the
     -- queue's clock: the largest tag served.
     INSERT INTO errand.fair_shares AS s (queue, workspace_id, vtime)
-    SELECT p_queue, t.ws, max(t.tag) + 1.0 / coalesce(max(p.weight), 1)
-    FROM unnest(v_ws, v_tags) AS t(ws, tag)
-    LEFT JOIN errand.workspaces w ON w.id = t.ws
-    LEFT JOIN errand.plans p ON p.plan = w.plan
-    GROUP BY t.ws
+    SELECT p_queue, t.ws, t.vtime FROM unnest(v_vt_ws, v_vt) AS t(ws, vtime)
     ON CONFLICT (queue, workspace_id) DO UPDATE SET vtime = excluded.vtime;
     SELECT max(t) INTO v_clock FROM unnest(v_tags) t;
     INSERT INTO errand.fair_queues AS q (queue, vtime, next_after)
