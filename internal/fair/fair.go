@@ -206,7 +206,7 @@ func (p *Pilot) notify(queue string) {
 // running in river_job, and counting them held capped workspaces back: one
 // capped at 2 with 20 ms jobs started about two per batch. The pilot passes
 // the attempts whose work has ended here to the fetch, which does not count
-// them (migrations/023_fair_ended_work.sql).
+// them (migrations/024_fair_ended_work.sql).
 func (d *Driver) Middleware() rivertype.Middleware { return &endedMiddleware{p: d.pilot} }
 
 type endedMiddleware struct{ p *Pilot }

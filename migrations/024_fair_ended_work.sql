@@ -30,6 +30,11 @@
 -- workspaces and plans again for every job chosen (2.9 ms of a fetch of
 -- about 800 jobs over 100 workspaces).
 --
+-- Numbered 024: 023 was an experiment (023_fair_one_statement.sql, taken
+-- out; docs/fairness.md) that a database migrated during its twenty
+-- minutes may record as applied. This one drops and recreates fair_fetch
+-- whatever 023 left.
+--
 -- The two parameters are new and last, with defaults: a replica of the
 -- previous version calls it as before, during a rolling upgrade.
 
@@ -138,7 +143,7 @@ BEGIN
                 RETURN QUERY SELECT * FROM errand.fair_start(v_ids, p_client, p_max_attempted_by, v_now);
                 RETURN;
             END IF;
-            -- (023) Near its cap: counted exactly here, as the shared pass
+            -- (024) Near its cap: counted exactly here, as the shared pass
             -- below would (ended attempts skipped), without that pass's
             -- candidate scan, budgets and virtual times, which decide
             -- nothing for one workspace. It takes River's order up to its
@@ -211,7 +216,7 @@ BEGIN
             WHERE i.cap IS NOT NULL
         ), exact AS (
             -- The running jobs, less those of them whose attempt has ended
-            -- (023): one primary key probe per ended attempt. (As an anti
+            -- (024): one primary key probe per ended attempt. (As an anti
             -- join, or a lateral join the planner may flatten, it was
             -- planned on river_job's statistics as a loop over the whole
             -- list for every running job: 1.9 million comparisons for
@@ -279,7 +284,7 @@ BEGIN
             WHERE r.cap IS NOT NULL AND r.room < p_max
               AND r.room <= (SELECT count(*) FROM chosen c WHERE c.ws = r.ws)
         ), vt AS (
-            -- (023) the winners' next virtual times: each one's largest
+            -- (024) the winners' next virtual times: each one's largest
             -- tag + 1 / weight (the weight already read, not joined again)
             SELECT c.ws, max(c.tag) + 1.0 / max(c.weight) AS vtime FROM chosen c GROUP BY c.ws
         )
