@@ -16,8 +16,10 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/riverqueue/river"
+	"github.com/riverqueue/river/riverdriver"
 	"github.com/riverqueue/river/riverdriver/riverpgxv5"
 
+	"github.com/errand-dev/errand/internal/fair"
 	"github.com/errand-dev/errand/internal/testdb"
 )
 
@@ -209,6 +211,20 @@ func TestSentinelIsOfTheSameQueueAndKind(t *testing.T) {
 // errand's decision (an app's deferred foreign key could take as long).
 func TestFetchWaitsForTheTransactionThatCountsOnTheJob(t *testing.T) {
 	t.Parallel()
+	fetchWaitsForTheEnqueuer(t, `UPDATE errand.river_job SET state = 'running', attempt = 1, attempted_at = now() WHERE id = $1`)
+}
+
+// The same with errand's fair fetch, which hands over once for all its jobs
+// after its update (025).
+func TestFairFetchWaitsForTheTransactionThatCountsOnTheJob(t *testing.T) {
+	t.Parallel()
+	fetchWaitsForTheEnqueuer(t, fairStartSQL)
+}
+
+// fairStartSQL starts jobs $1... as errand's fair fetch does.
+const fairStartSQL = `SELECT count(*) FROM errand.fair_start(ARRAY[$1]::bigint[], 'test-client', 100, now())`
+
+func fetchWaitsForTheEnqueuer(t *testing.T, fetchSQL string) {
 	url, pool, ws := wakeDB(t)
 	l := listen(t, url, pool)
 	ctx := context.Background()
@@ -249,7 +265,7 @@ func TestFetchWaitsForTheTransactionThatCountsOnTheJob(t *testing.T) {
 	fetched := make(chan error, 1)
 	fetcher := pidConn(t, pool)
 	go func() {
-		_, err := fetcher.conn.Exec(ctx, `UPDATE errand.river_job SET state = 'running', attempt = 1, attempted_at = now() WHERE id = $1`, first)
+		_, err := fetcher.conn.Exec(ctx, fetchSQL, first)
 		fetched <- err
 	}()
 	waitBlocked(t, pool, fetcher.pid, fetched)
@@ -266,6 +282,108 @@ func TestFetchWaitsForTheTransactionThatCountsOnTheJob(t *testing.T) {
 	// One wake-up, the fetch's: the enqueuer counted on the fetched job.
 	if got := l.drain(); !slices.Equal(got, []string{wakeDefault}) || wakesFor(t, pool, first) != 0 {
 		t.Errorf("fetch after the enqueuer committed: wake-ups %q, want the fetch's one for default", got)
+	}
+}
+
+// errand's fair fetch hands the wake-up over for the jobs it starts, once
+// for all of them (025), as the row trigger does for each: the queue is
+// woken for the job an enqueuer counted on, and its record goes.
+func TestFairFetchHandsTheWakeUpOver(t *testing.T) {
+	t.Parallel()
+	url, pool, ws := wakeDB(t)
+	l := listen(t, url, pool)
+	ctx := context.Background()
+
+	first := enqueueOne(t, pool, ws, "ping", `{}`)
+	l.drain()
+	second := enqueueOne(t, pool, ws, "ping", `{}`)
+	if got := l.drain(); len(got) != 0 || wakesFor(t, pool, first) != 1 {
+		t.Fatalf("job behind an untaken one: wake-ups %q, want none and a record on the first", got)
+	}
+	if _, err := pool.Exec(ctx, fairStartSQL, first); err != nil {
+		t.Fatal(err)
+	}
+	if got := l.drain(); !slices.Equal(got, []string{wakeDefault}) {
+		t.Errorf("fair fetch of the job another counted on: wake-ups %q, want one for default", got)
+	}
+	if n := wakesFor(t, pool, first); n != 0 {
+		t.Errorf("%d wakes rows still count on the fetched job", n)
+	}
+	if _, err := pool.Exec(ctx, fairStartSQL, second); err != nil {
+		t.Fatal(err)
+	}
+	if got := l.drain(); len(got) != 0 {
+		t.Errorf("fair fetch of a job nobody counted on: wake-ups %q, want none", got)
+	}
+}
+
+// The row trigger stands aside for fair_start's own update only: a job taken
+// out of available later in the same transaction still hands over.
+func TestRowHandOffAfterAFairFetchInTheSameTransaction(t *testing.T) {
+	t.Parallel()
+	url, pool, ws := wakeDB(t)
+	l := listen(t, url, pool)
+	ctx := context.Background()
+
+	first := enqueueOne(t, pool, ws, "ping", `{}`)
+	second := enqueueOne(t, pool, ws, "ping", `{}`) // counts on first
+	l.drain()
+	err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, fairStartSQL, second); err != nil {
+			return err
+		}
+		_, err := tx.Exec(ctx, `UPDATE errand.river_job SET state = 'cancelled', finalized_at = now() WHERE id = $1`, first)
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := l.drain(); !slices.Equal(got, []string{wakeDefault}) || wakesFor(t, pool, first) != 0 {
+		t.Errorf("cancel after a fair fetch: wake-ups %q and %d records on the cancelled job, want one for default and none",
+			got, wakesFor(t, pool, first))
+	}
+}
+
+// The fair fetch hands over for every job it was asked to start, also one
+// another fetch has locked first: it waits for the enqueuer that counted on
+// it and wakes the queue itself, and the fetch that does take the job finds
+// nothing left to do.
+func TestFairFetchHandsOverForAJobAnotherFetchLocked(t *testing.T) {
+	t.Parallel()
+	url, pool, ws := wakeDB(t)
+	l := listen(t, url, pool)
+	ctx := context.Background()
+
+	first := enqueueOne(t, pool, ws, "ping", `{}`)
+	enqueueOne(t, pool, ws, "ping", `{}`) // counts on first
+	l.drain()
+	other, err := pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Rollback(ctx)
+	if _, err := other.Exec(ctx, `SELECT 1 FROM errand.river_job WHERE id = $1 FOR UPDATE`, first); err != nil {
+		t.Fatal(err)
+	}
+	var started int
+	if err := pool.QueryRow(ctx, fairStartSQL, first).Scan(&started); err != nil {
+		t.Fatal(err)
+	}
+	if started != 0 {
+		t.Fatalf("fair fetch started %d jobs, want none: another fetch holds the job", started)
+	}
+	if got := l.drain(); !slices.Equal(got, []string{wakeDefault}) || wakesFor(t, pool, first) != 0 {
+		t.Errorf("fair fetch that skipped the locked job: wake-ups %q and %d records, want one for default and none",
+			got, wakesFor(t, pool, first))
+	}
+	if _, err := other.Exec(ctx, `UPDATE errand.river_job SET state = 'running', attempt = 1, attempted_at = now() WHERE id = $1`, first); err != nil {
+		t.Fatal(err)
+	}
+	if err := other.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := l.drain(); len(got) != 0 {
+		t.Errorf("the fetch that took the job: wake-ups %q, want none (the fair fetch woke the queue)", got)
 	}
 }
 
@@ -443,6 +561,17 @@ func wakeRounds(t *testing.T) int {
 // a lost wake-up leaves a job unstarted and fails the round.
 func TestNoWakeUpIsLost(t *testing.T) {
 	t.Parallel()
+	noWakeUpIsLost(t, func(pool *pgxpool.Pool) riverdriver.Driver[pgx.Tx] { return riverpgxv5.New(pool) })
+}
+
+// The same race with errand's fair fetch, whose errand.fair_start hands the
+// wake-ups over once per fetch instead of per job (migration 025).
+func TestNoWakeUpIsLostWithTheFairFetch(t *testing.T) {
+	t.Parallel()
+	noWakeUpIsLost(t, func(pool *pgxpool.Pool) riverdriver.Driver[pgx.Tx] { return fair.NewDriver(pool, fair.Config{}) })
+}
+
+func noWakeUpIsLost(t *testing.T, driver func(*pgxpool.Pool) riverdriver.Driver[pgx.Tx]) {
 	rounds := wakeRounds(t)
 	url, pool, ws := wakeDB(t)
 	ctx := context.Background()
@@ -460,7 +589,7 @@ func TestNoWakeUpIsLost(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(riverPool.Close)
-	client, err := river.NewClient(riverpgxv5.New(riverPool), &river.Config{
+	client, err := river.NewClient(driver(riverPool), &river.Config{
 		Schema:            "errand",
 		Queues:            map[string]river.QueueConfig{"default": {MaxWorkers: 50}},
 		Workers:           workers,
