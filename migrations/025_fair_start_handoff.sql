@@ -13,10 +13,11 @@
 --
 -- 1. the update, with errand.handoff set to 'fetch' for the statement (the
 --    trigger's WHEN clause skips the row then: a setting lookup, no call);
--- 2. every started job's bucket taken shared (try first; if any is held by
---    an enqueuer that counted on one of these jobs and is committing, wait
---    for all of them, at most lock_timeout 500ms, as the trigger does, and
---    wake the queue anyway if that runs out);
+-- 2. the bucket of every job it was asked to start (those another fetch
+--    took first included, see below) taken shared: try first; if any is
+--    held by an enqueuer that counted on one of these jobs and is
+--    committing, wait for all of them, at most lock_timeout 500ms, as the
+--    trigger does, and wake the queue anyway if that runs out;
 -- 3. then, in a new statement (a fresh snapshot under READ COMMITTED, which
 --    sees the enqueuers that were waited for), the jobs' errand.wakes rows
 --    deleted, and the queue notified if there were any (or if this
@@ -27,6 +28,12 @@
 -- 1), and its wakes rows are read after the bucket is granted. River's own
 -- fetch (ERRAND_FAIRNESS=off), cancels, deletes and every other update still
 -- run the row trigger.
+--
+-- The header of fair_fetch is 024's; its body changes in two places,
+-- marked 025: the head of River's order is read 64 jobs deep before the
+-- whole fetch's worth (with many busy workspaces it was read, 780 jobs,
+-- only to find more than one), and the bounds' upsert counts each
+-- workspace's jobs once.
 
 CREATE OR REPLACE FUNCTION errand.fair_start(p_ids bigint[], p_client text, p_max_attempted_by integer, p_now timestamptz)
 RETURNS SETOF errand.river_job
