@@ -113,15 +113,6 @@ func wakesFor(t *testing.T, pool *pgxpool.Pool, sentinel int64) int {
 	return n
 }
 
-// take does to a job what River's fetch does: takes it out of available.
-func take(t *testing.T, pool *pgxpool.Pool, id int64) {
-	t.Helper()
-	_, err := pool.Exec(context.Background(), `UPDATE errand.river_job SET state = 'running', attempt = 1, attempted_at = now() WHERE id = $1`, id)
-	if err != nil {
-		t.Fatal(err)
-	}
-}
-
 const wakeDefault = `{"queue" : "default"}`
 
 // The first job of an idle queue wakes it at commit; a job behind one that
@@ -129,8 +120,28 @@ const wakeDefault = `{"queue" : "default"}`
 // the queue on its behalf.
 func TestWakeUpIsHandedToTheFetchOfAnOlderJob(t *testing.T) {
 	t.Parallel()
+	wakeUpIsHandedOver(t, takeSQL)
+}
+
+// errand's fair fetch hands the wake-up over for the jobs it starts, once
+// for all of them (025), as the row trigger does for each.
+func TestFairFetchHandsTheWakeUpOver(t *testing.T) {
+	t.Parallel()
+	wakeUpIsHandedOver(t, fairStartSQL)
+}
+
+// takeSQL does to job $1 what River's fetch does: takes it out of available.
+const takeSQL = `UPDATE errand.river_job SET state = 'running', attempt = 1, attempted_at = now() WHERE id = $1`
+
+func wakeUpIsHandedOver(t *testing.T, fetchSQL string) {
 	url, pool, ws := wakeDB(t)
 	l := listen(t, url, pool)
+	take := func(id int64) {
+		t.Helper()
+		if _, err := pool.Exec(context.Background(), fetchSQL, id); err != nil {
+			t.Fatal(err)
+		}
+	}
 
 	first := enqueueOne(t, pool, ws, "ping", `{}`)
 	if got := l.drain(); !slices.Equal(got, []string{wakeDefault}) {
@@ -146,7 +157,7 @@ func TestWakeUpIsHandedToTheFetchOfAnOlderJob(t *testing.T) {
 
 	// A fetch takes the first job: at its commit the queue is woken for the
 	// second.
-	take(t, pool, first)
+	take(first)
 	if got := l.drain(); !slices.Equal(got, []string{wakeDefault}) {
 		t.Fatalf("fetch of the job another counted on: wake-ups %q, want one for default", got)
 	}
@@ -154,7 +165,7 @@ func TestWakeUpIsHandedToTheFetchOfAnOlderJob(t *testing.T) {
 		t.Errorf("%d wakes rows still count on the fetched job", n)
 	}
 	// The next fetch takes the second job; nobody counted on it.
-	take(t, pool, second)
+	take(second)
 	if got := l.drain(); len(got) != 0 {
 		t.Errorf("fetch of a job nobody counted on: wake-ups %q, want none", got)
 	}
@@ -211,7 +222,7 @@ func TestSentinelIsOfTheSameQueueAndKind(t *testing.T) {
 // errand's decision (an app's deferred foreign key could take as long).
 func TestFetchWaitsForTheTransactionThatCountsOnTheJob(t *testing.T) {
 	t.Parallel()
-	fetchWaitsForTheEnqueuer(t, `UPDATE errand.river_job SET state = 'running', attempt = 1, attempted_at = now() WHERE id = $1`)
+	fetchWaitsForTheEnqueuer(t, takeSQL)
 }
 
 // The same with errand's fair fetch, which hands over once for all its jobs
@@ -285,38 +296,6 @@ func fetchWaitsForTheEnqueuer(t *testing.T, fetchSQL string) {
 	}
 }
 
-// errand's fair fetch hands the wake-up over for the jobs it starts, once
-// for all of them (025), as the row trigger does for each: the queue is
-// woken for the job an enqueuer counted on, and its record goes.
-func TestFairFetchHandsTheWakeUpOver(t *testing.T) {
-	t.Parallel()
-	url, pool, ws := wakeDB(t)
-	l := listen(t, url, pool)
-	ctx := context.Background()
-
-	first := enqueueOne(t, pool, ws, "ping", `{}`)
-	l.drain()
-	second := enqueueOne(t, pool, ws, "ping", `{}`)
-	if got := l.drain(); len(got) != 0 || wakesFor(t, pool, first) != 1 {
-		t.Fatalf("job behind an untaken one: wake-ups %q, want none and a record on the first", got)
-	}
-	if _, err := pool.Exec(ctx, fairStartSQL, first); err != nil {
-		t.Fatal(err)
-	}
-	if got := l.drain(); !slices.Equal(got, []string{wakeDefault}) {
-		t.Errorf("fair fetch of the job another counted on: wake-ups %q, want one for default", got)
-	}
-	if n := wakesFor(t, pool, first); n != 0 {
-		t.Errorf("%d wakes rows still count on the fetched job", n)
-	}
-	if _, err := pool.Exec(ctx, fairStartSQL, second); err != nil {
-		t.Fatal(err)
-	}
-	if got := l.drain(); len(got) != 0 {
-		t.Errorf("fair fetch of a job nobody counted on: wake-ups %q, want none", got)
-	}
-}
-
 // The row trigger stands aside for fair_start's own update only: a job taken
 // out of available later in the same transaction still hands over.
 func TestRowHandOffAfterAFairFetchInTheSameTransaction(t *testing.T) {
@@ -376,7 +355,7 @@ func TestFairFetchHandsOverForAJobAnotherFetchLocked(t *testing.T) {
 		t.Errorf("fair fetch that skipped the locked job: wake-ups %q and %d records, want one for default and none",
 			got, wakesFor(t, pool, first))
 	}
-	if _, err := other.Exec(ctx, `UPDATE errand.river_job SET state = 'running', attempt = 1, attempted_at = now() WHERE id = $1`, first); err != nil {
+	if _, err := other.Exec(ctx, takeSQL, first); err != nil {
 		t.Fatal(err)
 	}
 	if err := other.Commit(ctx); err != nil {
