@@ -1,6 +1,7 @@
--- The fair fetch hands wake-ups over once per fetch, not once per job; and
--- the capped workspaces' bounds are written without a count per workspace
--- over every chosen job.
+-- The fair fetch hands wake-ups over once per fetch, not once per job; it
+-- reads less of River's order to find out whether one workspace has all
+-- the work; and the capped workspaces' bounds are written without a count
+-- per workspace over every chosen job.
 --
 -- 010's hand-off (docs/enqueue.md, "The rule", step 3) is a row trigger:
 -- for every job that leaves available, a PL/pgSQL call takes the job's
@@ -110,8 +111,9 @@ CREATE TRIGGER job_handoff AFTER UPDATE ON errand.river_job
           AND current_setting('errand.handoff', true) IS DISTINCT FROM 'fetch')
     EXECUTE FUNCTION errand.job_handoff();
 
--- 024's fair_fetch, but for the bounds' upsert (marked 025). Its plan
--- settings (021) go with a CREATE OR REPLACE, so they are repeated.
+-- 024's fair_fetch but for the two changes marked 025 (the head of River's
+-- order read 64 jobs deep; the bounds' upsert). Its plan settings (021) go
+-- with a CREATE OR REPLACE, so they are repeated.
 CREATE OR REPLACE FUNCTION errand.fair_fetch(
     p_queue text,
     p_max integer,
