@@ -12,7 +12,6 @@ package fair
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"slices"
 	"sync"
@@ -27,6 +26,8 @@ import (
 	"github.com/riverqueue/river/rivershared/riverpilot"
 	"github.com/riverqueue/river/rivershared/uniquestates"
 	"github.com/riverqueue/river/rivertype"
+
+	"github.com/errand-dev/errand/jobs"
 )
 
 // Config is what the fetch needs beyond River's parameters.
@@ -231,7 +232,7 @@ func (p *Pilot) workEnded(job *rivertype.JobRow) {
 	p.ended[job.ID] = endedWork{queue: job.Queue, attemptedAt: *job.AttemptedAt, at: time.Now()}
 	held := p.held[job.Queue]
 	p.mu.Unlock()
-	if len(held) > 0 && slices.Contains(held, workspaceOf(job)) {
+	if len(held) > 0 && slices.Contains(held, jobs.WorkspaceOf(job)) {
 		// Its slot under its workspace's cap is free now, and the last
 		// fetch held that workspace's jobs back: River's producer, whose
 		// last fetch the cap cut short, would not fetch again before
@@ -239,18 +240,6 @@ func (p *Pilot) workEnded(job *rivertype.JobRow) {
 		// job could take before River's completer commits them.)
 		p.wake(job.Queue, 0)
 	}
-}
-
-// workspaceOf is the workspace a job belongs to, as errand.fair_workspace
-// reads it: "" when it has none.
-func workspaceOf(job *rivertype.JobRow) string {
-	var m struct {
-		WorkspaceID string `json:"workspace_id"`
-	}
-	if json.Unmarshal(job.Metadata, &m) != nil {
-		return ""
-	}
-	return m.WorkspaceID
 }
 
 // endedIn returns the attempts of queue whose work has ended here and whose
