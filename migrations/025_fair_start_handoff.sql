@@ -7,7 +7,7 @@
 -- for every job that leaves available, a PL/pgSQL call takes the job's
 -- bucket lock shared and deletes its errand.wakes rows. On River's fetch of
 -- hundreds of jobs that is hundreds of calls; with pg_stat_statements on a
--- fetch of 780 jobs, errand.fair_start's lock and update took about 30%
+-- fetch of 780 jobs, errand.fair_start's lock and update took 26 to 30%
 -- less time with the trigger disabled. errand.fair_start (every fair fetch
 -- starts its jobs through it) now does the same steps for all its jobs at
 -- once, after its update, and the row trigger stands aside while it runs:
