@@ -146,6 +146,7 @@ type throughputFlags struct {
 type latencyFlags struct {
 	samples       int
 	backgroundRPS int
+	gap           time.Duration
 }
 
 func parseThroughputFlags(args []string, out io.Writer) (throughputFlags, error) {
@@ -176,12 +177,15 @@ func parseLatencyFlags(args []string, out io.Writer) (latencyFlags, error) {
 	fs.SetOutput(out)
 	fs.IntVar(&f.samples, "samples", 2000, "serial INSERTs to time")
 	fs.IntVar(&f.backgroundRPS, "background-rps", 0, "ping jobs per second inserted on another connection throughout (0: none)")
+	fs.DurationVar(&f.gap, "gap", 0, "wait between a sample's start and the next INSERT (0: back to back, as the anchors' River and graphile-worker loops)")
 	if err := parseBenchFlags(fs, args); err != nil {
 		return f, err
 	}
 	switch {
 	case f.samples <= 0:
 		return f, fmt.Errorf("%w: errand bench latency: --samples must be positive, got %d", ErrUsage, f.samples)
+	case f.gap < 0 || f.gap > 10*time.Second:
+		return f, fmt.Errorf("%w: errand bench latency: --gap must be 0 to 10s, got %s", ErrUsage, f.gap)
 	case f.backgroundRPS < 0 || f.backgroundRPS > 10000:
 		return f, fmt.Errorf("%w: errand bench latency: --background-rps must be 0 to 10000, got %d", ErrUsage, f.backgroundRPS)
 	}
@@ -602,12 +606,18 @@ func (b *bench) latency(ctx context.Context, st *store.Store, ws string, f laten
 		}
 	}
 	// A few uncounted samples warm up the connection's prepared statement and
-	// the workers.
-	const warmup, gap = 20, 5 * time.Millisecond
+	// the workers. Each INSERT goes as soon as the last sample's job has
+	// started, or --gap later: the queue is empty either way, but after a
+	// gap of a few milliseconds every process on the path (the app's
+	// backend, the listener's, the workers, on a VM the virtual CPUs) has
+	// gone to sleep and pays for waking up.
+	const warmup = 20
 	totals := make([]time.Duration, 0, f.samples)
 	inserts := make([]time.Duration, 0, f.samples)
 	for i := range warmup + f.samples {
-		time.Sleep(gap)
+		if f.gap > 0 {
+			time.Sleep(f.gap)
+		}
 		total, insert, err := sample()
 		if err != nil {
 			return "", err
@@ -627,7 +637,7 @@ func (b *bench) latency(ctx context.Context, st *store.Store, ws string, f laten
 	if err := d.stop(); err != nil {
 		return "", err
 	}
-	b.printf("%d samples, %d warm-up samples not counted, %s idle between samples", f.samples, warmup, gap)
+	b.printf("%d samples, %d warm-up samples not counted, %s idle between samples", f.samples, warmup, f.gap)
 	b.printf("of which the INSERT round trip (trigger and commit): p50 %.3f ms, p99 %.3f ms",
 		percentileMS(inserts, 0.50), percentileMS(inserts, 0.99))
 	return fmt.Sprintf("RESULT mode=latency samples=%d background_rps=%d p50_ms=%.3f p95_ms=%.3f p99_ms=%.3f max_ms=%.3f",

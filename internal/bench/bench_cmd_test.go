@@ -105,12 +105,13 @@ func TestBenchThroughputBaselineWorksEveryJobAndCleansUp(t *testing.T) {
 func TestBenchLatencyWithBackgroundLoad(t *testing.T) {
 	t.Parallel()
 	url, pool := errandtest.MigratedDB(t)
-	lines := benchRun(t, url, "latency", "--samples", "30", "--background-rps", "50")
+	lines := benchRun(t, url, "latency", "--samples", "30", "--background-rps", "50", "--gap", "2ms")
 	p := benchResult(t, lines, `^RESULT mode=latency samples=30 background_rps=50 p50_ms=`+benchNumber+` p95_ms=`+benchNumber+` p99_ms=`+benchNumber+` max_ms=`+benchNumber+`$`)
 	if len(p) == 4 && !(p[0] <= p[1] && p[1] <= p[2] && p[2] <= p[3]) {
 		t.Errorf("percentiles out of order: %v", p)
 	}
 	benchHasLine(t, lines, "background load: ")
+	benchHasLine(t, lines, "2ms idle between samples")
 	benchAssertCleanedUp(t, pool)
 }
 
@@ -152,6 +153,8 @@ func TestBenchRefusesABadCommandLine(t *testing.T) {
 		"a stray argument":             {"throughput", "--jobs", "10", "extra"},
 		"zero samples":                 {"latency", "--samples", "0"},
 		"a negative background rate":   {"latency", "--background-rps", "-1"},
+		"a negative gap":               {"latency", "--gap", "-5ms"},
+		"a gap that is not a duration": {"latency", "--gap", "5"},
 		"a throughput flag in latency": {"latency", "--jobs", "10"},
 		"zero enqueue clients":         {"enqueue", "--clients", "0"},
 		"no flood":                     {"noisy", "--flood", "0"},
