@@ -177,22 +177,30 @@ func TestJobBehindOneBeingFetchedWakesTheQueue(t *testing.T) {
 	t.Parallel()
 	url, pool, ws := wakeDB(t)
 	l := listen(t, url, pool)
-	ctx := context.Background()
 
 	first := enqueueOne(t, pool, ws, "ping", `{}`)
 	l.drain()
-	fetcher, err := pool.Begin(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer fetcher.Rollback(ctx)
-	if _, err := fetcher.Exec(ctx, `SELECT 1 FROM errand.river_job WHERE id = $1 FOR UPDATE`, first); err != nil {
-		t.Fatal(err)
-	}
+	lockedByAnotherFetch(t, pool, first)
 	enqueueOne(t, pool, ws, "ping", `{}`)
 	if got := l.drain(); !slices.Equal(got, []string{wakeDefault}) {
 		t.Errorf("job behind one being fetched: wake-ups %q, want one for default", got)
 	}
+}
+
+// lockedByAnotherFetch locks job id as a fetch in flight does, in a
+// transaction the test may go on with; it is rolled back at the end.
+func lockedByAnotherFetch(t *testing.T, pool *pgxpool.Pool, id int64) pgx.Tx {
+	t.Helper()
+	ctx := context.Background()
+	tx, err := pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = tx.Rollback(ctx) })
+	if _, err := tx.Exec(ctx, `SELECT 1 FROM errand.river_job WHERE id = $1 FOR UPDATE`, id); err != nil {
+		t.Fatal(err)
+	}
+	return tx
 }
 
 // A sentinel must be of the same kind (a worker that takes it can take the
@@ -336,14 +344,7 @@ func TestFairFetchHandsOverForAJobAnotherFetchLocked(t *testing.T) {
 	first := enqueueOne(t, pool, ws, "ping", `{}`)
 	enqueueOne(t, pool, ws, "ping", `{}`) // counts on first
 	l.drain()
-	other, err := pool.Begin(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer other.Rollback(ctx)
-	if _, err := other.Exec(ctx, `SELECT 1 FROM errand.river_job WHERE id = $1 FOR UPDATE`, first); err != nil {
-		t.Fatal(err)
-	}
+	other := lockedByAnotherFetch(t, pool, first)
 	var started int
 	if err := pool.QueryRow(ctx, fairStartSQL, first).Scan(&started); err != nil {
 		t.Fatal(err)
