@@ -290,11 +290,20 @@ func TestKilledLeaderReplicasJobsAreRescuedAndEffectsHappenOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 	<-a.done
-	// What it held when it died: a statement its backend was already running
-	// may still commit, so look a moment later (nobody rescues before the
-	// lease runs out, 60% of ERRAND_RESCUE_AFTER).
-	time.Sleep(300 * time.Millisecond)
-	held := e.count(t, `SELECT count(*) FROM errand.river_job WHERE state = 'running' AND attempted_by[array_length(attempted_by, 1)] = $1`, victim)
+	// What it held when it died: a statement its backends were already
+	// running (a claim of the next batch) may still commit after the kill, on
+	// a busy machine well after it. Wait until PostgreSQL has let go of every
+	// one of its sessions; a rescue may come first, so its jobs count too.
+	gone := time.Now().Add(30 * time.Second)
+	for e.count(t, `SELECT count(*) FROM pg_stat_activity WHERE application_name = $1`, "errand "+victim) > 0 {
+		if time.Now().After(gone) {
+			t.Fatalf("the victim's database sessions outlived it by 30s")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	held := e.count(t, `SELECT count(*) FROM errand.river_job
+		WHERE (state = 'running' AND attempted_by[array_length(attempted_by, 1)] = $1)
+		   OR EXISTS (SELECT 1 FROM unnest(errors) err WHERE err ->> 'error' LIKE 'rescued: replica ' || $1 || ' %')`, victim)
 	if held == 0 {
 		t.Fatal("the victim held no jobs when it died")
 	}
