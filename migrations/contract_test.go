@@ -215,13 +215,26 @@ func TestContractNotifiesOncePerQueueAtCommitAndNotOnRollback(t *testing.T) {
 	if _, err := listener.Exec(ctx, `LISTEN "errand.river_insert"`); err != nil {
 		t.Fatal(err)
 	}
+	// collect returns what the listener got before a marker notified after
+	// everything above it committed: PostgreSQL delivers a channel's
+	// notifications in commit order, so no time window decides.
+	markers := 0
 	collect := func() []string {
+		t.Helper()
+		markers++
+		marker := fmt.Sprintf("marker %d", markers)
+		if _, err := pool.Exec(ctx, `SELECT pg_notify('errand.river_insert', $1)`, marker); err != nil {
+			t.Fatal(err)
+		}
 		var got []string
 		for {
-			wctx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+			wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 			n, err := listener.WaitForNotification(wctx)
 			cancel()
 			if err != nil {
+				t.Fatalf("no %s within 30s (got %q): %v", marker, got, err)
+			}
+			if n.Payload == marker {
 				return got
 			}
 			got = append(got, n.Payload)

@@ -182,7 +182,8 @@ func Run(ctx context.Context, cfg config.Config, reg *jobs.Registry, logger *slo
 			}
 			continue
 		}
-		current.Store(e)
+		// Logged before /readyz says ready, so whoever waits for ready
+		// finds the line.
 		if first {
 			logger.Info("errand running",
 				slog.String("http", "http://"+ln.Addr().String()),
@@ -193,12 +194,15 @@ func Run(ctx context.Context, cfg config.Config, reg *jobs.Registry, logger *slo
 				slog.String("tenant_scope_role", st.ScopeRole()),
 				slog.Duration("rescue_after", cfg.RescueAfter),
 				slog.Int("kinds", len(reg.Kinds())))
+		} else {
+			logger.Info("rejoined as a new replica", slog.String("replica", e.id))
+		}
+		current.Store(e)
+		if first {
 			if hooks.OnReady != nil {
 				hooks.OnReady(ln.Addr().String())
 			}
 			first = false
-		} else {
-			logger.Info("rejoined as a new replica", slog.String("replica", e.id))
 		}
 
 		select {

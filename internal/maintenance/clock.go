@@ -16,6 +16,10 @@ type Clock interface {
 	Now() time.Time
 	// AfterFunc calls f once d has passed, unless the timer is stopped first.
 	AfterFunc(d time.Duration, f func()) Timer
+	// AfterFuncAt calls f once the clock reads t, unless the timer is stopped
+	// first. Waits for a deadline use it rather than AfterFunc(t.Sub(Now())),
+	// which a test's clock moved between the two calls would push back.
+	AfterFuncAt(t time.Time, f func()) Timer
 }
 
 // Timer is a pending AfterFunc; *time.Timer is one.
@@ -28,6 +32,9 @@ type realClock struct{}
 
 func (realClock) Now() time.Time                            { return time.Now() }
 func (realClock) AfterFunc(d time.Duration, f func()) Timer { return time.AfterFunc(d, f) }
+func (realClock) AfterFuncAt(t time.Time, f func()) Timer {
+	return time.AfterFunc(time.Until(t), f)
+}
 
 func clockOrReal(c Clock) Clock {
 	if c == nil {
@@ -44,7 +51,7 @@ func sleepUntil(ctx context.Context, c Clock, t time.Time) bool {
 		return ctx.Err() == nil
 	}
 	due := make(chan struct{})
-	timer := c.AfterFunc(d, func() { close(due) })
+	timer := c.AfterFuncAt(t, func() { close(due) })
 	defer timer.Stop()
 	select {
 	case <-ctx.Done():
@@ -57,8 +64,13 @@ func sleepUntil(ctx context.Context, c Clock, t time.Time) bool {
 // withTimeout is context.WithTimeout on c. The context's cause, not its
 // Err, says the time ran out.
 func withTimeout(ctx context.Context, c Clock, d time.Duration) (context.Context, context.CancelFunc) {
+	return withDeadline(ctx, c, c.Now().Add(d))
+}
+
+// withDeadline is context.WithDeadline on c, with the cause as withTimeout's.
+func withDeadline(ctx context.Context, c Clock, t time.Time) (context.Context, context.CancelFunc) {
 	ctx, cancel := context.WithCancelCause(ctx)
-	timer := c.AfterFunc(d, func() { cancel(context.DeadlineExceeded) })
+	timer := c.AfterFuncAt(t, func() { cancel(context.DeadlineExceeded) })
 	return ctx, func() {
 		timer.Stop()
 		cancel(context.Canceled)
@@ -94,14 +106,26 @@ func (c *ManualClock) Now() time.Time {
 // AfterFunc arms a timer for d from now. Like time.AfterFunc, a timer that
 // is already due (d <= 0) calls f on a goroutine of its own.
 func (c *ManualClock) AfterFunc(d time.Duration, f func()) Timer {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.arm(c.now.Add(d), f)
+}
+
+// AfterFuncAt arms a timer for t, reading the clock under the same lock that
+// Advance holds, so a concurrent Advance cannot move the deadline.
+func (c *ManualClock) AfterFuncAt(t time.Time, f func()) Timer {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.arm(t, f)
+}
+
+func (c *ManualClock) arm(due time.Time, f func()) Timer {
 	t := &manualTimer{clock: c, f: f}
-	if d <= 0 {
+	if !due.After(c.now) {
 		go f()
 		return t
 	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	t.due = c.now.Add(d)
+	t.due = due
 	c.timers = append(c.timers, t)
 	return t
 }

@@ -64,3 +64,29 @@ func TestSleepUntilAndWithTimeoutFollowTheClock(t *testing.T) {
 		t.Error("sleepUntil returned true on a cancelled context")
 	}
 }
+
+// AfterFuncAt is due at its time, however far the clock moved since the
+// caller last read it; a time already passed fires at once.
+func TestAfterFuncAtKeepsItsDeadlineWhenTheClockMovesFirst(t *testing.T) {
+	c := NewManualClock(time.Now())
+	start := c.Now()
+	c.Advance(300 * time.Millisecond) // a test advancing before the wait is armed
+	var firedAt time.Time
+	c.AfterFuncAt(start.Add(time.Second), func() { firedAt = c.now })
+	c.Advance(699 * time.Millisecond)
+	if !firedAt.IsZero() {
+		t.Fatalf("fired at %s, before its time", firedAt.Sub(start))
+	}
+	c.Advance(time.Millisecond)
+	if !firedAt.Equal(start.Add(time.Second)) {
+		t.Fatalf("fired at %v after start, want exactly 1s", firedAt.Sub(start))
+	}
+
+	past := make(chan struct{})
+	c.AfterFuncAt(start, func() { close(past) })
+	select {
+	case <-past:
+	case <-time.After(30 * time.Second):
+		t.Fatal("a timer for a time already passed did not fire")
+	}
+}

@@ -158,10 +158,10 @@ func (h *Heartbeat) Register(ctx context.Context, db store.DB) error {
 
 // Beat renews once on db.
 func (h *Heartbeat) Beat(ctx context.Context, db store.DB) error {
-	timeout := h.renewalTimeout()
-	rctx, cancel := withTimeout(ctx, h.clock, timeout)
-	defer cancel()
+	// The timeout counts from the time the renewal says it was sent.
 	sent := h.clock.Now()
+	rctx, cancel := withDeadline(ctx, h.clock, sent.Add(h.renewalTimeout()))
+	defer cancel()
 	h.renewals.signal(renewal{sent: sent})
 	err := store.RenewReplica(rctx, db, h.cfg.ID, h.cfg.Lease)
 	switch {
@@ -170,7 +170,7 @@ func (h *Heartbeat) Beat(ctx context.Context, db store.DB) error {
 	case errors.Is(err, store.ErrLeaseExpired):
 		h.fence("this replica's lease had already expired when it renewed; its jobs may have been rescued")
 	case ctx.Err() == nil && errors.Is(context.Cause(rctx), context.DeadlineExceeded):
-		err = fmt.Errorf("renewal not confirmed within %s: %w", timeout, err)
+		err = fmt.Errorf("renewal not confirmed within %s: %w", h.renewalTimeout(), err)
 	}
 	h.renewals.signal(renewal{sent: sent, done: true, err: err})
 	if h.cfg.Renewed != nil {
@@ -207,9 +207,8 @@ func (h *Heartbeat) checkFence() {
 		h.mu.Unlock()
 		return
 	}
-	left := h.cfg.FenceAfter - h.clock.Now().Sub(h.lastOK)
-	if left > 0 {
-		h.fenceTimer = h.clock.AfterFunc(left, h.checkFence)
+	if deadline := h.lastOK.Add(h.cfg.FenceAfter); h.clock.Now().Before(deadline) {
+		h.fenceTimer = h.clock.AfterFuncAt(deadline, h.checkFence)
 		h.mu.Unlock()
 		return
 	}

@@ -72,7 +72,7 @@ func (r *Rescuer) Sweep(ctx context.Context) ([]store.Rescued, error) {
 func (r *Rescuer) Run(ctx context.Context) {
 	for {
 		began := r.clock.Now()
-		sctx, cancel := withTimeout(ctx, r.clock, r.cfg.Interval*5)
+		sctx, cancel := withDeadline(ctx, r.clock, began.Add(r.cfg.Interval*5))
 		_, err := r.Sweep(sctx)
 		cancel()
 		if err != nil && ctx.Err() == nil {
