@@ -106,7 +106,7 @@ func FreeAddr(t testing.TB) string {
 func Env(m map[string]string) func(string) string { return func(k string) string { return m[k] } }
 
 // DaemonEnv is the environment StartDaemon uses: env on top of test
-// defaults (a free loopback HTTP address, JSON logs, 20 ms first retry,
+// defaults (a loopback HTTP address on a port the kernel picks, JSON logs, 20 ms first retry,
 // email capture unless env sets RESEND_API_KEY, and every recurring
 // schedule off unless env sets ERRAND_SCHEDULES: a test drives time with
 // `errand schedules tick`, and a daemon that happens to run at Monday 08:00
@@ -115,7 +115,7 @@ func DaemonEnv(t testing.TB, dbURL string, env map[string]string) map[string]str
 	t.Helper()
 	vars := map[string]string{
 		"DATABASE_URL":      dbURL,
-		"ERRAND_HTTP_ADDR":  FreeAddr(t),
+		"ERRAND_HTTP_ADDR":  "127.0.0.1:0",
 		"ERRAND_LOG_FORMAT": "json",
 		"ERRAND_RETRY_BASE": "20ms",
 		"ERRAND_SCHEDULES":  "*=off",
@@ -136,7 +136,11 @@ func StartDaemon(t testing.TB, dbURL string, env map[string]string, opts ...erra
 	t.Helper()
 	vars := DaemonEnv(t, dbURL, env)
 	ctx, cancel := context.WithCancel(context.Background())
-	d := &Daemon{Addr: vars["ERRAND_HTTP_ADDR"], Logs: &Buffer{}, cancel: cancel, done: make(chan struct{})}
+	d := &Daemon{Logs: &Buffer{}, cancel: cancel, done: make(chan struct{})}
+	// The address the daemon listens on, from the daemon itself: a port
+	// picked beforehand and released could be taken by another test first.
+	listening := make(chan string, 1)
+	opts = append(opts, errand.WithReady(func(addr string) { listening <- addr }))
 	go func() {
 		d.err = errand.Main(ctx, []string{"run"}, Env(vars), d.Logs, d.Logs, opts...)
 		close(d.done)
@@ -152,6 +156,13 @@ func StartDaemon(t testing.TB, dbURL string, env map[string]string, opts ...erra
 		}
 	})
 	deadline := time.Now().Add(30 * time.Second)
+	select {
+	case d.Addr = <-listening:
+	case <-d.done:
+		t.Fatalf("daemon exited early: %v\n%s", d.err, d.Logs.String())
+	case <-time.After(time.Until(deadline)):
+		t.Fatalf("daemon not ready within 30s\n%s", d.Logs.String())
+	}
 	for time.Now().Before(deadline) {
 		select {
 		case <-d.done:
