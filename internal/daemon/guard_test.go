@@ -2,11 +2,16 @@ package daemon_test
 
 import (
 	"context"
+	"encoding/json"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/riverqueue/river/riverdriver"
+	"github.com/riverqueue/river/riverdriver/riverpgxv5"
+	"github.com/riverqueue/river/rivertype"
 
 	"github.com/errand-dev/errand"
 	"github.com/errand-dev/errand/errandtest"
@@ -144,5 +149,119 @@ func TestGuardStillRefusesWhatIsNotRiversRescue(t *testing.T) {
 				t.Errorf("%d rows updated, want %d", tag.RowsAffected(), tc.wantRows)
 			}
 		})
+	}
+}
+
+// A replica paused long enough for its jobs to be rescued (a frozen VM never
+// fences: its clock does not move) can fetch one of them again on waking,
+// before its heartbeat learns that its lease ran out. Its old attempt then
+// finishes on the same replica as the job's new one. River says which attempt
+// finishes in every outcome but a completion, and the guard refuses the old
+// attempt's: it must not put the new attempt's row back (the job would run
+// once more, beyond max_attempts if the new attempt was its last). The
+// outcomes are River's own, through its driver, as its completer sends them.
+func TestGuardRefusesAnOlderAttemptOfTheSameReplica(t *testing.T) {
+	dbURL, pool := errandtest.MigratedDB(t)
+	ws := errandtest.NewWorkspace(t, pool, "acme")
+	ctx := context.Background()
+	if _, err := pool.Exec(ctx, `INSERT INTO errand.replicas (id, heartbeat_at) VALUES ('woke-up', 'infinity')`); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := pgxpool.ParseConfig(dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.ConnConfig.RuntimeParams["errand.replica_id"] = "woke-up"
+	replica, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(replica.Close)
+	exec := riverpgxv5.New(replica).GetExecutor()
+
+	errData := func(attempt int) []byte {
+		b, err := json.Marshal(rivertype.AttemptError{At: time.Now(), Attempt: attempt, Error: "boom"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	later := time.Now().Add(time.Hour)
+	now := time.Now()
+	// The job runs its attempt 2 on the replica; finishing is attempt 1 (stale)
+	// or attempt 2 (current).
+	cases := []struct {
+		name    string
+		outcome func(id int64, finishing int) *riverdriver.JobSetStateIfRunningParams
+		// what a current attempt's outcome leaves; a stale one leaves the row running
+		state   string
+		attempt int
+	}{
+		{"an error with retries left", func(id int64, a int) *riverdriver.JobSetStateIfRunningParams {
+			return riverdriver.JobSetStateErrorRetryable(id, later, errData(a), nil)
+		}, "retryable", 2},
+		{"an error on the last attempt", func(id int64, a int) *riverdriver.JobSetStateIfRunningParams {
+			return riverdriver.JobSetStateDiscarded(id, now, errData(a), nil)
+		}, "discarded", 2},
+		{"a cancel", func(id int64, a int) *riverdriver.JobSetStateIfRunningParams {
+			return riverdriver.JobSetStateCancelled(id, now, errData(a), nil)
+		}, "cancelled", 2},
+		{"a snooze", func(id int64, a int) *riverdriver.JobSetStateIfRunningParams {
+			return riverdriver.JobSetStateSnoozed(id, later, a-1, []byte(`{"snoozes": 1}`))
+		}, "scheduled", 1},
+		{"a shutdown's interruption", func(id int64, a int) *riverdriver.JobSetStateIfRunningParams {
+			return riverdriver.JobSetStateInterrupted(id, now, max(a-1, 0), nil)
+		}, "available", 1},
+	}
+	finish := func(p *riverdriver.JobSetStateIfRunningParams) {
+		t.Helper()
+		_, err := exec.JobSetStateIfRunningMany(ctx, &riverdriver.JobSetStateIfRunningManyParams{
+			ID: []int64{p.ID}, Attempt: []*int{p.Attempt}, ErrData: [][]byte{p.ErrData},
+			FinalizedAt: []*time.Time{p.FinalizedAt}, MetadataDoMerge: []bool{p.MetadataDoMerge},
+			MetadataUpdates: [][]byte{p.MetadataUpdates}, ScheduledAt: []*time.Time{p.ScheduledAt},
+			Schema: "errand", State: []rivertype.JobState{p.State},
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	row := func(id int64) (state string, attempt, errs int) {
+		t.Helper()
+		if err := pool.QueryRow(ctx, `SELECT state::text, attempt, coalesce(cardinality(errors), 0) FROM errand.river_job WHERE id = $1`, id).Scan(&state, &attempt, &errs); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	running := func() int64 {
+		t.Helper()
+		id := errandtest.Enqueue(t, pool, ws, "ping", `{}`)
+		// Attempt 1 was rescued (its error is on the row); attempt 2 runs.
+		if _, err := pool.Exec(ctx, `UPDATE errand.river_job SET state = 'running', attempt = 2, max_attempts = 2,
+			attempted_at = now(), attempted_by = '{woke-up,woke-up}',
+			errors = ARRAY[jsonb_build_object('at', now(), 'attempt', 1, 'error', 'rescued: replica woke-up stopped heartbeating while running this job')]
+			WHERE id = $1`, id); err != nil {
+			t.Fatal(err)
+		}
+		return id
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			id := running()
+			finish(tc.outcome(id, 1))
+			if state, attempt, errs := row(id); state != "running" || attempt != 2 || errs != 1 {
+				t.Errorf("after attempt 1's outcome: %s, attempt %d, %d errors; want the row left to attempt 2 (running, attempt 2, 1 error)", state, attempt, errs)
+			}
+			finish(tc.outcome(id, 2))
+			if state, attempt, _ := row(id); state != tc.state || attempt != tc.attempt {
+				t.Errorf("after attempt 2's outcome: %s, attempt %d; want %s, attempt %d", state, attempt, tc.state, tc.attempt)
+			}
+		})
+	}
+
+	// A completion says no attempt: it moves the row, whichever attempt sent it.
+	id := running()
+	finish(riverdriver.JobSetStateCompleted(id, now, nil))
+	if state, _, _ := row(id); state != "completed" {
+		t.Errorf("a completion left the job %s, want completed", state)
 	}
 }
