@@ -24,6 +24,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -33,6 +34,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/errand-dev/errand"
+	"github.com/errand-dev/errand/internal/cli"
 	"github.com/errand-dev/errand/internal/testdb"
 	"github.com/errand-dev/errand/jobs"
 	"github.com/errand-dev/errand/store"
@@ -139,8 +141,18 @@ func StartDaemon(t testing.TB, dbURL string, env map[string]string, opts ...erra
 	d := &Daemon{Logs: &Buffer{}, cancel: cancel, done: make(chan struct{})}
 	// The address the daemon listens on, from the daemon itself: a port
 	// picked beforehand and released could be taken by another test first.
+	// A caller's own WithReady is called too.
+	var caller cli.Options
+	for _, o := range opts {
+		o(&caller)
+	}
 	listening := make(chan string, 1)
-	opts = append(opts, errand.WithReady(func(addr string) { listening <- addr }))
+	opts = append(slices.Clip(opts), errand.WithReady(func(addr string) {
+		if caller.OnReady != nil {
+			caller.OnReady(addr)
+		}
+		listening <- addr
+	}))
 	go func() {
 		d.err = errand.Main(ctx, []string{"run"}, Env(vars), d.Logs, d.Logs, opts...)
 		close(d.done)

@@ -15,10 +15,14 @@
 -- "attempt" is the finishing attempt's number; a snooze or an interrupted
 -- shutdown sets attempt to that number minus one. Either can be compared with
 -- the row's own attempt, which the row's current run set when it started.
--- A completion carries nothing to compare: a stale attempt's completion
--- still moves the row (the job did run), while its writes through
--- job.CompleteInWorkspace commit only while the locked row is that attempt's
--- (same attempt number, same replica), so they cannot apply twice.
+-- Two outcomes carry nothing to compare. A snooze or an interruption of a
+-- job whose cancel was asked for (metadata cancel_attempted_at) becomes the
+-- cancel in River's query, which keeps the row's attempt: the job ends
+-- cancelled, as asked, even while a rerun runs. And a completion: a stale
+-- attempt's completion still moves the row (the job did run), while its
+-- writes through job.CompleteInWorkspace commit only while the locked row is
+-- that attempt's (same attempt number, same replica), so they cannot apply
+-- twice.
 --
 -- The WHEN clause stays built-in calls only, so an owner finishing its own
 -- current attempt still runs no PL/pgSQL, and an owner's completion (the

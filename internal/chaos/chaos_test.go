@@ -299,7 +299,7 @@ func TestKilledLeaderReplicasJobsAreRescuedAndEffectsHappenOnce(t *testing.T) {
 	// a busy machine well after it. Wait until PostgreSQL has let go of every
 	// one of its sessions; a rescue may come first, so its jobs count too.
 	gone := time.Now().Add(30 * time.Second)
-	for e.count(t, `SELECT count(*) FROM pg_stat_activity WHERE application_name = $1`, "errand "+victim) > 0 {
+	for e.count(t, `SELECT count(*) FROM pg_stat_activity WHERE application_name = left($1, 63)`, "errand "+victim) > 0 {
 		if time.Now().After(gone) {
 			t.Fatalf("the victim's database sessions outlived it by 30s")
 		}
@@ -319,14 +319,16 @@ func TestKilledLeaderReplicasJobsAreRescuedAndEffectsHappenOnce(t *testing.T) {
 	if rescued != held {
 		t.Errorf("%d jobs rescued, the victim held %d when it died", rescued, held)
 	}
-	// A survivor starved of CPU for 0.4 × ERRAND_RESCUE_AFTER fences itself
-	// and its jobs are rescued too, as designed; a survivor that never fenced
-	// must never lose a job to the rescuer (that would be two live runs).
+	// A replica starved of CPU for 0.4 × ERRAND_RESCUE_AFTER fences itself
+	// and its jobs are rescued too, as designed; when no replica fenced, no
+	// job but the victim's may be rescued (that would be two live runs).
 	if others := e.count(t, `SELECT count(*) FROM errand.river_job
 		WHERE EXISTS (SELECT 1 FROM unnest(errors) err WHERE err ->> 'error' LIKE 'rescued:%') AND NOT `+fromVictim, victim); others > 0 {
 		fenced := false
+		// The victim too: it may have fenced and rejoined under a new id
+		// before it was killed.
 		for _, r := range replicas {
-			if r != a && strings.Contains(r.log(), "fencing") {
+			if strings.Contains(r.log(), "fencing") {
 				fenced = true
 			}
 		}
