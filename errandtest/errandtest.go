@@ -108,8 +108,8 @@ func FreeAddr(t testing.TB) string {
 func Env(m map[string]string) func(string) string { return func(k string) string { return m[k] } }
 
 // DaemonEnv is the environment StartDaemon uses: env on top of test
-// defaults (a loopback HTTP address on a port the kernel picks, JSON logs, 20 ms first retry,
-// email capture unless env sets RESEND_API_KEY, and every recurring
+// defaults (a loopback HTTP address on a port the kernel picks, JSON logs,
+// 20 ms first retry, email capture unless env sets RESEND_API_KEY, and every recurring
 // schedule off unless env sets ERRAND_SCHEDULES: a test drives time with
 // `errand schedules tick`, and a daemon that happens to run at Monday 08:00
 // UTC makes no usage reports it did not ask for).
