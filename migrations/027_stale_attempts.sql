@@ -24,9 +24,10 @@
 -- that attempt's (same attempt number, same replica), so they cannot apply
 -- twice.
 --
--- The WHEN clause stays built-in calls only, so an owner finishing its own
--- current attempt still runs no PL/pgSQL, and an owner's completion (the
--- hot path, which says no attempt) costs it one comparison more than before.
+-- An owner finishing its own current attempt still runs no PL/pgSQL: the
+-- WHEN clause asks errand.stale_attempt (plain SQL) only of outcomes other
+-- than a completion, so an owner's completion (the hot path, which says no
+-- attempt) costs one comparison more than before.
 CREATE OR REPLACE FUNCTION errand.stale_attempt(old_row errand.river_job, new_row errand.river_job)
 RETURNS boolean
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
@@ -53,9 +54,6 @@ BEGIN
                    WHERE r.id = OLD.attempted_by[array_length(OLD.attempted_by, 1)]) THEN
         RETURN NEW;
     END IF;
-    IF OLD.attempted_by[array_length(OLD.attempted_by, 1)] = current_setting('errand.replica_id', true) THEN
-        RETURN NEW;
-    END IF;
     IF NEW.state IN ('retryable', 'discarded', 'cancelled')
        AND NEW.metadata -> 'river:rescue_count' = to_jsonb(coalesce(
                CASE WHEN jsonb_typeof(OLD.metadata -> 'river:rescue_count') = 'number'
@@ -74,10 +72,5 @@ CREATE TRIGGER fence_stale_finish BEFORE UPDATE ON errand.river_job
           AND NEW.state <> 'running'
           AND coalesce(current_setting('errand.replica_id', true), '') <> ''
           AND (OLD.attempted_by[array_length(OLD.attempted_by, 1)] IS DISTINCT FROM current_setting('errand.replica_id', true)
-               OR (NEW.state <> 'completed'
-                   AND (NEW.attempt < OLD.attempt - 1
-                        OR (coalesce(cardinality(NEW.errors), 0) > coalesce(cardinality(OLD.errors), 0)
-                            AND CASE WHEN jsonb_typeof(NEW.errors[cardinality(NEW.errors)] -> 'attempt') = 'number'
-                                     THEN (NEW.errors[cardinality(NEW.errors)] ->> 'attempt')::numeric < OLD.attempt
-                                     ELSE false END)))))
+               OR (NEW.state <> 'completed' AND errand.stale_attempt(OLD, NEW))))
     EXECUTE FUNCTION errand.fence_stale_finish();
