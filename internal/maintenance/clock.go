@@ -46,8 +46,7 @@ func clockOrReal(c Clock) Clock {
 // sleepUntil waits on c until t; false if ctx ends first. It takes a time,
 // not a duration, so a clock moved before the wait starts still counts.
 func sleepUntil(ctx context.Context, c Clock, t time.Time) bool {
-	d := t.Sub(c.Now())
-	if d <= 0 {
+	if !t.After(c.Now()) {
 		return ctx.Err() == nil
 	}
 	due := make(chan struct{})

@@ -72,7 +72,7 @@ func TestAfterFuncAtKeepsItsDeadlineWhenTheClockMovesFirst(t *testing.T) {
 	start := c.Now()
 	c.Advance(300 * time.Millisecond) // a test advancing before the wait is armed
 	var firedAt time.Time
-	c.AfterFuncAt(start.Add(time.Second), func() { firedAt = c.now })
+	c.AfterFuncAt(start.Add(time.Second), func() { firedAt = c.Now() })
 	c.Advance(699 * time.Millisecond)
 	if !firedAt.IsZero() {
 		t.Fatalf("fired at %s, before its time", firedAt.Sub(start))

@@ -159,8 +159,9 @@ func (h *Heartbeat) Register(ctx context.Context, db store.DB) error {
 // Beat renews once on db.
 func (h *Heartbeat) Beat(ctx context.Context, db store.DB) error {
 	// The timeout counts from the time the renewal says it was sent.
+	timeout := h.renewalTimeout()
 	sent := h.clock.Now()
-	rctx, cancel := withDeadline(ctx, h.clock, sent.Add(h.renewalTimeout()))
+	rctx, cancel := withDeadline(ctx, h.clock, sent.Add(timeout))
 	defer cancel()
 	h.renewals.signal(renewal{sent: sent})
 	err := store.RenewReplica(rctx, db, h.cfg.ID, h.cfg.Lease)
@@ -170,7 +171,7 @@ func (h *Heartbeat) Beat(ctx context.Context, db store.DB) error {
 	case errors.Is(err, store.ErrLeaseExpired):
 		h.fence("this replica's lease had already expired when it renewed; its jobs may have been rescued")
 	case ctx.Err() == nil && errors.Is(context.Cause(rctx), context.DeadlineExceeded):
-		err = fmt.Errorf("renewal not confirmed within %s: %w", h.renewalTimeout(), err)
+		err = fmt.Errorf("renewal not confirmed within %s: %w", timeout, err)
 	}
 	h.renewals.signal(renewal{sent: sent, done: true, err: err})
 	if h.cfg.Renewed != nil {
