@@ -621,7 +621,8 @@ func TestComposeFileKeepsInStep(t *testing.T) {
 	}
 	k8s := containerEnv(m.deploy.Spec.Template.Spec.Containers[0])
 	compose := f.Services["errand"].Environment
-	// Email differs on purpose: compose captures, Kubernetes sends.
+	// Email differs on purpose: compose takes Resend's key from the shell
+	// (or captures, with its overlay), Kubernetes from a Secret.
 	emailOnly := []string{"RESEND_API_KEY", "ERRAND_EMAIL_FROM", "ERRAND_EMAIL_CAPTURE"}
 	for _, env := range []map[string]string{k8s, compose} {
 		for name := range env {

@@ -24,7 +24,7 @@ type config struct {
 
 func envVars() []jobs.EnvVar {
 	return []jobs.EnvVar{
-		{Name: "RESEND_API_KEY", Help: "Resend API key; unset means emails are captured locally (errand.emails), nothing leaves the machine"},
+		{Name: "RESEND_API_KEY", Help: "Resend API key; required for a replica that works the email queue, unless ERRAND_EMAIL_CAPTURE=true"},
 		{Name: "RESEND_BASE_URL", Default: defaultBaseURL, Help: "Resend-compatible API endpoint (https; plain http only on a loopback host)",
 			Check: func(v string) error {
 				u, err := url.Parse(v)

@@ -64,9 +64,21 @@ func TestRunWithoutResendKeyRefusesToStartUnlessCaptureIsAskedFor(t *testing.T) 
 func TestRunWithoutEmailWorkersNeedsNoResendKey(t *testing.T) {
 	url, pool := errandtest.MigratedDB(t)
 	ws := errandtest.NewWorkspace(t, pool, "acme")
-	errandtest.StartDaemon(t, url, map[string]string{"ERRAND_EMAIL_CAPTURE": "", "ERRAND_QUEUES": "email=0"})
+	d := errandtest.StartDaemon(t, url, map[string]string{"ERRAND_EMAIL_CAPTURE": "", "ERRAND_QUEUES": "email=0"})
 	id := errandtest.Enqueue(t, pool, ws, "ping", `{}`)
 	errandtest.WaitJob(t, pool, id, 30*time.Second, "completed")
+	// Without a key this replica is not in capture mode either: it has no
+	// captured emails to show, and other replicas' mail is not its to publish.
+	for _, path := range []string{"/emails", "/emails/1"} {
+		resp, err := http.Get("http://" + d.Addr + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusNotFound {
+			t.Errorf("GET %s on a replica without email workers or capture mode: %d, want 404", path, resp.StatusCode)
+		}
+	}
 
 	var out bytes.Buffer
 	env := errandtest.DaemonEnv(t, url, map[string]string{"RESEND_API_KEY": "re_x", "ERRAND_EMAIL_FROM": "a@acme.test", "RESEND_BASE_URL": "http://127.0.0.1:1"})

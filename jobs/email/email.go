@@ -1,6 +1,6 @@
 // Package email is kind "email.send" (queue email): it renders a template
 // (or takes custom content) and sends it through Resend, once, or captures
-// it in errand.emails when RESEND_API_KEY is unset. The kind brings its
+// it in errand.emails in capture mode (ERRAND_EMAIL_CAPTURE=true). The kind brings its
 // configuration (config.go), its queries (queries.go), its templates
 // (templates/), the captured-email pages (page.go) and its reading of
 // Resend's answers (resend.go). Decisions: docs/email.md.
@@ -133,7 +133,7 @@ func Kind() jobs.Kind {
 		jobs.WithArgEnum("template", k.templateNames()...),
 		jobs.WithEnv(envVars()...),
 		jobs.WithSetup(k.setup),
-		jobs.WithDescription("transactional email through Resend, sent once; captured in errand.emails when RESEND_API_KEY is unset"))
+		jobs.WithDescription("transactional email through Resend, sent once; captured in errand.emails instead with ERRAND_EMAIL_CAPTURE=true"))
 }
 
 // emailSender is the state of kind email.send in one daemon.
@@ -156,8 +156,8 @@ type emailSender struct {
 	captureLog  sync.Once
 }
 
-// setup reads the configuration and, in capture mode, serves the captured
-// emails at /emails.
+// setup reads the configuration and, in capture mode (ERRAND_EMAIL_CAPTURE=true),
+// serves the captured emails at /emails.
 func (k *emailSender) setup(ctx context.Context, s *jobs.Setup) error {
 	cfg, err := loadConfig(s.Env)
 	if err != nil {
@@ -167,7 +167,9 @@ func (k *emailSender) setup(ctx context.Context, s *jobs.Setup) error {
 	if err := jobs.RegisterMetrics(s.Metrics, k.outcomes); err != nil {
 		return err
 	}
-	if k.client == nil {
+	// Only capture mode has captured emails to show: a replica without a key
+	// that works no email (ERRAND_QUEUES=email=0) serves nothing either.
+	if cfg.capture {
 		pages := EmailsHandler(s.Store, s.Logger)
 		if s.HandleTenantData("GET /emails", pages) {
 			s.Handle("GET /emails/{id}", pages)
@@ -460,7 +462,7 @@ func trimmed(s []string) []string {
 // completes the job.
 func (k *emailSender) capture(ctx context.Context, job *jobs.Job, args Args) error {
 	k.captureLog.Do(func() {
-		k.logger.Info("RESEND_API_KEY is not set: emails are captured in errand.emails, nothing leaves this machine; " +
+		k.logger.Info("ERRAND_EMAIL_CAPTURE=true: emails are captured in errand.emails, nothing leaves this machine; " +
 			"see them at GET /emails on ERRAND_HTTP_ADDR, or: SELECT id, recipients, subject, status, created_at FROM errand.emails ORDER BY id DESC LIMIT 20")
 	})
 	err := job.CompleteInWorkspace(ctx, func(tx pgx.Tx) error {
