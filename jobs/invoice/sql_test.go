@@ -171,6 +171,19 @@ func TestInvoiceTablesAreTenantScoped(t *testing.T) {
 		if _, err := tx.Exec(ctx, `SELECT set_config('app.current_workspace_id', $1, true), set_config('role', $2, true)`, ws, role); err != nil {
 			return err
 		}
+		// An item put on another workspace's invoice (a guessed or leaked
+		// id): the scoped transaction learns nothing about that invoice.
+		if _, err := tx.Exec(ctx, `SAVEPOINT s`); err != nil {
+			return err
+		}
+		_, err := tx.Exec(ctx, `INSERT INTO errand.invoice_items (invoice_id, workspace_id, description, quantity, unit_amount, tax_rate) VALUES ($1, $2, 'Tea', 1, 500, 0)`, theirs, ws)
+		var pgErr *pgconn.PgError
+		if !errors.As(err, &pgErr) || pgErr.Code != "23503" || pgErr.Message != "errand: invoice "+theirs+" does not exist" {
+			t.Errorf("an item on another workspace's invoice, scoped: %v, want 23503 \"invoice %s does not exist\"", err, theirs)
+		}
+		if _, err := tx.Exec(ctx, `ROLLBACK TO SAVEPOINT s`); err != nil {
+			return err
+		}
 		for _, table := range []string{"errand.invoices", "errand.invoice_items", "errand.invoice_documents"} {
 			var n int
 			var all bool
