@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -319,6 +320,25 @@ func TestWatchQueriesUseTheirIndexes(t *testing.T) {
 		}
 	}
 
+	// The README's own copies of these queries, as a reader pastes them,
+	// and the plain count of pending jobs.
+	for _, sql := range append(readmeWatchSQL(t), `SELECT count(*) FROM errand.jobs WHERE status = 'pending'`) {
+		var args []any
+		if strings.Contains(sql, "$1") {
+			args = []any{big}
+		}
+		indexes := []string{statusIdx}
+		if strings.Contains(sql, "workspace_id = $1") {
+			indexes = []string{wsIdx, statusIdx}
+		}
+		for _, mode := range []string{"force_custom_plan", "force_generic_plan"} {
+			plan := explain(t, conn, captured{sql: sql, args: args}, mode)
+			if err := checkPlan(plan, indexes, true); err != nil {
+				t.Errorf("the README's query (%s): %v\nSQL: %s\nplan:\n%s", mode, err, sql, plan)
+			}
+		}
+	}
+
 	// Deleting a workspace fails its pending jobs through the workspace
 	// index, not by reading everything it ever finished.
 	plan := explain(t, conn, captured{sql: `UPDATE errand.river_job SET state = 'cancelled', finalized_at = now()
@@ -460,4 +480,38 @@ func TestJobsRefusesABadFilter(t *testing.T) {
 			}
 		})
 	}
+}
+
+// readmeWatchSQL is every statement of the README's "Watch" block (the sql
+// block after "These queries stay fast"), comments dropped.
+func readmeWatchSQL(t *testing.T) []string {
+	t.Helper()
+	raw, err := os.ReadFile("../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	readme := string(raw)
+	at := strings.Index(readme, "These queries stay fast")
+	start := strings.Index(readme[max(at, 0):], "```sql\n")
+	if at < 0 || start < 0 {
+		t.Fatal("README: no sql block after \"These queries stay fast\"")
+	}
+	block := readme[at+start+len("```sql\n"):]
+	block = block[:strings.Index(block, "```")]
+	var lines []string
+	for _, l := range strings.Split(block, "\n") {
+		if !strings.HasPrefix(strings.TrimSpace(l), "--") {
+			lines = append(lines, l)
+		}
+	}
+	var stmts []string
+	for _, st := range strings.Split(strings.Join(lines, "\n"), ";") {
+		if st = strings.TrimSpace(st); st != "" {
+			stmts = append(stmts, st)
+		}
+	}
+	if len(stmts) < 3 {
+		t.Fatalf("README's Watch block has %d statements, want at least 3:\n%s", len(stmts), block)
+	}
+	return stmts
 }

@@ -49,7 +49,7 @@ func TestKEDAQueryCountsDueJobsFromTheStatusIndex(t *testing.T) {
 		       CASE WHEN g <= 30 THEN 'default' WHEN g <= 37 THEN 'documents' ELSE 'email' END
 		FROM generate_series(1, 49) AS g`,
 		// Due but parked in River's 'pending' state (a paused workspace's,
-		// migrations/014_operations.sql): no replica may take them.
+		// migrations/016_operations.sql): no replica may take them.
 		`INSERT INTO errand.river_job (state, created_at, scheduled_at, args, kind, metadata, queue)
 		SELECT 'pending', now() - interval '1 minute', now() - interval '1 minute', '{}', 'ping',
 		       '{"errand:paused": "available"}', 'default'
