@@ -397,6 +397,13 @@ func TestScopedTransactionSeesOnlyItsWorkspacesJobs(t *testing.T) {
 			migrate(t, owner)
 			return owner, super
 		}},
+		{"plain owner that may not create roles, with the role an administrator created", func(t *testing.T) (string, string) {
+			role := newRole(t, "errand_owner", "NOSUPERUSER NOCREATEROLE NOCREATEDB NOBYPASSRLS")
+			owner, super := newOwnedDatabase(t, role)
+			migrate(t, owner)
+			testdb.CreateTenantRole(t, owner)
+			return owner, super
+		}},
 	}
 	for _, mode := range modes {
 		t.Run(mode.name, func(t *testing.T) {
@@ -500,15 +507,22 @@ func TestEnqueueDoesNotDependOnTheCallersScope(t *testing.T) {
 	a := newWorkspace(t, admin, "a")
 	b := newWorkspace(t, admin, "b")
 
-	st := openStore(t, ownerURL)
 	appPool := testdb.Pool(t, withUser(t, superURL, app))
 	callers := []struct {
 		name string
 		// scoped runs fn in a transaction scoped to workspace.
 		scoped func(workspace string, fn func(tx pgx.Tx) error) error
 	}{
-		{"errand's own scoped transaction", func(ws string, fn func(tx pgx.Tx) error) error {
-			return st.InWorkspace(ctx, ws, fn)
+		// errand's role itself, held to forced row level security, with the
+		// setting an app would set (errand's own scoped transactions switch
+		// to the tenant role, which may not use errand.jobs at all).
+		{"errand's role with a workspace set", func(ws string, fn func(tx pgx.Tx) error) error {
+			return pgx.BeginFunc(ctx, ownerPool, func(tx pgx.Tx) error {
+				if _, err := tx.Exec(ctx, "SELECT set_config('app.current_workspace_id', $1, true)", ws); err != nil {
+					return err
+				}
+				return fn(tx)
+			})
 		}},
 		{"an app session scoped for its own row level security", func(ws string, fn func(tx pgx.Tx) error) error {
 			return pgx.BeginFunc(ctx, appPool, func(tx pgx.Tx) error {
@@ -666,13 +680,19 @@ func TestOpenWithoutATenantRoleTakesNoLockOnRiversTable(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	// A lock wait fails at once instead of hanging the test.
+	// A lock wait fails at once instead of hanging the test. Without a
+	// tenant role scoped transactions could not be isolated: Open refuses,
+	// naming what an administrator runs, and not because of a lock.
 	st, err := store.Open(ctx, ownerURL+"&options=-c%20lock_timeout%3D1s", store.Options{})
-	if err != nil {
-		t.Fatalf("store.Open while another transaction reads River's table: %v", err)
+	if err == nil {
+		st.Close()
+		t.Fatalf("store.Open as a plain owner that may not create roles, without a tenant role: opened with ScopeRole %q, want refused", st.ScopeRole())
 	}
-	defer st.Close()
-	if got := st.ScopeRole(); got != "" {
-		t.Errorf("ScopeRole() = %q for a plain owner that may not create roles, want \"\"", got)
+	role, rerr := store.TenantRole(ctx, tx)
+	if rerr != nil {
+		t.Fatal(rerr)
+	}
+	if !errors.Is(err, store.ErrNoTenantRole) || !strings.Contains(err.Error(), "CREATE ROLE "+role+" NOLOGIN NOINHERIT; GRANT "+role+" TO") {
+		t.Errorf("store.Open without a tenant role: %v, want ErrNoTenantRole naming the statements for %s", err, role)
 	}
 }

@@ -124,7 +124,9 @@ func (s *Store) Ping(ctx context.Context) error {
 	return s.pool.Ping(ctx)
 }
 
-// ScopeRole reports the role InWorkspace switches to ("" when none).
+// ScopeRole reports the role InWorkspace switches to ("" when none: a
+// store opened with SkipScopeCheck, or as a superuser or BYPASSRLS role
+// whose role is not set up, which DetectScopeRole refuses).
 func (s *Store) ScopeRole() string { return s.scopeRole }
 
 // TenantRole is the name of the database's own tenant role
@@ -185,10 +187,23 @@ func (s *Store) DetectScopeRole(ctx context.Context) error {
 			"as a superuser, or the owner of errand's schema if it may create roles, run `SELECT errand.setup_tenant_role()` "+
 			"(errand does this itself when it starts as such a role) and `GRANT %[1]s TO <errand's role>`; or connect as a role without BYPASSRLS", role)
 	default:
-		s.scopeRole = ""
+		// Without its own role a scoped transaction would run as errand's
+		// role, which River's table cannot hold to row level security
+		// without slowing River's fetch a hundredfold: job rows (args carry
+		// reset links) would not be isolated. Refuse, and say how to fix it.
+		return fmt.Errorf("%w: errand's database role may not create roles, and this database's tenant role %[2]s does not exist or is not granted to it, "+
+			"so a transaction scoped to one workspace could read other workspaces' jobs: ask an administrator to run "+
+			"`CREATE ROLE %[2]s NOLOGIN NOINHERIT; GRANT %[2]s TO <errand's role>;` and start errand again (it grants the role its privileges itself); "+
+			"or connect as a role that may create roles", ErrNoTenantRole, role)
 	}
 	return nil
 }
+
+// ErrNoTenantRole is returned (wrapped) by Open and DetectScopeRole when
+// errand's role can neither create nor use this database's tenant role, so
+// scoped transactions could not be isolated. The error names the two
+// statements an administrator runs to fix it.
+var ErrNoTenantRole = errors.New("no tenant role")
 
 // ErrWorkspaceNotFound is returned (wrapped) by InWorkspace when the
 // workspace does not exist (any more), or the id is empty or not a uuid.

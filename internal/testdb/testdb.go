@@ -279,3 +279,60 @@ func PlainOwnerDatabase(t testing.TB, migrate bool) string {
 	}
 	return ownerURL
 }
+
+// CreateTenantRole does what the README asks an administrator to do for a
+// plain owner that may not create roles (PlainOwnerDatabase): create the
+// migrated database's tenant role and grant it to errand's role, so that
+// errand sets it up when it next opens the database. The role is dropped
+// when the test ends.
+func CreateTenantRole(t testing.TB, ownerURL string) string {
+	t.Helper()
+	ctx := context.Background()
+	owner, err := pgx.Connect(ctx, ownerURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var role, errandRole string
+	err = owner.QueryRow(ctx, `SELECT errand.tenant_role(), current_user`).Scan(&role, &errandRole)
+	owner.Close(ctx)
+	if err != nil {
+		t.Fatalf("tenant role name (migrate first): %v", err)
+	}
+	u, err := url.Parse(ownerURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dbName := strings.TrimPrefix(u.Path, "/")
+	admin, err := pgx.Connect(ctx, AdminURL(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer admin.Close(ctx)
+	for _, sql := range []string{
+		"CREATE ROLE " + pgx.Identifier{role}.Sanitize() + " NOLOGIN NOINHERIT",
+		"GRANT " + pgx.Identifier{role}.Sanitize() + " TO " + pgx.Identifier{errandRole}.Sanitize(),
+	} {
+		if _, err := admin.Exec(ctx, sql); err != nil {
+			t.Fatalf("%s: %v", sql, err)
+		}
+	}
+	t.Cleanup(func() {
+		// Its privileges live in the test's database: drop them there
+		// first (the database may already be gone), then the role.
+		ctx := context.Background()
+		if c, err := pgx.Connect(ctx, WithDatabase(adminURL, dbName)); err == nil {
+			_, _ = c.Exec(ctx, "DROP OWNED BY "+pgx.Identifier{role}.Sanitize())
+			c.Close(ctx)
+		}
+		c, err := pgx.Connect(ctx, adminURL)
+		if err != nil {
+			t.Errorf("cleanup: %v", err)
+			return
+		}
+		defer c.Close(ctx)
+		if _, err := c.Exec(ctx, "DROP ROLE IF EXISTS "+pgx.Identifier{role}.Sanitize()); err != nil {
+			t.Errorf("cleanup: drop role %s: %v", role, err)
+		}
+	})
+	return role
+}
