@@ -8,12 +8,15 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/errand-dev/errand"
 	"github.com/errand-dev/errand/errandtest"
+	"github.com/errand-dev/errand/jobs"
 	"github.com/errand-dev/errand/schedules"
+	"github.com/errand-dev/errand/store"
 )
 
 // daemonEnv: frequent polls; the leader's own ticks off (the tests tick
@@ -177,6 +180,103 @@ func TestLeaderEnqueuesEachPeriodOnce(t *testing.T) {
 		t.Errorf("%d periodic fan-out jobs", n)
 	}
 	if n := count(t, pool, `SELECT count(*) FROM (SELECT args ->> 'at' FROM errand.jobs WHERE kind = 'schedules.tick' GROUP BY 1 HAVING count(*) > 1) d`); n != 0 {
+		t.Errorf("%d periods enqueued more than once", n)
+	}
+}
+
+// A leader change in the middle of a schedule never runs a period twice:
+// the new leader's RunOnStart finds the period ran (or is enqueued), River's
+// unique insert drops a second job for it, and a job for a period that ran,
+// however it got in, finds the period claimed and does nothing.
+func TestLeaderChangeRunsEachPeriodOnce(t *testing.T) {
+	// Each run enqueues one ping per workspace with no idempotency key, so
+	// a period run twice would show as two pings for it.
+	fast := jobs.Define("test.fast", jobs.QueueDefault, func(ctx context.Context, job *jobs.Job, args struct{}) error { return nil },
+		jobs.WithSchedule(jobs.Schedule{
+			Name: "fast",
+			Spec: "@every 1m",
+			Tick: func(ctx context.Context, tx pgx.Tx, at time.Time) (int, error) {
+				n := 0
+				err := store.ForEachWorkspace(ctx, tx, func(ws string) error {
+					tag, err := tx.Exec(ctx, `INSERT INTO errand.jobs (workspace_id, kind, args) VALUES ($1, 'ping', jsonb_build_object('period', $2::timestamptz))`, ws, at)
+					n += int(tag.RowsAffected())
+					return err
+				})
+				return n, err
+			},
+		}))
+	o := []errand.Option{errand.WithKinds(fast)}
+	url, pool := errandtest.MigratedDB(t, o...)
+	errandtest.NewWorkspace(t, pool, "acme")
+	ctx := context.Background()
+	env := map[string]string{"ERRAND_FETCH_POLL_INTERVAL": "50ms", "ERRAND_SCHEDULES": "digests=off;usage_reports=off"}
+	daemons := []*errandtest.Daemon{errandtest.StartDaemon(t, url, env, o...), errandtest.StartDaemon(t, url, env, o...)}
+	runs := func() int {
+		return count(t, pool, `SELECT count(*) FROM errand.schedule_runs WHERE name = 'fast'`)
+	}
+	waitFor := func(what string, ok func() bool) {
+		t.Helper()
+		deadline := time.Now().Add(3 * time.Minute)
+		for !ok() {
+			if time.Now().After(deadline) {
+				t.Fatalf("not within 3 minutes: %s", what)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	leader := ""
+	waitFor("a period ran and a leader is known", func() bool {
+		var err error
+		if leader, err = store.Leader(ctx, pool); err != nil {
+			t.Fatal(err)
+		}
+		return leader != "" && runs() > 0
+	})
+	stopped := false
+	for _, d := range daemons {
+		if strings.Contains(d.Logs.String(), `"replica":"`+leader+`"`) {
+			if err := d.Stop(t); err != nil {
+				t.Fatal(err)
+			}
+			stopped = true
+		}
+	}
+	if !stopped {
+		t.Fatalf("no daemon logged leader %s's replica id", leader)
+	}
+	before := runs()
+	waitFor("another replica leads and runs another period", func() bool {
+		now, err := store.Leader(ctx, pool)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return now != "" && now != leader && runs() >= before+1
+	})
+	// A job for a period that already ran, past River's uniqueness (as a
+	// rescued attempt or a second leader's insert would be).
+	var first time.Time
+	if err := pool.QueryRow(ctx, `SELECT min(period) FROM errand.schedule_runs WHERE name = 'fast'`).Scan(&first); err != nil {
+		t.Fatal(err)
+	}
+	var extra int64
+	err := pool.QueryRow(ctx, `INSERT INTO errand.river_job (args, kind, max_attempts, priority, queue, state, scheduled_at)
+		VALUES (jsonb_build_object('schedule', 'fast', 'at', $1::timestamptz), 'schedules.tick', 10, 1, 'default', 'available', now())
+		RETURNING id`, first).Scan(&extra)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor("the extra job for a period that ran finished", func() bool {
+		return count(t, pool, `SELECT count(*) FROM errand.jobs WHERE id = $1 AND status = 'completed'`, extra) == 1
+	})
+	waitIdle(t, pool)
+
+	if n := count(t, pool, `SELECT count(*) FROM (SELECT 1 FROM errand.jobs WHERE kind = 'ping' GROUP BY args ->> 'period' HAVING count(*) > 1) d`); n != 0 {
+		t.Errorf("%d periods ran more than once (two pings for one period)", n)
+	}
+	if n, want := count(t, pool, `SELECT count(*) FROM errand.jobs WHERE kind = 'ping'`), count(t, pool, `SELECT coalesce(sum(enqueued), 0)::int FROM errand.schedule_runs WHERE name = 'fast'`); n != want {
+		t.Errorf("%d pings, want the %d the recorded runs enqueued", n, want)
+	}
+	if n := count(t, pool, `SELECT count(*) FROM (SELECT args ->> 'at' FROM errand.jobs WHERE kind = 'schedules.tick' AND id <> $1 GROUP BY 1 HAVING count(*) > 1) d`, extra); n != 0 {
 		t.Errorf("%d periods enqueued more than once", n)
 	}
 }
