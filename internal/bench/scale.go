@@ -296,6 +296,14 @@ func scaleQueries(big, small string) []scaleQuery {
 			_, err := store.WorkspacePending(ctx, db, big)
 			return err
 		}},
+		{"ops_stats", "`errand stats`: the backlog and the last hour's finished jobs per queue", func(ctx context.Context, db store.DB) error {
+			_, err := store.Stats(ctx, db)
+			return err
+		}},
+		{"ops_workspaces", "`errand workspaces list`: pending, processing and failed per workspace", func(ctx context.Context, db store.DB) error {
+			_, err := store.Workspaces(ctx, db, 50)
+			return err
+		}},
 	}
 }
 
