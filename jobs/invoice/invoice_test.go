@@ -148,6 +148,7 @@ func TestBadRenderJobsFailAtOnce(t *testing.T) {
 	other := errandtest.NewWorkspace(t, pool, "globex")
 	errandtest.StartDaemon(t, url, nil)
 	theirs := newInvoice(t, pool, other, "G-1", "USD", item{"Secret", "1", 100, "0"})
+	huge := newInvoice(t, pool, ws, "H-1", "USD", item{"Everything", "999999999", 9000000000000000000, "0"})
 
 	for _, tc := range []struct{ name, args, reason string }{
 		{"an unknown invoice", renderArgs("7d1f7e0c-3a4b-4c5d-8e9f-0a1b2c3d4e5f", ""), "invoice 7d1f7e0c-3a4b-4c5d-8e9f-0a1b2c3d4e5f does not exist in workspace " + ws},
@@ -156,6 +157,7 @@ func TestBadRenderJobsFailAtOnce(t *testing.T) {
 		{"an invoice_id that is a number", `{"invoice_id": 42}`, "decode args"},
 		{"email_to that is not an address", renderArgs(theirs, `, "email_to": "zoe at example"`), `email_to: "zoe at example" is not an email address`},
 		{"email_to with a line break", renderArgs(theirs, `, "email_to": "a@example.com\nBcc: x@example.com"`), "has a line break or control character"},
+		{"amounts beyond 64-bit minor units", renderArgs(huge, ""), "amounts do not fit in 64-bit minor units"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			j := render(t, pool, ws, tc.args)
@@ -271,5 +273,32 @@ func TestAThousandItemsRenderOnManyPages(t *testing.T) {
 	got := text(t, docs[0].PDF)
 	if !strings.Contains(got, "Item 0001") || !strings.Contains(got, "Item 1000") || !strings.Contains(got, "6,006.00") {
 		t.Error("the first or last line or the total is missing")
+	}
+}
+
+// A receipt whose PDF would make the email's args larger than
+// ERRAND_MAX_ARGS_BYTES fails the render at once, naming why, and stores
+// nothing (the document and the email commit together or not at all).
+func TestReceiptTooLargeForTheArgsLimitFailsAtOnce(t *testing.T) {
+	t.Parallel()
+	url, pool := errandtest.MigratedDB(t)
+	ws := errandtest.NewWorkspace(t, pool, "acme")
+	// The limit is the database's (errand run publishes it); a PDF is
+	// some 20 kB, so 8 kB of args cannot carry one.
+	errandtest.StartDaemon(t, url, map[string]string{"ERRAND_MAX_ARGS_BYTES": "8192"})
+	inv := newInvoice(t, pool, ws, "A-1", "EUR", item{"Tea", "1", 500, "20"})
+	j := render(t, pool, ws, renderArgs(inv, `, "email_to": "zoe@example.com"`))
+	if j.Status != "failed" || j.Attempt != 1 || !strings.Contains(j.LastError, "the receipt email cannot carry the PDF") {
+		t.Errorf("got %+v, want failed on attempt 1: the receipt email cannot carry the PDF", j)
+	}
+	if n := count(t, pool, `SELECT count(*) FROM errand.invoice_documents`); n != 0 {
+		t.Errorf("%d documents stored by a render whose receipt was refused", n)
+	}
+	if n := count(t, pool, `SELECT count(*) FROM errand.jobs WHERE kind = 'email.send'`); n != 0 {
+		t.Errorf("%d receipt emails enqueued", n)
+	}
+	// Without the email, the same invoice renders.
+	if j := render(t, pool, ws, renderArgs(inv, "")); j.Status != "completed" {
+		t.Errorf("the same invoice without email_to: %+v", j)
 	}
 }
