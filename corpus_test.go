@@ -36,6 +36,10 @@ const (
 	invoiceThen    = `INSERT INTO errand.invoices (id, workspace_id, number, customer_name, currency) VALUES ('00000000-0000-0000-0000-00000000c001', $1, 'C-9', 'Ann', 'EUR'); `
 )
 
+// webhookEndpointThen makes webhook endpoint ...e001 in $1 first, in the
+// same implicit transaction, for the cases that update one.
+const webhookEndpointThen = `INSERT INTO errand.webhook_endpoints (id, workspace_id, url) VALUES ('00000000-0000-0000-0000-00000000e001', $1, 'https://example.com/hook'); `
+
 // contractCorpus: what the SQL contract refuses for every kind.
 var contractCorpus = []badInput{
 	{name: "an unknown kind", sql: insertJob + `($1, 'pingg', '{}')`, code: "22023", message: `unknown job kind "pingg" (known kinds: `},
@@ -118,6 +122,13 @@ var contractCorpus = []badInput{
 	{name: "webhook_replay of NULL", sql: `SELECT errand.webhook_replay(NULL)`, code: "23503", message: "webhook message NULL does not exist"},
 	{name: "webhook_replay of something that is not a uuid", sql: `SELECT errand.webhook_replay('msg_1')`, code: "22P02", message: "invalid input syntax for type uuid"},
 	{name: "webhook_rotate_secret of an endpoint that does not exist", sql: `SELECT errand.webhook_rotate_secret('00000000-0000-0000-0000-000000000001')`, code: "23503", message: "webhook endpoint 00000000-0000-0000-0000-000000000001 does not exist"},
+	{name: "a webhook endpoint url updated to loopback", sql: webhookEndpointThen + `UPDATE errand.webhook_endpoints SET url = 'http://127.0.0.1:8080/hook' WHERE id = '00000000-0000-0000-0000-00000000e001'`, code: "22023", message: "host 127.0.0.1 is loopback: errand does not connect there"},
+	{name: "a webhook endpoint url updated to a private address in hex", sql: webhookEndpointThen + `UPDATE errand.webhook_endpoints SET url = 'http://0xa000001/' WHERE id = '00000000-0000-0000-0000-00000000e001'`, code: "22023", message: "(the IPv4 address 10.0.0.1 written another way) is private (RFC 1918)"},
+	{name: "a webhook endpoint url updated to something that is not a url", sql: webhookEndpointThen + `UPDATE errand.webhook_endpoints SET url = 'example.com/hook' WHERE id = '00000000-0000-0000-0000-00000000e001'`, code: "22023", message: "must start with http:// or https://"},
+	{name: "a webhook endpoint url updated to NULL", sql: webhookEndpointThen + `UPDATE errand.webhook_endpoints SET url = NULL WHERE id = '00000000-0000-0000-0000-00000000e001'`, code: "23502", message: "webhook endpoint url is required"},
+	{name: "a webhook endpoint secret updated to 3 bytes", sql: webhookEndpointThen + `UPDATE errand.webhook_endpoints SET secret = 'whsec_YWJj' WHERE id = '00000000-0000-0000-0000-00000000e001'`, code: "22023", message: "secret is 3 bytes, want 24 to 64"},
+	{name: "a webhook endpoint moved to another workspace", sql: webhookEndpointThen + `UPDATE errand.webhook_endpoints SET workspace_id = $2 WHERE id = '00000000-0000-0000-0000-00000000e001'`, code: "23514", message: "a webhook endpoint cannot move to another workspace"},
+	{name: "a webhook endpoint given another id", sql: webhookEndpointThen + `UPDATE errand.webhook_endpoints SET id = '00000000-0000-0000-0000-00000000e002' WHERE id = '00000000-0000-0000-0000-00000000e001'`, code: "23514", message: "a webhook endpoint's id cannot change"},
 	// Tracing (migrations/017_traceparent.sql).
 	{name: "a traceparent that is not W3C trace context", sql: `INSERT INTO errand.jobs (workspace_id, kind, args, traceparent) VALUES ($1, 'ping', '{}', 'trace-123')`, code: "22023", message: `traceparent must be a W3C trace context traceparent such as 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01, got "trace-123"`},
 	{name: "a traceparent with an all-zero trace id", sql: `INSERT INTO errand.jobs (workspace_id, kind, args, traceparent) VALUES ($1, 'ping', '{}', '00-00000000000000000000000000000000-00f067aa0ba902b7-01')`, code: "22023", message: "traceparent must be a W3C trace context traceparent"},

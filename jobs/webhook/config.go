@@ -88,6 +88,10 @@ func loadConfig(env jobs.Env) (config, error) {
 	return c, errors.Join(errs...)
 }
 
+// maxAttempts is how many attempts a delivery has: one, and a retry for
+// each entry of the schedule.
+func (c config) maxAttempts() int { return len(c.schedule) + 1 }
+
 // allowedText is ERRAND_WEBHOOK_ALLOW_CIDRS as published for the SQL
 // contract's checks.
 func (c config) allowedText() string {

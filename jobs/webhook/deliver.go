@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"math/rand/v2"
+	"net"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -38,9 +39,10 @@ const (
 	// drainResponse is how much more of an answer is read (and dropped) so
 	// the connection can serve the next delivery.
 	drainResponse = 64 << 10
-	// deliverAttempts is the kind's default (errand.webhook_replay's
-	// deliveries): Svix's schedule has 7 retries. webhook.dispatch sets
-	// len(ERRAND_WEBHOOK_RETRY_SCHEDULE)+1 on the deliveries it enqueues.
+	// deliverAttempts is the kind's default (an app's own INSERT; a replay
+	// before any replica has published webhook_max_attempts): Svix's
+	// schedule has 7 retries. webhook.dispatch and errand.webhook_replay set
+	// len(ERRAND_WEBHOOK_RETRY_SCHEDULE)+1 (config.maxAttempts).
 	deliverAttempts = 8
 )
 
@@ -175,7 +177,7 @@ func (d *deliverer) setup(ctx context.Context, s *jobs.Setup) error {
 	if len(cfg.allowed) > 0 {
 		s.Logger.Warn("webhooks may reach these private or reserved ranges (ERRAND_WEBHOOK_ALLOW_CIDRS; development and tests only): " + cfg.allowedText())
 	}
-	return publishAllowed(ctx, s.Store, cfg.allowedText())
+	return publishSettings(ctx, s.Store, cfg.allowedText(), cfg.maxAttempts())
 }
 
 // configure applies cfg; tests call it without a daemon.
@@ -268,7 +270,7 @@ func (d *deliverer) work(ctx context.Context, job *jobs.Job, args DeliverArgs) e
 	} else {
 		d.waits.freed(args.EndpointID)
 	}
-	failure := fmt.Errorf("webhook endpoint %s: %s (attempt %d of %d)", args.EndpointID, res.reason, job.Attempt, min(job.MaxAttempts, len(d.cfg.schedule)+1))
+	failure := fmt.Errorf("webhook endpoint %s: %s (attempt %d of %d)", args.EndpointID, res.reason, job.Attempt, min(job.MaxAttempts, d.cfg.maxAttempts()))
 	switch {
 	case disabled:
 		return jobs.Permanent(fmt.Errorf("%w; the endpoint is now disabled: %s", failure, reason))
@@ -345,19 +347,35 @@ func (d *deliverer) post(ctx context.Context, messageID string, del delivery) re
 }
 
 // networkReason says why no answer came, without repeating the URL (Go's
-// errors carry it, and a customer's URL may hold a token).
+// errors carry it, and a customer's URL may hold a token), and names the
+// timeout that ran out.
 func (d *deliverer) networkReason(err error) string {
 	if r, ok := refused(err); ok {
 		return "refused: " + r.Reason
 	}
+	if connectTimedOut(err) {
+		return fmt.Sprintf("could not connect within %s (ERRAND_WEBHOOK_CONNECT_TIMEOUT)", d.cfg.connectTimeout)
+	}
 	var ue *url.Error
 	if errors.As(err, &ue) {
 		if ue.Timeout() {
-			return fmt.Sprintf("no answer within %s (ERRAND_WEBHOOK_TIMEOUT, ERRAND_WEBHOOK_CONNECT_TIMEOUT)", d.cfg.timeout)
+			return fmt.Sprintf("no answer within %s (ERRAND_WEBHOOK_TIMEOUT)", d.cfg.timeout)
 		}
 		err = ue.Err
 	}
 	return "no answer: " + err.Error()
+}
+
+// connectTimedOut reports whether the dialer's or the TLS handshake's
+// timeout (both ERRAND_WEBHOOK_CONNECT_TIMEOUT) ended the request. When the
+// request's own timeout ends it first, net/http says so instead.
+func connectTimedOut(err error) bool {
+	var op *net.OpError
+	if errors.As(err, &op) && op.Op == "dial" && op.Timeout() {
+		return true
+	}
+	// net/http's TLS handshake timeout has no exported type.
+	return strings.Contains(err.Error(), "net/http: TLS handshake timeout")
 }
 
 // retryWait is the wait after failed attempt n (1-based): the schedule's

@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -15,16 +16,19 @@ import (
 	"github.com/errand-dev/errand/store"
 )
 
-// publishAllowed makes ERRAND_WEBHOOK_ALLOW_CIDRS the SQL contract's too,
-// so an endpoint on an allowed address can be inserted. The replica that
+// publishSettings makes the daemon's configuration the SQL contract's too:
+// ERRAND_WEBHOOK_ALLOW_CIDRS, so an endpoint on an allowed address can be
+// inserted (webhook_allow_cidrs), and the attempts a delivery has, the
+// retry schedule's length + 1, so errand.webhook_replay's deliveries get as
+// many as webhook.dispatch's (webhook_max_attempts). The replica that
 // started last decides, as for the other published settings.
-func publishAllowed(ctx context.Context, db store.DB, allowed string) error {
+func publishSettings(ctx context.Context, db store.DB, allowed string, maxAttempts int) error {
 	_, err := db.Exec(ctx, `
-		INSERT INTO errand.settings (name, value) VALUES ('webhook_allow_cidrs', $1)
+		INSERT INTO errand.settings (name, value) VALUES ('webhook_allow_cidrs', $1), ('webhook_max_attempts', $2)
 		ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value, updated_at = now()
-		WHERE settings.value IS DISTINCT FROM EXCLUDED.value`, allowed)
+		WHERE settings.value IS DISTINCT FROM EXCLUDED.value`, allowed, strconv.Itoa(maxAttempts))
 	if err != nil {
-		return fmt.Errorf("publish ERRAND_WEBHOOK_ALLOW_CIDRS: %w", err)
+		return fmt.Errorf("publish ERRAND_WEBHOOK_ALLOW_CIDRS and ERRAND_WEBHOOK_RETRY_SCHEDULE: %w", err)
 	}
 	return nil
 }
@@ -264,7 +268,9 @@ func recordFailure(ctx context.Context, tx pgx.Tx, a attemptRow, gone bool, gone
 		)
 		UPDATE errand.webhook_endpoints e SET
 			failing_since = coalesce(e.failing_since, now()),
-			enabled = NOT ($10 OR e.failing_since <= now() - $11::interval),
+			-- coalesce: failing_since is NULL at the first failure, and
+			-- NOT (false OR NULL) would be NULL.
+			enabled = NOT ($10 OR coalesce(e.failing_since <= now() - $11::interval, false)),
 			disabled_reason = CASE
 				WHEN $10 THEN $12
 				WHEN e.failing_since <= now() - $11::interval THEN format(

@@ -160,3 +160,26 @@ func TestRotationSignsWithBothSecrets(t *testing.T) {
 	_, err := pool.Exec(context.Background(), `SELECT errand.webhook_rotate_secret(gen_random_uuid())`)
 	wantPgError(t, err, "23503", "webhook endpoint")
 }
+
+// A replay's deliveries get as many attempts as a dispatch's: the retry
+// schedule's length + 1 (here 10, more than the kind's default of 8),
+// which the daemon publishes for errand.webhook_replay.
+func TestReplayHasAsManyAttemptsAsADispatch(t *testing.T) {
+	t.Parallel()
+	rc := newReceiver(t, nil)
+	url, pool := errandtest.MigratedDB(t, kinds()...)
+	ws := errandtest.NewWorkspace(t, pool, "acme")
+	errandtest.StartDaemon(t, url, env(map[string]string{"ERRAND_WEBHOOK_RETRY_SCHEDULE": "10ms,10ms,10ms,10ms,10ms,10ms,10ms,10ms,10ms"}), kinds()...)
+	newEndpoint(t, pool, ws, rc.URL)
+
+	msg, _ := dispatch(t, pool, ws, `{"event_type": "a.b", "payload": {}}`)
+	first := errandtest.WaitJob(t, pool, deliveries(t, pool, msg)[0], 30*time.Second, "completed")
+	ids, err := replay(t, pool, `SELECT errand.webhook_replay($1)`, msg)
+	if err != nil || len(ids) != 1 {
+		t.Fatalf("replay: %v %v", ids, err)
+	}
+	again := errandtest.WaitJob(t, pool, ids[0], 30*time.Second, "completed")
+	if first.MaxAttempts != 10 || again.MaxAttempts != 10 {
+		t.Errorf("max_attempts: dispatched delivery %d, replayed %d; want 10 each", first.MaxAttempts, again.MaxAttempts)
+	}
+}

@@ -121,7 +121,7 @@ func (d *dispatcher) work(ctx context.Context, job *jobs.Job, args DispatchArgs)
 		if err := job.Store().Unscope(ctx, tx); err != nil {
 			return err
 		}
-		return enqueueDeliveries(ctx, tx, job.WorkspaceID, id, endpoints, len(d.cfg.schedule)+1)
+		return enqueueDeliveries(ctx, tx, job.WorkspaceID, id, endpoints, d.cfg.maxAttempts())
 	})
 }
 
