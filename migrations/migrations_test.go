@@ -281,6 +281,20 @@ func TestFoundationIsInPlaceAfterUp(t *testing.T) {
 		{"the tenant role sees River's rows of the scoped workspace only", `SELECT EXISTS (SELECT 1 FROM pg_policies
 			WHERE schemaname = 'errand' AND tablename = 'river_job' AND policyname = 'tenant_jobs'
 			  AND permissive = 'RESTRICTIVE' AND roles = ARRAY[errand.tenant_role()::name])`},
+		// Every tenant table, today's and a future migration's: whatever
+		// the tenant role may use has row level security, and no policy
+		// shows it a row without a scope (paused_workspaces, a directory of
+		// paused ids, is the one exception).
+		{"every table with a workspace_id the tenant role may use is fail-closed", `SELECT coalesce(bool_and(
+			  c.relrowsecurity
+			  AND EXISTS (SELECT 1 FROM pg_policies p WHERE p.schemaname = 'errand' AND p.tablename = c.relname)
+			  AND NOT EXISTS (SELECT 1 FROM pg_policies p WHERE p.schemaname = 'errand' AND p.tablename = c.relname
+			                    AND p.permissive = 'PERMISSIVE' AND p.qual ILIKE '%IS NULL%')), false)
+			FROM pg_class c
+			JOIN pg_namespace n ON n.oid = c.relnamespace AND n.nspname = 'errand'
+			JOIN pg_attribute a ON a.attrelid = c.oid AND a.attname = 'workspace_id' AND NOT a.attisdropped
+			WHERE c.relkind IN ('r', 'p') AND c.relname <> 'paused_workspaces'
+			  AND has_table_privilege(errand.tenant_role(), c.oid, 'SELECT, INSERT, UPDATE, DELETE')`},
 		{"the contract's trigger runs unscoped: unscope before it, rescope after (INSTEAD OF triggers fire in name order)", `SELECT
 			array_agg(tgname::text ORDER BY tgname) FILTER (WHERE tgtype & 64 <> 0)
 			  = ARRAY['jobs_0unscope', 'jobs_insert', 'jobs_zrescope']

@@ -129,10 +129,13 @@ func envVars() []envVar {
 				c.WorkspaceCap = n
 				return nil
 			}},
-		{"ERRAND_RETAIN_COMPLETED", "24h", "how long completed jobs are kept (an idempotency key holds while its job is kept)",
-			durationVar(func(c *Config) *time.Duration { return &c.RetainCompleted }, time.Minute)},
-		{"ERRAND_RETAIN_FAILED", "168h", "how long failed (discarded or cancelled) jobs are kept",
-			durationVar(func(c *Config) *time.Duration { return &c.RetainFailed }, time.Minute)},
+		// At least 10 minutes: the leader counts finished jobs for the usage
+		// reports every minute, a minute behind (errand.job_counts), and must
+		// see a job before River's cleaner deletes it.
+		{"ERRAND_RETAIN_COMPLETED", "24h", "how long completed jobs are kept (an idempotency key holds while its job is kept); at least 10m",
+			durationVar(func(c *Config) *time.Duration { return &c.RetainCompleted }, 10*time.Minute)},
+		{"ERRAND_RETAIN_FAILED", "168h", "how long failed (discarded or cancelled) jobs are kept; at least 10m",
+			durationVar(func(c *Config) *time.Duration { return &c.RetainFailed }, 10*time.Minute)},
 		{"ERRAND_RETAIN_LOGS", "720h", "how long emails, webhook messages and attempts, superseded invoice versions and past schedule runs are kept (whatever is still in use is kept longer)",
 			durationVar(func(c *Config) *time.Duration { return &c.RetainLogs }, time.Hour)},
 		{"ERRAND_UI_PASSWORD", "", "turns on River's dashboard at /ui/ behind basic auth with this password (at least 12 characters); unset: no dashboard",

@@ -34,8 +34,8 @@ func TestConfigQueueErrors(t *testing.T) {
 func TestRetentionErrors(t *testing.T) {
 	cases := []varError{
 		{"a completed retention that is not a duration", "ERRAND_RETAIN_COMPLETED", "1 day", "want a duration"},
-		{"a completed retention under a minute", "ERRAND_RETAIN_COMPLETED", "30s", "at least 1m0s"},
-		{"a negative failed retention", "ERRAND_RETAIN_FAILED", "-1h", "at least 1m0s"},
+		{"a completed retention under ten minutes", "ERRAND_RETAIN_COMPLETED", "5m", "at least 10m0s"},
+		{"a negative failed retention", "ERRAND_RETAIN_FAILED", "-1h", "at least 10m0s"},
 		{"a log retention in days", "ERRAND_RETAIN_LOGS", "30d", "want a duration"},
 		{"a log retention under an hour", "ERRAND_RETAIN_LOGS", "10m", "at least 1h0m0s"},
 	}

@@ -32,8 +32,6 @@ type engine struct {
 	heartbeat *maintenance.Heartbeat
 	stopBeat  context.CancelFunc
 	beatDone  chan struct{}
-	// stopEvents ends the metrics' subscription to River's job events.
-	stopEvents func()
 }
 
 func startEngine(ctx context.Context, cfg config.Config, reg *jobs.Registry, table *schedules.Table, logger *slog.Logger, pollOnly, guard bool,
@@ -76,7 +74,7 @@ func startEngine(ctx context.Context, cfg config.Config, reg *jobs.Registry, tab
 		st.Close()
 		return nil, fmt.Errorf("register replica: %w", err)
 	}
-	client, err := newRiverClient(st, id, cfg, reg, table, logger, pollOnly, onStart, tr)
+	client, err := newRiverClient(st, id, cfg, reg, table, logger, pollOnly, onStart, tr, m)
 	if err != nil {
 		st.Close()
 		return nil, err
@@ -87,12 +85,6 @@ func startEngine(ctx context.Context, cfg config.Config, reg *jobs.Registry, tab
 		defer close(e.beatDone)
 		hb.Run(beatCtx)
 	}()
-	// A replica that works no queue has no job events.
-	if worksAQueue(cfg) {
-		events, unsubscribe := client.Subscribe(metrics.Events...)
-		e.stopEvents = unsubscribe
-		go m.Watch(beatCtx, events)
-	}
 	// River's client runs on its own context: cancelling ctx (SIGTERM) starts
 	// our graceful shutdown instead of River's abrupt one.
 	if err := client.Start(context.WithoutCancel(ctx)); err != nil {
@@ -102,16 +94,6 @@ func startEngine(ctx context.Context, cfg config.Config, reg *jobs.Registry, tab
 		return nil, fmt.Errorf("start river client: %w", err)
 	}
 	return e, nil
-}
-
-// worksAQueue reports whether this replica has workers for any queue.
-func worksAQueue(cfg config.Config) bool {
-	for _, n := range cfg.Queues {
-		if n > 0 {
-			return true
-		}
-	}
-	return false
 }
 
 // shutdown stops fetching, lets running jobs finish within timeout, then
@@ -171,9 +153,6 @@ func (e *engine) abandon(logger *slog.Logger) {
 func (e *engine) close(retire bool) {
 	if !retire {
 		e.heartbeat.Abandon()
-	}
-	if e.stopEvents != nil {
-		e.stopEvents()
 	}
 	e.stopBeat()
 	<-e.beatDone

@@ -81,14 +81,9 @@ func Run(ctx context.Context, cfg config.Config, reg *jobs.Registry, logger *slo
 	problems := &jobs.Problems{}
 	mux := http.NewServeMux()
 	// The engine (River client, its pool, its heartbeat) is replaced when it
-	// fences itself; readiness and the leader metric follow the current one.
+	// fences itself; readiness follows the current one.
 	var current atomic.Pointer[engine]
-	m := metrics.New(metrics.Config{DB: st, Logger: logger, ReplicaID: func() string {
-		if e := current.Load(); e != nil {
-			return e.id
-		}
-		return ""
-	}})
+	m := metrics.New(metrics.Config{DB: st, Logger: logger})
 	mux.Handle("GET /metrics", m.Handler())
 	host, _ := os.Hostname()
 	tr, err := tracing.New(ctx, tracing.Config{Endpoint: cfg.OTLPEndpoint, ServiceName: cfg.ServiceName,
@@ -153,16 +148,19 @@ func Run(ctx context.Context, cfg config.Config, reg *jobs.Registry, logger *slo
 	rescueCtx, stopRescuer := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopRescuer()
 	go maintenance.NewRescuer(st, maintenance.RescuerConfig{Lease: timing.lease, Interval: timing.interval, Logger: logger}).Run(rescueCtx)
-	// Old logs go on the leader; River's cleaner (configured in
-	// newRiverClient) does the jobs.
-	go maintenance.NewPruner(st, maintenance.PrunerConfig{Keep: cfg.RetainLogs, Logger: logger, Leading: func(ctx context.Context) bool {
+	leading := func(ctx context.Context) bool {
 		e := current.Load()
 		if e == nil {
 			return false
 		}
 		leader, err := store.Leader(ctx, st)
 		return err == nil && leader == e.id
-	}}).Run(rescueCtx)
+	}
+	// Old logs go on the leader; River's cleaner (configured in
+	// newRiverClient) does the jobs, after the leader has counted them
+	// (errand.job_counts, for the usage reports).
+	go maintenance.NewPruner(st, maintenance.PrunerConfig{Keep: cfg.RetainLogs, Logger: logger, Leading: leading}).Run(rescueCtx)
+	go maintenance.NewJobCounter(st, maintenance.JobCounterConfig{Logger: logger, Leading: leading}).Run(rescueCtx)
 
 	first := true
 	for {
@@ -244,7 +242,7 @@ func rescueTimings(rescueAfter time.Duration) rescueTiming {
 	return rescueTiming{lease: rescueAfter * 6 / 10, fenceAfter: rescueAfter * 4 / 10, interval: rescueAfter / 10}
 }
 
-func newRiverClient(st *store.Store, id string, cfg config.Config, reg *jobs.Registry, table *schedules.Table, logger *slog.Logger, pollOnly bool, onStart func(*rivertype.JobRow), tr *tracing.Tracing) (*river.Client[pgx.Tx], error) {
+func newRiverClient(st *store.Store, id string, cfg config.Config, reg *jobs.Registry, table *schedules.Table, logger *slog.Logger, pollOnly bool, onStart func(*rivertype.JobRow), tr *tracing.Tracing, m *metrics.Metrics) (*river.Client[pgx.Tx], error) {
 	queues := make(map[string]river.QueueConfig, len(cfg.Queues))
 	for name, n := range cfg.Queues {
 		if n > 0 { // 0: this replica leaves the queue to others
@@ -289,7 +287,10 @@ func newRiverClient(st *store.Store, id string, cfg config.Config, reg *jobs.Reg
 		RescueStuckJobsAfter: rescueStuckJobsAfter(reg),
 		RetryPolicy:          &jobs.RetryPolicy{Base: cfg.RetryBase},
 		Middleware:           middleware,
-		Logger:               riverLogger,
+		// Counts each attempt (outermost, before the middleware above) and
+		// knows whether this client leads.
+		Plugins: []rivertype.Plugin{m.Plugin()},
+		Logger:  riverLogger,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("river client: %w", err)

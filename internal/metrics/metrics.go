@@ -1,22 +1,26 @@
 // Package metrics is errand's Prometheus exposition: GET /metrics on the
-// daemon's HTTP address, in the text format, through client_golang.
+// daemon's HTTP address, in the text format (or OpenMetrics when asked),
+// through client_golang.
 //
-// What each replica counts itself (from River's job events and its own
-// heartbeat): jobs finished by kind, queue and outcome, how long they ran,
-// how long they waited from due to start, heartbeat renewals and fencing.
-// What it reads from the database (the backlog per queue, the busiest
-// workspaces, who leads): one snapshot at most every RefreshEvery, however
-// often and by however many scrapers it is scraped, through store's
-// index-friendly queries. Per-workspace figures are only the TopN busiest,
-// so label cardinality does not grow with the number of tenants. Kinds add
-// their own (jobs.Setup.Metrics).
+// What each replica counts itself: jobs finished by kind, queue and outcome,
+// how long they ran, how long they waited from due to start (counted in the
+// worker goroutine by Plugin's middleware, so none is lost), whether it
+// leads (Plugin's hook), heartbeat renewals and fencing. What it reads from
+// the database (the backlog per queue, the busiest workspaces): one snapshot
+// at most every RefreshEvery, however often and by however many scrapers it
+// is scraped, through store's index-friendly queries. Per-workspace figures
+// are only the TopN busiest, so label cardinality does not grow with the
+// number of tenants. Kinds add their own (jobs.Setup.Metrics). How each
+// figure is made: docs/operations.md, "Metrics".
 package metrics
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -38,9 +42,6 @@ const (
 type Config struct {
 	// DB answers the snapshot queries (the daemon's small pool).
 	DB store.DB
-	// ReplicaID is this replica's current River client id ("" while no
-	// engine runs); errand_leader compares it with River's leader.
-	ReplicaID func() string
 	// RefreshEvery bounds how often the snapshot is read.
 	RefreshEvery time.Duration
 	// TopN is how many workspaces errand_workspace_jobs shows.
@@ -59,6 +60,11 @@ type Metrics struct {
 	renewals *prometheus.CounterVec
 	fences   prometheus.Counter
 	snap     *snapshotCollector
+	now      func() time.Time
+	// leading counts the leader terms River has started in this process and
+	// not yet ended (an engine replaced after fencing may end its term after
+	// the next one began).
+	leading atomic.Int64
 }
 
 // New builds the registry: Go runtime and process metrics, errand's own,
@@ -76,14 +82,12 @@ func New(cfg Config) *Metrics {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	if cfg.ReplicaID == nil {
-		cfg.ReplicaID = func() string { return "" }
-	}
 	m := &Metrics{
 		reg: prometheus.NewRegistry(),
+		now: cfg.Now,
 		jobs: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "errand_jobs_total",
-			Help: "Job attempts this replica finished, by kind, queue and outcome: completed, retried (failed, will run again), failed (discarded: no attempts left or a permanent error), cancelled, snoozed.",
+			Help: "Job attempts this replica finished, by kind, queue and outcome: completed, retried (failed, will run again), failed (discarded: no attempts left or a permanent error), cancelled (by an operator while it ran), snoozed.",
 		}, []string{"kind", "queue", "outcome"}),
 		run: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "errand_job_duration_seconds",
@@ -92,7 +96,7 @@ func New(cfg Config) *Metrics {
 		}, []string{"kind"}),
 		wait: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "errand_job_wait_seconds",
-			Help:    "From a job's due time (its INSERT, or its run_at when later) to the start of the attempt, by queue.",
+			Help:    "From an attempt's due time (River's scheduled_at: the INSERT or a later run_at for a first attempt, the retry's or snooze's due time after that) to its start, by queue.",
 			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 300},
 		}, []string{"queue"}),
 		renewals: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -107,7 +111,7 @@ func New(cfg Config) *Metrics {
 	for _, r := range []string{"ok", "failed"} {
 		m.renewals.WithLabelValues(r)
 	}
-	m.snap = &snapshotCollector{cfg: cfg}
+	m.snap = &snapshotCollector{cfg: cfg, leading: func() bool { return m.leading.Load() > 0 }}
 	m.reg.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
@@ -122,10 +126,10 @@ func (m *Metrics) Registerer() prometheus.Registerer { return m.reg }
 // Gatherer is the registry, for tests.
 func (m *Metrics) Gatherer() prometheus.Gatherer { return m.reg }
 
-// Handler serves the registry in the Prometheus text format (or
-// OpenMetrics when asked for it).
+// Handler serves the registry in the Prometheus text format, or in
+// OpenMetrics when the scraper's Accept header asks for it.
 func (m *Metrics) Handler() http.Handler {
-	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{ErrorLog: nil, ErrorHandling: promhttp.ContinueOnError})
+	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{ErrorHandling: promhttp.ContinueOnError, EnableOpenMetrics: true})
 }
 
 // Renewed counts a heartbeat renewal (maintenance.HeartbeatConfig.Renewed).
@@ -140,72 +144,95 @@ func (m *Metrics) Renewed(ok bool) {
 // Fenced counts a fencing (maintenance.HeartbeatConfig.Fenced).
 func (m *Metrics) Fenced() { m.fences.Inc() }
 
-// Events are the River events Watch needs.
-var Events = []river.EventKind{
-	river.EventKindJobCompleted, river.EventKindJobFailed,
-	river.EventKindJobCancelled, river.EventKindJobSnoozed,
+// Plugin goes in River's Config.Plugins. As the outermost worker middleware
+// it counts each attempt in the worker goroutine as the attempt ends: unlike
+// River's event subscriptions, whose buffer drops events in a burst, nothing
+// can be lost. As a HookPeriodicJobsStart it learns that River elected this
+// client leader (River starts its maintenance, periodic jobs included, on
+// each election) and, when that context ends, that the term is over.
+func (m *Metrics) Plugin() rivertype.Plugin { return &plugin{m: m} }
+
+type plugin struct {
+	river.PluginDefaults
+	m *Metrics
 }
 
-// Watch counts River's job events from events until it is closed or ctx is
-// done. River drops events when the channel is full, so it must keep up: it
-// only touches counters.
-func (m *Metrics) Watch(ctx context.Context, events <-chan *river.Event) {
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case ev, ok := <-events:
-			if !ok {
-				return
-			}
-			m.observe(ev)
-		}
-	}
+// Start implements rivertype.HookPeriodicJobsStart.
+func (p *plugin) Start(ctx context.Context, _ *rivertype.HookPeriodicJobsStartParams) error {
+	p.m.leading.Add(1)
+	context.AfterFunc(ctx, func() { p.m.leading.Add(-1) })
+	return nil
 }
 
-func (m *Metrics) observe(ev *river.Event) {
-	if ev == nil || ev.Job == nil {
-		return
+// Work implements rivertype.WorkerMiddleware.
+func (p *plugin) Work(ctx context.Context, job *rivertype.JobRow, doInner func(context.Context) error) error {
+	start := p.m.now()
+	// River's own measure of the wait (JobStatistics.QueueWaitDuration).
+	p.m.wait.WithLabelValues(job.Queue).Observe(max(start.Sub(job.ScheduledAt), 0).Seconds())
+	// Unless doInner returns, it panicked: River recovers and fails the
+	// attempt like an error.
+	result := "retried"
+	if job.Attempt >= job.MaxAttempts {
+		result = "failed"
 	}
-	var outcome string
-	switch ev.Kind {
-	case river.EventKindJobCompleted:
-		outcome = "completed"
-	case river.EventKindJobCancelled:
-		outcome = "cancelled"
-	case river.EventKindJobSnoozed:
-		outcome = "snoozed"
-	case river.EventKindJobFailed:
-		outcome = "retried"
-		if ev.Job.State == rivertype.JobStateDiscarded {
-			outcome = "failed"
+	defer func() {
+		p.m.run.WithLabelValues(job.Kind).Observe(max(p.m.now().Sub(start), 0).Seconds())
+		if result != "" {
+			p.m.jobs.WithLabelValues(job.Kind, job.Queue, result).Inc()
 		}
-	default:
-		return
+	}()
+	err := doInner(ctx)
+	result = outcome(ctx, job, err)
+	return err
+}
+
+// outcome is what River makes of an attempt that returned err (River's
+// jobexecutor.reportResult and reportError, v0.51.2), or "" when River's
+// own stop interrupted it: the job goes back to pending, its attempt given
+// back, and is not an outcome.
+func outcome(ctx context.Context, job *rivertype.JobRow, err error) string {
+	if err == nil {
+		return "completed"
 	}
-	m.jobs.WithLabelValues(ev.Job.Kind, ev.Job.Queue, outcome).Inc()
-	if ev.JobStats != nil {
-		m.run.WithLabelValues(ev.Job.Kind).Observe(ev.JobStats.RunDuration.Seconds())
-		m.wait.WithLabelValues(ev.Job.Queue).Observe(max(ev.JobStats.QueueWaitDuration, 0).Seconds())
+	cause := context.Cause(ctx)
+	if errors.Is(cause, rivertype.ErrJobCancelledRemotely) { // errand jobs cancel, errand.cancel_job
+		return "cancelled"
 	}
+	var snooze *rivertype.JobSnoozeError
+	if errors.As(err, &snooze) {
+		return "snoozed"
+	}
+	// River cancels a job's context itself only to cancel it remotely
+	// (above) or to stop (the cause is River's internal ErrStop); a timeout
+	// is a deadline, not a cancellation.
+	if errors.Is(ctx.Err(), context.Canceled) && (errors.Is(err, context.Canceled) || errors.Is(err, cause)) {
+		return ""
+	}
+	var cancel *rivertype.JobCancelError
+	if errors.As(err, &cancel) || job.Attempt >= job.MaxAttempts { // jobs.Permanent, or no attempts left
+		return "failed"
+	}
+	return "retried"
 }
 
 // snapshotCollector reads the database figures at most every RefreshEvery
 // and serves the last good snapshot in between (and when a read fails).
 type snapshotCollector struct {
-	cfg Config
+	cfg     Config
+	leading func() bool
 
 	mu      sync.Mutex
-	at      time.Time
+	tried   time.Time // the last read, good or not
+	readAt  time.Time // the last good read
 	last    snapshot
 	errors  float64
+	hasTry  bool
 	fetched bool
 }
 
 type snapshot struct {
 	queues     []store.QueueBacklog
 	workspaces []store.WorkspaceBacklog
-	leader     string
 }
 
 var (
@@ -219,10 +246,10 @@ var (
 		"Pending and processing jobs of the workspaces with the most pending jobs (a bounded top N, all queues).",
 		[]string{"workspace", "status"}, nil)
 	descLeader = prometheus.NewDesc("errand_leader",
-		"1 when this replica is River's elected leader (it runs maintenance and the schedules), else 0.",
+		"1 when this replica is River's elected leader (it runs maintenance and the schedules), else 0; known without the database.",
 		nil, nil)
 	descSnapshotAge = prometheus.NewDesc("errand_metrics_snapshot_age_seconds",
-		"Age of the database figures served (they are read at most every few seconds).",
+		"Time since the database figures served were read: it keeps growing while reads fail (absent until a read succeeds).",
 		nil, nil)
 	descSnapshotErrors = prometheus.NewDesc("errand_metrics_snapshot_errors_total",
 		"Failed reads of the database figures; the previous figures are served meanwhile.",
@@ -236,6 +263,11 @@ func (c *snapshotCollector) Describe(ch chan<- *prometheus.Desc) {
 }
 
 func (c *snapshotCollector) Collect(ch chan<- prometheus.Metric) {
+	leader := 0.0
+	if c.leading() {
+		leader = 1
+	}
+	ch <- prometheus.MustNewConstMetric(descLeader, prometheus.GaugeValue, leader)
 	s, age, errs, ok := c.get()
 	ch <- prometheus.MustNewConstMetric(descSnapshotErrors, prometheus.CounterValue, errs)
 	if !ok {
@@ -253,31 +285,27 @@ func (c *snapshotCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(descWorkspaceJobs, prometheus.GaugeValue, float64(w.Pending), w.WorkspaceID, "pending")
 		ch <- prometheus.MustNewConstMetric(descWorkspaceJobs, prometheus.GaugeValue, float64(w.Processing), w.WorkspaceID, "processing")
 	}
-	leader := 0.0
-	if id := c.cfg.ReplicaID(); id != "" && id == s.leader {
-		leader = 1
-	}
-	ch <- prometheus.MustNewConstMetric(descLeader, prometheus.GaugeValue, leader)
 }
 
-// get returns the snapshot, reading it first when it is older than
-// RefreshEvery; concurrent scrapes wait for one read.
+// get returns the last good snapshot and its age, reading first when the
+// last read (good or not) is older than RefreshEvery: a database that fails
+// is asked again at the next interval, not at every scrape. Concurrent
+// scrapes wait for one read.
 func (c *snapshotCollector) get() (snapshot, time.Duration, float64, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	now := c.cfg.Now()
-	if !c.fetched || now.Sub(c.at) >= c.cfg.RefreshEvery {
+	if !c.hasTry || now.Sub(c.tried) >= c.cfg.RefreshEvery {
+		c.tried, c.hasTry = now, true
 		s, err := c.read()
 		if err != nil {
 			c.errors++
 			c.cfg.Logger.Warn("metrics: cannot read the queue figures; serving the previous ones", slog.String("error", err.Error()))
-			// Try again at the next interval, not at every scrape.
-			c.at = now
 		} else {
-			c.last, c.at, c.fetched = s, now, true
+			c.last, c.readAt, c.fetched = s, now, true
 		}
 	}
-	return c.last, now.Sub(c.at), c.errors, c.fetched
+	return c.last, now.Sub(c.readAt), c.errors, c.fetched
 }
 
 func (c *snapshotCollector) read() (snapshot, error) {
@@ -289,9 +317,6 @@ func (c *snapshotCollector) read() (snapshot, error) {
 		return s, err
 	}
 	if s.workspaces, err = store.PendingByWorkspace(ctx, c.cfg.DB, c.cfg.TopN); err != nil {
-		return s, err
-	}
-	if s.leader, err = store.Leader(ctx, c.cfg.DB); err != nil {
 		return s, err
 	}
 	return s, nil

@@ -14,7 +14,7 @@ type config struct {
 
 func envVars() []jobs.EnvVar {
 	return []jobs.EnvVar{
-		{Name: "ERRAND_USAGE_REPORTS_SKIP_EMPTY", Default: "false", Help: "true: a workspace with no usage and no errand activity in the week gets no usage report (by default it gets a short one)",
+		{Name: "ERRAND_USAGE_REPORTS_SKIP_EMPTY", Default: "false", Help: "true: a workspace with no usage and no errand activity in the week gets no usage report (by default it gets a short one); the reports' own jobs and emails and digest.send jobs are not activity",
 			Check: func(v string) error { _, err := strconv.ParseBool(v); return err }},
 	}
 }

@@ -1,8 +1,9 @@
 package usagereport
 
-// The kind's queries (tables in migration 013_schedules.sql). The tick runs
-// unscoped; the job reads and writes in its workspace's scope, and filters
-// River's table by workspace explicitly (it is not forced to).
+// The kind's queries (tables in migrations 013_schedules.sql and
+// 029_usage_rollup.sql). The tick runs unscoped; the job reads and writes in
+// its workspace's scope, and filters errand.job_counts by workspace
+// explicitly as well.
 
 import (
 	"context"
@@ -41,6 +42,17 @@ func enqueueReports(ctx context.Context, tx pgx.Tx, week string) (int, error) {
 	return int(tag.RowsAffected()), nil
 }
 
+// rollUp counts the jobs finalized since the leader's last roll-up (see
+// internal/maintenance/jobcounts.go), so a report that runs before it (the
+// first replica back after downtime on a Monday morning) still finds the
+// week's last jobs counted. A concurrent roll-up is waited for.
+func rollUp(ctx context.Context, db store.DB) error {
+	if _, err := db.Exec(ctx, `SELECT errand.roll_up_job_counts()`); err != nil {
+		return fmt.Errorf("roll up job counts: %w", err)
+	}
+	return nil
+}
+
 func reportExists(ctx context.Context, tx pgx.Tx, week string) (bool, error) {
 	var ok bool
 	if err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM errand.usage_reports WHERE week = $1)`, week).Scan(&ok); err != nil {
@@ -50,7 +62,7 @@ func reportExists(ctx context.Context, tx pgx.Tx, week string) (bool, error) {
 }
 
 // summarize reads the scoped workspace's week starting at from.
-func summarize(ctx context.Context, tx pgx.Tx, workspaceID string, jobID int64, week string, from time.Time) (Summary, error) {
+func summarize(ctx context.Context, tx pgx.Tx, workspaceID, week string, from time.Time) (Summary, error) {
 	to := from.AddDate(0, 0, 7)
 	s := Summary{Week: week, From: from.Format(time.DateOnly), To: to.AddDate(0, 0, -1).Format(time.DateOnly), Metrics: []Metric{}, Jobs: []Jobs{}}
 	ws, err := store.CurrentWorkspace(ctx, tx)
@@ -119,23 +131,38 @@ func summarize(ctx context.Context, tx pgx.Tx, workspaceID string, jobID int64, 
 		s.Metrics = append(s.Metrics, *m)
 	}
 
+	// Jobs from errand.job_counts, which outlives River's cleaner (River's
+	// own rows of the week are mostly deleted by Monday 08:00). The report's
+	// own jobs and digest.send's (origin <> '') are errand's bookkeeping,
+	// not the workspace's activity.
 	rows, err = tx.Query(ctx, `
 		SELECT kind,
-		       CASE state WHEN 'running' THEN 'processing' WHEN 'completed' THEN 'completed'
-		                  WHEN 'discarded' THEN 'failed' WHEN 'cancelled' THEN 'failed' ELSE 'pending' END AS status,
-		       count(*)
-		FROM errand.river_job
-		WHERE (metadata ->> 'workspace_id')::uuid = $1 AND created_at >= $2 AND created_at < $3 AND id <> $4
-		GROUP BY 1, 2 ORDER BY 1, 2`, workspaceID, from, to, jobID)
+		       CASE state WHEN 'completed' THEN 'completed' ELSE 'failed' END AS status,
+		       sum(count)::bigint
+		FROM errand.job_counts
+		WHERE workspace_id = $1 AND day >= $2::date AND day < $3::date AND origin = ''
+		GROUP BY 1, 2 ORDER BY 1, 2`, workspaceID, from.Format(time.DateOnly), to.Format(time.DateOnly))
 	if err != nil {
 		return s, fmt.Errorf("read jobs: %w", err)
 	}
 	if s.Jobs, err = pgx.CollectRows(rows, pgx.RowToStructByPos[Jobs]); err != nil {
 		return s, fmt.Errorf("read jobs: %w", err)
 	}
+	for _, j := range s.Jobs {
+		if j.Kind != invoiceKind {
+			continue
+		}
+		if j.Status == "completed" {
+			s.Invoices.Rendered += j.Count
+		} else {
+			s.Invoices.Failed += j.Count
+		}
+	}
+	// The report's own emails (template usage_report) are left out, as its
+	// jobs are.
 	err = tx.QueryRow(ctx, `
 		SELECT count(*) FILTER (WHERE status IN ('sent', 'captured')), count(*) FILTER (WHERE status = 'failed')
-		FROM errand.emails WHERE created_at >= $1 AND created_at < $2`, from, to).Scan(&s.Emails.Sent, &s.Emails.Failed)
+		FROM errand.emails WHERE created_at >= $1 AND created_at < $2 AND template <> $3`, from, to, Template).Scan(&s.Emails.Sent, &s.Emails.Failed)
 	if err != nil {
 		return s, fmt.Errorf("read emails: %w", err)
 	}

@@ -5,7 +5,9 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"reflect"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -73,6 +75,30 @@ func tick(t *testing.T, url string, pool *pgxpool.Pool, at string) string {
 	return out.String()
 }
 
+// countFrom2030 makes the leader's job counting (errand.job_counts, which
+// follows the database's clock) leave the test's jobs to the test: they run
+// now, are moved into 2030 and are counted by rollUp.
+func countFrom2030(t *testing.T, pool *pgxpool.Pool) {
+	t.Helper()
+	exec(t, pool, `UPDATE errand.job_counts_watermark SET counted_until = '2030-01-01T00:00:00Z'`)
+}
+
+// rollUp counts the jobs finalized up to upto, as the leader's roll-up does
+// a minute behind the clock, and returns how many.
+func rollUp(t *testing.T, pool *pgxpool.Pool, upto string) int {
+	t.Helper()
+	return count(t, pool, `SELECT errand.roll_up_job_counts($1)`, upto)
+}
+
+// ranAt moves every job and email made in real time (not yet moved into
+// 2030) to at, as if they had run then.
+func ranAt(t *testing.T, pool *pgxpool.Pool, at string) {
+	t.Helper()
+	exec(t, pool, `UPDATE errand.river_job SET created_at = $1, scheduled_at = $1, finalized_at = CASE WHEN finalized_at IS NOT NULL THEN $1::timestamptz END
+		WHERE created_at < '2029-01-01'`, at)
+	exec(t, pool, `UPDATE errand.emails SET created_at = $1 WHERE created_at < '2029-01-01'`, at)
+}
+
 func summary(t *testing.T, pool *pgxpool.Pool, ws, week string) map[string]any {
 	t.Helper()
 	var b []byte
@@ -105,6 +131,7 @@ func decode(t *testing.T, s string) map[string]any {
 func TestReportNumbersMatchTheFixture(t *testing.T) {
 	url, pool := errandtest.MigratedDB(t)
 	errandtest.StartDaemon(t, url, daemonEnv)
+	countFrom2030(t, pool)
 	acme := errandtest.NewWorkspace(t, pool, "acme")
 	globex := errandtest.NewWorkspace(t, pool, "globex")
 	exec(t, pool, `UPDATE errand.workspaces SET plan = 'pro' WHERE id = $1`, acme)
@@ -135,7 +162,8 @@ func TestReportNumbersMatchTheFixture(t *testing.T) {
 	}
 	errandtest.WaitJob(t, pool, failing, 30*time.Second, "failed")
 	errandtest.WaitJob(t, pool, errandtest.Enqueue(t, pool, globex, "ping", `{}`), 30*time.Second, "completed")
-	exec(t, pool, `UPDATE errand.river_job SET created_at = '2030-01-08T10:00:00Z' WHERE kind = 'ping'`)
+	exec(t, pool, `UPDATE errand.river_job SET created_at = '2030-01-08T10:00:00Z', finalized_at = '2030-01-08T10:00:01Z' WHERE kind = 'ping'`)
+	rollUp(t, pool, "2030-01-14T07:59:00Z")
 	exec(t, pool, `INSERT INTO errand.emails (workspace_id, template, status, created_at) VALUES
 		($1, 'invite', 'sent', '2030-01-08T10:00:00Z'), ($1, 'invite', 'captured', '2030-01-09T10:00:00Z'),
 		($1, 'invite', 'failed', '2030-01-10T10:00:00Z'), ($1, 'invite', 'sent', '2030-01-14T10:00:00Z'),
@@ -158,7 +186,8 @@ func TestReportNumbersMatchTheFixture(t *testing.T) {
 		],
 		"jobs": [{"kind": "ping", "status": "completed", "count": 2}, {"kind": "ping", "status": "failed", "count": 1}],
 		"emails": {"sent": 2, "failed": 1},
-		"webhooks": {"delivered": 1, "failed_attempts": 2}
+		"webhooks": {"delivered": 1, "failed_attempts": 2},
+		"invoices": {"rendered": 0, "failed": 0}
 	}`)
 	if got := summary(t, pool, acme, "2030-W02"); !reflect.DeepEqual(got, want) {
 		g, _ := json.MarshalIndent(got, "", " ")
@@ -178,7 +207,8 @@ func TestReportNumbersMatchTheFixture(t *testing.T) {
 		t.Fatal(err)
 	}
 	if to != "ann@example.com,bob@example.com" || subject != "ACME usage report, 2030-W02" ||
-		!strings.Contains(text, "- api_calls: 175 (previous week 100, 75%), 1000 limit, 17.5% used") {
+		!strings.Contains(text, "- api_calls: 175 (previous week 100, 75%), 1000 limit, 17.5% used") ||
+		!strings.Contains(text, "\nInvoices: 0 rendered, 0 failed.") {
 		t.Errorf("email to %s, %q:\n%s", to, subject, text)
 	}
 	// Again: the period ran; a second job for the week changes nothing.
@@ -212,7 +242,8 @@ func TestQuietWorkspace(t *testing.T) {
 			continue
 		}
 		want := decode(t, `{"week": "2030-W02", "from": "2030-01-07", "to": "2030-01-13", "plan": "free", "empty": true,
-			"metrics": [], "jobs": [], "emails": {"sent": 0, "failed": 0}, "webhooks": {"delivered": 0, "failed_attempts": 0}}`)
+			"metrics": [], "jobs": [], "emails": {"sent": 0, "failed": 0}, "webhooks": {"delivered": 0, "failed_attempts": 0},
+			"invoices": {"rendered": 0, "failed": 0}}`)
 		if !reflect.DeepEqual(got, want) {
 			t.Errorf("quiet workspace's report %v", got)
 		}
@@ -220,6 +251,129 @@ func TestQuietWorkspace(t *testing.T) {
 		if err := pool.QueryRow(context.Background(), `SELECT text FROM errand.emails WHERE template = 'usage_report'`).Scan(&text); err != nil || !strings.Contains(text, "No usage recorded this week.") {
 			t.Errorf("email %q %v", text, err)
 		}
+	}
+}
+
+// River's cleaner deletes completed jobs after 24 h and failed ones after
+// 7 days; the report runs on Monday 08:00. Jobs counted as they finished
+// (errand.job_counts) are in the report although River's rows are gone,
+// invoice renders among them, and counting again counts nothing twice.
+func TestJobsDeletedByRiversCleanerAreStillReported(t *testing.T) {
+	url, pool := errandtest.MigratedDB(t)
+	errandtest.StartDaemon(t, url, daemonEnv)
+	countFrom2030(t, pool)
+	acme := errandtest.NewWorkspace(t, pool, "acme")
+
+	for range 2 {
+		errandtest.WaitJob(t, pool, errandtest.Enqueue(t, pool, acme, "ping", `{}`), 30*time.Second, "completed")
+	}
+	var failing int64
+	if err := pool.QueryRow(context.Background(), `INSERT INTO errand.jobs (workspace_id, kind, args, max_attempts) VALUES ($1, 'ping', '{"fail_times": 3}', 1) RETURNING id`, acme).Scan(&failing); err != nil {
+		t.Fatal(err)
+	}
+	errandtest.WaitJob(t, pool, failing, 30*time.Second, "failed")
+	var invoice string
+	if err := pool.QueryRow(context.Background(), `INSERT INTO errand.invoices (workspace_id, number, customer_name, currency) VALUES ($1, 'INV-1', 'Ann', 'EUR') RETURNING id::text`, acme).Scan(&invoice); err != nil {
+		t.Fatal(err)
+	}
+	exec(t, pool, `INSERT INTO errand.invoice_items (invoice_id, workspace_id, description, unit_amount) VALUES ($1, $2, 'Seats', 1200)`, invoice, acme)
+	errandtest.WaitJob(t, pool, errandtest.Enqueue(t, pool, acme, "invoice.render", `{"invoice_id": "`+invoice+`"}`), 30*time.Second, "completed")
+	errandtest.WaitJob(t, pool, errandtest.Enqueue(t, pool, acme, "invoice.render", `{"invoice_id": "00000000-0000-4000-8000-00000000000f"}`), 30*time.Second, "failed")
+
+	// In week 2030-W02: the completed jobs on Tuesday, the failed ones on
+	// Monday 05:00, more than 7 days before the report.
+	ranAt(t, pool, "2030-01-08T10:00:00Z")
+	exec(t, pool, `UPDATE errand.river_job SET created_at = '2030-01-07T05:00:00Z', finalized_at = '2030-01-07T05:00:00Z' WHERE state IN ('discarded', 'cancelled')`)
+	if n := rollUp(t, pool, "2030-01-14T07:59:00Z"); n != 5 {
+		t.Errorf("rolled up %d jobs, want 5", n)
+	}
+	if n := rollUp(t, pool, "2030-01-14T07:59:00Z"); n != 0 {
+		t.Errorf("rolled up %d jobs again, want 0", n)
+	}
+	if n := rollUp(t, pool, "2030-01-14T07:59:30Z"); n != 0 {
+		t.Errorf("rolled up %d jobs in a later round, want 0", n)
+	}
+	// River's cleaner at the report's time, with the default retention.
+	exec(t, pool, `DELETE FROM errand.river_job
+		WHERE (state = 'completed' AND finalized_at < '2030-01-14T08:00:00Z'::timestamptz - interval '24 hours')
+		   OR (state IN ('discarded', 'cancelled') AND finalized_at < '2030-01-14T08:00:00Z'::timestamptz - interval '168 hours')`)
+	if n := count(t, pool, `SELECT count(*) FROM errand.river_job WHERE kind IN ('ping', 'invoice.render')`); n != 0 {
+		t.Fatalf("%d jobs left by the cleaner", n)
+	}
+
+	tick(t, url, pool, "2030-01-14T08:00:00Z")
+	got := summary(t, pool, acme, "2030-W02")
+	want := decode(t, `{"jobs": [
+			{"kind": "invoice.render", "status": "completed", "count": 1}, {"kind": "invoice.render", "status": "failed", "count": 1},
+			{"kind": "ping", "status": "completed", "count": 2}, {"kind": "ping", "status": "failed", "count": 1}],
+		"invoices": {"rendered": 1, "failed": 1}, "empty": false}`)
+	for k, v := range want {
+		if !reflect.DeepEqual(got[k], v) {
+			t.Errorf("%s: %v, want %v", k, got[k], v)
+		}
+	}
+}
+
+// A report's own job and email, and digest.send's job, are errand's
+// bookkeeping, not the workspace's activity: a quiet week after a report
+// is empty, and with ERRAND_USAGE_REPORTS_SKIP_EMPTY gets no report, week
+// after week.
+func TestQuietWeeksAfterAReportAreEmpty(t *testing.T) {
+	for _, skip := range []bool{false, true} {
+		t.Run(fmt.Sprintf("skip empty %v", skip), func(t *testing.T) {
+			url, pool := errandtest.MigratedDB(t)
+			env := map[string]string{"ERRAND_FETCH_POLL_INTERVAL": "50ms", "ERRAND_SCHEDULES": "digests=off;usage_reports=off",
+				"ERRAND_USAGE_REPORTS_SKIP_EMPTY": strconv.FormatBool(skip)}
+			errandtest.StartDaemon(t, url, env)
+			countFrom2030(t, pool)
+			ws := errandtest.NewWorkspace(t, pool, "acme")
+			member(t, pool, ws, "ann@example.com", "owner")
+			var ann string
+			if err := pool.QueryRow(context.Background(), `SELECT id::text FROM errand.users WHERE email = 'ann@example.com'`).Scan(&ann); err != nil {
+				t.Fatal(err)
+			}
+
+			// 2030-W02 has usage: a report, emailed on Monday 08:00.
+			event(t, pool, ws, "api_calls", 5, "2030-01-08T10:00:00Z")
+			tick(t, url, pool, "2030-01-14T08:00:00Z")
+			if summary(t, pool, ws, "2030-W02") == nil {
+				t.Fatal("no report for the week with usage")
+			}
+			ranAt(t, pool, "2030-01-14T08:00:01Z")
+			// A daily digest with nothing to send, on Tuesday.
+			errandtest.WaitJob(t, pool, errandtest.Enqueue(t, pool, ws, "digest.send", `{"user_id": "`+ann+`", "period": "2030-01-15"}`), 30*time.Second, "completed")
+			ranAt(t, pool, "2030-01-15T08:00:00Z")
+
+			// 2030-W03 and 2030-W04: nothing but errand's own.
+			for i, week := range []string{"2030-W03", "2030-W04"} {
+				monday := []string{"2030-01-21T08:00:00Z", "2030-01-28T08:00:00Z"}[i]
+				rollUp(t, pool, monday)
+				tick(t, url, pool, monday)
+				ranAt(t, pool, strings.Replace(monday, "08:00:00", "08:00:01", 1))
+				got := summary(t, pool, ws, week)
+				if skip {
+					if got != nil {
+						t.Errorf("%s: a report %v, want none", week, got)
+					}
+					continue
+				}
+				// (W03's metrics show W02's usage as the previous week's.)
+				want := decode(t, `{"week": "`+week+`", "empty": true, "jobs": [],
+					"emails": {"sent": 0, "failed": 0}, "webhooks": {"delivered": 0, "failed_attempts": 0}, "invoices": {"rendered": 0, "failed": 0}}`)
+				for k, v := range want {
+					if !reflect.DeepEqual(got[k], v) {
+						t.Errorf("%s: %s %v, want %v", week, k, got[k], v)
+					}
+				}
+			}
+			want := 3
+			if skip {
+				want = 1
+			}
+			if n := count(t, pool, `SELECT count(*) FROM errand.emails WHERE template = 'usage_report'`); n != want {
+				t.Errorf("%d report emails, want %d", n, want)
+			}
+		})
 	}
 }
 

@@ -5,8 +5,10 @@
 // and emailed to the workspace's owners and admins (template usage_report)
 // in the transaction that completes the job. Its schedule entry
 // "usage_reports" (Mondays 08:00 UTC) enqueues one per workspace for the
-// week that just ended. Tables: migrations/013_schedules.sql; decisions:
-// docs/schedules.md.
+// week that just ended. Its job numbers come from errand.job_counts, which
+// the leader keeps as jobs finish (River deletes the jobs themselves within
+// a day). Tables: migrations/013_schedules.sql and 029_usage_rollup.sql;
+// decisions: docs/schedules.md.
 package usagereport
 
 import (
@@ -116,12 +118,15 @@ func (r *reporter) work(ctx context.Context, job *jobs.Job, args Args) error {
 	if err != nil {
 		return jobs.Permanent(err)
 	}
+	if err := rollUp(ctx, job.Store()); err != nil {
+		return err
+	}
 	return job.CompleteInWorkspace(ctx, func(tx pgx.Tx) error {
 		done, err := reportExists(ctx, tx, args.Week)
 		if err != nil || done {
 			return err
 		}
-		s, err := summarize(ctx, tx, job.WorkspaceID, job.ID, args.Week, from)
+		s, err := summarize(ctx, tx, job.WorkspaceID, args.Week, from)
 		if err != nil {
 			return err
 		}
@@ -152,7 +157,9 @@ type Summary struct {
 	Jobs     []Jobs   `json:"jobs"`
 	Emails   Emails   `json:"emails"`
 	Webhooks Webhooks `json:"webhooks"`
-	// Empty: no usage and no errand activity in the week.
+	Invoices Invoices `json:"invoices"`
+	// Empty: no usage and no errand activity in the week. The usage
+	// report's own job and email, and digest.send jobs, are not activity.
 	Empty bool `json:"empty"`
 }
 
@@ -172,14 +179,17 @@ type Metric struct {
 	LimitUsedPct *float64 `json:"limit_used_pct"`
 }
 
-// Jobs counts the workspace's jobs created in the week by kind and status.
+// Jobs counts the workspace's jobs that finished in the week (UTC days of
+// their finalized_at, from errand.job_counts) by kind and status: completed,
+// or failed (discarded or cancelled).
 type Jobs struct {
 	Kind   string `json:"kind"`
 	Status string `json:"status"`
 	Count  int64  `json:"count"`
 }
 
-// Emails counts the workspace's emails created in the week.
+// Emails counts the workspace's emails created in the week, the usage
+// reports' own left out.
 type Emails struct {
 	Sent   int64 `json:"sent"` // sent or captured
 	Failed int64 `json:"failed"`
@@ -190,6 +200,17 @@ type Webhooks struct {
 	Delivered      int64 `json:"delivered"`       // message and endpoint pairs answered 2xx
 	FailedAttempts int64 `json:"failed_attempts"` // attempts that were not
 }
+
+// Invoices counts the workspace's invoice.render jobs that finished in the
+// week: rendered (completed; a render identical to the latest version
+// stores no new one but counts) and failed.
+type Invoices struct {
+	Rendered int64 `json:"rendered"`
+	Failed   int64 `json:"failed"`
+}
+
+// invoiceKind is kind invoice.render's name (jobs/invoice).
+const invoiceKind = "invoice.render"
 
 func pct(part, whole int64) *float64 {
 	if whole == 0 {
@@ -212,5 +233,6 @@ func (s Summary) emailData() map[string]any {
 	}
 	return map[string]any{"week": s.Week, "from": s.From, "to": s.To, "plan": s.Plan, "metrics": metrics, "jobs": jobs,
 		"emails_sent": s.Emails.Sent, "emails_failed": s.Emails.Failed,
-		"webhooks_delivered": s.Webhooks.Delivered, "webhook_attempts_failed": s.Webhooks.FailedAttempts}
+		"webhooks_delivered": s.Webhooks.Delivered, "webhook_attempts_failed": s.Webhooks.FailedAttempts,
+		"invoices_rendered": s.Invoices.Rendered, "invoices_failed": s.Invoices.Failed}
 }

@@ -1,0 +1,74 @@
+package maintenance
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/errand-dev/errand/store"
+)
+
+// JobCounterConfig configures a JobCounter.
+type JobCounterConfig struct {
+	// Every is the time between two roll-ups; 1 minute when zero. It must
+	// stay well within River's retention of finished jobs
+	// (ERRAND_RETAIN_COMPLETED and _FAILED, at least 10 minutes, 24 h and 7 days by default): a job
+	// deleted before a roll-up saw it is never counted.
+	Every time.Duration
+	// Leading reports whether this replica is River's leader: only the
+	// leader rolls up (another replica's roll-up would be harmless, only
+	// wasted).
+	Leading func(ctx context.Context) bool
+	Logger  *slog.Logger
+}
+
+// JobCounter keeps errand.job_counts, the durable count of finished jobs per
+// workspace, day, kind and final state that the weekly usage report reads
+// (migrations/029_usage_rollup.sql): River's cleaner deletes the jobs
+// themselves long before the report runs.
+type JobCounter struct {
+	db  store.DB
+	cfg JobCounterConfig
+}
+
+// NewJobCounter fills in defaults.
+func NewJobCounter(db store.DB, cfg JobCounterConfig) *JobCounter {
+	if cfg.Every <= 0 {
+		cfg.Every = time.Minute
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	return &JobCounter{db: db, cfg: cfg}
+}
+
+// Run rolls up every Every until ctx is done.
+func (c *JobCounter) Run(ctx context.Context) {
+	t := time.NewTicker(c.cfg.Every)
+	defer t.Stop()
+	for {
+		if c.cfg.Leading == nil || c.cfg.Leading(ctx) {
+			if _, err := c.Round(ctx); err != nil && ctx.Err() == nil {
+				c.cfg.Logger.Warn("counting finished jobs failed; trying again later", slog.String("error", err.Error()))
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// Round counts the jobs finalized since the last round, up to a minute ago
+// on the database's clock (the function's default: see the migration), and
+// returns how many. It is one transaction: the counts and the watermark
+// move together.
+func (c *JobCounter) Round(ctx context.Context) (int64, error) {
+	var n int64
+	if err := c.db.QueryRow(ctx, `SELECT errand.roll_up_job_counts()`).Scan(&n); err != nil {
+		return 0, fmt.Errorf("roll up job counts: %w", err)
+	}
+	return n, nil
+}
