@@ -18,11 +18,19 @@ import (
 // the database's own timestamps), once with nothing else to do and once
 // behind one workspace's flood of the same pings; and the flood's own rate
 // against the same pings run alone.
+//
+// With --flood-sleep-ms the flood's jobs work that long instead (slow jobs,
+// or jobs waiting in their worker over a rate limit), and the bench also
+// reports how many of the flood's jobs were running when the small
+// workspaces' jobs started (the median and the most): sharing job starts let
+// a slow flood gather the workers as they freed, sharing what each workspace
+// runs holds it to its share while the others have work (docs/fairness.md).
 type noisyFlags struct {
-	flood   int
-	small   int
-	each    int
-	sleepMS int
+	flood        int
+	small        int
+	each         int
+	sleepMS      int
+	floodSleepMS int // -1: sleepMS
 }
 
 func parseNoisyFlags(args []string, out io.Writer) (noisyFlags, error) {
@@ -33,6 +41,7 @@ func parseNoisyFlags(args []string, out io.Writer) (noisyFlags, error) {
 	fs.IntVar(&f.small, "small", 10, "small workspaces")
 	fs.IntVar(&f.each, "each", 10, "pings each small workspace enqueues")
 	fs.IntVar(&f.sleepMS, "sleep-ms", 20, "how long each ping works")
+	fs.IntVar(&f.floodSleepMS, "flood-sleep-ms", -1, "how long each of the flood's pings works (default: --sleep-ms)")
 	if err := parseBenchFlags(fs, args); err != nil {
 		return f, err
 	}
@@ -45,6 +54,8 @@ func parseNoisyFlags(args []string, out io.Writer) (noisyFlags, error) {
 		return f, fmt.Errorf("%w: errand bench noisy: --each must be positive, got %d", ErrUsage, f.each)
 	case f.sleepMS < 0 || f.sleepMS > 30000:
 		return f, fmt.Errorf("%w: errand bench noisy: --sleep-ms must be 0 to 30000, got %d", ErrUsage, f.sleepMS)
+	case f.floodSleepMS < -1 || f.floodSleepMS > 30000:
+		return f, fmt.Errorf("%w: errand bench noisy: --flood-sleep-ms must be 0 to 30000, got %d", ErrUsage, f.floodSleepMS)
 	}
 	return f, nil
 }
@@ -75,6 +86,14 @@ const (
 	noisyRate = `SELECT count(*) FILTER (WHERE status <> 'completed'), count(*),
 		coalesce(extract(epoch FROM max(finished_at) - min(started_at)), 0)
 		FROM errand.jobs WHERE workspace_id = $1`
+	// The flood's jobs running when each of the small workspaces' jobs
+	// started, on the database's clock: the median and the most.
+	noisyFloodRunning = `SELECT coalesce(percentile_cont(0.5) WITHIN GROUP (ORDER BY r.n), 0), coalesce(max(r.n), 0)
+		FROM errand.jobs s CROSS JOIN LATERAL (
+			SELECT count(*) AS n FROM errand.jobs f
+			WHERE f.workspace_id = $1 AND f.started_at <= s.started_at
+			  AND (f.finished_at IS NULL OR f.finished_at > s.started_at)) r
+		WHERE s.workspace_id = ANY ($2::uuid[])`
 )
 
 func (b *bench) noisy(ctx context.Context, st *store.Store, flood string, f noisyFlags) (result string, err error) {
@@ -87,7 +106,9 @@ func (b *bench) noisy(ctx context.Context, st *store.Store, flood string, f nois
 	if err != nil {
 		return "", err
 	}
-	d, err := b.startDaemon(ctx, b.cfg, func(*rivertype.JobRow) {})
+	cfg := b.cfg
+	cfg.HTTPAddr = "127.0.0.1:0" // as throughput's: two benches may run at once
+	d, err := b.startDaemon(ctx, cfg, func(*rivertype.JobRow) {})
 	if err != nil {
 		return "", err
 	}
@@ -114,7 +135,7 @@ func (b *bench) noisy(ctx context.Context, st *store.Store, flood string, f nois
 	}
 
 	// 3. The flood, and the small workspaces' pings just after it.
-	if _, err := st.Exec(ctx, noisyInsertFlood, flood, f.flood, f.sleepMS); err != nil {
+	if _, err := st.Exec(ctx, noisyInsertFlood, flood, f.flood, f.floodSleep()); err != nil {
 		return "", fmt.Errorf("enqueue the flood: %w", err)
 	}
 	flooded, err := b.noisySmall(ctx, st, small, f)
@@ -122,9 +143,21 @@ func (b *bench) noisy(ctx context.Context, st *store.Store, flood string, f nois
 		return "", err
 	}
 	b.printf("the same behind %d pings of one workspace: p95 wait %.1f ms (%.2f× the unflooded)", f.flood, flooded, flooded/max(idle, 0.001))
+	var median float64
+	var most int64
+	if f.floodSleepMS >= 0 {
+		if err := st.QueryRow(ctx, noisyFloodRunning, flood, small).Scan(&median, &most); err != nil {
+			return "", err
+		}
+		b.printf("the flood's %d ms pings running when a small workspace's ping started: median %.1f, most %d", f.floodSleepMS, median, most)
+	}
 	shared, err := b.noisyFloodRate(ctx, st, flood, f, "beside the small workspaces")
 	if err != nil {
 		return "", err
+	}
+	if f.floodSleepMS >= 0 {
+		return fmt.Sprintf("RESULT mode=noisy flood=%d small=%d each=%d sleep_ms=%d flood_sleep_ms=%d small_p95_ms_idle=%.1f small_p95_ms_flooded=%.1f wait_ratio=%.2f flood_running_median=%.1f flood_running_most=%d flood_jobs_per_s=%.0f single_tenant_jobs_per_s=%.0f flood_ratio=%.3f",
+			f.flood, f.small, f.each, f.sleepMS, f.floodSleepMS, idle, flooded, flooded/max(idle, 0.001), median, most, shared, alone, shared/alone), nil
 	}
 	return fmt.Sprintf("RESULT mode=noisy flood=%d small=%d each=%d sleep_ms=%d small_p95_ms_idle=%.1f small_p95_ms_flooded=%.1f wait_ratio=%.2f flood_jobs_per_s=%.0f single_tenant_jobs_per_s=%.0f flood_ratio=%.3f",
 		f.flood, f.small, f.each, f.sleepMS, idle, flooded, flooded/max(idle, 0.001), shared, alone, shared/alone), nil
@@ -159,7 +192,7 @@ func (b *bench) noisySmall(ctx context.Context, st *store.Store, small []string,
 
 // noisyFlood enqueues the flood, waits for it and returns its rate.
 func (b *bench) noisyFlood(ctx context.Context, st *store.Store, flood string, f noisyFlags, what string) (float64, error) {
-	if _, err := st.Exec(ctx, noisyInsertFlood, flood, f.flood, f.sleepMS); err != nil {
+	if _, err := st.Exec(ctx, noisyInsertFlood, flood, f.flood, f.floodSleep()); err != nil {
 		return 0, fmt.Errorf("enqueue the flood: %w", err)
 	}
 	return b.noisyFloodRate(ctx, st, flood, f, what)
@@ -192,4 +225,12 @@ func (b *bench) noisyFloodRate(ctx context.Context, st *store.Store, flood strin
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
+}
+
+// floodSleep is how long each of the flood's pings works.
+func (f noisyFlags) floodSleep() int {
+	if f.floodSleepMS < 0 {
+		return f.sleepMS
+	}
+	return f.floodSleepMS
 }

@@ -1,7 +1,8 @@
 // Package fair is errand's fetch: River's producer asks it for a queue's next
 // jobs, and it answers with errand.fair_fetch, which shares the queue's
-// workers among the workspaces that have work (weighted by plan) and holds
-// each workspace within its concurrency cap, across replicas.
+// workers among the workspaces that have work by what each is running
+// (weighted by plan) and holds each workspace within its concurrency cap,
+// across replicas.
 //
 // River's open-source client takes a driver that may carry its own "pilot"
 // (River's interface for the statements around fetching, the hook River
