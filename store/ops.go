@@ -187,10 +187,11 @@ type WorkspaceStatus struct {
 	Failed      int64  `json:"failed"` // failed jobs still retained
 }
 
-// Workspaces lists up to limit workspaces, the ones with the most pending
-// jobs first (then by slug), paused ones always included. The counts come
-// from one pass over the jobs that are not completed
-// (river_job_status_idx), however many completed ones are kept.
+// Workspaces lists up to limit workspaces, paused ones first, then the ones
+// with the most pending jobs (then by slug). The counts come from one pass
+// over the jobs that are not completed (river_job_status_idx), however many
+// completed ones are kept; of the workspaces with nothing to count only the
+// first limit by slug are read.
 func Workspaces(ctx context.Context, db DB, limit int) ([]WorkspaceStatus, error) {
 	if limit <= 0 || limit > 10000 {
 		return nil, fmt.Errorf("list workspaces: limit must be 1 to 10000, got %d", limit)
@@ -205,13 +206,25 @@ func Workspaces(ctx context.Context, db DB, limit int) ([]WorkspaceStatus, error
 		WHERE status IN ('pending', 'processing', 'failed')
 		GROUP BY workspace_id
 	)
-	SELECT coalesce(w.id, p.workspace_id)::text, coalesce(w.slug, ''), coalesce(w.name, '(deleted)'), p.paused_at,
+	-- The candidates for the first $1: every paused workspace, every one
+	-- with jobs counted, and the first $1 of all by slug (a superset of the
+	-- first $1 by slug of those with nothing pending), so that thousands of
+	-- idle workspaces are never all read and sorted.
+	, listed AS (
+		SELECT p.workspace_id AS id FROM errand.paused_workspaces p
+		UNION
+		SELECT c.workspace_id FROM counts c JOIN errand.workspaces w ON w.id = c.workspace_id
+		UNION
+		(SELECT w.id FROM errand.workspaces w ORDER BY w.slug LIMIT $1)
+	)
+	SELECT l.id::text, coalesce(w.slug, ''), coalesce(w.name, '(deleted)'), p.paused_at,
 		coalesce(w.plan, ''), coalesce(pl.weight, 1), pl.concurrency,
 		coalesce(c.pending, 0), coalesce(c.processing, 0), coalesce(c.failed, 0)
-	FROM errand.workspaces w
-	FULL JOIN errand.paused_workspaces p ON p.workspace_id = w.id
+	FROM listed l
+	LEFT JOIN errand.workspaces w ON w.id = l.id
+	LEFT JOIN errand.paused_workspaces p ON p.workspace_id = l.id
 	LEFT JOIN errand.plans pl ON pl.plan = w.plan
-	LEFT JOIN counts c ON c.workspace_id = coalesce(w.id, p.workspace_id)
+	LEFT JOIN counts c ON c.workspace_id = l.id
 	ORDER BY p.paused_at IS NULL, coalesce(c.pending, 0) DESC, w.slug
 	LIMIT $1`, limit)
 	if err != nil {

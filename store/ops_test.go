@@ -371,3 +371,61 @@ func TestPausedWorkspaceHoldsEveryWayToAvailable(t *testing.T) {
 		t.Errorf("a scheduled job of the paused workspace is %s, want scheduled until it comes due", s)
 	}
 }
+
+// Workspaces reads only the candidates for its first N (paused ones, those
+// with jobs counted, the first N by slug) and still lists exactly the first
+// N of the full order: paused first, then most pending, then slug.
+func TestWorkspacesListsTheFirstNOfTheFullOrder(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	pool := testdb.Pool(t, testdb.NewDatabase(t, true))
+	if _, err := pool.Exec(ctx, `INSERT INTO errand.kinds (kind, queue) VALUES ('ping', 'default') ON CONFLICT DO NOTHING`); err != nil {
+		t.Fatal(err)
+	}
+	// 30 workspaces, slugs out of insertion order; every third has pending
+	// jobs (as many as its number mod 5, so some tie), every fifth a failed
+	// one, two are paused (one of them with pending jobs).
+	_, err := pool.Exec(ctx, `
+		INSERT INTO errand.workspaces (name, slug) SELECT 'W' || g, 'w-' || lpad(((g * 7) % 30)::text, 2, '0') FROM generate_series(0, 29) g;
+		INSERT INTO errand.jobs (workspace_id, kind, args, run_at)
+		SELECT w.id, 'ping', '{}', now() + interval '1 day'
+		FROM errand.workspaces w, generate_series(1, 5) k
+		WHERE right(w.slug, 2)::int % 3 = 0 AND k <= right(w.slug, 2)::int % 5;
+		INSERT INTO errand.jobs (workspace_id, kind, args, run_at)
+		SELECT w.id, 'ping', '{"failed": true}', now() + interval '1 day' FROM errand.workspaces w WHERE right(w.slug, 2)::int % 5 = 0;
+		UPDATE errand.river_job SET state = 'discarded', finalized_at = now() WHERE args ? 'failed';`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, slug := range []string{"w-07", "w-12"} {
+		if _, err := pool.Exec(ctx, `SELECT errand.pause_workspace(id) FROM errand.workspaces WHERE slug = $1`, slug); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The full order, as one plain sort over every workspace.
+	rows, err := pool.Query(ctx, `
+		SELECT w.id::text FROM errand.workspaces w
+		LEFT JOIN errand.paused_workspaces p ON p.workspace_id = w.id
+		LEFT JOIN (SELECT workspace_id, count(*) FILTER (WHERE status = 'pending') AS pending FROM errand.jobs GROUP BY 1) c ON c.workspace_id = w.id
+		ORDER BY p.paused_at IS NULL, coalesce(c.pending, 0) DESC, w.slug`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range []int{1, 2, 5, 12, 29, 30, 100} {
+		list, err := store.Workspaces(ctx, pool, n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := make([]string, len(list))
+		for i, w := range list {
+			got[i] = w.WorkspaceID
+		}
+		if w := want[:min(n, len(want))]; strings.Join(got, ",") != strings.Join(w, ",") {
+			t.Errorf("Workspaces(%d):\n got %v\nwant %v", n, got, w)
+		}
+	}
+}
