@@ -127,7 +127,7 @@ BEGIN
                   HINT = 'SET LOCAL app.current_workspace_id to the workspace''s id first';
     END IF;
     SELECT o.workspace_id INTO v_ws FROM errand.webhook_owners o WHERE o.kind = what AND o.id = webhook_owner.id;
-    IF v_ws IS NULL OR (v_caller <> '' AND v_caller <> v_ws::text) THEN
+    IF v_ws IS NULL OR (v_caller <> '' AND v_caller::uuid IS DISTINCT FROM v_ws) THEN
         IF v_caller <> '' THEN
             RAISE EXCEPTION 'errand: webhook % % does not exist in workspace %', what, coalesce(id::text, 'NULL'), v_caller
                 USING ERRCODE = 'foreign_key_violation';

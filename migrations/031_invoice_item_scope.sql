@@ -1,6 +1,7 @@
 -- An invoice item's check no longer tells a transaction scoped to one
 -- workspace that an invoice id belongs to another: to it, that invoice does
--- not exist (as docs/invoices.md says). Unscoped sessions (errand itself, an
+-- not exist (as docs/invoices.md says), nor to an unscoped session of
+-- another role. Unscoped sessions of errand's own role (errand itself, an
 -- admin) still get "is not its invoice's", which names the mistake.
 --
 -- The body is 012's, with that one condition changed.
@@ -20,9 +21,14 @@ BEGIN
     END IF;
     v_ws := (SELECT o.workspace_id FROM errand.invoice_owners o WHERE o.id = NEW.invoice_id);
     -- Another workspace's invoice is not named: to a transaction scoped to
-    -- a workspace, an invoice of another one does not exist.
+    -- a workspace, an invoice of another one does not exist; nor to an
+    -- unscoped session of any role but errand's own (the function's owner,
+    -- a member of it, or a superuser), which row level security refuses
+    -- anyway.
     IF v_ws IS NULL
-       OR v_ws IS DISTINCT FROM coalesce(nullif(pg_catalog.current_setting('app.current_workspace_id', true), '')::uuid, v_ws) THEN
+       OR v_ws IS DISTINCT FROM coalesce(nullif(pg_catalog.current_setting('app.current_workspace_id', true), '')::uuid, v_ws)
+       OR (coalesce(pg_catalog.current_setting('app.current_workspace_id', true), '') = ''
+           AND NOT pg_catalog.pg_has_role(coalesce(nullif(pg_catalog.current_setting('role'), 'none'), session_user), current_user, 'MEMBER')) THEN
         RAISE EXCEPTION 'errand: invoice % does not exist', NEW.invoice_id USING ERRCODE = 'foreign_key_violation';
     END IF;
     IF v_ws <> NEW.workspace_id THEN

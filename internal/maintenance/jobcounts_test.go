@@ -3,6 +3,7 @@ package maintenance
 import (
 	"context"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 )
@@ -101,14 +102,36 @@ func TestJobCountsOutliveTheCleanerAndNeverCountTwice(t *testing.T) {
 	if err := first.QueryRow(ctx, later).Scan(&n); err != nil || n != 1 {
 		t.Fatalf("first round: %d, %v; want 1", n, err)
 	}
+	other, err := pgx.Connect(ctx, f.url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close(ctx)
 	second := make(chan int64, 1)
 	go func() {
 		var n int64
-		if err := f.pool.QueryRow(ctx, later).Scan(&n); err != nil {
+		if err := other.QueryRow(ctx, "/* second round */ "+later).Scan(&n); err != nil {
 			t.Error(err)
 		}
 		second <- n
 	}()
+	// The second round must be waiting for the first's lock before the
+	// first commits, or it would merely run after it.
+	deadline := time.Now().Add(waitBound)
+	for {
+		var waiting bool
+		if err := first.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_stat_activity
+			WHERE query LIKE '/* second round */%' AND wait_event_type = 'Lock')`).Scan(&waiting); err != nil {
+			t.Fatal(err)
+		}
+		if waiting {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the second round never waited for the first's lock")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 	if err := first.Commit(ctx); err != nil {
 		t.Fatal(err)
 	}

@@ -167,7 +167,23 @@ func TestInvoiceTablesAreTenantScoped(t *testing.T) {
 	if err := pool.QueryRow(ctx, `SELECT value FROM errand.settings WHERE name = 'tenant_role'`).Scan(&role); err != nil {
 		t.Fatal(err)
 	}
+	// Unscoped, as a role other than errand's: nothing about the invoice
+	// either (row level security would refuse the row anyway).
 	err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `SELECT set_config('role', $1, true)`, role); err != nil {
+			return err
+		}
+		_, err := tx.Exec(ctx, `INSERT INTO errand.invoice_items (invoice_id, workspace_id, description, quantity, unit_amount, tax_rate) VALUES ($1, $2, 'Tea', 1, 500, 0)`, theirs, ws)
+		var pgErr *pgconn.PgError
+		if !errors.As(err, &pgErr) || pgErr.Code != "23503" || pgErr.Message != "errand: invoice "+theirs+" does not exist" {
+			t.Errorf("an item on another workspace's invoice, unscoped as the tenant role: %v, want 23503 \"invoice %s does not exist\"", err, theirs)
+		}
+		return errRolledBack
+	})
+	if !errors.Is(err, errRolledBack) {
+		t.Fatal(err)
+	}
+	err = pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
 		if _, err := tx.Exec(ctx, `SELECT set_config('app.current_workspace_id', $1, true), set_config('role', $2, true)`, ws, role); err != nil {
 			return err
 		}
@@ -200,3 +216,6 @@ func TestInvoiceTablesAreTenantScoped(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// errRolledBack ends a transaction the test expects to fail.
+var errRolledBack = errors.New("rolled back on purpose")
