@@ -45,20 +45,11 @@ func NewJobCounter(db store.DB, cfg JobCounterConfig) *JobCounter {
 
 // Run rolls up every Every until ctx is done.
 func (c *JobCounter) Run(ctx context.Context) {
-	t := time.NewTicker(c.cfg.Every)
-	defer t.Stop()
-	for {
-		if c.cfg.Leading == nil || c.cfg.Leading(ctx) {
-			if _, err := c.Round(ctx); err != nil && ctx.Err() == nil {
-				c.cfg.Logger.Warn("counting finished jobs failed; trying again later", slog.String("error", err.Error()))
-			}
+	onLeader(ctx, c.cfg.Every, c.cfg.Leading, func(ctx context.Context) {
+		if _, err := c.Round(ctx); err != nil && ctx.Err() == nil {
+			c.cfg.Logger.Warn("counting finished jobs failed; trying again later", slog.String("error", err.Error()))
 		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-	}
+	})
 }
 
 // Round counts the jobs finalized since the last round, up to a minute ago

@@ -52,13 +52,21 @@ func NewPruner(db store.DB, cfg PrunerConfig) *Pruner {
 
 // Run prunes every Every until ctx is done.
 func (p *Pruner) Run(ctx context.Context) {
-	t := time.NewTicker(p.cfg.Every)
+	onLeader(ctx, p.cfg.Every, p.cfg.Leading, func(ctx context.Context) {
+		if _, err := p.Round(ctx); err != nil && ctx.Err() == nil {
+			p.cfg.Logger.Warn("pruning old logs failed; trying again later", slog.String("error", err.Error()))
+		}
+	})
+}
+
+// onLeader calls round at once and then every interval until ctx is done,
+// each time only if leading (nil: always) says this replica leads.
+func onLeader(ctx context.Context, every time.Duration, leading func(context.Context) bool, round func(context.Context)) {
+	t := time.NewTicker(every)
 	defer t.Stop()
 	for {
-		if p.cfg.Leading == nil || p.cfg.Leading(ctx) {
-			if _, err := p.Round(ctx); err != nil && ctx.Err() == nil {
-				p.cfg.Logger.Warn("pruning old logs failed; trying again later", slog.String("error", err.Error()))
-			}
+		if leading == nil || leading(ctx) {
+			round(ctx)
 		}
 		select {
 		case <-ctx.Done():
