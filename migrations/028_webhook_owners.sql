@@ -105,6 +105,15 @@ CREATE TRIGGER webhook_endpoint_keep_owner BEFORE UPDATE OF id ON errand.webhook
 CREATE TRIGGER webhook_message_keep_owner BEFORE UPDATE OF id, workspace_id ON errand.webhook_messages
     FOR EACH ROW EXECUTE FUNCTION errand.webhook_keep_owner();
 
+-- The role that called into errand's SECURITY DEFINER code: the one SET ROLE
+-- chose, else the session's (current_user there is the function's owner).
+-- Errand itself is a caller that is the owner, a member of it, or a
+-- superuser: pg_has_role(errand.caller_role(), current_user, 'MEMBER').
+CREATE FUNCTION errand.caller_role() RETURNS name
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+RETURN coalesce(nullif(current_setting('role'), 'none'), session_user);
+
 -- The workspace of a webhook endpoint or message (what: 'endpoint' or
 -- 'message') for the functions below, which run as errand's owner
 -- (current_user here). A scoped caller must be in that workspace. An
@@ -118,7 +127,7 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     v_caller text := coalesce(current_setting('app.current_workspace_id', true), '');
-    v_role name := coalesce(nullif(current_setting('role'), 'none'), session_user);
+    v_role name := errand.caller_role();
     v_ws uuid;
 BEGIN
     IF v_caller = '' AND NOT pg_has_role(v_role, current_user, 'MEMBER') THEN

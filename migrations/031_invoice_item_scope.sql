@@ -28,7 +28,7 @@ BEGIN
     IF v_ws IS NULL
        OR v_ws IS DISTINCT FROM coalesce(nullif(pg_catalog.current_setting('app.current_workspace_id', true), '')::uuid, v_ws)
        OR (coalesce(pg_catalog.current_setting('app.current_workspace_id', true), '') = ''
-           AND NOT pg_catalog.pg_has_role(coalesce(nullif(pg_catalog.current_setting('role'), 'none'), session_user), current_user, 'MEMBER')) THEN
+           AND NOT pg_catalog.pg_has_role(errand.caller_role(), current_user, 'MEMBER')) THEN
         RAISE EXCEPTION 'errand: invoice % does not exist', NEW.invoice_id USING ERRCODE = 'foreign_key_violation';
     END IF;
     IF v_ws <> NEW.workspace_id THEN
