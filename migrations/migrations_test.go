@@ -317,7 +317,7 @@ func TestFoundationIsInPlaceAfterUp(t *testing.T) {
 // migrates through it) does not deadlock.
 func TestUpWithAOneConnectionPool(t *testing.T) {
 	url := testdb.NewDatabase(t, false)
-	pool := testdb.Pool(t, url+"&pool_max_conns=1")
+	pool := testdb.Pool(t, testdb.WithParam(url, "pool_max_conns", "1"))
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	if _, err := migrations.Up(ctx, pool, nil); err != nil {

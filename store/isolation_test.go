@@ -683,7 +683,7 @@ func TestOpenWithoutATenantRoleTakesNoLockOnRiversTable(t *testing.T) {
 	// A lock wait fails at once instead of hanging the test. Without a
 	// tenant role scoped transactions could not be isolated: Open refuses,
 	// naming what an administrator runs, and not because of a lock.
-	st, err := store.Open(ctx, ownerURL+"&options=-c%20lock_timeout%3D1s", store.Options{})
+	st, err := store.Open(ctx, testdb.WithParam(ownerURL, "options", "-c lock_timeout=1s"), store.Options{})
 	if err == nil {
 		st.Close()
 		t.Fatalf("store.Open as a plain owner that may not create roles, without a tenant role: opened with ScopeRole %q, want refused", st.ScopeRole())

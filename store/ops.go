@@ -188,45 +188,51 @@ type WorkspaceStatus struct {
 }
 
 // Workspaces lists up to limit workspaces, paused ones first, then the ones
-// with the most pending jobs (then by slug). The counts come from one pass
-// over the jobs that are not completed (river_job_status_idx), however many
-// completed ones are kept; of the workspaces with nothing to count only the
-// first limit by slug are read.
+// with the most pending jobs (then by slug). Pending jobs are counted for
+// every workspace in one pass over the jobs that are not completed
+// (river_job_status_idx); the processing and failed counts only for the
+// listed ones, through the workspace index, so failed jobs kept for days
+// in thousands of other workspaces are never read. Of the workspaces with
+// nothing pending only the first limit by slug are read.
 func Workspaces(ctx context.Context, db DB, limit int) ([]WorkspaceStatus, error) {
 	if limit <= 0 || limit > 10000 {
 		return nil, fmt.Errorf("list workspaces: limit must be 1 to 10000, got %d", limit)
 	}
 	rows, err := db.Query(ctx, `
-	WITH counts AS (
-		SELECT workspace_id,
-			count(*) FILTER (WHERE status = 'pending') AS pending,
-			count(*) FILTER (WHERE status = 'processing') AS processing,
-			count(*) FILTER (WHERE status = 'failed') AS failed
+	WITH pending AS (
+		SELECT workspace_id, count(*) AS pending
 		FROM errand.jobs
-		WHERE status IN ('pending', 'processing', 'failed')
+		WHERE status = 'pending'
 		GROUP BY workspace_id
 	)
 	-- The candidates for the first $1: every paused workspace, every one
-	-- with jobs counted, and the first $1 of all by slug (a superset of the
+	-- with pending jobs, and the first $1 of all by slug (a superset of the
 	-- first $1 by slug of those with nothing pending), so that thousands of
-	-- idle workspaces are never all read and sorted.
+	-- idle workspaces are never all read and sorted. A deleted workspace
+	-- is listed only while paused.
 	, listed AS (
 		SELECT p.workspace_id AS id FROM errand.paused_workspaces p
 		UNION
-		SELECT c.workspace_id FROM counts c JOIN errand.workspaces w ON w.id = c.workspace_id
+		SELECT c.workspace_id FROM pending c
 		UNION
 		(SELECT w.id FROM errand.workspaces w ORDER BY w.slug LIMIT $1)
+	), top AS (
+		SELECT l.id, w.slug, w.name, w.plan, p.paused_at, coalesce(c.pending, 0) AS pending
+		FROM listed l
+		LEFT JOIN errand.workspaces w ON w.id = l.id
+		LEFT JOIN errand.paused_workspaces p ON p.workspace_id = l.id
+		LEFT JOIN pending c ON c.workspace_id = l.id
+		WHERE w.id IS NOT NULL OR p.workspace_id IS NOT NULL
+		ORDER BY p.paused_at IS NULL, coalesce(c.pending, 0) DESC, w.slug
+		LIMIT $1
 	)
-	SELECT l.id::text, coalesce(w.slug, ''), coalesce(w.name, '(deleted)'), p.paused_at,
-		coalesce(w.plan, ''), coalesce(pl.weight, 1), pl.concurrency,
-		coalesce(c.pending, 0), coalesce(c.processing, 0), coalesce(c.failed, 0)
-	FROM listed l
-	LEFT JOIN errand.workspaces w ON w.id = l.id
-	LEFT JOIN errand.paused_workspaces p ON p.workspace_id = l.id
-	LEFT JOIN errand.plans pl ON pl.plan = w.plan
-	LEFT JOIN counts c ON c.workspace_id = l.id
-	ORDER BY p.paused_at IS NULL, coalesce(c.pending, 0) DESC, w.slug
-	LIMIT $1`, limit)
+	SELECT t.id::text, coalesce(t.slug, ''), coalesce(t.name, '(deleted)'), t.paused_at,
+		coalesce(t.plan, ''), coalesce(pl.weight, 1), pl.concurrency, t.pending,
+		(SELECT count(*) FROM errand.jobs j WHERE j.workspace_id = t.id AND j.status = 'processing'),
+		(SELECT count(*) FROM errand.jobs j WHERE j.workspace_id = t.id AND j.status = 'failed')
+	FROM top t
+	LEFT JOIN errand.plans pl ON pl.plan = t.plan
+	ORDER BY t.paused_at IS NULL, t.pending DESC, t.slug`, limit)
 	if err != nil {
 		return nil, fmt.Errorf("list workspaces: %w", err)
 	}
@@ -251,7 +257,8 @@ type QueueStats struct {
 	// Held is how many of the pending jobs are held by paused workspaces;
 	// Due and OldestDue leave them out (no worker may take them).
 	Held int64 `json:"held"`
-	// Finished in the last hour.
+	// Finished in the last hour: since the start of the minute an hour
+	// ago (60 to 61 minutes).
 	CompletedLastHour int64 `json:"completed_last_hour"`
 	FailedLastHour    int64 `json:"failed_last_hour"`
 	// Completed in the last minute, per second.
@@ -259,8 +266,11 @@ type QueueStats struct {
 }
 
 // Stats is every queue's backlog (PendingByQueue) with what it finished in
-// the last hour and minute, read through River's index on (state,
-// finalized_at): three short ranges, however many finished jobs are kept.
+// the last hour and minute. The hour is read mostly from errand.queue_counts,
+// the per-minute counts the leader's roll-up keeps (migration 032), and from
+// River's rows only after the roll-up's watermark (a minute or two of them)
+// and for the last minute: its cost follows a couple of minutes' throughput,
+// not the hour's, nor the retention.
 func Stats(ctx context.Context, db DB) ([]QueueStats, error) {
 	backlog, err := PendingByQueue(ctx, db)
 	if err != nil {
@@ -304,12 +314,39 @@ func Stats(ctx context.Context, db DB) ([]QueueStats, error) {
 }
 
 // finishedByQueueSQL counts what each queue finished in the last hour and
-// minute: a range of River's (state, finalized_at) index per finished state.
+// minute. The hour is every whole minute since the one an hour ago began (60
+// to 61 minutes): errand.queue_counts up to the roll-up's watermark, River's
+// rows after it (a range of River's (state, finalized_at) index). Without a
+// roll-up in the hour (no daemon ran) every finished job of the hour is read
+// from River's rows, as before 032. The last minute is always River's rows.
 const finishedByQueueSQL = `
-	SELECT queue,
-		count(*) FILTER (WHERE state = 'completed'),
-		count(*) FILTER (WHERE state IN ('discarded', 'cancelled')),
-		count(*) FILTER (WHERE state = 'completed' AND finalized_at > now() - interval '1 minute')
-	FROM errand.river_job
-	WHERE state IN ('completed', 'discarded', 'cancelled') AND finalized_at > now() - interval '1 hour'
-	GROUP BY queue`
+	WITH w AS (
+		SELECT h.since, greatest((SELECT m.counted_until FROM errand.job_counts_watermark m), h.since) AS mark
+		FROM (SELECT date_bin('1 minute', now() - interval '1 hour', timestamptz 'epoch') AS since) h
+	), rolled AS (
+		SELECT c.queue,
+			sum(c.count) FILTER (WHERE c.state = 'completed') AS completed,
+			sum(c.count) FILTER (WHERE c.state <> 'completed') AS failed
+		FROM errand.queue_counts c, w
+		WHERE c.minute >= w.since
+		GROUP BY c.queue
+	), live AS (
+		SELECT j.queue,
+			count(*) FILTER (WHERE j.state = 'completed' AND j.finalized_at > w.mark) AS completed,
+			count(*) FILTER (WHERE j.state <> 'completed' AND j.finalized_at > w.mark) AS failed,
+			count(*) FILTER (WHERE j.state = 'completed' AND j.finalized_at > now() - interval '1 minute') AS last_minute
+		FROM errand.river_job j, w
+		WHERE j.state IN ('completed', 'discarded', 'cancelled')
+		  AND j.finalized_at > least(w.mark, now() - interval '1 minute')
+		  -- Implied by the line above (mark is at least since); it is
+		  -- here for the planner, which cannot estimate a bound known only
+		  -- at run time and would otherwise expect a third of the table,
+		  -- and pay for JIT compilation on every call.
+		  AND j.finalized_at >= now() - interval '61 minutes'
+		GROUP BY j.queue
+	)
+	SELECT coalesce(r.queue, l.queue),
+		(coalesce(r.completed, 0) + coalesce(l.completed, 0))::bigint,
+		(coalesce(r.failed, 0) + coalesce(l.failed, 0))::bigint,
+		coalesce(l.last_minute, 0)
+	FROM rolled r FULL JOIN live l ON l.queue = r.queue`

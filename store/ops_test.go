@@ -429,3 +429,81 @@ func TestWorkspacesListsTheFirstNOfTheFullOrder(t *testing.T) {
 		}
 	}
 }
+
+// `errand stats` counts the hour's finished jobs from the leader's
+// per-minute roll-up (errand.queue_counts) up to its watermark and from
+// River's rows after it: each job once, before the roll-up, after it, and
+// after River's cleaner deleted the rows.
+func TestStatsCountsEachFinishedJobOnceAcrossTheRollUp(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	pool := opsDB(t)
+	ws := newWorkspace(t, pool, "acme")
+	finish := func(state, at string) {
+		t.Helper()
+		id := enqueuePing(t, pool, ws)
+		if _, err := pool.Exec(ctx, `UPDATE errand.river_job SET state = $2::errand.river_job_state, attempt = 1,
+			attempted_at = `+at+`, finalized_at = `+at+` WHERE id = $1`, id, state); err != nil {
+			t.Fatal(err)
+		}
+	}
+	finish("completed", "now() - interval '30 minutes'")
+	finish("discarded", "now() - interval '10 minutes'")
+	finish("cancelled", "now() - interval '3 hours'") // outside the hour
+	finish("completed", "now()")
+	// A job of no workspace (a schedule's fan-out) counts too: these are
+	// the queue's figures.
+	if _, err := pool.Exec(ctx, `INSERT INTO errand.river_job (state, attempt, max_attempts, attempted_at, finalized_at, args, kind, queue)
+		VALUES ('completed', 1, 1, now() - interval '5 minutes', now() - interval '5 minutes', '{}', 'schedule.tick', 'default')`); err != nil {
+		t.Fatal(err)
+	}
+	want := func(when string, completed, failed int64, perSecond float64) {
+		t.Helper()
+		list, err := store.Stats(ctx, pool)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(list) != 1 || list[0].Queue != "default" || list[0].CompletedLastHour != completed ||
+			list[0].FailedLastHour != failed || list[0].PerSecond != perSecond {
+			t.Errorf("%s: stats %+v, want default with %d completed and %d failed in the hour, %g/s", when, list, completed, failed, perSecond)
+		}
+	}
+	want("before any roll-up", 3, 1, 1.0/60)
+
+	// The leader's roll-up, up to now (its own default lags a minute).
+	if _, err := pool.Exec(ctx, `SELECT errand.roll_up_job_counts(now())`); err != nil {
+		t.Fatal(err)
+	}
+	var rolled, old int64
+	if err := pool.QueryRow(ctx, `SELECT coalesce(sum(count), 0), count(*) FILTER (WHERE minute < now() - interval '2 hours')
+		FROM errand.queue_counts WHERE queue = 'default'`).Scan(&rolled, &old); err != nil {
+		t.Fatal(err)
+	}
+	if rolled != 4 || old != 0 {
+		t.Errorf("errand.queue_counts holds %d jobs and %d minutes older than two hours; want 4 and 0", rolled, old)
+	}
+	want("after the roll-up", 3, 1, 1.0/60)
+
+	// River's cleaner deletes the rows; the roll-up's minutes still count them.
+	if _, err := pool.Exec(ctx, `DELETE FROM errand.river_job WHERE finalized_at < now() - interval '1 minute'`); err != nil {
+		t.Fatal(err)
+	}
+	want("after the cleaner", 3, 1, 1.0/60)
+
+	// A job finished after the watermark is read from River's rows.
+	finish("completed", "clock_timestamp()")
+	want("with a job after the watermark", 4, 1, 2.0/60)
+
+	// Minutes older than two hours before a roll-up's horizon are deleted.
+	if _, err := pool.Exec(ctx, `INSERT INTO errand.queue_counts (queue, minute, state, count)
+		VALUES ('default', date_bin('1 minute', now() - interval '3 hours', timestamptz 'epoch'), 'completed', 7)`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pool.Exec(ctx, `SELECT errand.roll_up_job_counts(clock_timestamp())`); err != nil {
+		t.Fatal(err)
+	}
+	if err := pool.QueryRow(ctx, `SELECT count(*) FROM errand.queue_counts WHERE minute < now() - interval '2 hours'`).Scan(&old); err != nil || old != 0 {
+		t.Errorf("minutes older than two hours after a roll-up: %d, %v; want 0", old, err)
+	}
+	want("after the second roll-up", 4, 1, 2.0/60)
+}

@@ -139,6 +139,22 @@ func WithDatabase(rawURL, db string) string {
 	return u.String()
 }
 
+// WithParam returns url with the query parameter key set to value, whether
+// or not url already has a query (DATABASE_URL may come with or without
+// ?sslmode=...).
+func WithParam(rawURL, key, value string) string {
+	u, err := url.Parse(rawURL)
+	if err != nil {
+		return rawURL
+	}
+	q := u.Query()
+	q.Set(key, value)
+	// Spaces as %20: pgx decodes the query's values as a path, not a form
+	// ("+" stays "+"); a "+" in a value is already %2B.
+	u.RawQuery = strings.ReplaceAll(q.Encode(), "+", "%20")
+	return u.String()
+}
+
 func createDatabase(ctx context.Context, name string, migrate bool) (string, error) {
 	conn, err := pgx.Connect(ctx, adminURL)
 	if err != nil {
