@@ -116,11 +116,13 @@ func TestJobCountsOutliveTheCleanerAndNeverCountTwice(t *testing.T) {
 		second <- n
 	}()
 	// The second round must be waiting for the first's lock before the
-	// first commits, or it would merely run after it.
+	// first commits, or it would merely run after it. Asked outside the
+	// first's transaction: PostgreSQL snapshots pg_stat_activity once per
+	// transaction, so a transaction asking again sees its first answer.
 	deadline := time.Now().Add(waitBound)
 	for {
 		var waiting bool
-		if err := first.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_stat_activity
+		if err := f.pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_stat_activity
 			WHERE query LIKE '/* second round */%' AND wait_event_type = 'Lock')`).Scan(&waiting); err != nil {
 			t.Fatal(err)
 		}
