@@ -408,6 +408,13 @@ type Schedule struct {
 	// EveryEnv, when set, names one of the kind's variables (WithEnv)
 	// holding a duration: the default becomes "@every <its value>".
 	EveryEnv string
+	// MaxGapEnv, when set, names one of the kind's variables holding a
+	// duration that the entry's times may be at most apart: a tick that
+	// only acts on what became due up to that long ago (the digests'
+	// ERRAND_DIGEST_BACKFILL) would drop work if ticks were further apart.
+	// The table refuses at start an expression, ERRAND_SCHEDULES' overrides
+	// included, whose times are ever further apart within a year.
+	MaxGapEnv string
 	// Description is shown by `errand schedules list`.
 	Description string
 	// Pending reports whether the period that began at has anything to do

@@ -116,6 +116,13 @@ func Load(getenv func(string) string, kinds []jobs.Kind) (*Table, error) {
 	if err := t.override(getenv(EnvSchedules)); err != nil {
 		errs = append(errs, err)
 	}
+	for _, k := range kinds {
+		for _, s := range k.Schedules {
+			if err := t.checkGap(getenv, k, s); err != nil {
+				errs = append(errs, err)
+			}
+		}
+	}
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
 	}
@@ -213,6 +220,46 @@ func (t *Table) override(v string) error {
 	}
 	return errors.Join(errs...)
 }
+
+// checkGap refuses an entry whose times are further apart than its kind's
+// MaxGapEnv allows. A variable that is not a duration is left to the kind's
+// own check, which reports it.
+func (t *Table) checkGap(getenv func(string) string, k jobs.Kind, s jobs.Schedule) error {
+	if s.MaxGapEnv == "" {
+		return nil
+	}
+	i := slices.IndexFunc(k.Env, func(v jobs.EnvVar) bool { return v.Name == s.MaxGapEnv })
+	if i < 0 {
+		return fmt.Errorf("kind %s: schedule %q reads %s, which the kind does not declare", k.Name, s.Name, s.MaxGapEnv)
+	}
+	v := strings.TrimSpace(getenv(s.MaxGapEnv))
+	if v == "" {
+		v = k.Env[i].Default
+	}
+	limit, err := time.ParseDuration(v)
+	e, ok := t.Lookup(s.Name)
+	if err != nil || !ok || e.Off || e.Kind != k.Name {
+		return nil
+	}
+	gap, at := e.expr.gapOver(limit, gapFrom, gapSpan)
+	if gap == 0 {
+		return nil
+	}
+	where := fmt.Sprintf("schedule %q (%s)", e.Name, e.Spec)
+	if e.Spec != e.Default {
+		where = fmt.Sprintf("%s entry %q", EnvSchedules, e.Name+"="+e.Spec)
+	}
+	return fmt.Errorf("%s: its times are up to %s apart (after %s), longer than %s=%s: a tick would find work due since the previous one already older than that, and drop it; set %s to at least %s, or tick more often",
+		where, gap, at.UTC().Format(time.RFC3339), s.MaxGapEnv, v, s.MaxGapEnv, gap)
+}
+
+// Gaps are looked for over a year of times (a cron expression's
+// pattern repeats within a year, leap days and daylight saving included),
+// from a fixed start so that `errand run` decides the same way every day.
+var (
+	gapFrom = time.Date(2027, 1, 1, 0, 0, 0, 0, time.UTC)
+	gapSpan = 366 * 24 * time.Hour
+)
 
 func (t *Table) names() []string {
 	out := make([]string, len(t.entries))

@@ -70,6 +70,59 @@ func TestBadSchedulesEntriesAreRefused(t *testing.T) {
 	}
 }
 
+// The digests' tick sends only digest times that passed at most
+// ERRAND_DIGEST_BACKFILL ago: an expression whose ticks are ever further
+// apart would drop digests, and is refused at start with the gap it has and
+// what to set. Ticks that close are accepted, daylight saving included.
+func TestAScheduleFurtherApartThanItsKindAllowsIsRefused(t *testing.T) {
+	cases := []struct {
+		name string
+		env  map[string]string
+		want []string // nil: accepted
+	}{
+		{"daily ticks with a half-day backfill",
+			map[string]string{schedules.EnvSchedules: "digests=0 8 * * *", "ERRAND_DIGEST_BACKFILL": "12h"},
+			[]string{`ERRAND_SCHEDULES entry "digests=0 8 * * *": its times are up to 24h0m0s apart`, "longer than ERRAND_DIGEST_BACKFILL=12h", "set ERRAND_DIGEST_BACKFILL to at least 24h0m0s"}},
+		{"weekday ticks leave the weekend out",
+			map[string]string{schedules.EnvSchedules: "digests=*/5 * * * MON-FRI"},
+			[]string{"up to 48h5m0s apart (after 2027-01-01T23:55:00Z)", "longer than ERRAND_DIGEST_BACKFILL=24h"}},
+		{"an every longer than the backfill",
+			map[string]string{schedules.EnvSchedules: "digests=@every 2h", "ERRAND_DIGEST_BACKFILL": "90m"},
+			[]string{"up to 2h0m0s apart", "ERRAND_DIGEST_BACKFILL=90m"}},
+		{"local daily ticks lose an hour when the clocks go back",
+			map[string]string{schedules.EnvSchedules: "digests=CRON_TZ=Europe/Berlin 0 8 * * *"},
+			[]string{"up to 25h0m0s apart (after 2027-10-30T06:00:00Z)"}},
+		{"the default tick", map[string]string{}, nil},
+		{"daily ticks with the default backfill", map[string]string{schedules.EnvSchedules: "digests=0 8 * * *"}, nil},
+		{"a gap that only January has, with a short backfill",
+			map[string]string{schedules.EnvSchedules: "digests=* * * 2-12 *", "ERRAND_DIGEST_BACKFILL": "5m", "ERRAND_DIGEST_TICK": "1m"},
+			[]string{"up to 744h1m0s apart (after 2026-12-31T23:59:00Z)"}},
+		{"a gap that only December has, with a short backfill",
+			map[string]string{schedules.EnvSchedules: "digests=* * * 1-11 *", "ERRAND_DIGEST_BACKFILL": "5m", "ERRAND_DIGEST_TICK": "1m"},
+			nil}, // outside the 34 days looked at for a backfill under ten minutes: documented
+		{"digests off", map[string]string{schedules.EnvSchedules: "digests=off", "ERRAND_DIGEST_BACKFILL": "5m"}, nil},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := load(tc.env)
+			if tc.want == nil {
+				if err != nil {
+					t.Fatalf("refused: %v", err)
+				}
+				return
+			}
+			if err == nil {
+				t.Fatalf("accepted; want refused saying %q", tc.want)
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q does not say %q", err, w)
+				}
+			}
+		})
+	}
+}
+
 func TestSchedulesOverridesAndOff(t *testing.T) {
 	tb, err := load(map[string]string{schedules.EnvSchedules: "usage_reports=CRON_TZ=Europe/Berlin 0 9 * * FRI; digests=off\n", "ERRAND_DIGEST_TICK": "10m"})
 	if err != nil {

@@ -28,6 +28,10 @@ func TestRunRefusesABackfillShorterThanTheTick(t *testing.T) {
 			env:  map[string]string{"ERRAND_DIGEST_BACKFILL": "1m"},
 			want: []string{"ERRAND_DIGEST_BACKFILL=1m is shorter than ERRAND_DIGEST_TICK=5m"},
 		},
+		"an ERRAND_SCHEDULES override that ticks further apart than the backfill": {
+			env:  map[string]string{"ERRAND_SCHEDULES": "digests=0 8 * * *", "ERRAND_DIGEST_BACKFILL": "12h"},
+			want: []string{`ERRAND_SCHEDULES entry "digests=0 8 * * *": its times are up to 24h0m0s apart`, "set ERRAND_DIGEST_BACKFILL to at least 24h0m0s"},
+		},
 		"a tick made longer than the backfill": {
 			env:  map[string]string{"ERRAND_DIGEST_BACKFILL": "30m", "ERRAND_DIGEST_TICK": "1h"},
 			want: []string{"ERRAND_DIGEST_BACKFILL=30m is shorter than ERRAND_DIGEST_TICK=1h", "at least 1h"},

@@ -74,6 +74,7 @@ func Kind() jobs.Kind {
 		jobs.WithSchedule(jobs.Schedule{
 			Name:        Schedule,
 			EveryEnv:    "ERRAND_DIGEST_TICK",
+			MaxGapEnv:   "ERRAND_DIGEST_BACKFILL",
 			Description: "enqueues digest.send for every user whose local digest time has passed",
 			Pending: func(ctx context.Context, db store.DB, at time.Time) (bool, error) {
 				return anyDue(ctx, db, at)
