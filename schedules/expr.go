@@ -103,14 +103,19 @@ func (e Expr) Prev(t time.Time) time.Time {
 }
 
 // gapOver is the longest time between two consecutive times of the
-// expression that is longer than limit, among those around the instants of
-// span after from, and the time it begins at; 0 when there is none. Rather
-// than every time (every minute for a year is 527,000 of robfig/cron's
-// Next calls, over a second), it samples every limit/2: a gap longer than
-// limit holds a sample whose next time is more than limit/2 away, and only
-// such samples are looked at closely, once per gap. At most maxGapSamples
-// samples: for a limit under about ten minutes the span is cut to that many
-// half-limits (34 days at the 1 minute floor).
+// expression that is longer than limit, among those of span after from, and
+// the time it begins at; 0 when there is none.
+//
+// Times are walked as River walks them, each from the one before
+// (robfig/cron's Next is not monotonic around some zones' daylight saving
+// shifts: from one tick it can skip a day that a later instant would
+// find), when there are at most maxGapWalk of them. More frequent
+// expressions (every minute for a year is 527,000 Next calls, over a
+// second) are sampled every limit/2 instead: a gap longer than limit holds
+// a sample whose next time is more than limit/2 away, and only such samples
+// are looked at closely, once per gap; the span is then cut to
+// maxGapSamples half-limits if it holds more (50,000 limits: 35 days at
+// the 1 minute floor, the whole span from about 21 minutes).
 func (e Expr) gapOver(limit time.Duration, from time.Time, span time.Duration) (time.Duration, time.Time) {
 	if e.every > 0 {
 		if e.every > limit {
@@ -118,13 +123,30 @@ func (e Expr) gapOver(limit time.Duration, from time.Time, span time.Duration) (
 		}
 		return 0, time.Time{}
 	}
+	end := from.Add(span)
+	var gap time.Duration
+	var at time.Time
+	p := e.Prev(from)
+	for range maxGapWalk {
+		if p.IsZero() || !p.Before(end) {
+			return gap, at
+		}
+		n := e.Next(p)
+		if n.IsZero() {
+			return gap, at
+		}
+		if d := n.Sub(p); d > limit && d > gap {
+			gap, at = d, p
+		}
+		p = n
+	}
+	gap, at = 0, time.Time{}
 	stride := max(limit/2, time.Second)
 	if span/stride > maxGapSamples {
-		span = stride * maxGapSamples
+		end = from.Add(stride * maxGapSamples)
 	}
-	var gap time.Duration
-	var at, lastNext time.Time // lastNext: the previous sample's next time
-	for x, end := from, from.Add(span); x.Before(end); x = x.Add(stride) {
+	var lastNext time.Time // the previous sample's next time
+	for x := from; x.Before(end); x = x.Add(stride) {
 		n := e.Next(x)
 		if n.IsZero() {
 			break
@@ -164,4 +186,7 @@ func (e Expr) lastAtOrBefore(x, after time.Time) time.Time {
 	return hi
 }
 
-const maxGapSamples = 100_000
+const (
+	maxGapWalk    = 20_000  // times walked one by one (hourly for two years is 17,544)
+	maxGapSamples = 100_000 // samples otherwise
+)

@@ -253,12 +253,14 @@ func (t *Table) checkGap(getenv func(string) string, k jobs.Kind, s jobs.Schedul
 		where, gap, at.UTC().Format(time.RFC3339), s.MaxGapEnv, v, s.MaxGapEnv, gap)
 }
 
-// Gaps are looked for over a year of times (a cron expression's
-// pattern repeats within a year, leap days and daylight saving included),
-// from a fixed start so that `errand run` decides the same way every day.
+// Gaps are looked for over two years of times, 2027 and the leap year
+// 2028 (a cron expression's pattern repeats within a year, but a leap day
+// changes some gaps: "0 0 30 * *" is 59 days apart at most in 2027, 60 in
+// 2028), from a fixed start so that `errand run` decides the same way
+// every day.
 var (
 	gapFrom = time.Date(2027, 1, 1, 0, 0, 0, 0, time.UTC)
-	gapSpan = 366 * 24 * time.Hour
+	gapSpan = time.Date(2029, 1, 1, 0, 0, 0, 0, time.UTC).Sub(gapFrom)
 )
 
 func (t *Table) names() []string {

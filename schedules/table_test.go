@@ -99,7 +99,14 @@ func TestAScheduleFurtherApartThanItsKindAllowsIsRefused(t *testing.T) {
 			[]string{"up to 744h1m0s apart (after 2026-12-31T23:59:00Z)"}},
 		{"a gap that only December has, with a short backfill",
 			map[string]string{schedules.EnvSchedules: "digests=* * * 1-11 *", "ERRAND_DIGEST_BACKFILL": "5m", "ERRAND_DIGEST_TICK": "1m"},
-			nil}, // outside the 34 days looked at for a backfill under ten minutes: documented
+			nil}, // outside the 174 days sampled for a 5 minute backfill: documented
+		{"a gap only a leap year has",
+			map[string]string{schedules.EnvSchedules: "digests=0 0 30 * *", "ERRAND_DIGEST_BACKFILL": "1428h"},
+			[]string{"up to 1440h0m0s apart (after 2028-01-30T00:00:00Z)"}},
+		{"a day River's walk skips around Lord Howe's half-hour shift",
+			map[string]string{schedules.EnvSchedules: "digests=CRON_TZ=Australia/Lord_Howe 0 0 * * *", "ERRAND_DIGEST_BACKFILL": "47h"},
+			[]string{"up to 48h30m0s apart (after 2027-04-03T13:00:00Z)"}}, // robfig/cron's Next from 00:00 skips the next day
+		{"a monthly tick with a backfill of two months", map[string]string{schedules.EnvSchedules: "digests=0 0 30 * *", "ERRAND_DIGEST_BACKFILL": "1440h"}, nil},
 		{"digests off", map[string]string{schedules.EnvSchedules: "digests=off", "ERRAND_DIGEST_BACKFILL": "5m"}, nil},
 	}
 	for _, tc := range cases {
