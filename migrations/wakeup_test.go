@@ -386,10 +386,15 @@ func pidConn(t *testing.T, pool *pgxpool.Pool) connPID {
 	return connPID{conn: c.Conn(), pid: pid}
 }
 
-// waitBlocked waits until backend pid waits for an advisory lock.
+// waitBlocked waits until backend pid waits for an advisory lock, at most
+// 30s.
 func waitBlocked(t *testing.T, pool *pgxpool.Pool, pid int, finished <-chan error) {
 	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
 	for {
+		if time.Now().After(deadline) {
+			t.Fatalf("backend %d did not wait for an advisory lock within 30s", pid)
+		}
 		var waiting bool
 		err := pool.QueryRow(context.Background(), `SELECT EXISTS (SELECT 1 FROM pg_locks
 			WHERE pid = $1 AND locktype = 'advisory' AND NOT granted)`, pid).Scan(&waiting)
@@ -756,11 +761,12 @@ func (tr *tracker) add(ids []int64) {
 }
 
 // wait receives finished jobs until none of ids is pending. A job that has
-// not started within 10s lost its wake-up: River would find it only at its
-// next poll, an hour away.
+// not started within 60s lost its wake-up: River would find it only at its
+// next poll, an hour away (a loaded machine can delay a woken fetch by
+// seconds, never by a minute).
 func (tr *tracker) wait(t *testing.T, ids []int64, round int) {
 	t.Helper()
-	deadline := time.After(10 * time.Second)
+	deadline := time.After(60 * time.Second)
 	for {
 		tr.mu.Lock()
 		var left []int64

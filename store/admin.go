@@ -51,9 +51,13 @@ func DatabasesLike(ctx context.Context, db DB, pattern string) ([]string, error)
 }
 
 // ProbeListen checks that a notification sent on one connection reaches a
-// LISTEN on another. Behind a transaction-mode pooler it does not.
+// LISTEN on another. Behind a transaction-mode pooler it does not. It gives
+// up after probeListenWait: long enough that a slow database at start (a
+// busy server, parallel migrations) is not taken for a pooler, which would
+// turn the completion guard off; a replica behind a pooler waits that long
+// once, at start.
 func ProbeListen(ctx context.Context, pool *pgxpool.Pool) error {
-	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	ctx, cancel := context.WithTimeout(ctx, probeListenWait)
 	defer cancel()
 	pooled, err := pool.Acquire(ctx)
 	if err != nil {
@@ -73,7 +77,9 @@ func ProbeListen(ctx context.Context, pool *pgxpool.Pool) error {
 		return fmt.Errorf("notify: %w", err)
 	}
 	if _, err := conn.WaitForNotification(ctx); err != nil {
-		return fmt.Errorf("no notification within 3s: %w", err)
+		return fmt.Errorf("no notification within %s: %w", probeListenWait, err)
 	}
 	return nil
 }
+
+const probeListenWait = 15 * time.Second

@@ -30,7 +30,7 @@ func TestDevRunsOnAPrivatePostgreSQLAndKeepsData(t *testing.T) {
 	if err := os.Chmod(base, 0o755); err != nil { // PostgreSQL may run as another user
 		t.Fatal(err)
 	}
-	env := map[string]string{"ERRAND_DEV_DIR": filepath.Join(base, "pg"), "ERRAND_HTTP_ADDR": errandtest.FreeAddr(t), "ERRAND_LOG_FORMAT": "json"}
+	env := map[string]string{"ERRAND_DEV_DIR": filepath.Join(base, "pg"), "ERRAND_HTTP_ADDR": "127.0.0.1:0", "ERRAND_LOG_FORMAT": "json"} // the port printed on each run
 
 	health := regexp.MustCompile(`health: +(http://127\.0\.0\.1:\d+/healthz)`)
 	dbLine := regexp.MustCompile(`database: +(postgres://\S+)`)

@@ -98,7 +98,8 @@ type slowArgs struct {
 // grows and the quick one's backlog only shrinks, so each reading of the
 // database covers every moment before it: while the quick workspace has work
 // waiting, the slow one must never hold more than its share, until the quick
-// one has finished 300 jobs beside it.
+// one has finished 300 jobs beside it. (30,000 quick jobs: a poll starved
+// for seconds on a busy machine must still find some waiting.)
 func TestASlowWorkspaceDoesNotStarveAQuickOneThroughTheDaemon(t *testing.T) {
 	for _, tc := range runningShares[:2] {
 		t.Run(fmt.Sprintf("weights %d and %d", tc.slowWeight, tc.quickWeight), func(t *testing.T) {
@@ -124,7 +125,7 @@ func TestASlowWorkspaceDoesNotStarveAQuickOneThroughTheDaemon(t *testing.T) {
 				INSERT INTO errand.jobs (workspace_id, kind, args)
 				SELECT $1::uuid, 'test.fair_slow', '{"block": true}'::jsonb FROM generate_series(1, 100)
 				UNION ALL
-				SELECT $2::uuid, 'test.fair_slow', '{}'::jsonb FROM generate_series(1, 3000)`, slow, quick); err != nil {
+				SELECT $2::uuid, 'test.fair_slow', '{}'::jsonb FROM generate_series(1, 30000)`, slow, quick); err != nil {
 				t.Fatal(err)
 			}
 			deadline := time.Now().Add(60 * time.Second)

@@ -123,7 +123,7 @@ func TestJobCountsOutliveTheCleanerAndNeverCountTwice(t *testing.T) {
 	for {
 		var waiting bool
 		if err := f.pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_stat_activity
-			WHERE query LIKE '/* second round */%' AND wait_event_type = 'Lock')`).Scan(&waiting); err != nil {
+			WHERE datname = current_database() AND query LIKE '/* second round */%' AND wait_event_type = 'Lock')`).Scan(&waiting); err != nil {
 			t.Fatal(err)
 		}
 		if waiting {

@@ -34,6 +34,13 @@ func TestEmailOverTheWorkspacesPlanWaitsWithoutUsingAnAttempt(t *testing.T) {
 	}
 	first := enqueue(limited, "limited")
 	errandtest.WaitJob(t, pool, first, 30*time.Second, "completed")
+	// The next slot an hour away rather than 30 s: the checks below must
+	// see the held emails still held however slowly this machine gets
+	// there (the test moves time itself further down).
+	if tag, err := pool.Exec(ctx, `UPDATE errand.rate_limits SET next_at = now() + interval '1 hour'
+		WHERE name = 'email:workspace:' || $1::text`, limited); err != nil || tag.RowsAffected() != 1 {
+		t.Fatalf("move the limited workspace's next slot: %v, %d rows", err, tag.RowsAffected())
+	}
 	held := []int64{enqueue(limited, "limited"), enqueue(limited, "limited")}
 	for range 2 {
 		id := enqueue(other, "other")

@@ -157,11 +157,16 @@ func TestSameInvoiceSameBytes(t *testing.T) {
 	// Renders at once on many goroutines, as a busy replica would.
 	var wg sync.WaitGroup
 	got := make([]Rendered, 8)
+	errs := make([]error, len(got))
 	for i := range got {
-		wg.Go(func() { got[i] = render(t, sample()) })
+		// Not render: t.Fatal must not run on another goroutine.
+		wg.Go(func() { got[i], errs[i] = Render(sample(), PaperA4) })
 	}
 	wg.Wait()
 	for i, r := range got {
+		if errs[i] != nil {
+			t.Fatalf("render %d: %v", i, errs[i])
+		}
 		if !bytes.Equal(r.PDF, first.PDF) || r.SHA256 != first.SHA256 {
 			t.Fatalf("render %d differs from the first", i)
 		}

@@ -5,6 +5,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 )
 
 // Every caller gets its own result, however calls are batched; no more
@@ -42,12 +43,17 @@ func TestGroupBatchesConcurrentCalls(t *testing.T) {
 		}()
 	}
 	// Positive signal: every other caller is queued behind the held flushes.
+	deadline := time.Now().Add(30 * time.Second)
 	for {
 		g.mu.Lock()
 		queued := len(g.queue)
 		g.mu.Unlock()
 		if queued == callers-most {
 			break
+		}
+		if time.Now().After(deadline) {
+			close(release)
+			t.Fatalf("%d callers queued after 30s, want %d", queued, callers-most)
 		}
 		runtime.Gosched()
 	}

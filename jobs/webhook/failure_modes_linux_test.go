@@ -23,16 +23,18 @@ func TestReceiversThatNeverAnswerFailTheAttempt(t *testing.T) {
 	cases := []struct {
 		name, url, reason string
 	}{
-		{"a receiver that never accepts the connection", "http://" + fullListener(t) + "/hook", "could not connect within 200ms (ERRAND_WEBHOOK_CONNECT_TIMEOUT)"},
-		{"a receiver that never answers the TLS handshake", "https://" + silentListener(t) + "/hook", "could not connect within 200ms (ERRAND_WEBHOOK_CONNECT_TIMEOUT)"},
-		{"a receiver that never answers the request", never.URL + "/hook", "no answer within 1s (ERRAND_WEBHOOK_TIMEOUT)"},
+		{"a receiver that never accepts the connection", "http://" + fullListener(t) + "/hook", "could not connect within 2s (ERRAND_WEBHOOK_CONNECT_TIMEOUT)"},
+		{"a receiver that never answers the TLS handshake", "https://" + silentListener(t) + "/hook", "could not connect within 2s (ERRAND_WEBHOOK_CONNECT_TIMEOUT)"},
+		{"a receiver that never answers the request", never.URL + "/hook", "no answer within 5s (ERRAND_WEBHOOK_TIMEOUT)"},
 		{"nothing listening", "http://" + closedPort(t) + "/hook", "connect: connection refused"},
 	}
 	url, pool := errandtest.MigratedDB(t, kinds()...)
 	ws := errandtest.NewWorkspace(t, pool, "acme")
 	errandtest.StartDaemon(t, url, env(map[string]string{
-		"ERRAND_WEBHOOK_CONNECT_TIMEOUT": "200ms",
-		"ERRAND_WEBHOOK_TIMEOUT":         "1s",
+		// Long enough that a stalled machine does not turn a refused
+		// connection into a timeout, or one timeout into the other.
+		"ERRAND_WEBHOOK_CONNECT_TIMEOUT": "2s",
+		"ERRAND_WEBHOOK_TIMEOUT":         "5s",
 		"ERRAND_WEBHOOK_RETRY_SCHEDULE":  "10ms",
 	}), kinds()...)
 	endpoints := map[string]int{}
@@ -67,12 +69,21 @@ func TestReceiversThatNeverAnswerFailTheAttempt(t *testing.T) {
 // fullListener is a TCP socket on 127.0.0.1 listening with a backlog of
 // zero whose one queued connection is never accepted: Linux drops the SYN
 // of every further connection, which then waits until the dialer's timeout.
+// The first connection must get in (a generous timeout); the first one that
+// does not, after a second's wait, shows the queue is full.
 func fullListener(t *testing.T) string {
 	t.Helper()
 	addr := rawSocket(t, true)
 	for i := 0; ; i++ {
-		c, err := net.DialTimeout("tcp", addr, 100*time.Millisecond)
+		timeout := time.Second
+		if i == 0 {
+			timeout = 10 * time.Second
+		}
+		c, err := net.DialTimeout("tcp", addr, timeout)
 		if err != nil {
+			if i == 0 {
+				t.Fatalf("the first connection to %s: %v", addr, err)
+			}
 			break // the queue is full
 		}
 		t.Cleanup(func() { c.Close() })
