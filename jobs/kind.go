@@ -413,7 +413,8 @@ type Schedule struct {
 	// only acts on what became due up to that long ago (the digests'
 	// ERRAND_DIGEST_BACKFILL) would drop work if ticks were further apart.
 	// The table refuses at start an expression, ERRAND_SCHEDULES' overrides
-	// included, whose times are ever further apart within a year.
+	// included, whose times are ever further apart (looked for over two
+	// years of times, schedules.Load).
 	MaxGapEnv string
 	// Description is shown by `errand schedules list`.
 	Description string

@@ -138,13 +138,9 @@ func declared(getenv func(string) string, k jobs.Kind, s jobs.Schedule) (Entry, 
 	}
 	spec := s.Spec
 	if s.EveryEnv != "" {
-		i := slices.IndexFunc(k.Env, func(v jobs.EnvVar) bool { return v.Name == s.EveryEnv })
-		if i < 0 {
-			return Entry{}, fmt.Errorf("kind %s: schedule %q reads %s, which the kind does not declare", k.Name, s.Name, s.EveryEnv)
-		}
-		v := strings.TrimSpace(getenv(s.EveryEnv))
-		if v == "" {
-			v = k.Env[i].Default
+		v, err := kindEnv(getenv, k, s, s.EveryEnv)
+		if err != nil {
+			return Entry{}, err
 		}
 		spec = "@every " + v
 	}
@@ -221,6 +217,19 @@ func (t *Table) override(v string) error {
 	return errors.Join(errs...)
 }
 
+// kindEnv is the value of one of the kind's variables that schedule s
+// reads: the environment's, else the kind's default.
+func kindEnv(getenv func(string) string, k jobs.Kind, s jobs.Schedule, name string) (string, error) {
+	i := slices.IndexFunc(k.Env, func(v jobs.EnvVar) bool { return v.Name == name })
+	if i < 0 {
+		return "", fmt.Errorf("kind %s: schedule %q reads %s, which the kind does not declare", k.Name, s.Name, name)
+	}
+	if v := strings.TrimSpace(getenv(name)); v != "" {
+		return v, nil
+	}
+	return k.Env[i].Default, nil
+}
+
 // checkGap refuses an entry whose times are further apart than its kind's
 // MaxGapEnv allows. A variable that is not a duration is left to the kind's
 // own check, which reports it.
@@ -228,13 +237,9 @@ func (t *Table) checkGap(getenv func(string) string, k jobs.Kind, s jobs.Schedul
 	if s.MaxGapEnv == "" {
 		return nil
 	}
-	i := slices.IndexFunc(k.Env, func(v jobs.EnvVar) bool { return v.Name == s.MaxGapEnv })
-	if i < 0 {
-		return fmt.Errorf("kind %s: schedule %q reads %s, which the kind does not declare", k.Name, s.Name, s.MaxGapEnv)
-	}
-	v := strings.TrimSpace(getenv(s.MaxGapEnv))
-	if v == "" {
-		v = k.Env[i].Default
+	v, err := kindEnv(getenv, k, s, s.MaxGapEnv)
+	if err != nil {
+		return err
 	}
 	limit, err := time.ParseDuration(v)
 	e, ok := t.Lookup(s.Name)

@@ -26,7 +26,9 @@ type JobCounterConfig struct {
 // JobCounter keeps errand.job_counts, the durable count of finished jobs per
 // workspace, day, kind and final state that the weekly usage report reads
 // (migrations/029_usage_rollup.sql): River's cleaner deletes the jobs
-// themselves long before the report runs.
+// themselves long before the report runs. The same roll-up keeps
+// errand.queue_counts, each queue's finished jobs per minute for two hours,
+// which `errand stats` reads (migrations/032_queue_minute_counts.sql).
 type JobCounter struct {
 	db  store.DB
 	cfg JobCounterConfig
