@@ -39,9 +39,12 @@ func RenewReplica(ctx context.Context, db DB, id string, lease time.Duration) er
 }
 
 // Retire marks a replica dead at once (a clean exit), so anything it still
-// held is rescued without waiting for its lease.
+// held is rescued without waiting for its lease, and drops the fair fetch's
+// counts of what it ran.
 func Retire(ctx context.Context, db DB, id string) error {
-	_, err := db.Exec(ctx, `UPDATE errand.replicas SET heartbeat_at = '-infinity' WHERE id = $1`, id)
+	_, err := db.Exec(ctx, `
+		WITH counts AS (DELETE FROM errand.fair_working WHERE client = $1)
+		UPDATE errand.replicas SET heartbeat_at = '-infinity' WHERE id = $1`, id)
 	if err != nil {
 		return fmt.Errorf("retire replica: %w", err)
 	}
@@ -107,6 +110,14 @@ func RescueOrphans(ctx context.Context, db DB, lease time.Duration) ([]Rescued, 
 					return err
 				}
 			}
+		}
+		// The fair fetch's counts of what the dead replicas ran go with
+		// their jobs (migrations/033_fair_working_counts.sql).
+		if _, err := tx.Exec(ctx, `
+			DELETE FROM errand.fair_working w
+			WHERE w.client IN (SELECT id FROM errand.replicas WHERE heartbeat_at < now() - make_interval(secs => $1))`,
+			lease.Seconds()); err != nil {
+			return err
 		}
 		_, err = tx.Exec(ctx, `
 			DELETE FROM errand.replicas r

@@ -28,11 +28,11 @@ func BenchmarkIdleFetch(b *testing.B) {
 		Kind: []string{"ping"},
 	}
 	river := riverpgxv5.New(pool).GetExecutor()
-	pilot := fair.NewDriver(pool, fair.Config{}).PluginPilot()
+	p := newProducer(b, fair.NewDriver(pool, fair.Config{}), "bench")
 	fetchers := []func() (*riverdriver.JobGetAvailableResult, error){
 		func() (*riverdriver.JobGetAvailableResult, error) { return river.JobGetAvailable(ctx, params) },
 		func() (*riverdriver.JobGetAvailableResult, error) {
-			return pilot.JobGetAvailable(ctx, nil, nil, params)
+			return p.d.PluginPilot().JobGetAvailable(ctx, nil, p.state, params)
 		},
 	}
 	var spent [2]time.Duration
@@ -50,6 +50,7 @@ func BenchmarkIdleFetch(b *testing.B) {
 			if _, err := pool.Exec(ctx, `UPDATE errand.river_job SET state = 'completed', finalized_at = now() WHERE id = $1`, res.Jobs[0].ID); err != nil {
 				b.Fatal(err)
 			}
+			p.state.JobFinish(res.Jobs[0])
 		}
 	}
 	n := float64(b.N)

@@ -80,27 +80,112 @@ type Pilot struct {
 	pool *pgxpool.Pool
 	cfg  Config
 
-	mu     sync.Mutex
-	waking map[wakeKey]bool    // wake-ups on their way
-	held   map[string][]string // queues whose last fetch here a cap held back: the workspaces it held
-	cands  map[string]candidates
-	ended  map[int64]endedWork // by job id
+	mu        sync.Mutex
+	waking    map[wakeKey]bool    // wake-ups on their way
+	held      map[string][]string // queues whose last fetch here a cap held back: the workspaces it held
+	cands     map[string]candidates
+	producers map[int64]*producerState // River's producers here, by producer id
 }
 
-// endedWork is an attempt whose work has ended here and whose completion
-// River's completer has not yet committed: still running in river_job, but
-// no longer holding its workspace's cap (see Driver.Middleware).
-type endedWork struct {
-	queue       string
-	attemptedAt time.Time // the fetch that started this attempt set it
-	at          time.Time // when the work ended
+// producerState is what one River producer (one queue of this client) has
+// at work: the attempts its fetches started whose work has not ended. Each
+// fetch passes its counts per workspace to errand.fair_fetch, which adds
+// every other replica's (migrations/033_fair_working_counts.sql).
+type producerState struct {
+	p      *Pilot
+	queue  string
+	client string
+
+	mu      sync.Mutex
+	working map[int64]attempt // by job id
 }
 
-// endedForget is how long an ended attempt is remembered at most. The
-// completer commits within a second or so, and its statement makes the
-// pilot forget; one it never reports (its retries gave up) is counted as
-// running again after this long, which errs towards holding the cap.
-const endedForget = 5 * time.Minute
+// attempt is one job's attempt at work here, named by the attempted_at its
+// fetch set: a job fetched again (retry, snooze, rescue) is a new attempt,
+// which the end of an earlier one does not take away.
+type attempt struct {
+	workspace   string
+	attemptedAt time.Time
+}
+
+// noWorkspace is errand.fair_workspace of a job without one (errand's own).
+const noWorkspace = "00000000-0000-0000-0000-000000000000"
+
+// counts returns the workspaces at work and how many jobs each runs, never
+// nil (a nil array would tell the fetch that this caller keeps no counts).
+func (s *producerState) counts() (workspaces []string, n []int32) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	by := make(map[string]int32, len(s.working))
+	for _, a := range s.working {
+		by[a.workspace]++
+	}
+	workspaces, n = make([]string, 0, len(by)), make([]int32, 0, len(by))
+	for ws, c := range by {
+		workspaces = append(workspaces, ws)
+		n = append(n, c)
+	}
+	return workspaces, n
+}
+
+func (s *producerState) started(started []*rivertype.JobRow) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, j := range started {
+		if j.AttemptedAt == nil {
+			continue
+		}
+		s.working[j.ID] = attempt{workspace: workspaceOf(j), attemptedAt: *j.AttemptedAt}
+	}
+}
+
+// ended forgets job's attempt and reports whether it was at work here.
+func (s *producerState) ended(job *rivertype.JobRow) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	a, ok := s.working[job.ID]
+	if !ok || job.AttemptedAt == nil || !a.attemptedAt.Equal(*job.AttemptedAt) {
+		return false
+	}
+	delete(s.working, job.ID)
+	return true
+}
+
+// JobFinish is River's word that the job's executor is done (its completion
+// handed to the completer, not yet committed); errand's worker middleware
+// usually said so first.
+func (s *producerState) JobFinish(job *rivertype.JobRow) { s.p.workEnded(job) }
+
+// ProducerInit starts counting what a producer has at work.
+func (p *Pilot) ProducerInit(ctx context.Context, exec riverdriver.Executor, params *riverpilot.ProducerInitParams) (int64, riverpilot.ProducerState, error) {
+	id, _, err := p.StandardPilot.ProducerInit(ctx, exec, params)
+	if err != nil {
+		return 0, nil, err
+	}
+	s := &producerState{p: p, queue: params.Queue, client: params.ClientID, working: make(map[int64]attempt)}
+	p.mu.Lock()
+	if p.producers == nil {
+		p.producers = make(map[int64]*producerState)
+	}
+	p.producers[id] = s
+	p.mu.Unlock()
+	return id, s, nil
+}
+
+// ProducerShutdown removes the producer's counts from the database: River
+// calls it once the producer's jobs are done.
+func (p *Pilot) ProducerShutdown(ctx context.Context, exec riverdriver.Executor, params *riverpilot.ProducerShutdownParams) error {
+	p.mu.Lock()
+	s := p.producers[params.ProducerID]
+	delete(p.producers, params.ProducerID)
+	p.mu.Unlock()
+	if s != nil {
+		if err := exec.Exec(ctx, `DELETE FROM errand.fair_working WHERE queue = $1 AND client = $2`, s.queue, s.client); err != nil {
+			return fmt.Errorf("forget the counts of queue %s: %w", s.queue, err)
+		}
+	}
+	return p.StandardPilot.ProducerShutdown(ctx, exec, params)
+}
 
 // candidates are the workspaces a fetch found with work in a queue.
 type candidates struct {
@@ -204,11 +289,12 @@ func (p *Pilot) notify(queue string) {
 // wraps the job and errand's other middleware (River's own resumable-step
 // middleware, which only edits the job's metadata in memory, is outside
 // it). River's completer commits finished jobs in batches
-// (at once from 100 of them, else every 250 ms); until then they are still
-// running in river_job, and counting them held capped workspaces back: one
-// capped at 2 with 20 ms jobs started about two per batch. The pilot passes
-// the attempts whose work has ended here to the fetch, which does not count
-// them (migrations/024_fair_ended_work.sql).
+// (at once from 100 of them, else every 250 ms), and River tells the pilot
+// a job is done (ProducerState.JobFinish) only after handing it to the
+// completer, from its producer's loop; the middleware tells it as the work
+// returns, so that a capped workspace's next job may start at once (one
+// capped at 2 with 20 ms jobs started about two per completer batch when
+// finished jobs still counted: migrations/024_fair_ended_work.sql).
 func (d *Driver) Middleware() rivertype.Middleware { return &endedMiddleware{p: d.pilot} }
 
 type endedMiddleware struct{ p *Pilot }
@@ -223,56 +309,31 @@ func (m *endedMiddleware) Work(ctx context.Context, job *rivertype.JobRow, doInn
 }
 
 func (p *Pilot) workEnded(job *rivertype.JobRow) {
-	if job.AttemptedAt == nil {
-		return // not started by a fetch: nothing to tell it
-	}
 	p.mu.Lock()
-	if p.ended == nil {
-		p.ended = make(map[int64]endedWork)
+	var was bool
+	for _, s := range p.producers {
+		if s.queue == job.Queue && s.ended(job) {
+			was = true
+		}
 	}
-	p.ended[job.ID] = endedWork{queue: job.Queue, attemptedAt: *job.AttemptedAt, at: time.Now()}
 	held := p.held[job.Queue]
 	p.mu.Unlock()
-	if len(held) > 0 && slices.Contains(held, jobs.WorkspaceOf(job)) {
+	if was && len(held) > 0 && slices.Contains(held, workspaceOf(job)) {
 		// Its slot under its workspace's cap is free now, and the last
 		// fetch held that workspace's jobs back: River's producer, whose
 		// last fetch the cap cut short, would not fetch again before
 		// WakeAfter. (Other workspaces' jobs ending free no slot a held
-		// job could take before River's completer commits them.)
+		// job could take.)
 		p.wake(job.Queue, 0)
 	}
 }
 
-// endedIn returns the attempts of queue whose work has ended here and whose
-// completion is not yet known to be committed.
-func (p *Pilot) endedIn(queue string) (ids []int64, attemptedAt []time.Time) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	now := time.Now()
-	for id, e := range p.ended {
-		if now.Sub(e.at) > endedForget {
-			delete(p.ended, id)
-			continue
-		}
-		if e.queue == queue {
-			ids = append(ids, id)
-			attemptedAt = append(attemptedAt, e.attemptedAt)
-		}
+// workspaceOf is the job's workspace as errand.fair_workspace spells it.
+func workspaceOf(job *rivertype.JobRow) string {
+	if ws := jobs.WorkspaceOf(job); ws != "" {
+		return ws
 	}
-	return ids, attemptedAt
-}
-
-// forgetEnded forgets ended attempts of these jobs: their completion has
-// committed, or they have started again.
-func (p *Pilot) forgetEnded(ids []int64) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if len(p.ended) == 0 {
-		return
-	}
-	for _, id := range ids {
-		delete(p.ended, id)
-	}
+	return noWorkspace
 }
 
 // fetchTimeout bounds one fetch, as River bounds its own (its
@@ -281,7 +342,7 @@ const fetchTimeout = 10 * time.Second
 
 // JobGetAvailable locks and starts up to params.MaxToLock jobs of
 // params.Queue, chosen by errand.fair_fetch.
-func (p *Pilot) JobGetAvailable(ctx context.Context, _ riverdriver.Executor, _ riverpilot.ProducerState, params *riverdriver.JobGetAvailableParams) (*riverdriver.JobGetAvailableResult, error) {
+func (p *Pilot) JobGetAvailable(ctx context.Context, _ riverdriver.Executor, state riverpilot.ProducerState, params *riverdriver.JobGetAvailableParams) (*riverdriver.JobGetAvailableResult, error) {
 	res := &riverdriver.JobGetAvailableResult{}
 	if params.MaxToLock <= 0 {
 		return res, nil
@@ -291,14 +352,21 @@ func (p *Pilot) JobGetAvailable(ctx context.Context, _ riverdriver.Executor, _ r
 	// One round trip, one connection: the fetch, then the workspaces a cap
 	// held back (a session setting the fetch leaves).
 	cached := p.cachedCandidates(params.Queue)
-	endedIDs, endedAt := p.endedIn(params.Queue)
+	// What this producer has at work (nil without our state: the fetch
+	// counts River's running jobs instead).
+	var workingWS []string
+	var workingN []int32
+	ps, _ := state.(*producerState)
+	if ps != nil {
+		workingWS, workingN = ps.counts()
+	}
 	batch := &pgx.Batch{}
 	batch.Queue(`
 		SELECT id, args, attempt, attempted_at, attempted_by, created_at, errors, finalized_at, kind,
 		       max_attempts, metadata, priority, queue, state::text, scheduled_at, tags, unique_key, unique_states
 		FROM errand.fair_fetch($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)`,
 		params.Queue, params.MaxToLock, params.ClientID, params.MaxAttemptedBy, params.Now, params.Kind,
-		p.cfg.DefaultCap, p.cfg.Candidates, cached, endedIDs, endedAt)
+		p.cfg.DefaultCap, p.cfg.Candidates, cached, workingWS, workingN)
 	batch.Queue(`SELECT coalesce(nullif(current_setting('errand.fair_held_ws', true), ''), '{}')::uuid[]::text[],
 		coalesce(nullif(current_setting('errand.fair_cands', true), ''), '{}')::uuid[]::text[]`)
 	br := p.pool.SendBatch(ctx, batch)
@@ -330,12 +398,8 @@ func (p *Pilot) JobGetAvailable(ctx context.Context, _ riverdriver.Executor, _ r
 	if err := br.QueryRow().Scan(&held, &cands); err != nil {
 		return nil, fmt.Errorf("fair fetch of queue %s: %w", params.Queue, err)
 	}
-	if len(endedIDs) > 0 && len(res.Jobs) > 0 {
-		started := make([]int64, len(res.Jobs))
-		for i, j := range res.Jobs {
-			started[i] = j.ID
-		}
-		p.forgetEnded(started)
+	if ps != nil {
+		ps.started(res.Jobs)
 	}
 	p.keepCandidates(params.Queue, cands, cached == nil)
 	if len(res.Jobs) >= params.MaxToLock {
@@ -377,9 +441,6 @@ func (p *Pilot) JobSetStateIfRunningMany(ctx context.Context, exec riverdriver.E
 	if _, inTx := exec.(riverdriver.ExecutorTx); inTx {
 		return rows, nil
 	}
-	// Committed: the database no longer counts these jobs as running (or
-	// never will again for these attempts), so the pilot need not either.
-	p.forgetEnded(params.ID)
 	var wake []string
 	p.mu.Lock()
 	if len(p.held) == 0 { // the common case: no cap holds anything back here

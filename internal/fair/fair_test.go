@@ -22,6 +22,7 @@ import (
 
 	"github.com/errand-dev/errand/errandtest"
 	"github.com/errand-dev/errand/internal/fair"
+	"github.com/errand-dev/errand/store"
 )
 
 func TestMain(m *testing.M) { os.Exit(errandtest.Main(m)) }
@@ -52,14 +53,15 @@ func tryFetch(pool *pgxpool.Pool, n int, cfg fair.Config) ([]*rivertype.JobRow, 
 }
 
 // fetchConcurrently is fetchers replicas fetching n jobs at once, rounds
-// times each.
+// times each, each a producer keeping its counts as River's do.
 func fetchConcurrently(t *testing.T, pool *pgxpool.Pool, fetchers, rounds, n int, cfg fair.Config) {
 	t.Helper()
 	var wg sync.WaitGroup
-	for range fetchers {
+	for i := range fetchers {
+		p := newProducer(t, fair.NewDriver(pool, cfg), fmt.Sprintf("replica-%d", i))
 		wg.Go(func() {
 			for range rounds {
-				if _, err := tryFetch(pool, n, cfg); err != nil {
+				if _, err := p.tryFetch(n); err != nil {
 					t.Error(err)
 					return
 				}
@@ -67,6 +69,54 @@ func fetchConcurrently(t *testing.T, pool *pgxpool.Pool, fetchers, rounds, n int
 		})
 	}
 	wg.Wait()
+}
+
+// producer is one River producer of the default queue on a driver's pilot,
+// as River's client starts it: its fetches pass what it has at work, and
+// it is told when a job's work ends.
+type producer struct {
+	d      *fair.Driver
+	state  riverpilot.ProducerState
+	id     int64
+	client string
+}
+
+func newProducer(t testing.TB, d *fair.Driver, client string) *producer {
+	t.Helper()
+	id, state, err := d.PluginPilot().ProducerInit(context.Background(), d.GetExecutor(),
+		&riverpilot.ProducerInitParams{ClientID: client, Queue: "default", Schema: "errand"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &producer{d: d, state: state, id: id, client: client}
+}
+
+func (p *producer) tryFetch(n int) ([]*rivertype.JobRow, error) {
+	res, err := p.d.PluginPilot().JobGetAvailable(context.Background(), nil, p.state, &riverdriver.JobGetAvailableParams{
+		ClientID: p.client, MaxAttemptedBy: 100, MaxToLock: n, Queue: "default",
+	})
+	if err != nil {
+		return nil, err
+	}
+	return res.Jobs, nil
+}
+
+func (p *producer) fetch(t testing.TB, n int) []*rivertype.JobRow {
+	t.Helper()
+	jobs, err := p.tryFetch(n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return jobs
+}
+
+// shutdown is River stopping the producer once its jobs are done.
+func (p *producer) shutdown(t testing.TB) {
+	t.Helper()
+	if err := p.d.PluginPilot().ProducerShutdown(context.Background(), p.d.GetExecutor(),
+		&riverpilot.ProducerShutdownParams{ProducerID: p.id, Queue: "default", Schema: "errand"}); err != nil {
+		t.Fatal(err)
+	}
 }
 
 func workspaceOf(t *testing.T, job *rivertype.JobRow) string {
@@ -392,10 +442,10 @@ func TestAStaleCandidateListIsLookedAtAgain(t *testing.T) {
 	}
 }
 
-// The running count behind a cap is a bound kept between fetches (only
-// recounted when near the cap): finished jobs are found by the recount, and
-// jobs started while the workspace had no cap are counted once it has one.
-func TestCapBoundIsRecountedNearTheCapAndAfterUncappedFetches(t *testing.T) {
+// A replica's producer counts the jobs it starts whatever the workspace's
+// plan: jobs started while the workspace had no cap count against the cap
+// it gets, and jobs whose work ended free their slots.
+func TestCapCountsJobsStartedWhileTheWorkspaceHadNoCap(t *testing.T) {
 	_, pool := errandtest.MigratedDB(t)
 	ctx := context.Background()
 	if _, err := pool.Exec(ctx, `INSERT INTO errand.plans (plan, concurrency) VALUES ('capped', 20)`); err != nil {
@@ -404,28 +454,32 @@ func TestCapBoundIsRecountedNearTheCapAndAfterUncappedFetches(t *testing.T) {
 	ws := errandtest.NewWorkspace(t, pool, "acme")
 	setPlan(t, pool, ws, "capped")
 	enqueue(t, pool, ws, 100, `{}`)
-	// Fetches of 5, each finished before the next: the bound climbs to the
-	// cap while nothing runs; near it a fetch recounts and goes on.
+	d := fair.NewDriver(pool, fair.Config{})
+	p := newProducer(t, d, "replica")
+	// Fetches of 5, each one's work ended before the next: 25 started in
+	// all, more than the cap, none held back.
 	for i := range 5 {
-		got := fetch(t, pool, 5, fair.Config{})
+		got := p.fetch(t, 5)
 		if len(got) != 5 {
-			t.Fatalf("fetch %d: %d jobs with nothing running, want 5", i+1, len(got))
+			t.Fatalf("fetch %d: %d jobs with nothing at work, want 5", i+1, len(got))
 		}
-		complete(t, pool, got)
+		for _, j := range got {
+			workEnds(t, d, j)
+		}
 	}
-	// Uncapped for a while: 12 start and keep running.
+	// Uncapped for a while: 12 start and keep working.
 	setPlan(t, pool, ws, "free")
-	if got := fetch(t, pool, 12, fair.Config{}); len(got) != 12 {
+	if got := p.fetch(t, 12); len(got) != 12 {
 		t.Fatalf("uncapped: %d, want 12", len(got))
 	}
 	// Capped at 20 again: 8 more may start, and no more.
 	setPlan(t, pool, ws, "capped")
 	started := 0
 	for range 6 {
-		started += len(fetch(t, pool, 5, fair.Config{}))
+		started += len(p.fetch(t, 5))
 	}
 	if started != 8 {
-		t.Errorf("capped at 20 with 12 running: %d more started, want 8", started)
+		t.Errorf("capped at 20 with 12 at work: %d more started, want 8", started)
 	}
 }
 
@@ -668,27 +722,22 @@ func TestFetchPlansMadeOnAnEmptyQueueStillServeAFlood(t *testing.T) {
 }
 
 // TestCapHoldsForAWorkspaceAloneAcrossConcurrentFetchers: a capped
-// workspace alone in its queue takes the single-workspace path, counted
-// from its running bound while that leaves room for a whole fetch and
-// exactly near its cap; either way never more than the cap, however many
-// fetch at once.
+// workspace alone in its queue takes the single-workspace path, never more
+// than the cap however many replicas fetch at once (each counting what the
+// others' rows say they run), and, counted from River's running jobs by a
+// caller that keeps no counts, it starts as many as finished.
 func TestCapHoldsForAWorkspaceAloneAcrossConcurrentFetchers(t *testing.T) {
 	_, pool := errandtest.MigratedDB(t)
 	ws := errandtest.NewWorkspace(t, pool, "alone")
 	enqueue(t, pool, ws, 100, `{}`)
 	cfg := fair.Config{DefaultCap: 9}
 	fetchConcurrently(t, pool, 8, 10, 2, cfg)
-	var running, bound int
-	if err := pool.QueryRow(context.Background(), `
-		SELECT (SELECT count(*) FROM errand.river_job WHERE state = 'running'),
-		       (SELECT running FROM errand.fair_running WHERE queue = 'default' AND workspace_id = $1)`, ws).Scan(&running, &bound); err != nil {
+	var running int
+	if err := pool.QueryRow(context.Background(), `SELECT count(*) FROM errand.river_job WHERE state = 'running'`).Scan(&running); err != nil {
 		t.Fatal(err)
 	}
 	if running != 9 {
 		t.Errorf("%d running, want exactly the cap 9", running)
-	}
-	if bound < running {
-		t.Errorf("running bound %d below the %d running", bound, running)
 	}
 	// Two finish: the next fetches start two more, and no more.
 	if _, err := pool.Exec(context.Background(), `
@@ -700,18 +749,6 @@ func TestCapHoldsForAWorkspaceAloneAcrossConcurrentFetchers(t *testing.T) {
 	if got != 2 {
 		t.Errorf("after two finished, fetched %d, want 2", got)
 	}
-}
-
-// pilotFetch is one fetch of the default queue by pilot.
-func pilotFetch(t *testing.T, pilot riverpilot.Pilot, n int) []*rivertype.JobRow {
-	t.Helper()
-	res, err := pilot.JobGetAvailable(context.Background(), nil, nil, &riverdriver.JobGetAvailableParams{
-		ClientID: "test-client", MaxAttemptedBy: 100, MaxToLock: n, Queue: "default",
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return res.Jobs
 }
 
 // workEnds runs job through the driver's middleware, as River's executor
@@ -729,29 +766,28 @@ func workEnds(t *testing.T, d *fair.Driver, job *rivertype.JobRow) {
 
 // River's completer commits finished jobs in batches, up to 250 ms later;
 // until then they are running in river_job. A job whose work has ended
-// (its middleware returned) must not hold its workspace's cap meanwhile,
-// and once its completion is committed, River's statement through the pilot
-// makes it forget the job.
+// (its middleware returned, or River said its executor is done) must not
+// hold its workspace's cap meanwhile.
 func TestEndedWorkDoesNotHoldTheCapWhileItsCompletionWaits(t *testing.T) {
 	_, pool := errandtest.MigratedDB(t)
 	ctx := context.Background()
 	ws := errandtest.NewWorkspace(t, pool, "acme")
 	enqueue(t, pool, ws, 10, `{}`)
 	d := fair.NewDriver(pool, fair.Config{DefaultCap: 2})
-	pilot := d.PluginPilot()
-	first := pilotFetch(t, pilot, 5)
+	p := newProducer(t, d, "replica")
+	first := p.fetch(t, 5)
 	if len(first) != 2 {
 		t.Fatalf("capped at 2: fetched %d, want 2", len(first))
 	}
-	if got := pilotFetch(t, pilot, 5); len(got) != 0 {
+	if got := p.fetch(t, 5); len(got) != 0 {
 		t.Fatalf("two working under a cap of 2: fetched %d more, want 0", len(got))
 	}
 	workEnds(t, d, first[0])
-	next := pilotFetch(t, pilot, 5)
+	next := p.fetch(t, 5)
 	if len(next) != 1 {
 		t.Fatalf("one of two ended, its completion not yet committed: fetched %d, want 1", len(next))
 	}
-	if got := pilotFetch(t, pilot, 5); len(got) != 0 {
+	if got := p.fetch(t, 5); len(got) != 0 {
 		t.Fatalf("two working again: fetched %d more, want 0", len(got))
 	}
 	var running int
@@ -761,74 +797,112 @@ func TestEndedWorkDoesNotHoldTheCapWhileItsCompletionWaits(t *testing.T) {
 	if running != 3 {
 		t.Fatalf("%d running in river_job, want 3 (two working, one awaiting its completion)", running)
 	}
-	// River's completer commits the ended job through the pilot.
-	now := time.Now()
-	if _, err := pilot.JobSetStateIfRunningMany(ctx, d.GetExecutor(), &riverdriver.JobSetStateIfRunningManyParams{
-		ID: []int64{first[0].ID}, Attempt: []*int{nil}, ErrData: [][]byte{nil}, FinalizedAt: []*time.Time{&now},
-		MetadataDoMerge: []bool{false}, MetadataUpdates: [][]byte{nil}, ScheduledAt: []*time.Time{nil},
-		State: []rivertype.JobState{rivertype.JobStateCompleted}, Schema: "errand",
-	}); err != nil {
-		t.Fatal(err)
-	}
-	if got := pilotFetch(t, pilot, 5); len(got) != 0 {
-		t.Fatalf("after the completion committed: fetched %d more, want 0 (two still working)", len(got))
-	}
-	// The ended job's attempt, put back to available (a snooze gives its
-	// attempt back) and fetched again, counts: the pilot forgets an ended
-	// attempt when a fetch starts its job again (and the fetch would not
-	// skip the new attempt anyway, its attempted_at being new:
-	// TestFetchSkipsOnlyTheEndedAttempt).
-	workEnds(t, d, first[1])
-	if _, err := pool.Exec(ctx, `UPDATE errand.river_job SET state = 'available', attempt = attempt - 1 WHERE id = $1`, first[1].ID); err != nil {
-		t.Fatal(err)
-	}
-	again := pilotFetch(t, pilot, 5)
-	if len(again) != 1 || again[0].ID != first[1].ID || again[0].Attempt != first[1].Attempt {
-		t.Fatalf("after a snooze: fetched %d jobs, want job %d again at attempt %d", len(again), first[1].ID, first[1].Attempt)
-	}
-	if got := pilotFetch(t, pilot, 5); len(got) != 0 {
-		t.Fatalf("the snoozed job working again beside one other: fetched %d more, want 0", len(got))
+	// River's word alone (a job whose worker never ran its middleware).
+	p.state.JobFinish(next[0])
+	if got := p.fetch(t, 5); len(got) != 1 {
+		t.Fatalf("River said a job's executor is done: fetched %d, want 1", len(got))
 	}
 }
 
-// The fetch skips exactly the attempts it is told have ended: the job and
-// the attempted_at of that attempt. An older attempt of a job that is
-// running again still counts. Both ways the fetch counts: one workspace
-// alone (its own path) and several sharing the queue (the shared pass).
-func TestFetchSkipsOnlyTheEndedAttempt(t *testing.T) {
-	for _, workspaces := range []int{1, 2} {
-		t.Run(fmt.Sprintf("%d workspaces", workspaces), func(t *testing.T) {
-			_, pool := errandtest.MigratedDB(t)
-			ctx := context.Background()
-			var all []string
-			for i := range workspaces {
-				ws := errandtest.NewWorkspace(t, pool, fmt.Sprintf("ws-%d", i))
-				enqueue(t, pool, ws, 5, `{}`)
-				all = append(all, ws)
-			}
-			running := fetch(t, pool, 5, fair.Config{DefaultCap: 1})
-			if len(running) != workspaces {
-				t.Fatalf("capped at 1: fetched %d, want one per workspace", len(running))
-			}
-			job := running[0]
-			fetchEnded := func(attemptedAt time.Time) []string {
-				t.Helper()
-				return collectStrings(t)(pool.Query(ctx, `
-					SELECT metadata ->> 'workspace_id'
-					FROM errand.fair_fetch('default', 5, 'test', 100, NULL, NULL, 1, 1000, NULL,
-					                       ARRAY[$1]::bigint[], ARRAY[$2]::timestamptz[])`,
-					job.ID, attemptedAt))
-			}
-			if got := fetchEnded(job.AttemptedAt.Add(-time.Second)); len(got) != 0 {
-				t.Errorf("told an earlier attempt of a running job ended: fetched %d, want 0", len(got))
-			}
-			got := fetchEnded(*job.AttemptedAt)
-			if want := workspaceOf(t, job); len(got) != 1 || got[0] != want {
-				t.Errorf("told the running attempt of workspace %s ended: fetched jobs of %v, want one of it", want, got)
-			}
-			if len(got) == 1 && !slices.Contains(all, got[0]) {
-				t.Errorf("fetched a job of unknown workspace %s", got[0])
-			}
-		})
+// An attempt is named by the attempted_at its fetch set: when a job is
+// fetched again (a snooze gives its attempt back) before River reports the
+// end of its earlier attempt, that late report does not free the slot the
+// new attempt holds.
+func TestALateEndOfAnEarlierAttemptDoesNotFreeTheSlotOfTheNext(t *testing.T) {
+	_, pool := errandtest.MigratedDB(t)
+	ctx := context.Background()
+	ws := errandtest.NewWorkspace(t, pool, "acme")
+	enqueue(t, pool, ws, 10, `{}`)
+	d := fair.NewDriver(pool, fair.Config{DefaultCap: 1})
+	p := newProducer(t, d, "replica")
+	first := p.fetch(t, 5)
+	if len(first) != 1 {
+		t.Fatalf("capped at 1: fetched %d, want 1", len(first))
+	}
+	workEnds(t, d, first[0])
+	if _, err := pool.Exec(ctx, `UPDATE errand.river_job SET state = 'available', attempt = attempt - 1 WHERE id = $1`, first[0].ID); err != nil {
+		t.Fatal(err)
+	}
+	again := p.fetch(t, 5)
+	if len(again) != 1 || again[0].ID != first[0].ID {
+		t.Fatalf("after a snooze: fetched %d jobs, want job %d again", len(again), first[0].ID)
+	}
+	p.state.JobFinish(first[0]) // the first attempt's end, reported late
+	if got := p.fetch(t, 5); len(got) != 0 {
+		t.Fatalf("the snoozed job working again under a cap of 1: fetched %d more, want 0", len(got))
+	}
+	p.state.JobFinish(again[0])
+	if got := p.fetch(t, 5); len(got) != 1 {
+		t.Fatalf("its second attempt ended: fetched %d, want 1", len(got))
+	}
+}
+
+// The cap holds across replicas by each one's counts in the database: a
+// replica's row counts what it started until its own next fetch, its
+// producer's shutdown, or the rescue of its jobs when it died.
+func TestEveryReplicasCountsHoldTheCap(t *testing.T) {
+	_, pool := errandtest.MigratedDB(t)
+	ctx := context.Background()
+	ws := errandtest.NewWorkspace(t, pool, "acme")
+	enqueue(t, pool, ws, 20, `{}`)
+	cfg := fair.Config{DefaultCap: 2}
+	da, db, dc := fair.NewDriver(pool, cfg), fair.NewDriver(pool, cfg), fair.NewDriver(pool, cfg)
+	a, b := newProducer(t, da, "replica-a"), newProducer(t, db, "replica-b")
+	onA := a.fetch(t, 5)
+	if len(onA) != 2 {
+		t.Fatalf("capped at 2: replica a fetched %d, want 2", len(onA))
+	}
+	if got := b.fetch(t, 5); len(got) != 0 {
+		t.Fatalf("two working on replica a: replica b fetched %d, want 0", len(got))
+	}
+	// a's work ends; its row still counts both until a fetches again (b
+	// errs towards holding back), then neither.
+	for _, j := range onA {
+		workEnds(t, da, j)
+	}
+	if got := b.fetch(t, 5); len(got) != 0 {
+		t.Fatalf("replica a's row not yet rewritten: replica b fetched %d, want 0", len(got))
+	}
+	last := a.fetch(t, 1)
+	if len(last) != 1 {
+		t.Fatalf("replica a, its work ended: fetched %d, want 1", len(last))
+	}
+	if got := b.fetch(t, 5); len(got) != 1 {
+		t.Fatalf("one working on replica a: replica b fetched %d, want 1", len(got))
+	}
+	// a stops once its job is done: its row goes.
+	var rows int
+	if err := pool.QueryRow(ctx, `SELECT count(*) FROM errand.fair_working WHERE client = 'replica-a'`).Scan(&rows); err != nil {
+		t.Fatal(err)
+	}
+	if rows != 1 {
+		t.Fatalf("%d rows of replica a's counts, want 1", rows)
+	}
+	if _, err := pool.Exec(ctx, `UPDATE errand.river_job SET state = 'completed', finalized_at = now()
+		WHERE id = $1`, last[0].ID); err != nil {
+		t.Fatal(err)
+	}
+	workEnds(t, da, last[0])
+	a.shutdown(t)
+	if got := b.fetch(t, 5); len(got) != 1 {
+		t.Fatalf("replica a stopped, one working on replica b: replica b fetched %d, want 1", len(got))
+	}
+	// b dies with its two jobs: its counts go with the rescue of its jobs.
+	if _, err := pool.Exec(ctx, `INSERT INTO errand.replicas (id, heartbeat_at) VALUES ('replica-b', '-infinity')`); err != nil {
+		t.Fatal(err)
+	}
+	c := newProducer(t, dc, "replica-c")
+	if got := c.fetch(t, 5); len(got) != 0 {
+		t.Fatalf("replica b's two jobs not yet rescued: replica c fetched %d, want 0", len(got))
+	}
+	rescued, err := store.RescueOrphans(ctx, pool, time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rescued) != 2 {
+		t.Fatalf("rescued %d of replica b's jobs, want 2", len(rescued))
+	}
+	if got := c.fetch(t, 5); len(got) != 2 {
+		t.Fatalf("replica b's jobs rescued: replica c fetched %d, want 2", len(got))
 	}
 }

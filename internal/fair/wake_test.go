@@ -58,7 +58,7 @@ func TestEndedWorkWakesAHeldBackQueue(t *testing.T) {
 	ws := errandtest.NewWorkspace(t, pool, "acme")
 	enqueue(t, pool, ws, 3, `{}`)
 	d := fair.NewDriver(pool, fair.Config{DefaultCap: 1, WakeAfter: time.Hour})
-	got := pilotFetch(t, d.PluginPilot(), 3)
+	got := newProducer(t, d, "replica").fetch(t, 3)
 	if len(got) != 1 {
 		t.Fatalf("capped at 1: fetched %d, want 1", len(got))
 	}
