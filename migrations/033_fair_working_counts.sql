@@ -27,7 +27,9 @@
 --
 -- A row goes when its producer shuts down (River calls the pilot once its
 -- jobs are done), when its replica retires, and when store.RescueOrphans
--- puts a dead replica's jobs back (the same transaction). A caller that
+-- puts a dead replica's jobs back (the same transaction, which drops the
+-- row of any client that is not a live replica: only errand's daemons,
+-- each a replica, fetch with counts). A caller that
 -- passes no counts (tests, psql) counts River's running jobs exactly, as 030
 -- did, and writes no row. Replicas running with ERRAND_FAIRNESS=off fetch
 -- with River's own statement and are not counted.
@@ -43,23 +45,6 @@ CREATE TABLE errand.fair_working (
     updated_at timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (queue, client)
 );
-
--- Every replica's counts for p_queue summed, p_client's own taken from the
--- arguments (fresher than its row).
-CREATE FUNCTION errand.fair_working_counts(p_queue text, p_client text, p_ws uuid[], p_n integer[])
-RETURNS TABLE (ws uuid, n bigint)
-LANGUAGE sql STABLE
-SET search_path = pg_catalog, pg_temp
-AS $$
-    SELECT u.ws, sum(u.n)::bigint
-    FROM (SELECT x.ws, x.n
-          FROM errand.fair_working w CROSS JOIN LATERAL unnest(w.workspaces, w.counts) AS x(ws, n)
-          WHERE w.queue = p_queue AND w.client <> p_client
-          UNION ALL
-          SELECT x.ws, x.n FROM unnest(p_ws, p_n) AS x(ws, n)) u
-    GROUP BY u.ws
-    HAVING sum(u.n) > 0
-$$;
 
 -- p_client's row for p_queue: its counts plus the jobs this fetch starts
 -- (one workspace per job). No row when it runs nothing; nothing at all for
@@ -176,9 +161,20 @@ BEGIN
     -- (this caller's, and every other replica's as of its last fetch), read
     -- under the lock. A caller that passes none (tests, psql) counts River's
     -- running jobs instead, when it needs them.
+    -- (The other replicas' rows, p_client's own counts taken from the
+    -- arguments, fresher than its row. Written out here, not as a function
+    -- of its own: a SQL function with settings is planned on every call,
+    -- 0.6 ms a fetch.)
     IF p_working_ws IS NOT NULL THEN
         SELECT array_agg(c.ws), array_agg(c.n) INTO v_cnt_ws, v_cnt_n
-        FROM errand.fair_working_counts(p_queue, p_client, p_working_ws, p_working_n) c;
+        FROM (SELECT u.ws, sum(u.n)::bigint AS n
+              FROM (SELECT x.ws, x.n
+                    FROM errand.fair_working w CROSS JOIN LATERAL unnest(w.workspaces, w.counts) AS x(ws, n)
+                    WHERE w.queue = p_queue AND w.client <> p_client
+                    UNION ALL
+                    SELECT x.ws, x.n FROM unnest(p_working_ws, p_working_n) AS x(ws, n)) u
+              GROUP BY u.ws
+              HAVING sum(u.n) > 0) c;
         v_counted := true;
     END IF;
 

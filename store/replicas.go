@@ -112,10 +112,14 @@ func RescueOrphans(ctx context.Context, db DB, lease time.Duration) ([]Rescued, 
 			}
 		}
 		// The fair fetch's counts of what the dead replicas ran go with
-		// their jobs (migrations/033_fair_working_counts.sql).
+		// their jobs (migrations/033_fair_working_counts.sql), and so do
+		// any of a client that is no live replica (a dead one's producer
+		// that fetched once more after this rescue, then failed to shut
+		// down cleanly; its replica row goes after a day).
 		if _, err := tx.Exec(ctx, `
 			DELETE FROM errand.fair_working w
-			WHERE w.client IN (SELECT id FROM errand.replicas WHERE heartbeat_at < now() - make_interval(secs => $1))`,
+			WHERE NOT EXISTS (SELECT 1 FROM errand.replicas r
+			                  WHERE r.id = w.client AND r.heartbeat_at >= now() - make_interval(secs => $1))`,
 			lease.Seconds()); err != nil {
 			return err
 		}
