@@ -35,7 +35,9 @@
 -- with River's own statement and are not counted.
 --
 -- 024's bound of a capped workspace's running jobs (errand.fair_running) and
--- the ended attempts passed by id are gone: the counts do both jobs.
+-- the ended attempts passed by id are gone: the counts do both jobs. The
+-- fetch is errand.fair_fetch_counted now; errand.fair_fetch stays, for the
+-- previous release's replicas during a rolling deploy (at the end).
 
 CREATE TABLE errand.fair_working (
     queue text NOT NULL,
@@ -79,9 +81,7 @@ BEGIN
 END;
 $$;
 
-DROP FUNCTION errand.fair_fetch(text, integer, text, integer, timestamptz, text[], integer, integer, uuid[], bigint[], timestamptz[]);
 DROP FUNCTION errand.fair_running_counts(text, bigint[], timestamptz[]);
-DROP TABLE errand.fair_running;
 
 -- A queue's running jobs per workspace, counted: for a caller that keeps no
 -- counts. Bitmap scans off for 030's reason (dead entries under 'running').
@@ -101,8 +101,11 @@ $$;
 ALTER FUNCTION errand.fair_running_counts(text)
     SET plan_cache_mode = force_generic_plan SET enable_seqscan = off SET enable_bitmapscan = off;
 
--- 030's fetch with the counts above; everything else as it was.
-CREATE FUNCTION errand.fair_fetch(
+-- 030's fetch with the counts above; everything else as it was. A new name,
+-- so that the previous release's replicas (a rolling deploy: migrations are
+-- expand-only, docs/kubernetes.md) still find errand.fair_fetch as they
+-- call it (below).
+CREATE FUNCTION errand.fair_fetch_counted(
     p_queue text,
     p_max integer,
     p_client text,
@@ -230,7 +233,7 @@ BEGIN
             END IF;
             IF v_cap IS NULL THEN
                 PERFORM errand.fair_working_put(p_queue, p_client, p_working_ws, p_working_n,
-                                                array_fill(v_one, ARRAY[cardinality(v_ids)]));
+                                                array_fill(v_one, ARRAY[coalesce(cardinality(v_ids), 0)]));
                 RETURN QUERY SELECT * FROM errand.fair_start(v_ids, p_client, p_max_attempted_by, v_now);
                 RETURN;
             END IF;
@@ -385,5 +388,49 @@ BEGIN
     RETURN QUERY SELECT * FROM errand.fair_start(v_ids, p_client, p_max_attempted_by, v_now);
 END;
 $$;
-ALTER FUNCTION errand.fair_fetch(text, integer, text, integer, timestamptz, text[], integer, integer, uuid[], uuid[], integer[])
+ALTER FUNCTION errand.fair_fetch_counted(text, integer, text, integer, timestamptz, text[], integer, integer, uuid[], uuid[], integer[])
     SET plan_cache_mode = force_generic_plan SET enable_seqscan = off;
+
+-- errand.fair_fetch as the previous release's pilot calls it, for its
+-- replicas during a rolling deploy (to be dropped in a later release): its
+-- own jobs at work counted in River's table (running, this client the last
+-- to attempt them, less the attempts it says have ended), passed as its
+-- counts, so that this release's replicas read its row and it reads theirs.
+-- The same signature, replaced in place: its prepared statements stay valid.
+-- Its row goes when it retires (store.RescueOrphans drops rows of clients
+-- that are no live replica).
+CREATE OR REPLACE FUNCTION errand.fair_fetch(
+    p_queue text,
+    p_max integer,
+    p_client text,
+    p_max_attempted_by integer,
+    p_now timestamptz,
+    p_kinds text[],
+    p_default_cap integer,
+    p_candidates integer,
+    p_cands uuid[] DEFAULT NULL,
+    p_ended_ids bigint[] DEFAULT NULL,
+    p_ended_at timestamptz[] DEFAULT NULL
+) RETURNS SETOF errand.river_job
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_ws uuid[];
+    v_n integer[];
+BEGIN
+    SELECT coalesce(array_agg(c.ws), '{}'), coalesce(array_agg(c.n), '{}') INTO v_ws, v_n
+    FROM (SELECT errand.fair_workspace(j.metadata) AS ws, count(*)::integer AS n
+          FROM errand.river_job j
+          WHERE j.state = 'running' AND j.queue = p_queue
+            AND j.attempted_by[array_length(j.attempted_by, 1)] = p_client
+            AND NOT EXISTS (SELECT 1 FROM unnest(p_ended_ids, p_ended_at) AS e(id, attempted_at)
+                            WHERE e.id = j.id AND e.attempted_at = j.attempted_at)
+          GROUP BY 1) c;
+    RETURN QUERY SELECT * FROM errand.fair_fetch_counted(p_queue, p_max, p_client, p_max_attempted_by, p_now, p_kinds,
+                                                         p_default_cap, p_candidates, p_cands, v_ws, v_n);
+END;
+$$;
+
+-- Only the previous release's fair_fetch used it; it goes with that.
+DROP TABLE errand.fair_running;

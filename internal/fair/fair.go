@@ -1,5 +1,5 @@
 // Package fair is errand's fetch: River's producer asks it for a queue's next
-// jobs, and it answers with errand.fair_fetch, which shares the queue's
+// jobs, and it answers with errand.fair_fetch_counted, which shares the queue's
 // workers among the workspaces that have work by what each is running
 // (weighted by plan) and holds each workspace within its concurrency cap,
 // across replicas.
@@ -89,66 +89,148 @@ type Pilot struct {
 
 // producerState is what one River producer (one queue of this client) has
 // at work: the attempts its fetches started whose work has not ended. Each
-// fetch passes its counts per workspace to errand.fair_fetch, which adds
+// fetch passes its counts per workspace to errand.fair_fetch_counted, which adds
 // every other replica's (migrations/033_fair_working_counts.sql).
 type producerState struct {
 	p      *Pilot
 	queue  string
 	client string
 
-	mu      sync.Mutex
-	working map[int64]attempt // by job id
+	// fetchMu orders this producer's writes of its row: a fetch (its
+	// counts, the statement, and the jobs it started added) and a refresh.
+	fetchMu sync.Mutex
+
+	mu       sync.Mutex
+	working  map[attempt]string // the workspace of each attempt at work
+	byWS     map[string]int32   // attempts at work per workspace
+	stale    bool               // work ended since the row was last written
+	fetches  int                // fetches so far, to tell whether one came since
+	pending  bool               // a refresh on its way
+	shutDown bool               // the row is gone for good
 }
 
-// attempt is one job's attempt at work here, named by the attempted_at its
-// fetch set: a job fetched again (retry, snooze, rescue) is a new attempt,
-// which the end of an earlier one does not take away.
+// attempt is one attempt of a job, named by the attempted_at its fetch set:
+// a job fetched again (retry, snooze, rescue) is a new attempt, counted
+// beside an earlier one still at work, whose end does not take it away.
 type attempt struct {
-	workspace   string
-	attemptedAt time.Time
+	id          int64
+	attemptedAt int64 // UnixNano
+}
+
+func attemptOf(job *rivertype.JobRow) (attempt, bool) {
+	if job.AttemptedAt == nil {
+		return attempt{}, false
+	}
+	return attempt{id: job.ID, attemptedAt: job.AttemptedAt.UnixNano()}, true
 }
 
 // noWorkspace is errand.fair_workspace of a job without one (errand's own).
 const noWorkspace = "00000000-0000-0000-0000-000000000000"
 
+// refreshAfter is how soon after work ends here, if this producer has not
+// fetched since, its row is rewritten from its counts: a producer that stops
+// fetching (it is shutting down and draining, its last fetch was not full
+// and nothing woke it, or it polls behind a pooler) must not hold its
+// workspaces' slots under their caps on the other replicas until its next
+// fetch. While it fetches, its fetches rewrite the row and no refresh is
+// written.
+const refreshAfter = 50 * time.Millisecond
+
 // counts returns the workspaces at work and how many jobs each runs, never
 // nil (a nil array would tell the fetch that this caller keeps no counts).
-func (s *producerState) counts() (workspaces []string, n []int32) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	by := make(map[string]int32, len(s.working))
-	for _, a := range s.working {
-		by[a.workspace]++
-	}
-	workspaces, n = make([]string, 0, len(by)), make([]int32, 0, len(by))
-	for ws, c := range by {
+// The caller holds s.mu.
+func (s *producerState) countsLocked() (workspaces []string, n []int32) {
+	workspaces, n = make([]string, 0, len(s.byWS)), make([]int32, 0, len(s.byWS))
+	for ws, c := range s.byWS {
 		workspaces = append(workspaces, ws)
 		n = append(n, c)
 	}
 	return workspaces, n
 }
 
+// beforeFetch returns the counts a fetch passes; the row it writes will be
+// as fresh as they are. The caller holds s.fetchMu.
+func (s *producerState) beforeFetch() (workspaces []string, n []int32) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.stale = false
+	s.fetches++
+	return s.countsLocked()
+}
+
 func (s *producerState) started(started []*rivertype.JobRow) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, j := range started {
-		if j.AttemptedAt == nil {
+		a, ok := attemptOf(j)
+		if !ok {
 			continue
 		}
-		s.working[j.ID] = attempt{workspace: workspaceOf(j), attemptedAt: *j.AttemptedAt}
+		if _, dup := s.working[a]; dup {
+			continue
+		}
+		ws := workspaceOf(j)
+		s.working[a] = ws
+		s.byWS[ws]++
 	}
 }
 
 // ended forgets job's attempt and reports whether it was at work here.
 func (s *producerState) ended(job *rivertype.JobRow) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	a, ok := s.working[job.ID]
-	if !ok || job.AttemptedAt == nil || !a.attemptedAt.Equal(*job.AttemptedAt) {
+	a, ok := attemptOf(job)
+	if !ok {
 		return false
 	}
-	delete(s.working, job.ID)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	ws, ok := s.working[a]
+	if !ok {
+		return false
+	}
+	delete(s.working, a)
+	if s.byWS[ws]--; s.byWS[ws] <= 0 {
+		delete(s.byWS, ws)
+	}
+	s.stale = true
+	if !s.pending && !s.shutDown {
+		s.pending = true
+		at := s.fetches
+		time.AfterFunc(refreshAfter, func() { s.refresh(at) })
+	}
 	return true
+}
+
+// refresh rewrites the row from the counts if work ended since it was last
+// written and no fetch came since fetchesAt; if one came, it looks again
+// later (that fetch may have been the last).
+func (s *producerState) refresh(fetchesAt int) {
+	s.fetchMu.Lock()
+	defer s.fetchMu.Unlock()
+	s.mu.Lock()
+	if s.shutDown || !s.stale {
+		s.pending = false
+		s.mu.Unlock()
+		return
+	}
+	if s.fetches != fetchesAt {
+		at := s.fetches
+		s.mu.Unlock()
+		time.AfterFunc(refreshAfter, func() { s.refresh(at) })
+		return
+	}
+	s.pending = false
+	s.stale = false
+	ws, n := s.countsLocked()
+	s.mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), fetchTimeout)
+	defer cancel()
+	if _, err := s.p.pool.Exec(ctx, `SELECT errand.fair_working_put($1, $2, $3, $4, NULL)`, s.queue, s.client, ws, n); err != nil {
+		// The row stays as high as it was (it never undercounts); the next
+		// fetch, or the next end of work, writes it.
+		s.mu.Lock()
+		s.stale = true
+		s.mu.Unlock()
+	}
 }
 
 // JobFinish is River's word that the job's executor is done (its completion
@@ -162,7 +244,8 @@ func (p *Pilot) ProducerInit(ctx context.Context, exec riverdriver.Executor, par
 	if err != nil {
 		return 0, nil, err
 	}
-	s := &producerState{p: p, queue: params.Queue, client: params.ClientID, working: make(map[int64]attempt)}
+	s := &producerState{p: p, queue: params.Queue, client: params.ClientID,
+		working: make(map[attempt]string), byWS: make(map[string]int32)}
 	p.mu.Lock()
 	if p.producers == nil {
 		p.producers = make(map[int64]*producerState)
@@ -173,16 +256,24 @@ func (p *Pilot) ProducerInit(ctx context.Context, exec riverdriver.Executor, par
 }
 
 // ProducerShutdown removes the producer's counts from the database: River
-// calls it once the producer's jobs are done.
+// calls it once the producer's jobs are done (and again if it fails).
 func (p *Pilot) ProducerShutdown(ctx context.Context, exec riverdriver.Executor, params *riverpilot.ProducerShutdownParams) error {
 	p.mu.Lock()
 	s := p.producers[params.ProducerID]
-	delete(p.producers, params.ProducerID)
 	p.mu.Unlock()
 	if s != nil {
-		if err := exec.Exec(ctx, `DELETE FROM errand.fair_working WHERE queue = $1 AND client = $2`, s.queue, s.client); err != nil {
+		s.fetchMu.Lock()
+		s.mu.Lock()
+		s.shutDown = true // no refresh writes the row again
+		s.mu.Unlock()
+		err := exec.Exec(ctx, `DELETE FROM errand.fair_working WHERE queue = $1 AND client = $2`, s.queue, s.client)
+		s.fetchMu.Unlock()
+		if err != nil {
 			return fmt.Errorf("forget the counts of queue %s: %w", s.queue, err)
 		}
+		p.mu.Lock()
+		delete(p.producers, params.ProducerID)
+		p.mu.Unlock()
 	}
 	return p.StandardPilot.ProducerShutdown(ctx, exec, params)
 }
@@ -341,7 +432,7 @@ func workspaceOf(job *rivertype.JobRow) string {
 const fetchTimeout = 10 * time.Second
 
 // JobGetAvailable locks and starts up to params.MaxToLock jobs of
-// params.Queue, chosen by errand.fair_fetch.
+// params.Queue, chosen by errand.fair_fetch_counted.
 func (p *Pilot) JobGetAvailable(ctx context.Context, _ riverdriver.Executor, state riverpilot.ProducerState, params *riverdriver.JobGetAvailableParams) (*riverdriver.JobGetAvailableResult, error) {
 	res := &riverdriver.JobGetAvailableResult{}
 	if params.MaxToLock <= 0 {
@@ -353,18 +444,21 @@ func (p *Pilot) JobGetAvailable(ctx context.Context, _ riverdriver.Executor, sta
 	// held back (a session setting the fetch leaves).
 	cached := p.cachedCandidates(params.Queue)
 	// What this producer has at work (nil without our state: the fetch
-	// counts River's running jobs instead).
+	// counts River's running jobs instead). Its row is written by this fetch
+	// and by refreshes, one at a time.
 	var workingWS []string
 	var workingN []int32
 	ps, _ := state.(*producerState)
 	if ps != nil {
-		workingWS, workingN = ps.counts()
+		ps.fetchMu.Lock()
+		defer ps.fetchMu.Unlock()
+		workingWS, workingN = ps.beforeFetch()
 	}
 	batch := &pgx.Batch{}
 	batch.Queue(`
 		SELECT id, args, attempt, attempted_at, attempted_by, created_at, errors, finalized_at, kind,
 		       max_attempts, metadata, priority, queue, state::text, scheduled_at, tags, unique_key, unique_states
-		FROM errand.fair_fetch($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)`,
+		FROM errand.fair_fetch_counted($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)`,
 		params.Queue, params.MaxToLock, params.ClientID, params.MaxAttemptedBy, params.Now, params.Kind,
 		p.cfg.DefaultCap, p.cfg.Candidates, cached, workingWS, workingN)
 	batch.Queue(`SELECT coalesce(nullif(current_setting('errand.fair_held_ws', true), ''), '{}')::uuid[]::text[],

@@ -427,7 +427,7 @@ func TestAStaleCandidateListIsLookedAtAgain(t *testing.T) {
 	defer conn.Release()
 	var n int
 	if err := conn.QueryRow(context.Background(), `
-		SELECT count(*) FROM errand.fair_fetch('default', 10, 'test', 100, NULL, NULL, 0, 1000, ARRAY[$1]::uuid[])`, gone).Scan(&n); err != nil {
+		SELECT count(*) FROM errand.fair_fetch_counted('default', 10, 'test', 100, NULL, NULL, 0, 1000, ARRAY[$1]::uuid[])`, gone).Scan(&n); err != nil {
 		t.Fatal(err)
 	}
 	if n != 5 {
@@ -508,7 +508,7 @@ func TestFetchSettingsDescribeTheLastFetchOnly(t *testing.T) {
 	}
 	// One fetch of one job: nine workspaces had work, one held back by
 	// nothing (no cap).
-	if _, err := conn.Exec(ctx, `SELECT count(*) FROM errand.fair_fetch('default', 1, 'test', 100, NULL, NULL, 0, 1000)`); err != nil {
+	if _, err := conn.Exec(ctx, `SELECT count(*) FROM errand.fair_fetch_counted('default', 1, 'test', 100, NULL, NULL, 0, 1000)`); err != nil {
 		t.Fatal(err)
 	}
 	if held, cands := settings(); held != "false" || strings.Count(cands, ",") != 8 {
@@ -522,7 +522,7 @@ func TestFetchSettingsDescribeTheLastFetchOnly(t *testing.T) {
 	}
 	enqueue(t, pool, wss[8], 1, `{}`)
 	var n int
-	if err := conn.QueryRow(ctx, `SELECT count(*) FROM errand.fair_fetch('default', 1, 'test', 100, NULL, NULL, 0, 1000)`).Scan(&n); err != nil {
+	if err := conn.QueryRow(ctx, `SELECT count(*) FROM errand.fair_fetch_counted('default', 1, 'test', 100, NULL, NULL, 0, 1000)`).Scan(&n); err != nil {
 		t.Fatal(err)
 	}
 	if n != 1 {
@@ -620,7 +620,7 @@ func explainedConn(t *testing.T, url string, settings ...string) (conn *pgx.Conn
 func fetchWorkspaces(t *testing.T, conn *pgx.Conn, n int) []string {
 	t.Helper()
 	return collectStrings(t)(conn.Query(context.Background(),
-		`SELECT metadata ->> 'workspace_id' FROM errand.fair_fetch('default', $1, 'test-client', 100, now(), NULL, 0, 1000)`, n))
+		`SELECT metadata ->> 'workspace_id' FROM errand.fair_fetch_counted('default', $1, 'test-client', 100, now(), NULL, 0, 1000)`, n))
 }
 
 // collectStrings returns a function that reads a query's one text column,
@@ -838,15 +838,18 @@ func TestALateEndOfAnEarlierAttemptDoesNotFreeTheSlotOfTheNext(t *testing.T) {
 }
 
 // The cap holds across replicas by each one's counts in the database: a
-// replica's row counts what it started until its own next fetch, its
-// producer's shutdown, or the rescue of its jobs when it died.
+// replica's row counts what it started until its own next fetch or, when it
+// does not fetch again, until a refresh soon after its work ended; the row
+// goes at its producer's shutdown, and with the rescue of its jobs when it
+// died, while a live replica's row stays.
 func TestEveryReplicasCountsHoldTheCap(t *testing.T) {
 	_, pool := errandtest.MigratedDB(t)
 	ctx := context.Background()
 	ws := errandtest.NewWorkspace(t, pool, "acme")
+	other := errandtest.NewWorkspace(t, pool, "other")
 	enqueue(t, pool, ws, 20, `{}`)
 	cfg := fair.Config{DefaultCap: 2}
-	da, db, dc := fair.NewDriver(pool, cfg), fair.NewDriver(pool, cfg), fair.NewDriver(pool, cfg)
+	da, db := fair.NewDriver(pool, cfg), fair.NewDriver(pool, cfg)
 	a, b := newProducer(t, da, "replica-a"), newProducer(t, db, "replica-b")
 	onA := a.fetch(t, 5)
 	if len(onA) != 2 {
@@ -855,54 +858,127 @@ func TestEveryReplicasCountsHoldTheCap(t *testing.T) {
 	if got := b.fetch(t, 5); len(got) != 0 {
 		t.Fatalf("two working on replica a: replica b fetched %d, want 0", len(got))
 	}
-	// a's work ends; its row still counts both until a fetches again (b
-	// errs towards holding back), then neither.
+	// a's work ends and a fetches no more: its row is rewritten soon after,
+	// and b gets the two slots.
 	for _, j := range onA {
 		workEnds(t, da, j)
 	}
-	if got := b.fetch(t, 5); len(got) != 0 {
-		t.Fatalf("replica a's row not yet rewritten: replica b fetched %d, want 0", len(got))
+	complete(t, pool, onA)
+	deadline := time.Now().Add(30 * time.Second)
+	onB := 0
+	for onB < 2 && time.Now().Before(deadline) {
+		onB += len(b.fetch(t, 5))
+		if onB < 2 {
+			time.Sleep(10 * time.Millisecond)
+		}
 	}
-	last := a.fetch(t, 1)
-	if len(last) != 1 {
-		t.Fatalf("replica a, its work ended: fetched %d, want 1", len(last))
+	if onB != 2 {
+		t.Fatalf("replica a's work ended 30 s ago without a fetch: replica b fetched %d, want 2", onB)
 	}
-	if got := b.fetch(t, 5); len(got) != 1 {
-		t.Fatalf("one working on replica a: replica b fetched %d, want 1", len(got))
+	if got := a.fetch(t, 5); len(got) != 0 {
+		t.Fatalf("two working on replica b: replica a fetched %d, want 0", len(got))
 	}
-	// a stops once its job is done: its row goes.
-	var rows int
-	if err := pool.QueryRow(ctx, `SELECT count(*) FROM errand.fair_working WHERE client = 'replica-a'`).Scan(&rows); err != nil {
+	// b's producer shuts down: its row goes. (River shuts a producer down
+	// once its jobs are done; here b's row still counts two, so that only
+	// the shutdown can free them.)
+	b.shutdown(t)
+	if got := a.fetch(t, 5); len(got) != 2 {
+		t.Fatalf("replica b's producer shut down: replica a fetched %d, want 2", len(got))
+	}
+	// a dies with its two jobs; c, a live replica, works another workspace.
+	if _, err := pool.Exec(ctx, `INSERT INTO errand.replicas (id, heartbeat_at) VALUES ('replica-a', '-infinity'), ('replica-c', 'infinity')`); err != nil {
 		t.Fatal(err)
 	}
-	if rows != 1 {
-		t.Fatalf("%d rows of replica a's counts, want 1", rows)
-	}
-	if _, err := pool.Exec(ctx, `UPDATE errand.river_job SET state = 'completed', finalized_at = now()
-		WHERE id = $1`, last[0].ID); err != nil {
-		t.Fatal(err)
-	}
-	workEnds(t, da, last[0])
-	a.shutdown(t)
-	if got := b.fetch(t, 5); len(got) != 1 {
-		t.Fatalf("replica a stopped, one working on replica b: replica b fetched %d, want 1", len(got))
-	}
-	// b dies with its two jobs: its counts go with the rescue of its jobs.
-	if _, err := pool.Exec(ctx, `INSERT INTO errand.replicas (id, heartbeat_at) VALUES ('replica-b', '-infinity')`); err != nil {
-		t.Fatal(err)
-	}
-	c := newProducer(t, dc, "replica-c")
-	if got := c.fetch(t, 5); len(got) != 0 {
-		t.Fatalf("replica b's two jobs not yet rescued: replica c fetched %d, want 0", len(got))
+	enqueue(t, pool, other, 1, `{}`)
+	c := newProducer(t, fair.NewDriver(pool, cfg), "replica-c")
+	if got := c.fetch(t, 5); len(got) != 1 || workspaceOf(t, got[0]) != other {
+		t.Fatalf("replica a's two jobs not yet rescued: replica c fetched %d jobs, want the other workspace's one", len(got))
 	}
 	rescued, err := store.RescueOrphans(ctx, pool, time.Minute)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if len(rescued) != 2 {
-		t.Fatalf("rescued %d of replica b's jobs, want 2", len(rescued))
+		t.Fatalf("rescued %d of replica a's jobs, want 2", len(rescued))
+	}
+	var rows []string
+	rows = collectStrings(t)(pool.Query(ctx, `SELECT client FROM errand.fair_working ORDER BY client`))
+	if !slices.Equal(rows, []string{"replica-c"}) {
+		t.Fatalf("counts of %v after the rescue, want replica c's only (replica a dead, replica b shut down)", rows)
 	}
 	if got := c.fetch(t, 5); len(got) != 2 {
-		t.Fatalf("replica b's jobs rescued: replica c fetched %d, want 2", len(got))
+		t.Fatalf("replica a's jobs rescued: replica c fetched %d, want 2", len(got))
+	}
+}
+
+// River's rescuer can put a job back while its worker still runs (it
+// ignored its timeout) and the same producer fetch it again: both attempts
+// are at work and both count, whichever ends first.
+func TestTwoAttemptsOfOneJobAtWorkBothCount(t *testing.T) {
+	_, pool := errandtest.MigratedDB(t)
+	ctx := context.Background()
+	ws := errandtest.NewWorkspace(t, pool, "acme")
+	enqueue(t, pool, ws, 5, `{}`)
+	d := fair.NewDriver(pool, fair.Config{DefaultCap: 2})
+	p := newProducer(t, d, "replica")
+	first := p.fetch(t, 1)
+	if len(first) != 1 {
+		t.Fatalf("fetched %d, want 1", len(first))
+	}
+	if _, err := pool.Exec(ctx, `UPDATE errand.river_job SET state = 'available' WHERE id = $1`, first[0].ID); err != nil {
+		t.Fatal(err)
+	}
+	again := p.fetch(t, 1)
+	if len(again) != 1 || again[0].ID != first[0].ID {
+		t.Fatalf("after the rescue: fetched %d jobs, want job %d again", len(again), first[0].ID)
+	}
+	if got := p.fetch(t, 5); len(got) != 0 {
+		t.Fatalf("two attempts at work under a cap of 2: fetched %d more, want 0", len(got))
+	}
+	workEnds(t, d, again[0])
+	if got := p.fetch(t, 5); len(got) != 1 {
+		t.Fatalf("the second attempt ended, the first still at work: fetched %d, want 1", len(got))
+	}
+	if got := p.fetch(t, 5); len(got) != 0 {
+		t.Fatalf("two at work again: fetched %d more, want 0", len(got))
+	}
+}
+
+// A replica of the previous release calls errand.fair_fetch as it did
+// (during a rolling deploy, migrations being expand-only): its jobs at work
+// are counted for this release's replicas, and theirs for it.
+func TestAReplicaOfThePreviousReleaseIsCountedDuringARollingDeploy(t *testing.T) {
+	_, pool := errandtest.MigratedDB(t)
+	ctx := context.Background()
+	ws := errandtest.NewWorkspace(t, pool, "acme")
+	enqueue(t, pool, ws, 10, `{}`)
+	oldFetch := func() int {
+		t.Helper()
+		var n int
+		if err := pool.QueryRow(ctx, `
+			SELECT count(*) FROM errand.fair_fetch('default', 5, 'old-replica', 100, NULL, NULL, 3, 1000, NULL,
+			                                       NULL::bigint[], NULL::timestamptz[])`).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	if got := oldFetch(); got != 3 {
+		t.Fatalf("the previous release's replica, capped at 3: fetched %d, want 3", got)
+	}
+	p := newProducer(t, fair.NewDriver(pool, fair.Config{DefaultCap: 3}), "new-replica")
+	if got := p.fetch(t, 5); len(got) != 0 {
+		t.Fatalf("three at work on the previous release's replica: this release's fetched %d, want 0", len(got))
+	}
+	// One of the old replica's jobs finishes: this release's replica takes
+	// the slot once the old one has fetched (and written its row) again.
+	if _, err := pool.Exec(ctx, `UPDATE errand.river_job SET state = 'completed', finalized_at = now()
+		WHERE id = (SELECT min(id) FROM errand.river_job WHERE state = 'running')`); err != nil {
+		t.Fatal(err)
+	}
+	if got := oldFetch(); got != 1 {
+		t.Fatalf("one of three finished: the previous release's replica fetched %d, want 1", got)
+	}
+	if got := p.fetch(t, 5); len(got) != 0 {
+		t.Fatalf("three at work again: this release's fetched %d, want 0", len(got))
 	}
 }
