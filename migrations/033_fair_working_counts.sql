@@ -391,11 +391,35 @@ $$;
 ALTER FUNCTION errand.fair_fetch_counted(text, integer, text, integer, timestamptz, text[], integer, integer, uuid[], uuid[], integer[])
     SET plan_cache_mode = force_generic_plan SET enable_seqscan = off;
 
+-- A client's own jobs running in a queue, less the attempts it says have
+-- ended: the counts of a replica of the previous release (below), and the
+-- seed of the rows at the upgrade. Bitmap scans off for 030's reason.
+CREATE FUNCTION errand.fair_client_counts(p_queue text, p_client text, p_ended_ids bigint[], p_ended_at timestamptz[])
+RETURNS TABLE (ws uuid, n integer)
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RETURN QUERY
+    SELECT errand.fair_workspace(j.metadata), count(*)::integer
+    FROM errand.river_job j
+    WHERE j.state = 'running' AND j.queue = p_queue
+      AND j.attempted_by[array_length(j.attempted_by, 1)] = p_client
+      AND NOT EXISTS (SELECT 1 FROM unnest(p_ended_ids, p_ended_at) AS e(id, attempted_at)
+                      WHERE e.id = j.id AND e.attempted_at = j.attempted_at)
+    GROUP BY 1;
+END;
+$$;
+ALTER FUNCTION errand.fair_client_counts(text, text, bigint[], timestamptz[])
+    SET plan_cache_mode = force_generic_plan SET enable_seqscan = off SET enable_bitmapscan = off;
+
 -- errand.fair_fetch as the previous release's pilot calls it, for its
 -- replicas during a rolling deploy (to be dropped in a later release): its
--- own jobs at work counted in River's table (running, this client the last
--- to attempt them, less the attempts it says have ended), passed as its
--- counts, so that this release's replicas read its row and it reads theirs.
+-- own jobs counted in River's table (running, this client the last to
+-- attempt them, less the attempts it says have ended: as 030 counted, a job
+-- that committed its own completion inside its work no longer counts),
+-- passed as its counts, so that this release's replicas read its row and it
+-- reads theirs.
 -- The same signature, replaced in place: its prepared statements stay valid.
 -- Its row goes when it retires (store.RescueOrphans drops rows of clients
 -- that are no live replica).
@@ -420,13 +444,7 @@ DECLARE
     v_n integer[];
 BEGIN
     SELECT coalesce(array_agg(c.ws), '{}'), coalesce(array_agg(c.n), '{}') INTO v_ws, v_n
-    FROM (SELECT errand.fair_workspace(j.metadata) AS ws, count(*)::integer AS n
-          FROM errand.river_job j
-          WHERE j.state = 'running' AND j.queue = p_queue
-            AND j.attempted_by[array_length(j.attempted_by, 1)] = p_client
-            AND NOT EXISTS (SELECT 1 FROM unnest(p_ended_ids, p_ended_at) AS e(id, attempted_at)
-                            WHERE e.id = j.id AND e.attempted_at = j.attempted_at)
-          GROUP BY 1) c;
+    FROM errand.fair_client_counts(p_queue, p_client, p_ended_ids, p_ended_at) c;
     RETURN QUERY SELECT * FROM errand.fair_fetch_counted(p_queue, p_max, p_client, p_max_attempted_by, p_now, p_kinds,
                                                          p_default_cap, p_candidates, p_cands, v_ws, v_n);
 END;
@@ -434,3 +452,16 @@ $$;
 
 -- Only the previous release's fair_fetch used it; it goes with that.
 DROP TABLE errand.fair_running;
+
+-- The jobs at work when this migration runs, on the previous release's
+-- replicas: a row per queue and client that ran them last, so that this
+-- release's replicas count them before those replicas fetch again (a busy
+-- replica fetches only when a worker frees). Each row is rewritten by its
+-- replica's next fetch and goes with it (store.RescueOrphans).
+INSERT INTO errand.fair_working (queue, client, workspaces, counts)
+SELECT q.queue, q.client, array_agg(c.ws ORDER BY c.ws), array_agg(c.n ORDER BY c.ws)
+FROM (SELECT DISTINCT j.queue, j.attempted_by[array_length(j.attempted_by, 1)] AS client
+      FROM errand.river_job j
+      WHERE j.state = 'running' AND array_length(j.attempted_by, 1) > 0) q
+CROSS JOIN LATERAL errand.fair_client_counts(q.queue, q.client, NULL, NULL) c
+GROUP BY q.queue, q.client;

@@ -148,14 +148,17 @@ func (s *producerState) countsLocked() (workspaces []string, n []int32) {
 	return workspaces, n
 }
 
-// beforeFetch returns the counts a fetch passes; the row it writes will be
-// as fresh as they are. The caller holds s.fetchMu.
-func (s *producerState) beforeFetch() (workspaces []string, n []int32) {
+// beforeFetch returns the counts a fetch passes (the row it writes will be
+// as fresh as they are) and whether the row was stale before it, for
+// fetchFailed. The caller holds s.fetchMu.
+func (s *producerState) beforeFetch() (workspaces []string, n []int32, wasStale bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	wasStale = s.stale
 	s.stale = false
 	s.fetches++
-	return s.countsLocked()
+	workspaces, n = s.countsLocked()
+	return workspaces, n, wasStale
 }
 
 func (s *producerState) started(started []*rivertype.JobRow) {
@@ -191,13 +194,30 @@ func (s *producerState) ended(job *rivertype.JobRow) bool {
 	if s.byWS[ws]--; s.byWS[ws] <= 0 {
 		delete(s.byWS, ws)
 	}
+	s.markStaleLocked()
+	return true
+}
+
+// markStaleLocked notes that the row may count work that has ended, and
+// schedules a refresh unless one is on its way. The caller holds s.mu.
+func (s *producerState) markStaleLocked() {
 	s.stale = true
 	if !s.pending && !s.shutDown {
 		s.pending = true
 		at := s.fetches
 		time.AfterFunc(refreshAfter, func() { s.refresh(at) })
 	}
-	return true
+}
+
+// fetchFailed is a fetch that wrote nothing: the row is as stale as before
+// it. The caller holds s.fetchMu.
+func (s *producerState) fetchFailed(wasStale bool) {
+	if !wasStale {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.markStaleLocked()
 }
 
 // refresh rewrites the row from the counts if work ended since it was last
@@ -222,15 +242,30 @@ func (s *producerState) refresh(fetchesAt int) {
 	s.stale = false
 	ws, n := s.countsLocked()
 	s.mu.Unlock()
-	ctx, cancel := context.WithTimeout(context.Background(), fetchTimeout)
-	defer cancel()
-	if _, err := s.p.pool.Exec(ctx, `SELECT errand.fair_working_put($1, $2, $3, $4, NULL)`, s.queue, s.client, ws, n); err != nil {
-		// The row stays as high as it was (it never undercounts); the next
-		// fetch, or the next end of work, writes it.
+	if err := s.writeRow(ws, n); err != nil {
+		// The row stays as high as it was (it never undercounts); try again.
 		s.mu.Lock()
-		s.stale = true
+		s.markStaleLocked()
 		s.mu.Unlock()
 	}
+}
+
+// refreshTimeout bounds a refresh on the server as well as here: a
+// statement that outlived its caller could commit after a later fetch or
+// the producer's shutdown and write counts older than theirs.
+const refreshTimeout = 2 * time.Second
+
+func (s *producerState) writeRow(ws []string, n []int32) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*refreshTimeout)
+	defer cancel()
+	return pgx.BeginFunc(ctx, s.p.pool, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `SELECT set_config('statement_timeout', $1, true)`,
+			fmt.Sprint(refreshTimeout.Milliseconds())); err != nil {
+			return err
+		}
+		_, err := tx.Exec(ctx, `SELECT errand.fair_working_put($1, $2, $3, $4, NULL)`, s.queue, s.client, ws, n)
+		return err
+	})
 }
 
 // JobFinish is River's word that the job's executor is done (its completion
@@ -433,8 +468,8 @@ const fetchTimeout = 10 * time.Second
 
 // JobGetAvailable locks and starts up to params.MaxToLock jobs of
 // params.Queue, chosen by errand.fair_fetch_counted.
-func (p *Pilot) JobGetAvailable(ctx context.Context, _ riverdriver.Executor, state riverpilot.ProducerState, params *riverdriver.JobGetAvailableParams) (*riverdriver.JobGetAvailableResult, error) {
-	res := &riverdriver.JobGetAvailableResult{}
+func (p *Pilot) JobGetAvailable(ctx context.Context, _ riverdriver.Executor, state riverpilot.ProducerState, params *riverdriver.JobGetAvailableParams) (res *riverdriver.JobGetAvailableResult, err error) {
+	res = &riverdriver.JobGetAvailableResult{}
 	if params.MaxToLock <= 0 {
 		return res, nil
 	}
@@ -452,7 +487,13 @@ func (p *Pilot) JobGetAvailable(ctx context.Context, _ riverdriver.Executor, sta
 	if ps != nil {
 		ps.fetchMu.Lock()
 		defer ps.fetchMu.Unlock()
-		workingWS, workingN = ps.beforeFetch()
+		var wasStale bool
+		workingWS, workingN, wasStale = ps.beforeFetch()
+		defer func() {
+			if err != nil {
+				ps.fetchFailed(wasStale)
+			}
+		}()
 	}
 	batch := &pgx.Batch{}
 	batch.Queue(`

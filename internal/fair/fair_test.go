@@ -15,6 +15,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgtype"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/riverqueue/river/riverdriver"
 	"github.com/riverqueue/river/rivershared/riverpilot"
@@ -945,38 +946,61 @@ func TestTwoAttemptsOfOneJobAtWorkBothCount(t *testing.T) {
 }
 
 // A replica of the previous release calls errand.fair_fetch as it did
-// (during a rolling deploy, migrations being expand-only): its jobs at work
-// are counted for this release's replicas, and theirs for it.
+// (during a rolling deploy, migrations being expand-only), with its
+// parameters as its pilot sent them: its jobs at work are counted for this
+// release's replicas, and theirs for it.
 func TestAReplicaOfThePreviousReleaseIsCountedDuringARollingDeploy(t *testing.T) {
 	_, pool := errandtest.MigratedDB(t)
 	ctx := context.Background()
 	ws := errandtest.NewWorkspace(t, pool, "acme")
 	enqueue(t, pool, ws, 10, `{}`)
-	oldFetch := func() int {
+	// The previous release's statement and arguments (internal/fair before
+	// migration 033): no kept candidates, and the attempts whose work ended.
+	oldFetch := func(endedIDs []int64, endedAt []time.Time) []*rivertype.JobRow {
 		t.Helper()
-		var n int
-		if err := pool.QueryRow(ctx, `
-			SELECT count(*) FROM errand.fair_fetch('default', 5, 'old-replica', 100, NULL, NULL, 3, 1000, NULL,
-			                                       NULL::bigint[], NULL::timestamptz[])`).Scan(&n); err != nil {
+		rows, err := pool.Query(ctx, `
+			SELECT id, args, attempt, attempted_at, attempted_by, created_at, errors, finalized_at, kind,
+			       max_attempts, metadata, priority, queue, state::text, scheduled_at, tags, unique_key, unique_states
+			FROM errand.fair_fetch($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)`,
+			"default", 5, "old-replica", 100, nil, []string(nil), 3, 1000, []string(nil), endedIDs, endedAt)
+		if err != nil {
 			t.Fatal(err)
 		}
-		return n
-	}
-	if got := oldFetch(); got != 3 {
-		t.Fatalf("the previous release's replica, capped at 3: fetched %d, want 3", got)
+		defer rows.Close()
+		var got []*rivertype.JobRow
+		for rows.Next() {
+			var j rivertype.JobRow
+			var attempt, maxAttempts, priority int16
+			var state string
+			var uniqueStates pgtype.Bits
+			var errs [][]byte
+			if err := rows.Scan(&j.ID, &j.EncodedArgs, &attempt, &j.AttemptedAt, &j.AttemptedBy, &j.CreatedAt, &errs,
+				&j.FinalizedAt, &j.Kind, &maxAttempts, &j.Metadata, &priority, &j.Queue, &state, &j.ScheduledAt,
+				&j.Tags, &j.UniqueKey, &uniqueStates); err != nil {
+				t.Fatal(err)
+			}
+			got = append(got, &j)
+		}
+		if err := rows.Err(); err != nil {
+			t.Fatal(err)
+		}
+		return got
 	}
 	p := newProducer(t, fair.NewDriver(pool, fair.Config{DefaultCap: 3}), "new-replica")
+	if got := p.fetch(t, 2); len(got) != 2 {
+		t.Fatalf("this release's replica, capped at 3: fetched %d, want 2", len(got))
+	}
+	onOld := oldFetch(nil, nil)
+	if len(onOld) != 1 {
+		t.Fatalf("two at work on this release's replica, capped at 3: the previous release's fetched %d, want 1", len(onOld))
+	}
 	if got := p.fetch(t, 5); len(got) != 0 {
-		t.Fatalf("three at work on the previous release's replica: this release's fetched %d, want 0", len(got))
+		t.Fatalf("two at work here and one on the previous release's replica: this release's fetched %d, want 0", len(got))
 	}
-	// One of the old replica's jobs finishes: this release's replica takes
-	// the slot once the old one has fetched (and written its row) again.
-	if _, err := pool.Exec(ctx, `UPDATE errand.river_job SET state = 'completed', finalized_at = now()
-		WHERE id = (SELECT min(id) FROM errand.river_job WHERE state = 'running')`); err != nil {
-		t.Fatal(err)
-	}
-	if got := oldFetch(); got != 1 {
-		t.Fatalf("one of three finished: the previous release's replica fetched %d, want 1", got)
+	// The old replica's work on its job ended (its completion not yet
+	// committed): it takes that slot again, and no more.
+	if got := oldFetch([]int64{onOld[0].ID}, []time.Time{*onOld[0].AttemptedAt}); len(got) != 1 {
+		t.Fatalf("its one job ended: the previous release's replica fetched %d, want 1", len(got))
 	}
 	if got := p.fetch(t, 5); len(got) != 0 {
 		t.Fatalf("three at work again: this release's fetched %d, want 0", len(got))
