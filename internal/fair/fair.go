@@ -224,6 +224,15 @@ func (s *producerState) fetchFailed(wasStale bool) {
 // written and no fetch came since fetchesAt; if one came, it looks again
 // later (that fetch may have been the last).
 func (s *producerState) refresh(fetchesAt int) {
+	// A fetch since: look again later, without waiting behind the next one.
+	s.mu.Lock()
+	if !s.shutDown && s.stale && s.fetches != fetchesAt {
+		at := s.fetches
+		s.mu.Unlock()
+		time.AfterFunc(refreshAfter, func() { s.refresh(at) })
+		return
+	}
+	s.mu.Unlock()
 	s.fetchMu.Lock()
 	defer s.fetchMu.Unlock()
 	s.mu.Lock()
