@@ -11,6 +11,9 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
+	"path/filepath"
+	"runtime/pprof"
 	"slices"
 	"strings"
 	"sync"
@@ -35,14 +38,14 @@ import (
 // lives in a file of its own; adding one is that file and a line here.
 func modes() []mode {
 	return []mode{
-		{"throughput", "[--jobs N] [--workers W] [--baseline]", func(ctx context.Context, b *bench, args []string) error {
+		{"throughput", "[--jobs N] [--workers W] [--workspaces K] [--baseline] [--cpuprofile FILE]", func(ctx context.Context, b *bench, args []string) error {
 			f, err := parseThroughputFlags(args, b.stdout)
 			if err != nil {
 				return helpIsNoError(err)
 			}
 			return b.inWorkspace(ctx, func(st *store.Store, ws string) (string, error) { return b.throughput(ctx, st, ws, f) })
 		}},
-		{"latency", "[--samples N] [--background-rps R]", func(ctx context.Context, b *bench, args []string) error {
+		{"latency", "[--samples N] [--background-rps R] [--gap D]", func(ctx context.Context, b *bench, args []string) error {
 			f, err := parseLatencyFlags(args, b.stdout)
 			if err != nil {
 				return helpIsNoError(err)
@@ -57,7 +60,7 @@ func modes() []mode {
 			return b.inWorkspace(ctx, func(st *store.Store, ws string) (string, error) { return b.enqueue(ctx, st, ws, f) })
 		}},
 		{"scale", "[--retained N] [--workspaces W] [--jobs J] [--workers W] [--samples S] [--rounds R]", runScale},
-		{"noisy", "[--flood N] [--small W] [--each K] [--sleep-ms M]", runNoisy},
+		{"noisy", "[--flood N] [--small W] [--each K] [--sleep-ms M] [--flood-sleep-ms M]", runNoisy},
 	}
 }
 
@@ -141,6 +144,7 @@ type throughputFlags struct {
 	workers    int
 	workspaces int
 	baseline   bool
+	cpuprofile string
 }
 
 type latencyFlags struct {
@@ -157,6 +161,7 @@ func parseThroughputFlags(args []string, out io.Writer) (throughputFlags, error)
 	fs.IntVar(&f.workers, "workers", 2000, "workers of the default queue")
 	fs.IntVar(&f.workspaces, "workspaces", 1, "workspaces the jobs are spread over, round robin (fair fetch shares the workers among them)")
 	fs.BoolVar(&f.baseline, "baseline", false, "burn down no-op jobs on a bare River client instead (every errand layer off)")
+	fs.StringVar(&f.cpuprofile, "cpuprofile", "", "write this process's CPU profile of the burn-down to this file (go tool pprof reads it)")
 	if err := parseBenchFlags(fs, args); err != nil {
 		return f, err
 	}
@@ -167,6 +172,12 @@ func parseThroughputFlags(args []string, out io.Writer) (throughputFlags, error)
 		return f, fmt.Errorf("%w: errand bench throughput: --workspaces must be 1 to 10000, got %d", ErrUsage, f.workspaces)
 	case f.workers < 1 || f.workers > 10000:
 		return f, fmt.Errorf("%w: errand bench throughput: --workers must be 1 to 10000, got %d", ErrUsage, f.workers)
+	}
+	if f.cpuprofile != "" {
+		// Checked before anything runs; the file is written at the end.
+		if st, err := os.Stat(filepath.Dir(f.cpuprofile)); err != nil || !st.IsDir() {
+			return f, fmt.Errorf("%w: errand bench throughput: --cpuprofile %s: its directory does not exist", ErrUsage, f.cpuprofile)
+		}
 	}
 	return f, nil
 }
@@ -392,6 +403,17 @@ func (b *bench) throughput(ctx context.Context, st *store.Store, ws string, f th
 
 	var started atomic.Int64
 	var elapsed time.Duration
+	if f.cpuprofile != "" {
+		stop, err := startCPUProfile(f.cpuprofile)
+		if err != nil {
+			return "", err
+		}
+		defer func() {
+			if perr := stop(); err == nil && perr != nil {
+				err = perr
+			}
+		}()
+	}
 	cpu0 := processCPU()
 	if f.baseline {
 		elapsed, err = b.burnDownRiver(ctx, st, all, f, &started)
@@ -693,6 +715,22 @@ func (b *bench) background(ctx context.Context, url, ws string, rps int) (stop f
 			_ = conn.Close(context.WithoutCancel(ctx))
 		})
 		return inserted, rate, insertErr
+	}, nil
+}
+
+// startCPUProfile profiles this process into path until stop is called.
+func startCPUProfile(path string) (stop func() error, err error) {
+	out, err := os.Create(path)
+	if err != nil {
+		return nil, fmt.Errorf("cpu profile: %w", err)
+	}
+	if err := pprof.StartCPUProfile(out); err != nil {
+		out.Close()
+		return nil, fmt.Errorf("cpu profile: %w", err)
+	}
+	return func() error {
+		pprof.StopCPUProfile()
+		return out.Close()
 	}, nil
 }
 

@@ -3,6 +3,8 @@ package bench_test
 import (
 	"context"
 	"errors"
+	"os"
+	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -84,7 +86,12 @@ const benchRatio = `\d+\.\d+`
 func TestBenchThroughputWorksEveryJobAndCleansUp(t *testing.T) {
 	t.Parallel()
 	url, pool := errandtest.MigratedDB(t)
-	lines := benchRun(t, url, "throughput", "--jobs", "2000", "--workers", "200")
+	profile := filepath.Join(t.TempDir(), "cpu.pprof")
+	lines := benchRun(t, url, "throughput", "--jobs", "2000", "--workers", "200", "--cpuprofile", profile)
+	// A profile is gzip-compressed protobuf (go tool pprof reads it).
+	if b, err := os.ReadFile(profile); err != nil || len(b) < 2 || b[0] != 0x1f || b[1] != 0x8b {
+		t.Errorf("--cpuprofile %s: no gzip-compressed profile written (err %v, %d bytes)", profile, err, len(b))
+	}
 	benchResult(t, lines, `^RESULT mode=throughput jobs=2000 workspaces=1 fairness=on workspace_concurrency=0 jobs_per_s=`+benchNumber+` insert_jobs_per_s=`+benchNumber+` max_rss_mb=`+benchNumber+`$`)
 	benchHasLine(t, lines, "completed 2000/2000 jobs of 1 workspaces")
 	benchAssertCleanedUp(t, pool)
@@ -172,6 +179,7 @@ func TestBenchRefusesABadCommandLine(t *testing.T) {
 		"enqueue_many without --bulk":  {"enqueue", "--via", "many"},
 		"no enqueue duration":          {"enqueue", "--duration", "0s"},
 		"zero enqueue rounds":          {"enqueue", "--rounds", "0"},
+		"a CPU profile in a directory that does not exist": {"throughput", "--cpuprofile", "/nonexistent-errand-dir/cpu.pprof"},
 	}
 	// The command line is checked before anything connects.
 	env := errandtest.Env(map[string]string{"DATABASE_URL": "postgres://nobody@127.0.0.1:1/none?sslmode=disable&connect_timeout=1"})
