@@ -175,6 +175,23 @@ func TestRunRefusesBadSchedules(t *testing.T) {
 	}
 }
 
+// Every command refuses a bad entry, not only those that read the table,
+// and reports it with the other bad values, one line each.
+func TestEveryCommandRefusesBadSchedulesWithTheOtherBadValues(t *testing.T) {
+	for _, args := range [][]string{{"jobs", "list"}, {"stats"}, {"workspaces", "list"}, {"migrate", "status"}, {"run"}} {
+		var out bytes.Buffer
+		err := errand.Main(context.Background(), args, errandtest.Env(map[string]string{
+			"DATABASE_URL":     "postgres://nobody@127.0.0.1:1/none?connect_timeout=1",
+			"ERRAND_SCHEDULES": "usage_report=0 8 * * MON",
+			"ERRAND_QUEUES":    "bogus",
+		}), &out, &out)
+		if err == nil || !strings.Contains(err.Error(), `ERRAND_SCHEDULES entry "usage_report=0 8 * * MON": unknown schedule "usage_report"`) ||
+			!strings.Contains(err.Error(), "ERRAND_QUEUES=") {
+			t.Errorf("errand %s with a bad entry and a bad ERRAND_QUEUES: %v, want both reported", strings.Join(args, " "), err)
+		}
+	}
+}
+
 func TestListShowsNextThreeTimes(t *testing.T) {
 	var out bytes.Buffer
 	err := errand.Main(context.Background(), []string{"schedules", "list", "--at", "2026-11-27T08:03:00+01:00"},

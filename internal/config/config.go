@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/errand-dev/errand/jobs"
+	"github.com/errand-dev/errand/schedules"
 )
 
 // Config is errand's configuration, read only from the environment.
@@ -214,6 +215,11 @@ func Load(getenv func(string) string, kinds []jobs.Kind) (Config, error) {
 			}
 		}
 	}
+	// ERRAND_SCHEDULES and ERRAND_SCHEDULE_BACKFILL, with the rest: every
+	// command refuses a bad entry, not only those that read the table.
+	if _, err := schedules.Load(getenv, kinds); err != nil {
+		errs = append(errs, err)
+	}
 	return c, errors.Join(errs...)
 }
 
@@ -302,7 +308,7 @@ Commands:
   migrate          apply errand's and River's migrations (idempotent, safe to run concurrently)
   migrate status   show applied and pending migrations
   dev              run everything on a private local PostgreSQL (when DATABASE_URL is unset)
-  bench            measure: bench throughput --jobs N [--baseline] | bench latency --samples N [--background-rps R]
+  bench            measure: bench throughput | latency | enqueue | scale | noisy (errand bench lists each mode's flags)
   help             this text
 
 Environment:
