@@ -68,3 +68,43 @@ func TestUpgradeTo033CountsTheJobsAtWorkOnThePreviousRelease(t *testing.T) {
 		}
 	}
 }
+
+// Upgrading to 034: every row there is (the upgrade's seed, a replica of the
+// previous release) is marked to be counted live, and a row whose arrays do
+// not pair up is refused.
+func TestUpgradeTo034MarksEveryRowAndRefusesUnpairedArrays(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	url := testdb.NewDatabase(t, false)
+	pool := testdb.Pool(t, url)
+	migrateBelow(t, pool, 34)
+	const a = "11111111-1111-1111-1111-111111111111"
+	if _, err := pool.Exec(ctx, `INSERT INTO errand.fair_working (queue, client, workspaces, counts)
+		VALUES ('default', 'old-1', ARRAY[$1::uuid], '{2}'), ('email', 'old-2', ARRAY[$1::uuid], '{1}')`, a); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := migrations.Up(ctx, pool, nil); err != nil {
+		t.Fatal(err)
+	}
+	var marked, all int
+	if err := pool.QueryRow(ctx, `SELECT count(*) FILTER (WHERE recount), count(*) FROM errand.fair_working`).Scan(&marked, &all); err != nil {
+		t.Fatal(err)
+	}
+	if all != 2 || marked != 2 {
+		t.Errorf("after the upgrade %d of %d rows are marked to be counted live, want 2 of 2", marked, all)
+	}
+	// A pilot's own write unmarks its row.
+	if _, err := pool.Exec(ctx, `SELECT errand.fair_working_put('default', 'old-1', ARRAY[$1::uuid], '{1}', NULL)`, a); err != nil {
+		t.Fatal(err)
+	}
+	if err := pool.QueryRow(ctx, `SELECT count(*) FILTER (WHERE recount) FROM errand.fair_working`).Scan(&marked); err != nil {
+		t.Fatal(err)
+	}
+	if marked != 1 {
+		t.Errorf("after a pilot rewrote its row %d rows are marked, want 1", marked)
+	}
+	_, err := pool.Exec(ctx, `INSERT INTO errand.fair_working (queue, client, workspaces, counts) VALUES ('default', 'bad', ARRAY[$1::uuid], '{1,2}')`, a)
+	if err == nil {
+		t.Error("a row with two counts for one workspace was accepted")
+	}
+}

@@ -263,7 +263,7 @@ func newRiverClient(st *store.Store, id string, cfg config.Config, reg *jobs.Reg
 	var driver riverdriver.Driver[pgx.Tx] = riverpgxv5.New(st.Pool())
 	middleware := append([]rivertype.Middleware{&jobs.Middleware{Logger: logger, OnStart: onStart}}, tr.Middleware()...)
 	if cfg.Fairness {
-		fd := fair.NewDriver(st.Pool(), fair.Config{DefaultCap: cfg.WorkspaceCap})
+		fd := fair.NewDriver(st.Pool(), fair.Config{DefaultCap: cfg.WorkspaceCap, Logger: logger})
 		driver = fd
 		// First, so that a job's work has ended when it says so.
 		middleware = append([]rivertype.Middleware{fd.Middleware()}, middleware...)

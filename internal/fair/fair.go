@@ -13,7 +13,9 @@ package fair
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"log/slog"
 	"slices"
 	"sync"
 	"time"
@@ -21,6 +23,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgtype"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/jackc/puddle/v2"
 	"github.com/riverqueue/river/riverdriver"
 	"github.com/riverqueue/river/riverdriver/riverpgxv5"
 	"github.com/riverqueue/river/rivershared/baseservice"
@@ -46,6 +49,9 @@ type Config struct {
 	// again if no completion here wakes it first (see DefaultWakeAfter).
 	// 0: the default.
 	WakeAfter time.Duration
+	// Logger says when a producer's counts cannot be written (nil: not
+	// logged).
+	Logger *slog.Logger
 }
 
 // Driver is River's pgx driver with errand's fetch.
@@ -64,6 +70,9 @@ func NewDriver(pool *pgxpool.Pool, cfg Config) *Driver {
 	}
 	if cfg.WakeAfter <= 0 {
 		cfg.WakeAfter = DefaultWakeAfter
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	return &Driver{Driver: riverpgxv5.New(pool), pilot: &Pilot{StandardPilot: &riverpilot.StandardPilot{}, pool: pool, cfg: cfg}}
 }
@@ -107,6 +116,7 @@ type producerState struct {
 	fetches  int                // fetches so far, to tell whether one came since
 	pending  bool               // a refresh on its way
 	shutDown bool               // the row is gone for good
+	failures int                // refreshes failed in a row
 }
 
 // attempt is one attempt of a job, named by the attempted_at its fetch set:
@@ -205,12 +215,25 @@ func (s *producerState) markStaleLocked() {
 	if !s.pending && !s.shutDown {
 		s.pending = true
 		at := s.fetches
-		time.AfterFunc(refreshAfter, func() { s.refresh(at) })
+		time.AfterFunc(s.refreshDelayLocked(), func() { s.refresh(at) })
 	}
 }
 
-// fetchFailed is a fetch that wrote nothing: the row is as stale as before
-// it. The caller holds s.fetchMu.
+// refreshDelayLocked is refreshAfter, doubled for each refresh that failed
+// in a row up to maxRefreshBackoff: a database that refuses the write (an
+// outage, a lock held on the row) is not asked every 50 ms, each time
+// holding up this producer's fetches for up to 2*refreshTimeout. The caller
+// holds s.mu.
+func (s *producerState) refreshDelayLocked() time.Duration {
+	return min(refreshAfter<<min(s.failures, 10), maxRefreshBackoff)
+}
+
+const maxRefreshBackoff = 5 * time.Second
+
+// fetchFailed is a fetch that failed: whatever it wrote (the server may
+// have committed before the error reached us), the row may be as stale as
+// before it, and never lower than the work at hand. The caller holds
+// s.fetchMu.
 func (s *producerState) fetchFailed(wasStale bool) {
 	if !wasStale {
 		return
@@ -251,12 +274,31 @@ func (s *producerState) refresh(fetchesAt int) {
 	s.stale = false
 	ws, n := s.countsLocked()
 	s.mu.Unlock()
-	if err := s.writeRow(ws, n); err != nil {
-		// The row stays as high as it was (it never undercounts); try again.
-		s.mu.Lock()
-		s.markStaleLocked()
-		s.mu.Unlock()
+	err := s.writeRow(ws, n)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err == nil {
+		if s.failures > 0 {
+			s.p.cfg.Logger.Info("fair: the counts of a queue are written again", "queue", s.queue, "failed_before", s.failures)
+		}
+		s.failures = 0
+		return
 	}
+	// The row stays as high as it was (it never undercounts): the other
+	// replicas hold this one's workspaces back a little more until it is
+	// written. Try again later, unless the pool is closed (the replica is
+	// being abandoned; store.RescueOrphans drops the row of a replica that
+	// is no longer live).
+	s.failures++
+	if errors.Is(err, puddle.ErrClosedPool) {
+		s.shutDown = true
+		return
+	}
+	if s.failures == 1 || s.failures%20 == 0 {
+		s.p.cfg.Logger.Warn("fair: could not write the counts of a queue; other replicas may hold its workspaces back until it is written; retrying",
+			"queue", s.queue, "failures", s.failures, "retry_in", s.refreshDelayLocked().String(), "error", err.Error())
+	}
+	s.markStaleLocked()
 }
 
 // refreshTimeout bounds a refresh on the server as well as here: a
@@ -475,6 +517,8 @@ func workspaceOf(job *rivertype.JobRow) string {
 // HotOperationTimeout).
 const fetchTimeout = 10 * time.Second
 
+var fetchTimeoutMS = fmt.Sprint(fetchTimeout.Milliseconds())
+
 // JobGetAvailable locks and starts up to params.MaxToLock jobs of
 // params.Queue, chosen by errand.fair_fetch_counted.
 func (p *Pilot) JobGetAvailable(ctx context.Context, _ riverdriver.Executor, state riverpilot.ProducerState, params *riverdriver.JobGetAvailableParams) (res *riverdriver.JobGetAvailableResult, err error) {
@@ -505,6 +549,11 @@ func (p *Pilot) JobGetAvailable(ctx context.Context, _ riverdriver.Executor, sta
 		}()
 	}
 	batch := &pgx.Batch{}
+	// Bounded on the server as here: a fetch that outlived its caller
+	// (waiting for the queue's lock) could commit later, starting jobs no
+	// worker runs (rescued later) and writing a row for a producer that
+	// may have shut down since. (The batch is one transaction.)
+	batch.Queue(`SELECT set_config('statement_timeout', $1, true)`, fetchTimeoutMS)
 	batch.Queue(`
 		SELECT id, args, attempt, attempted_at, attempted_by, created_at, errors, finalized_at, kind,
 		       max_attempts, metadata, priority, queue, state::text, scheduled_at, tags, unique_key, unique_states
@@ -515,6 +564,9 @@ func (p *Pilot) JobGetAvailable(ctx context.Context, _ riverdriver.Executor, sta
 		coalesce(nullif(current_setting('errand.fair_cands', true), ''), '{}')::uuid[]::text[]`)
 	br := p.pool.SendBatch(ctx, batch)
 	defer br.Close()
+	if _, err := br.Exec(); err != nil {
+		return nil, fmt.Errorf("fair fetch of queue %s: %w", params.Queue, err)
+	}
 	rows, err := br.Query()
 	if err != nil {
 		return nil, fmt.Errorf("fair fetch of queue %s: %w", params.Queue, err)

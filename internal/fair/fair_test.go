@@ -1005,4 +1005,91 @@ func TestAReplicaOfThePreviousReleaseIsCountedDuringARollingDeploy(t *testing.T)
 	if got := p.fetch(t, 5); len(got) != 0 {
 		t.Fatalf("three at work again: this release's fetched %d, want 0", len(got))
 	}
+	// The previous release's replica drains (SIGTERM: it fetches no more)
+	// and its jobs complete: its row, written at its last fetch, must not
+	// hold their slots (migration 034 counts such a row's jobs live).
+	if _, err := pool.Exec(ctx, `UPDATE errand.river_job SET state = 'completed', finalized_at = now()
+		WHERE state = 'running' AND attempted_by[array_length(attempted_by, 1)] = 'old-replica'`); err != nil {
+		t.Fatal(err)
+	}
+	if got := p.fetch(t, 5); len(got) != 1 {
+		t.Fatalf("the previous release's jobs completed, two at work here, capped at 3: this release's fetched %d, want 1", len(got))
+	}
+}
+
+// A refresh the database refuses (here: another transaction holds the
+// producer's row past the refresh's statement timeout) keeps the row as high
+// as it was and is tried again, later each time, until it is written.
+func TestARefusedRefreshIsTriedAgainUntilTheRowIsWritten(t *testing.T) {
+	_, pool := errandtest.MigratedDB(t)
+	ctx := context.Background()
+	ws := errandtest.NewWorkspace(t, pool, "acme")
+	enqueue(t, pool, ws, 5, `{}`)
+	p := newProducer(t, fair.NewDriver(pool, fair.Config{DefaultCap: 5}), "replica")
+	got := p.fetch(t, 2)
+	if len(got) != 2 {
+		t.Fatalf("fetched %d, want 2", len(got))
+	}
+	count := func() int {
+		t.Helper()
+		var n int
+		if err := pool.QueryRow(ctx, `SELECT coalesce((SELECT sum(x) FROM errand.fair_working w, unnest(w.counts) x
+			WHERE w.client = 'replica'), 0)`).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	if n := count(); n != 2 {
+		t.Fatalf("the row counts %d, want 2", n)
+	}
+	lock, err := pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lock.Rollback(ctx)
+	if _, err := lock.Exec(ctx, `SELECT 1 FROM errand.fair_working WHERE client = 'replica' FOR UPDATE`); err != nil {
+		t.Fatal(err)
+	}
+	p.state.JobFinish(got[0])
+	// A refresh waits for the lock, is cancelled by its statement timeout,
+	// and another one waits: two statements seen waiting, started apart.
+	waiting := func() (time.Time, bool) {
+		t.Helper()
+		var started time.Time
+		err := pool.QueryRow(ctx, `SELECT query_start FROM pg_stat_activity
+			WHERE datname = current_database() AND wait_event_type = 'Lock' AND query LIKE '%fair_working_put%'`).Scan(&started)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return time.Time{}, false
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		return started, true
+	}
+	var first time.Time
+	retried := false
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline) && !retried; time.Sleep(20 * time.Millisecond) {
+		started, ok := waiting()
+		switch {
+		case !ok:
+		case first.IsZero():
+			first = started
+		case started.After(first):
+			retried = true
+		}
+		if n := count(); n != 2 {
+			t.Fatalf("while the refresh is refused the row counts %d, want 2 (never less than the work at hand)", n)
+		}
+	}
+	if first.IsZero() || !retried {
+		t.Fatalf("within 30 s: a refresh seen waiting %v, one after it %v", !first.IsZero(), retried)
+	}
+	if err := lock.Rollback(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(30 * time.Second); count() != 1; time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("30 s after the lock went the row still counts %d, want 1", count())
+		}
+	}
 }
