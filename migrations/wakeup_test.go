@@ -789,7 +789,7 @@ func (tr *tracker) wait(t *testing.T, ids []int64, round int) {
 			}
 			tr.mu.Unlock()
 		case <-deadline:
-			t.Fatalf("round %d: jobs %v not started within 10s: a wake-up was lost", round, left)
+			t.Fatalf("round %d: jobs %v not started within 60 s: a wake-up was lost", round, left)
 		}
 	}
 }

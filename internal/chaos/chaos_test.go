@@ -370,9 +370,10 @@ func TestCutOffReplicaFencesBeforeItsJobsAreRescued(t *testing.T) {
 	u, _ := url.Parse(e.url)
 	proxy := netfault.New(t, u.Host)
 	// A wider lease than the other chaos tests: the order asserted below
-	// (fence at 0.4 × R, rescue at 0.6 × R) then has a 2 s margin, which a
-	// CPU-starved child process on a busy machine cannot eat.
-	const lease = 10 * time.Second
+	// (fence at 0.4 × R, rescue at 0.6 × R) then has a 4 s margin, which a
+	// CPU-starved child process on a busy machine cannot eat (2 s, at 10 s,
+	// was judged too thin by a review).
+	const lease = 20 * time.Second
 	leaseEnv := "ERRAND_RESCUE_AFTER=" + lease.String()
 	cutOff := start(t, "cut-off", proxy.URL(t, e.url), leaseEnv)
 	const n = 20
@@ -446,10 +447,11 @@ func TestSIGTERMUnderLoadLosesNothingAndUsesNoAttempt(t *testing.T) {
 	e := setup(t)
 	const n = 300
 	e.enqueue(t, n, 700)
-	// Nothing here needs a rescue: a lease of 10 s keeps a starved replica
-	// from fencing (and a rescue from using an attempt) on a busy machine.
-	a := start(t, "a", e.url, "ERRAND_SHUTDOWN_TIMEOUT=300ms", "ERRAND_RESCUE_AFTER=10s")
-	start(t, "b", e.url, "ERRAND_RESCUE_AFTER=10s")
+	// Nothing here needs a rescue: a lease of 30 s keeps a starved replica
+	// from fencing (after 12 s without a renewal; and a rescue from using an
+	// attempt) on a busy machine.
+	a := start(t, "a", e.url, "ERRAND_SHUTDOWN_TIMEOUT=300ms", "ERRAND_RESCUE_AFTER=30s")
+	start(t, "b", e.url, "ERRAND_RESCUE_AFTER=30s")
 	e.waitCount(t, 60, 60*time.Second, `SELECT count(*) FROM errand.jobs WHERE status = 'completed'`)
 	if err := a.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)

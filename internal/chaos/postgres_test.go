@@ -126,7 +126,16 @@ func TestConnectionExhaustionAndStatementTimeoutRecover(t *testing.T) {
 		SELECT $1::uuid, 'chaos.effect', '{"sleep_ms": 5}' FROM generate_series(1, $2::int)`, e.ws, n); err != nil {
 		t.Fatal(err)
 	}
-	// Hold a lock River needs past the statement timeout.
+	// Let the replica back in on a few slots, so that it meets the lock
+	// below (with every slot taken it might not reach the server at all
+	// while the lock is held).
+	for free := min(4, len(hogs)-2); free > 0; free-- {
+		hogs[len(hogs)-1].Close(ctx)
+		hogs = hogs[:len(hogs)-1]
+	}
+	// Hold a lock River needs past the statement timeout: until the replica
+	// has logged a statement cancelled by it (at most a minute; the check
+	// below says so if it never came).
 	tx, err := hogs[1].Begin(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -134,7 +143,10 @@ func TestConnectionExhaustionAndStatementTimeoutRecover(t *testing.T) {
 	if _, err := tx.Exec(ctx, `SET LOCAL statement_timeout = 0; LOCK TABLE errand.river_job IN ACCESS EXCLUSIVE MODE`); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(4 * time.Second)
+	for deadline := time.Now().Add(time.Minute); time.Now().Before(deadline) &&
+		!strings.Contains(r.log(), "canceling statement due to statement timeout"); {
+		time.Sleep(100 * time.Millisecond)
+	}
 	_ = tx.Rollback(ctx)
 	for _, c := range hogs {
 		c.Close(ctx)
