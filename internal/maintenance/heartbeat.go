@@ -268,7 +268,14 @@ func (h *Heartbeat) Run(ctx context.Context) {
 		if conn == nil || conn.IsClosed() {
 			c, err := h.connect(ctx)
 			if err != nil {
-				if !failing && ctx.Err() == nil {
+				if ctx.Err() != nil {
+					continue
+				}
+				// A renewal that could not reach the database failed too.
+				if h.cfg.Renewed != nil {
+					h.cfg.Renewed(false)
+				}
+				if !failing {
 					h.cfg.Logger.Warn("heartbeat: cannot connect", slog.String("error", err.Error()))
 					failing = true
 				}

@@ -101,7 +101,7 @@ func New(cfg Config) *Metrics {
 		}, []string{"queue"}),
 		renewals: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "errand_heartbeat_renewals_total",
-			Help: "This replica's heartbeat renewals, by result (ok, failed).",
+			Help: "This replica's heartbeat renewals, by result (ok, failed; a renewal that could not connect to the database failed).",
 		}, []string{"result"}),
 		fences: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "errand_fencing_total",
