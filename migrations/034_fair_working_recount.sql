@@ -9,7 +9,8 @@
 -- workspaces at their caps on every new replica with nothing running.
 -- Those rows are now marked (recount) and the fetch counts their client's
 -- running jobs in River's table instead (errand.fair_client_counts, as 030
--- counted every client), which is exact and needs no refresh. Only rows of
+-- counted every client), which needs no refresh and is never below the
+-- jobs at work (a job counts until its completion commits). Only rows of
 -- the previous release and of the upgrade are marked, so the count costs
 -- something only during a rolling deploy. A pilot of this release writes
 -- its row unmarked (errand.fair_working_put).
@@ -21,11 +22,21 @@
 -- And a check that a row's two arrays pair up: unnest would pad the
 -- shorter with NULLs, which sum() drops, so a bad row would count less.
 
+-- Every fetch reads and writes this table: the ALTER waits at most 5 s for
+-- it (behind a fetch blocked on River's rows, a session left in a
+-- transaction), rather than queue every replica's fetches behind it for as
+-- long; a refused migration is run again. (All of errand's migrations run in
+-- one transaction: the setting is put back after.)
+SELECT set_config('errand.lock_timeout_before_034', current_setting('lock_timeout'), true),
+       set_config('lock_timeout', '5s', true);
+
 ALTER TABLE errand.fair_working
     ADD COLUMN recount boolean NOT NULL DEFAULT false,
     ADD CONSTRAINT fair_working_pairs CHECK (cardinality(workspaces) = cardinality(counts));
 
 UPDATE errand.fair_working SET recount = true;
+
+SELECT set_config('lock_timeout', current_setting('errand.lock_timeout_before_034'), true);
 
 -- As 033, the row written unmarked: these are a pilot's own counts.
 CREATE OR REPLACE FUNCTION errand.fair_working_put(p_queue text, p_client text, p_ws uuid[], p_n integer[], p_started uuid[])

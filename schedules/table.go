@@ -147,12 +147,23 @@ func declared(getenv func(string) string, k jobs.Kind, s jobs.Schedule) (Entry, 
 	expr, err := Parse(spec)
 	if err != nil {
 		if s.EveryEnv != "" {
-			return Entry{}, fmt.Errorf("%s: %w", s.EveryEnv, err)
+			return Entry{}, &VarError{Var: s.EveryEnv, Err: err}
 		}
 		return Entry{}, fmt.Errorf("kind %s: schedule %q: %w", k.Name, s.Name, err)
 	}
 	return Entry{Name: s.Name, Kind: k.Name, Description: s.Description, Spec: expr.String(), Default: expr.String(), expr: expr, def: s}, nil
 }
+
+// VarError is an entry refused for the value of its kind's interval
+// variable (jobs.Schedule.EveryEnv), which the kind's own check may have
+// reported already (config.Load then leaves this one out).
+type VarError struct {
+	Var string
+	Err error
+}
+
+func (e *VarError) Error() string { return e.Var + ": " + e.Err.Error() }
+func (e *VarError) Unwrap() error { return e.Err }
 
 // override applies ERRAND_SCHEDULES: "name=expression" or "name=off",
 // separated by ";" or new lines (cron expressions hold spaces and commas).

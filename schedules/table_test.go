@@ -217,3 +217,16 @@ func TestListShowsNextThreeTimes(t *testing.T) {
 		t.Errorf("tick --at tomorrow: %v", err)
 	}
 }
+
+// An interval variable its kind refuses is reported once, in the kind's
+// words, not again by the table that reads it.
+func TestABadScheduleIntervalIsReportedOnce(t *testing.T) {
+	var out bytes.Buffer
+	err := errand.Main(context.Background(), []string{"stats"}, errandtest.Env(map[string]string{
+		"DATABASE_URL":       "postgres://nobody@127.0.0.1:1/none?connect_timeout=1",
+		"ERRAND_DIGEST_TICK": "10s",
+	}), &out, &out)
+	if err == nil || strings.Count(err.Error(), "10s") != 1 || !strings.Contains(err.Error(), `ERRAND_DIGEST_TICK="10s"`) {
+		t.Errorf("errand stats with ERRAND_DIGEST_TICK=10s: %v, want it reported once", err)
+	}
+}

@@ -404,9 +404,9 @@ func (b *bench) throughput(ctx context.Context, st *store.Store, ws string, f th
 	var started atomic.Int64
 	var elapsed time.Duration
 	if f.cpuprofile != "" {
-		stop, err := startCPUProfile(f.cpuprofile)
-		if err != nil {
-			return "", err
+		stop, perr := startCPUProfile(f.cpuprofile)
+		if perr != nil {
+			return "", perr
 		}
 		defer func() {
 			if perr := stop(); err == nil && perr != nil {

@@ -204,6 +204,7 @@ func Load(getenv func(string) string, kinds []jobs.Kind) (Config, error) {
 		}
 	}
 	c.KindVars = kindVars(kinds)
+	failed := map[string]bool{}
 	for _, ev := range c.KindVars {
 		v := getenv(ev.Name)
 		if v == "" {
@@ -212,13 +213,25 @@ func Load(getenv func(string) string, kinds []jobs.Kind) (Config, error) {
 		if ev.Check != nil {
 			if err := ev.Check(v); err != nil {
 				errs = append(errs, fmt.Errorf("%s=%q: %w", ev.Name, v, err))
+				failed[ev.Name] = true
 			}
 		}
 	}
 	// ERRAND_SCHEDULES and ERRAND_SCHEDULE_BACKFILL, with the rest: every
-	// command refuses a bad entry, not only those that read the table.
+	// command refuses a bad entry, not only those that read the table. An
+	// entry refused for a kind's variable that failed above is said once.
 	if _, err := schedules.Load(getenv, kinds); err != nil {
-		errs = append(errs, err)
+		all := []error{err}
+		if j, ok := err.(interface{ Unwrap() []error }); ok {
+			all = j.Unwrap()
+		}
+		for _, e := range all {
+			var ve *schedules.VarError
+			if errors.As(e, &ve) && failed[ve.Var] {
+				continue
+			}
+			errs = append(errs, e)
+		}
 	}
 	return c, errors.Join(errs...)
 }

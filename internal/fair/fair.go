@@ -174,6 +174,11 @@ func (s *producerState) beforeFetch() (workspaces []string, n []int32, wasStale 
 func (s *producerState) started(started []*rivertype.JobRow) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.failures > 0 {
+		// The fetch wrote the row: the refreshes' trouble is over.
+		s.p.cfg.Logger.Info("fair: the counts of a queue are written again", "queue", s.queue, "failed_before", s.failures)
+		s.failures = 0
+	}
 	for _, j := range started {
 		a, ok := attemptOf(j)
 		if !ok {
@@ -517,8 +522,6 @@ func workspaceOf(job *rivertype.JobRow) string {
 // HotOperationTimeout).
 const fetchTimeout = 10 * time.Second
 
-var fetchTimeoutMS = fmt.Sprint(fetchTimeout.Milliseconds())
-
 // JobGetAvailable locks and starts up to params.MaxToLock jobs of
 // params.Queue, chosen by errand.fair_fetch_counted.
 func (p *Pilot) JobGetAvailable(ctx context.Context, _ riverdriver.Executor, state riverpilot.ProducerState, params *riverdriver.JobGetAvailableParams) (res *riverdriver.JobGetAvailableResult, err error) {
@@ -549,11 +552,6 @@ func (p *Pilot) JobGetAvailable(ctx context.Context, _ riverdriver.Executor, sta
 		}()
 	}
 	batch := &pgx.Batch{}
-	// Bounded on the server as here: a fetch that outlived its caller
-	// (waiting for the queue's lock) could commit later, starting jobs no
-	// worker runs (rescued later) and writing a row for a producer that
-	// may have shut down since. (The batch is one transaction.)
-	batch.Queue(`SELECT set_config('statement_timeout', $1, true)`, fetchTimeoutMS)
 	batch.Queue(`
 		SELECT id, args, attempt, attempted_at, attempted_by, created_at, errors, finalized_at, kind,
 		       max_attempts, metadata, priority, queue, state::text, scheduled_at, tags, unique_key, unique_states
@@ -564,9 +562,6 @@ func (p *Pilot) JobGetAvailable(ctx context.Context, _ riverdriver.Executor, sta
 		coalesce(nullif(current_setting('errand.fair_cands', true), ''), '{}')::uuid[]::text[]`)
 	br := p.pool.SendBatch(ctx, batch)
 	defer br.Close()
-	if _, err := br.Exec(); err != nil {
-		return nil, fmt.Errorf("fair fetch of queue %s: %w", params.Queue, err)
-	}
 	rows, err := br.Query()
 	if err != nil {
 		return nil, fmt.Errorf("fair fetch of queue %s: %w", params.Queue, err)
