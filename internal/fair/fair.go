@@ -174,11 +174,7 @@ func (s *producerState) beforeFetch() (workspaces []string, n []int32, wasStale 
 func (s *producerState) started(started []*rivertype.JobRow) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.failures > 0 {
-		// The fetch wrote the row: the refreshes' trouble is over.
-		s.p.cfg.Logger.Info("fair: the counts of a queue are written again", "queue", s.queue, "failed_before", s.failures)
-		s.failures = 0
-	}
+	s.writtenLocked() // the fetch wrote the row
 	for _, j := range started {
 		a, ok := attemptOf(j)
 		if !ok {
@@ -248,16 +244,34 @@ func (s *producerState) fetchFailed(wasStale bool) {
 	s.markStaleLocked()
 }
 
+// writtenLocked notes that the row was written (by a fetch or a refresh):
+// a run of failed refreshes, if any, is over. The caller holds s.mu.
+func (s *producerState) writtenLocked() {
+	if s.failures > 0 {
+		s.p.cfg.Logger.Info("fair: the counts of a queue are written again", "queue", s.queue, "failed_before", s.failures)
+		s.failures = 0
+	}
+}
+
+// fetchedSinceLocked reports whether a fetch came since fetchesAt and, if
+// one did, looks again later (that fetch may have been the last). The
+// caller holds s.mu.
+func (s *producerState) fetchedSinceLocked(fetchesAt int) bool {
+	if s.fetches == fetchesAt {
+		return false
+	}
+	at := s.fetches
+	time.AfterFunc(refreshAfter, func() { s.refresh(at) })
+	return true
+}
+
 // refresh rewrites the row from the counts if work ended since it was last
-// written and no fetch came since fetchesAt; if one came, it looks again
-// later (that fetch may have been the last).
+// written and no fetch came since fetchesAt.
 func (s *producerState) refresh(fetchesAt int) {
 	// A fetch since: look again later, without waiting behind the next one.
 	s.mu.Lock()
-	if !s.shutDown && s.stale && s.fetches != fetchesAt {
-		at := s.fetches
+	if !s.shutDown && s.stale && s.fetchedSinceLocked(fetchesAt) {
 		s.mu.Unlock()
-		time.AfterFunc(refreshAfter, func() { s.refresh(at) })
 		return
 	}
 	s.mu.Unlock()
@@ -269,10 +283,8 @@ func (s *producerState) refresh(fetchesAt int) {
 		s.mu.Unlock()
 		return
 	}
-	if s.fetches != fetchesAt {
-		at := s.fetches
+	if s.fetchedSinceLocked(fetchesAt) {
 		s.mu.Unlock()
-		time.AfterFunc(refreshAfter, func() { s.refresh(at) })
 		return
 	}
 	s.pending = false
@@ -283,10 +295,7 @@ func (s *producerState) refresh(fetchesAt int) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if err == nil {
-		if s.failures > 0 {
-			s.p.cfg.Logger.Info("fair: the counts of a queue are written again", "queue", s.queue, "failed_before", s.failures)
-		}
-		s.failures = 0
+		s.writtenLocked()
 		return
 	}
 	// The row stays as high as it was (it never undercounts): the other
