@@ -104,12 +104,14 @@ func BenchmarkDeliver(b *testing.B) {
 	elapsed := time.Since(start)
 	b.StopTimer()
 	// Where the time went, by the database's timestamps: the request, one
-	// attempt from its start to River's completion, the wait in the queue.
+	// attempt from its start to River's completion, the wait in the queue;
+	// and how often a delivery was held back by its endpoint's cap.
 	var diag string
-	if err := pool.QueryRow(ctx, `SELECT format('request %s ms, attempt %s ms, queued %s ms (averages)',
+	if err := pool.QueryRow(ctx, `SELECT format('request %s ms, attempt %s ms, queued %s ms, snoozes %s (averages)',
 		(SELECT round(avg(latency_ms), 2) FROM errand.webhook_attempts),
 		round(avg(extract(epoch FROM finalized_at - attempted_at)) * 1000, 2),
-		round(avg(extract(epoch FROM attempted_at - created_at)) * 1000, 2))
+		round(avg(extract(epoch FROM attempted_at - created_at)) * 1000, 2),
+		round(avg(coalesce((metadata ->> 'snoozes')::int, 0)), 2))
 		FROM errand.river_job WHERE kind = 'webhook.deliver'`).Scan(&diag); err != nil {
 		b.Fatal(err)
 	}

@@ -166,7 +166,8 @@ func bookDeliveries(ctx context.Context, st *store.Store, workspaceID string, do
 }
 
 // queueLoad queues the statement that reads the deliveries ws need and
-// takes their slots.
+// takes their slots; those that find their endpoint full are noted as held
+// back, for the next slot given back to wake (errand.webhook_take_slots_or_hold).
 func queueLoad(b *pgx.Batch, workspaceID string, ws []wanted, limit int, lease time.Duration) {
 	// The ids go as text and are cast in SQL: pgx has no binary encoding of
 	// a Go string as a uuid, and looking for one (and formatting the error
@@ -184,7 +185,8 @@ func queueLoad(b *pgx.Batch, workspaceID string, ws []wanted, limit int, lease t
 		), info AS MATERIALIZED (
 			SELECT r.n, r.job_id, r.attempt, r.endpoint_id, m.body, e.url, e.secret,
 			       CASE WHEN e.previous_secret_expires_at > now() THEN e.previous_secret END AS previous_secret,
-			       e.enabled, e.disabled_reason, (j.metadata ->> 'snoozes')::int AS snoozes
+			       e.enabled, e.disabled_reason, (j.metadata ->> 'snoozes')::int AS snoozes,
+			       coalesce(j.scheduled_at, now()) AS scheduled_at
 			FROM req r
 			LEFT JOIN errand.webhook_messages m ON m.id = r.message_id
 			LEFT JOIN errand.webhook_endpoints e ON e.id = r.endpoint_id
@@ -192,9 +194,9 @@ func queueLoad(b *pgx.Batch, workspaceID string, ws []wanted, limit int, lease t
 		), ready AS MATERIALIZED (
 			SELECT * FROM info WHERE enabled AND body IS NOT NULL ORDER BY n
 		), slots AS MATERIALIZED (
-			SELECT s.job_id, s.taken FROM errand.webhook_take_slots(
+			SELECT s.job_id, s.taken FROM errand.webhook_take_slots_or_hold(
 				ARRAY(SELECT job_id FROM ready), ARRAY(SELECT attempt FROM ready), ARRAY(SELECT endpoint_id FROM ready),
-				$5::text::uuid, $6, $7) AS s
+				ARRAY(SELECT scheduled_at FROM ready), $5::text::uuid, $6, $7) AS s
 		)
 		SELECT i.body IS NOT NULL AND i.url IS NOT NULL, coalesce(i.body, ''), coalesce(i.url, ''), coalesce(i.secret, ''),
 		       coalesce(i.previous_secret, ''), coalesce(i.enabled, false), coalesce(i.disabled_reason, ''),
@@ -217,7 +219,9 @@ type attemptRow struct {
 // queueRecord queues the statement that logs successful attempts, gives
 // their slots back and marks their endpoints healthy (at most once a minute
 // while they stay healthy, so a busy endpoint's row is not rewritten by
-// every delivery). River completes the jobs after it. (Expired leases of
+// every delivery), and wakes a delivery held back by the endpoint's cap for
+// each slot given back (errand.webhook_wake_held, migration 035). River
+// completes the jobs after it. (Expired leases of
 // other jobs are not looked for here: they never count against a cap, and
 // webhook_take_slots clears an endpoint's when it finds the endpoint full.)
 func queueRecord(b *pgx.Batch, workspaceID string, as []attemptRow) {
@@ -239,16 +243,19 @@ func queueRecord(b *pgx.Batch, workspaceID string, as []attemptRow) {
 		), released AS (
 			DELETE FROM errand.webhook_inflight f USING unnest($4::bigint[], $5::int[]) AS r(j, a)
 			WHERE f.job_id = r.j AND f.attempt = r.a
+			RETURNING f.endpoint_id
 		), healthy AS (
 			UPDATE errand.webhook_endpoints SET failing_since = NULL, last_success_at = now()
 			WHERE id = ANY ($3::text[]::uuid[])
 			  AND (failing_since IS NOT NULL OR last_success_at IS NULL OR last_success_at < now() - interval '1 minute')
 		)
-		SELECT set_config('synchronous_commit', 'off', true)`,
+		SELECT set_config('synchronous_commit', 'off', true),
+		       errand.webhook_wake_held(ARRAY(SELECT released.endpoint_id FROM released))`,
 		workspaceID, messages, endpoints, jobIDs, attempts, statuses, latencies, responses)
 }
 
-// recordFailure logs the attempt, gives its slot back and counts the
+// recordFailure logs the attempt, gives its slot back (waking a delivery
+// held back by the endpoint's cap) and counts the
 // failure against the endpoint, in the scoped transaction tx: gone (a 410)
 // disables it at once with goneReason, and so does a failure when it has
 // had no success for disableAfter. disabled reports that this failure
@@ -258,13 +265,22 @@ func recordFailure(ctx context.Context, tx pgx.Tx, a attemptRow, gone bool, gone
 	if a.status != 0 {
 		status = &a.status
 	}
+	// The slot given back wakes a delivery held back by the endpoint's cap
+	// (errand.webhook_wake_held), as a success's does.
+	if _, err := tx.Exec(ctx, `
+		WITH released AS (
+			DELETE FROM errand.webhook_inflight
+			WHERE (job_id = $2 AND attempt = $3) OR (endpoint_id = $1 AND expires_at <= clock_timestamp())
+			RETURNING job_id
+		)
+		SELECT errand.webhook_wake_held(ARRAY(SELECT $1::uuid FROM released WHERE released.job_id = $2))`,
+		a.endpointID, a.jobID, a.attempt); err != nil {
+		return false, "", fmt.Errorf("give back webhook slot: %w", err)
+	}
 	err = tx.QueryRow(ctx, `
 		WITH logged AS (
 			INSERT INTO errand.webhook_attempts (workspace_id, message_id, endpoint_id, job_id, attempt, status_code, latency_ms, response_body, error)
 			VALUES ($1, $2, $3, $4, $5, $6, $7, nullif($8, ''), $9)
-		), released AS (
-			DELETE FROM errand.webhook_inflight
-			WHERE (job_id = $4 AND attempt = $5) OR (endpoint_id = $3 AND expires_at <= clock_timestamp())
 		)
 		UPDATE errand.webhook_endpoints e SET
 			failing_since = coalesce(e.failing_since, now()),

@@ -1,0 +1,147 @@
+-- Held-back deliveries wake when their endpoint gives a slot back
+-- (docs/webhooks.md, "Concurrency per endpoint").
+--
+-- Until now a delivery that found its endpoint full, and found no room to
+-- wait in its replica, snoozed for ERRAND_WEBHOOK_HELD_BACK_WAIT doubling up
+-- to 30 times it, and only its snooze's end brought it back. With more
+-- webhook workers than twice an endpoint's slots, a backlog for one endpoint
+-- spent its time snoozed while its slots came free every few milliseconds
+-- (1,000 deliveries/s where the same backlog with fewer workers did 5,000),
+-- and a long backlog came back to be fetched and snoozed again about every
+-- 30 s per delivery, whatever the endpoint could take.
+--
+-- Now the statement that finds an endpoint full notes each delivery it held
+-- back in errand.webhook_held_back, with the job's place in the queue; the
+-- transaction that gives a slot back (a logged attempt) wakes the oldest
+-- held-back delivery of that endpoint that has snoozed, one per slot: it
+-- becomes available again at its old place in the queue (before the
+-- deliveries fetched after it), and the queue is notified. The snooze is
+-- still there, as the fallback for a wake-up that never comes (a replica
+-- that died holding slots, a slot given back before the held-back
+-- delivery's snooze committed, a previous release's replica that does not
+-- wake anyone).
+
+-- One row per delivery held back by its endpoint's cap, written by
+-- errand.webhook_take_slots_or_hold (as the caller, scoped) and deleted when
+-- the delivery takes a slot or is woken. A row whose job is running is a
+-- delivery still deciding (waiting in its replica, or about to snooze): it
+-- is left alone. Unlogged, like the slots: after a crash the snoozes bring
+-- the deliveries back.
+CREATE UNLOGGED TABLE errand.webhook_held_back (
+    endpoint_id uuid NOT NULL,
+    job_id bigint NOT NULL,
+    workspace_id uuid NOT NULL,
+    -- The job's scheduled_at when it was first held back: its place in the
+    -- queue, given back when it is woken (its snooze moved it).
+    scheduled_at timestamptz NOT NULL,
+    PRIMARY KEY (endpoint_id, job_id)
+);
+
+ALTER TABLE errand.webhook_held_back ENABLE ROW LEVEL SECURITY;
+ALTER TABLE errand.webhook_held_back FORCE ROW LEVEL SECURITY;
+CREATE POLICY tenant_isolation ON errand.webhook_held_back
+    USING (workspace_id = nullif(current_setting('app.current_workspace_id', true), '')::uuid)
+    WITH CHECK (workspace_id = nullif(current_setting('app.current_workspace_id', true), '')::uuid);
+SELECT errand.grant_tenant('errand.webhook_held_back');
+
+-- errand.webhook_take_slots (022) and, for the jobs it does not give a slot,
+-- a row in errand.webhook_held_back; a job that takes a slot loses its row.
+-- scheduled_ats are the jobs' scheduled_at, kept for a job's first row only
+-- (a job fetched at the end of its snooze keeps its first place). Runs as
+-- the caller. webhook_take_slots stays for a previous release's replicas
+-- during a rolling deploy (their deliveries are held back without a row and
+-- come back by their snooze, as before).
+CREATE FUNCTION errand.webhook_take_slots_or_hold(job_ids bigint[], attempts int[], endpoint_ids uuid[], scheduled_ats timestamptz[], workspace_id uuid, slots int, lease interval)
+RETURNS TABLE (job_id bigint, taken boolean)
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RETURN QUERY
+    WITH took AS MATERIALIZED (
+        SELECT s.job_id, s.taken
+        FROM errand.webhook_take_slots(job_ids, attempts, endpoint_ids, webhook_take_slots_or_hold.workspace_id, slots, lease) AS s
+    ), req AS (
+        SELECT r.j, r.e, r.s FROM unnest(job_ids, endpoint_ids, scheduled_ats) AS r(j, e, s)
+    ), held AS (
+        INSERT INTO errand.webhook_held_back AS h (endpoint_id, job_id, workspace_id, scheduled_at)
+        SELECT req.e, req.j, webhook_take_slots_or_hold.workspace_id, req.s
+        FROM req JOIN took t ON t.job_id = req.j
+        WHERE NOT t.taken
+        ON CONFLICT ON CONSTRAINT webhook_held_back_pkey DO NOTHING
+    ), unheld AS (
+        DELETE FROM errand.webhook_held_back h
+        USING req JOIN took t ON t.job_id = req.j
+        WHERE t.taken AND h.endpoint_id = req.e AND h.job_id = req.j
+    )
+    SELECT took.job_id, took.taken FROM took;
+END;
+$$;
+
+-- Wakes, for each element of endpoint_ids (one per slot given back), the
+-- oldest held-back delivery of that endpoint in the caller's workspace
+-- whose snooze has committed (state scheduled): available again, at the
+-- place in the queue it had when it was first held back, and the queue is
+-- notified. Jobs another transaction has locked are skipped, not waited for.
+-- A row whose job has finished (cancelled with its disabled endpoint, say)
+-- or is gone is deleted when it comes up. Returns how many it woke.
+--
+-- SECURITY DEFINER: the tenant role may not update River's table. It
+-- touches only the scoped workspace's held-back rows, so the most a caller
+-- can do is bring its own workspace's held-back deliveries back early,
+-- where they find their endpoint full and are held back again.
+CREATE FUNCTION errand.webhook_wake_held(endpoint_ids uuid[]) RETURNS int
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_ws uuid := nullif(current_setting('app.current_workspace_id', true), '')::uuid;
+    v_woke int;
+    v_queues text[];
+    v_queue text;
+BEGIN
+    IF v_ws IS NULL OR endpoint_ids IS NULL OR cardinality(endpoint_ids) = 0 THEN
+        RETURN 0;
+    END IF;
+    -- Rows of finished or deleted jobs among each endpoint's oldest go
+    -- first, so they never stand in front of the held-back ones.
+    DELETE FROM errand.webhook_held_back h
+    USING (SELECT DISTINCT e FROM unnest(endpoint_ids) AS e) w,
+          LATERAL (SELECT x.job_id FROM errand.webhook_held_back x
+                   WHERE x.endpoint_id = w.e AND x.workspace_id = v_ws
+                   ORDER BY x.job_id LIMIT 4) o
+    WHERE h.endpoint_id = w.e AND h.job_id = o.job_id
+      AND NOT EXISTS (SELECT 1 FROM errand.river_job j
+                      WHERE j.id = o.job_id
+                        AND j.state NOT IN ('completed', 'cancelled', 'discarded'));
+
+    WITH want AS (
+        SELECT e, count(*)::int AS n FROM unnest(endpoint_ids) AS e GROUP BY e
+    ), pick AS MATERIALIZED (
+        SELECT p.endpoint_id, p.job_id, p.scheduled_at
+        FROM want w, LATERAL (
+            SELECT h.endpoint_id, h.job_id, h.scheduled_at
+            FROM errand.webhook_held_back h
+            JOIN errand.river_job j ON j.id = h.job_id
+            WHERE h.endpoint_id = w.e AND h.workspace_id = v_ws AND j.state = 'scheduled'
+            ORDER BY h.job_id
+            LIMIT w.n
+            FOR UPDATE OF j SKIP LOCKED) p
+    ), woke AS (
+        UPDATE errand.river_job j
+        SET state = 'available', scheduled_at = least(pick.scheduled_at, j.scheduled_at)
+        FROM pick
+        WHERE j.id = pick.job_id AND j.state = 'scheduled'
+        RETURNING j.id, j.queue, pick.endpoint_id
+    ), unheld AS (
+        DELETE FROM errand.webhook_held_back h
+        USING woke
+        WHERE h.endpoint_id = woke.endpoint_id AND h.job_id = woke.id
+    )
+    SELECT count(*)::int, array_agg(DISTINCT woke.queue) INTO v_woke, v_queues FROM woke;
+    FOREACH v_queue IN ARRAY coalesce(v_queues, '{}') LOOP
+        PERFORM pg_notify('errand.river_insert', json_build_object('queue', v_queue)::text);
+    END LOOP;
+    RETURN v_woke;
+END;
+$$;
