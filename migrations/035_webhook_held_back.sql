@@ -80,9 +80,11 @@ $$;
 
 -- Wakes, for each element of endpoint_ids (one per slot given back), the
 -- oldest held-back delivery of that endpoint in the caller's workspace
--- whose snooze has committed (state scheduled): available again, at the
--- place in the queue it had when it was first held back, and the queue is
--- notified. Jobs another transaction has locked are skipped, not waited for.
+-- whose snooze has committed: state scheduled, or available with a
+-- scheduled_at still ahead (River makes a snooze shorter than its
+-- scheduler's interval available at once, for later). It is made available
+-- now, at the place in the queue it had when it was first held back, and
+-- the queue is notified. Jobs another transaction has locked are skipped, not waited for.
 -- A row whose job has finished (cancelled with its disabled endpoint, say)
 -- or is gone is deleted when it comes up. Returns how many it woke.
 --
@@ -123,7 +125,8 @@ BEGIN
             SELECT h.endpoint_id, h.job_id, h.scheduled_at
             FROM errand.webhook_held_back h
             JOIN errand.river_job j ON j.id = h.job_id
-            WHERE h.endpoint_id = w.e AND h.workspace_id = v_ws AND j.state = 'scheduled'
+            WHERE h.endpoint_id = w.e AND h.workspace_id = v_ws
+              AND (j.state = 'scheduled' OR (j.state = 'available' AND j.scheduled_at > now()))
             ORDER BY h.job_id
             LIMIT w.n
             FOR UPDATE OF j SKIP LOCKED) p
@@ -131,7 +134,8 @@ BEGIN
         UPDATE errand.river_job j
         SET state = 'available', scheduled_at = least(pick.scheduled_at, j.scheduled_at)
         FROM pick
-        WHERE j.id = pick.job_id AND j.state = 'scheduled'
+        WHERE j.id = pick.job_id
+          AND (j.state = 'scheduled' OR (j.state = 'available' AND j.scheduled_at > now()))
         RETURNING j.id, j.queue, pick.endpoint_id
     ), unheld AS (
         DELETE FROM errand.webhook_held_back h

@@ -130,15 +130,19 @@ func (d *deliverer) book(ctx context.Context, k bookKey, calls []*call[book, del
 			loads = append(loads, c)
 		}
 	}
-	out, err := bookDeliveries(ctx, k.store, k.workspaceID, done, want, d.cfg.concurrency, slotLease)
+	out, handed, err := bookDeliveries(ctx, k.store, k.workspaceID, done, want, d.cfg.concurrency, slotLease)
 	errDone, errWant := err, err
 	var pgErr *pgconn.PgError
 	if err != nil && len(done) > 0 && len(want) > 0 && errors.As(err, &pgErr) {
-		_, errDone = bookDeliveries(ctx, k.store, k.workspaceID, done, nil, d.cfg.concurrency, slotLease)
-		out, errWant = bookDeliveries(ctx, k.store, k.workspaceID, nil, want, d.cfg.concurrency, slotLease)
+		_, handed, errDone = bookDeliveries(ctx, k.store, k.workspaceID, done, nil, d.cfg.concurrency, slotLease)
+		out, _, errWant = bookDeliveries(ctx, k.store, k.workspaceID, nil, want, d.cfg.concurrency, slotLease)
 	}
-	for _, c := range logs {
+	for i, c := range logs {
 		c.err = errDone
+		if errDone == nil {
+			// slot: the attempt's slot went to its heir.
+			c.out.slot = handed[i]
+		}
 	}
 	for i, c := range loads {
 		c.err = errWant
@@ -206,7 +210,17 @@ func (d *deliverer) work(ctx context.Context, job *jobs.Job, args DeliverArgs) e
 	del, err := d.books.do(book{store: job.Store(), workspaceID: job.WorkspaceID, load: want})
 	for err == nil && del.found && del.enabled && !del.slot {
 		left := time.Until(waitUntil)
-		if left <= 0 || !d.waits.wait(ctx, args.EndpointID, d.cfg.concurrency, left) {
+		if left <= 0 {
+			break
+		}
+		r := d.waits.wait(ctx, args.EndpointID, d.cfg.concurrency, left, job.ID, job.Attempt)
+		if r == waitHanded {
+			// A finished delivery's slot, moved to this job in the
+			// transaction that logged it: send what was loaded.
+			del.slot = true
+			break
+		}
+		if r != waitFreed {
 			break
 		}
 		del, err = d.books.do(book{store: job.Store(), workspaceID: job.WorkspaceID, load: want})
@@ -235,9 +249,23 @@ func (d *deliverer) work(ctx context.Context, job *jobs.Job, args DeliverArgs) e
 		// replica lost between the two delivers the message again
 		// (at-least-once), which CompleteInWorkspace would not prevent
 		// either, the request being outside the database.
-		_, err := d.books.do(book{store: job.Store(), workspaceID: job.WorkspaceID, done: &a})
+		// The slot goes to a delivery of this replica waiting for the
+		// endpoint, if any, in the same transaction (slotWaits).
+		heir := d.waits.claim(args.EndpointID)
+		if heir != nil {
+			a.heirJobID, a.heirAttempt = heir.jobID, heir.attempt
+		}
+		out, err := d.books.do(book{store: job.Store(), workspaceID: job.WorkspaceID, done: &a})
+		if heir != nil {
+			if err == nil && out.slot {
+				heir.got <- waitHanded
+			} else {
+				// Not handed over (this attempt's lease had gone, or the
+				// log failed): the heir asks for a slot itself.
+				heir.got <- waitFreed
+			}
+		}
 		if err == nil {
-			d.waits.freed(args.EndpointID)
 			d.outcomes.WithLabelValues(OutcomeDelivered).Inc()
 		}
 		if errors.Is(err, store.ErrWorkspaceNotFound) {

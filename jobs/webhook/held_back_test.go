@@ -81,8 +81,9 @@ func TestHeldBackDeliveryIsWokenByTheSlotItsEndpointGivesBack(t *testing.T) {
 
 // errand.webhook_wake_held wakes, per slot given back, the oldest snoozed
 // held-back delivery of that endpoint in the caller's workspace, at its old
-// place in the queue; it skips deliveries still running, drops rows of
-// finished jobs, and never touches another workspace's.
+// place in the queue (snoozed to scheduled, or available for later); it
+// skips deliveries still running, drops rows of finished jobs, and never
+// touches another workspace's.
 func TestWakeHeldWakesTheOldestSnoozedDeliveryOfTheScopedWorkspaceOnly(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
@@ -103,15 +104,18 @@ func TestWakeHeldWakesTheOldestSnoozedDeliveryOfTheScopedWorkspaceOnly(t *testin
 		}
 		return id
 	}
-	cancelled, running, oldest, next := job(wsA, epA), job(wsA, epA), job(wsA, epA), job(wsA, epA)
+	cancelled, running, oldest, soon, next := job(wsA, epA), job(wsA, epA), job(wsA, epA), job(wsA, epA), job(wsA, epA)
 	other := job(wsB, epB)
 	exec(t, pool, `UPDATE errand.river_job SET state = 'cancelled', finalized_at = now() WHERE id = $1`, cancelled)
 	exec(t, pool, `UPDATE errand.river_job SET state = 'running', attempt = 1, attempted_at = now() WHERE id = $1`, running)
+	// River makes a snooze shorter than its scheduler's interval available
+	// at once, for later.
+	exec(t, pool, `UPDATE errand.river_job SET state = 'available', scheduled_at = now() + interval '1 hour' WHERE id = $1`, soon)
 	// Their rows, as webhook_take_slots_or_hold writes them (the test's
 	// pool is a superuser's: row level security does not apply).
 	exec(t, pool, `INSERT INTO errand.webhook_held_back (endpoint_id, job_id, workspace_id, scheduled_at)
 		SELECT (args ->> 'endpoint_id')::uuid, id, (metadata ->> 'workspace_id')::uuid, timestamptz '2026-12-01 10:00:00Z' + id * interval '1 second'
-		FROM errand.river_job WHERE id = ANY ($1)`, []int64{cancelled, running, oldest, next, other})
+		FROM errand.river_job WHERE id = ANY ($1)`, []int64{cancelled, running, oldest, soon, next, other})
 
 	wake := func(scope string, endpoints ...string) int {
 		t.Helper()
@@ -139,7 +143,7 @@ func TestWakeHeldWakesTheOldestSnoozedDeliveryOfTheScopedWorkspaceOnly(t *testin
 		if err := pool.QueryRow(ctx, `SELECT state::text, scheduled_at FROM errand.river_job WHERE id = $1`, id).Scan(&s, &at); err != nil {
 			t.Fatal(err)
 		}
-		if s == "available" {
+		if s == "available" && at.Before(time.Now()) {
 			s += " at " + at.UTC().Format("15:04:05")
 		}
 		return s
@@ -158,6 +162,7 @@ func TestWakeHeldWakesTheOldestSnoozedDeliveryOfTheScopedWorkspaceOnly(t *testin
 		cancelled: "cancelled",
 		running:   "running",
 		oldest:    "available at " + time.Date(2026, 12, 1, 10, 0, 0, 0, time.UTC).Add(time.Duration(oldest)*time.Second).Format("15:04:05"),
+		soon:      "available",
 		next:      "scheduled",
 		other:     "scheduled",
 	}
@@ -167,13 +172,15 @@ func TestWakeHeldWakesTheOldestSnoozedDeliveryOfTheScopedWorkspaceOnly(t *testin
 		}
 	}
 	rows := int64s(t, pool, `SELECT job_id FROM errand.webhook_held_back ORDER BY job_id`)
-	if fmt.Sprint(rows) != fmt.Sprint([]int64{running, next, other}) {
-		t.Errorf("held-back rows %v, want %v (the cancelled job's dropped, the woken one's gone)", rows, []int64{running, next, other})
+	if fmt.Sprint(rows) != fmt.Sprint([]int64{running, soon, next, other}) {
+		t.Errorf("held-back rows %v, want %v (the cancelled job's dropped, the woken one's gone)", rows, []int64{running, soon, next, other})
 	}
-	if n := wake(wsA, epA, epA); n != 1 {
-		t.Errorf("two slots of A's endpoint with one snoozed delivery left: woke %d, want 1", n)
+	if n := wake(wsA, epA, epA, epA); n != 2 {
+		t.Errorf("three slots of A's endpoint with two snoozed deliveries left: woke %d, want 2", n)
 	}
-	if got := state(next); !strings.HasPrefix(got, "available") {
-		t.Errorf("job %d is %s after the second wake, want available", next, got)
+	for _, id := range []int64{soon, next} {
+		if got, w := state(id), "available at "+time.Date(2026, 12, 1, 10, 0, 0, 0, time.UTC).Add(time.Duration(id)*time.Second).Format("15:04:05"); got != w {
+			t.Errorf("job %d is %s after the second wake, want %s", id, got, w)
+		}
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"time"
 
@@ -123,18 +124,23 @@ type wanted struct {
 // at-least-once; the receiver dedupes by webhook-id), never lost; only
 // those attempts' log rows are. (Taking slots writes only the unlogged
 // errand.webhook_inflight.)
-func bookDeliveries(ctx context.Context, st *store.Store, workspaceID string, done []attemptRow, want []wanted, limit int, lease time.Duration) (out []delivery, err error) {
+func bookDeliveries(ctx context.Context, st *store.Store, workspaceID string, done []attemptRow, want []wanted, limit int, lease time.Duration) (out []delivery, handed []bool, err error) {
 	b := &pgx.Batch{}
 	if len(done) > 0 {
-		queueRecord(b, workspaceID, done)
+		queueRecord(b, workspaceID, done, lease)
 	}
 	if len(want) > 0 {
 		queueLoad(b, workspaceID, want, limit, lease)
 	}
 	err = st.InWorkspaceBatch(ctx, workspaceID, b, func(br pgx.BatchResults) error {
 		if len(done) > 0 {
-			if _, err := br.Exec(); err != nil {
+			var heirs []int64
+			if err := br.QueryRow().Scan(nil, nil, &heirs); err != nil {
 				return fmt.Errorf("record webhook attempts: %w", err)
+			}
+			handed = make([]bool, len(done))
+			for i, a := range done {
+				handed[i] = a.heirJobID != 0 && slices.Contains(heirs, a.heirJobID)
 			}
 		}
 		if len(want) == 0 {
@@ -157,12 +163,12 @@ func bookDeliveries(ctx context.Context, st *store.Store, workspaceID string, do
 		return nil
 	})
 	if err != nil {
-		return nil, fmt.Errorf("webhook bookkeeping: %w", err)
+		return nil, nil, fmt.Errorf("webhook bookkeeping: %w", err)
 	}
 	if len(out) != len(want) {
-		return nil, fmt.Errorf("read webhook deliveries: %d rows for %d deliveries", len(out), len(want))
+		return nil, nil, fmt.Errorf("read webhook deliveries: %d rows for %d deliveries", len(out), len(want))
 	}
-	return out, nil
+	return out, handed, nil
 }
 
 // queueLoad queues the statement that reads the deliveries ws need and
@@ -214,27 +220,36 @@ type attemptRow struct {
 	latency                            time.Duration
 	response                           string
 	err                                string
+	// heirJobID and heirAttempt are a delivery of this replica waiting for
+	// the endpoint, to which a successful attempt hands its slot (0: none).
+	heirJobID   int64
+	heirAttempt int
 }
 
-// queueRecord queues the statement that logs successful attempts, gives
-// their slots back and marks their endpoints healthy (at most once a minute
-// while they stay healthy, so a busy endpoint's row is not rewritten by
-// every delivery), and wakes a delivery held back by the endpoint's cap for
-// each slot given back (errand.webhook_wake_held, migration 035). River
-// completes the jobs after it. (Expired leases of
+// queueRecord queues the statement that logs successful attempts, hands
+// each one's slot to its heir (a delivery of this replica waiting for the
+// endpoint: slotWaits) or gives it back, and marks their endpoints healthy
+// (at most once a minute while they stay healthy, so a busy endpoint's row
+// is not rewritten by every delivery). Each slot given back without an heir
+// wakes a delivery held back by the endpoint's cap
+// (errand.webhook_wake_held, migration 035). The statement's third column
+// lists the heirs that got their slot: an attempt whose lease had gone
+// hands nothing over. River completes the jobs after it. (Expired leases of
 // other jobs are not looked for here: they never count against a cap, and
 // webhook_take_slots clears an endpoint's when it finds the endpoint full.)
-func queueRecord(b *pgx.Batch, workspaceID string, as []attemptRow) {
+func queueRecord(b *pgx.Batch, workspaceID string, as []attemptRow, lease time.Duration) {
 	n := len(as)
 	messages, endpoints, responses := make([]string, n), make([]string, n), make([]string, n)
-	jobIDs := make([]int64, n)
-	attempts, statuses, latencies := make([]int32, n), make([]int32, n), make([]int64, n)
+	jobIDs, heirs := make([]int64, n), make([]int64, n)
+	attempts, statuses, heirAttempts, latencies := make([]int32, n), make([]int32, n), make([]int32, n), make([]int64, n)
 	for i, a := range as {
 		messages[i], endpoints[i], responses[i] = a.messageID, a.endpointID, a.response
 		jobIDs[i], attempts[i], statuses[i], latencies[i] = a.jobID, int32(a.attempt), int32(a.status), a.latency.Milliseconds()
+		heirs[i], heirAttempts[i] = a.heirJobID, int32(a.heirAttempt)
 	}
-	// One statement: its parts are on different tables, so they cannot
-	// see each other's changes.
+	// One statement: its parts see the same snapshot, not each other's
+	// changes; the lease handed over is a new row for the heir, the old
+	// one deleted beside it, so the endpoint's count of leases never moves.
 	b.Queue(`
 		WITH logged AS (
 			INSERT INTO errand.webhook_attempts (workspace_id, message_id, endpoint_id, job_id, attempt, status_code, latency_ms, response_body)
@@ -243,15 +258,29 @@ func queueRecord(b *pgx.Batch, workspaceID string, as []attemptRow) {
 		), released AS (
 			DELETE FROM errand.webhook_inflight f USING unnest($4::bigint[], $5::int[]) AS r(j, a)
 			WHERE f.job_id = r.j AND f.attempt = r.a
-			RETURNING f.endpoint_id
+			RETURNING f.job_id, f.endpoint_id
+		), heirs AS (
+			SELECT h.j, h.hj, h.ha FROM unnest($4::bigint[], $9::bigint[], $10::int[]) AS h(j, hj, ha) WHERE h.hj <> 0
+		), handed AS (
+			INSERT INTO errand.webhook_inflight AS f (job_id, attempt, workspace_id, endpoint_id, expires_at)
+			SELECT h.hj, h.ha, $1::text::uuid, r.endpoint_id, clock_timestamp() + $11::interval
+			FROM heirs h JOIN released r ON r.job_id = h.j
+			ON CONFLICT ON CONSTRAINT webhook_inflight_pkey DO UPDATE
+				SET attempt = EXCLUDED.attempt, endpoint_id = EXCLUDED.endpoint_id, expires_at = EXCLUDED.expires_at
+			RETURNING f.job_id, f.endpoint_id
+		), unheld AS (
+			DELETE FROM errand.webhook_held_back x USING handed
+			WHERE x.endpoint_id = handed.endpoint_id AND x.job_id = handed.job_id
 		), healthy AS (
 			UPDATE errand.webhook_endpoints SET failing_since = NULL, last_success_at = now()
 			WHERE id = ANY ($3::text[]::uuid[])
 			  AND (failing_since IS NOT NULL OR last_success_at IS NULL OR last_success_at < now() - interval '1 minute')
 		)
 		SELECT set_config('synchronous_commit', 'off', true),
-		       errand.webhook_wake_held(ARRAY(SELECT released.endpoint_id FROM released))`,
-		workspaceID, messages, endpoints, jobIDs, attempts, statuses, latencies, responses)
+		       errand.webhook_wake_held(ARRAY(SELECT r.endpoint_id FROM released r
+		                                      WHERE r.job_id NOT IN (SELECT h.j FROM heirs h))),
+		       ARRAY(SELECT handed.job_id FROM handed)`,
+		workspaceID, messages, endpoints, jobIDs, attempts, statuses, latencies, responses, heirs, heirAttempts, lease)
 }
 
 // recordFailure logs the attempt, gives its slot back (waking a delivery

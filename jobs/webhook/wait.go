@@ -12,57 +12,73 @@ import (
 // full and wait here, for a while, for a slot this replica gives back,
 // instead of snoozing at once.
 //
-// A snoozed delivery goes back to the database and waits a second or more
-// (ERRAND_WEBHOOK_HELD_BACK_WAIT) before any worker looks at it again, so
-// with more webhook workers than an endpoint's slots a backlog for one busy
-// endpoint spent its time snoozing while its slots came free every few
-// milliseconds. Each slot that one of this replica's deliveries to the
-// same endpoint gives back wakes one delivery waiting here (the longest
-// waiting), which asks for a slot again at once; it competes with the
-// deliveries fetched meanwhile, and the endpoint's free slots go to the
-// oldest jobs first (errand.webhook_take_slots), so a woken delivery that
-// loses waits again while its time lasts.
+// A snoozed delivery goes back to the database and waits until a slot
+// given back wakes it (errand.webhook_wake_held) or its snooze ends, and is
+// then fetched and loaded again; with more webhook workers than an
+// endpoint's slots, a backlog for one busy endpoint would spend its time
+// on that round. A delivery of this replica that finishes with a delivery
+// waiting here for the same endpoint hands its slot over instead of giving
+// it back: the transaction that logs the finished attempt moves the lease
+// to the longest waiting delivery (queueRecord), which then sends at once,
+// with the message and endpoint it loaded, no second load. A slot given
+// back without an heir (a failed attempt's) wakes the longest waiting
+// delivery to ask for a slot again (against deliveries fetched meanwhile;
+// free slots go to the oldest jobs first, errand.webhook_take_slots, so
+// one that loses waits again while its time lasts).
 //
 // What it costs is bounded: at most as many deliveries wait for an
-// endpoint as it has slots (the others snooze at once, as before), each for
-// at most ERRAND_WEBHOOK_HELD_BACK_WAIT, so a slow endpoint holds at most
-// twice its cap of this replica's workers. A waiting delivery is running as
-// far as River is concerned, and its attempt is the one it will use. Slots
-// given back by other replicas wake no one here: those waiters snooze when
-// their wait ends.
+// endpoint as it has slots (the others snooze at once), each for at most
+// ERRAND_WEBHOOK_HELD_BACK_WAIT, so a slow endpoint holds at most twice
+// its cap of this replica's workers. A waiting delivery is running as far
+// as River is concerned, and its attempt is the one it will use. Slots
+// given back by other replicas wake no one here (they wake a snoozed
+// delivery through the database): those waiters snooze when their wait
+// ends.
 type slotWaits struct {
 	mu sync.Mutex
-	by map[string]*slotWait
+	by map[string][]*waiter // by endpoint, longest waiting first
 	// waiting counts the waiting deliveries
 	// (errand_webhook_waiting_deliveries); nil: not counted.
 	waiting prometheus.Gauge
+	// claimedWait, when set (tests), is called when a claimed waiter whose
+	// own wait ended starts waiting for the claim's outcome.
+	claimedWait func()
 }
 
-type slotWait struct {
-	waiting int
-	// freed holds one token per slot given back while someone waits, up
-	// to the endpoint's cap.
-	freed chan struct{}
+// waiter is one waiting delivery.
+type waiter struct {
+	jobID   int64
+	attempt int
+	// got receives what ended the wait, once, from whoever took the
+	// waiter off the queue (claim).
+	got chan waitResult
 }
 
-// wait waits for a slot of endpoint to be given back in this replica, for
-// at most d. It reports false at once when limit deliveries wait for it
-// already, and false when d passed or ctx ended without a slot.
-func (s *slotWaits) wait(ctx context.Context, endpoint string, limit int, d time.Duration) bool {
+// waitResult is what ended a wait.
+type waitResult int
+
+const (
+	waitOver   waitResult = iota // no room to wait, or the time or the context ran out
+	waitFreed                    // a slot was given back: ask for one again
+	waitHanded                   // a finished delivery handed its slot over: this one holds it
+)
+
+// wait waits, for at most d, for a slot of endpoint that a delivery of this
+// replica gives back or hands over. It returns waitOver at once when limit
+// deliveries wait for it already. A waiter taken off the queue (claim) by
+// the time its wait ends always learns what became of the claim: a
+// handed-over slot is never left with a delivery that went away.
+func (s *slotWaits) wait(ctx context.Context, endpoint string, limit int, d time.Duration, jobID int64, attempt int) waitResult {
 	s.mu.Lock()
-	w := s.by[endpoint]
-	if w == nil {
-		if s.by == nil {
-			s.by = map[string]*slotWait{}
-		}
-		w = &slotWait{freed: make(chan struct{}, max(limit, 1))}
-		s.by[endpoint] = w
-	}
-	if w.waiting >= limit {
+	if len(s.by[endpoint]) >= limit {
 		s.mu.Unlock()
-		return false
+		return waitOver
 	}
-	w.waiting++
+	w := &waiter{jobID: jobID, attempt: attempt, got: make(chan waitResult, 1)}
+	if s.by == nil {
+		s.by = map[string][]*waiter{}
+	}
+	s.by[endpoint] = append(s.by[endpoint], w)
 	s.mu.Unlock()
 	if s.waiting != nil {
 		s.waiting.Inc()
@@ -71,32 +87,57 @@ func (s *slotWaits) wait(ctx context.Context, endpoint string, limit int, d time
 
 	t := time.NewTimer(d)
 	defer t.Stop()
-	got := false
 	select {
-	case <-w.freed:
-		got = true
+	case r := <-w.got:
+		return r
 	case <-t.C:
 	case <-ctx.Done():
 	}
-
 	s.mu.Lock()
-	w.waiting--
-	if w.waiting == 0 {
-		delete(s.by, endpoint)
+	q := s.by[endpoint]
+	for i, x := range q {
+		if x == w {
+			s.remove(endpoint, i)
+			s.mu.Unlock()
+			return waitOver
+		}
 	}
 	s.mu.Unlock()
-	return got
+	// Claimed meanwhile: the claimer says what came of it as soon as its
+	// transaction ends.
+	if s.claimedWait != nil {
+		s.claimedWait()
+	}
+	return <-w.got
 }
 
-// freed says that this replica gave back a slot of endpoint: one delivery
-// waiting for it, if any, asks again.
-func (s *slotWaits) freed(endpoint string) {
+// claim takes the longest waiting delivery for endpoint off the queue, or
+// returns nil. The caller must send it a result.
+func (s *slotWaits) claim(endpoint string) *waiter {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if w := s.by[endpoint]; w != nil {
-		select {
-		case w.freed <- struct{}{}:
-		default: // as many tokens as slots are waiting already
-		}
+	if len(s.by[endpoint]) == 0 {
+		return nil
+	}
+	w := s.by[endpoint][0]
+	s.remove(endpoint, 0)
+	return w
+}
+
+// remove drops the i-th waiter of endpoint; s.mu is held.
+func (s *slotWaits) remove(endpoint string, i int) {
+	q := append(s.by[endpoint][:i:i], s.by[endpoint][i+1:]...)
+	if len(q) == 0 {
+		delete(s.by, endpoint)
+		return
+	}
+	s.by[endpoint] = q
+}
+
+// freed says that this replica gave back a slot of endpoint: the delivery
+// waiting longest for it, if any, asks again.
+func (s *slotWaits) freed(endpoint string) {
+	if w := s.claim(endpoint); w != nil {
+		w.got <- waitFreed
 	}
 }

@@ -10,44 +10,49 @@ import (
 func (s *slotWaits) waiters(endpoint string) int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if w := s.by[endpoint]; w != nil {
-		return w.waiting
-	}
-	return 0
+	return len(s.by[endpoint])
 }
 
-// At most limit deliveries wait for one endpoint (another is told to snooze
-// at once, while other endpoints still have room); a slot given back wakes
-// exactly one of them; the others keep waiting until their context ends.
+// waitForWaiters waits (a generous bound) until n deliveries wait for endpoint.
+func waitForWaiters(t *testing.T, s *slotWaits, endpoint string, n int) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); s.waiters(endpoint) < n; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d deliveries waiting for %s, want %d", s.waiters(endpoint), endpoint, n)
+		}
+	}
+}
+
+// At most limit deliveries wait for one endpoint (another is told at once
+// that its wait is over, while other endpoints still have room); a slot
+// given back wakes exactly one of them, the longest waiting; the others
+// keep waiting until their context ends.
 func TestSlotWaitsWakeOneWaiterPerSlotGivenBack(t *testing.T) {
 	var s slotWaits
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	got := make(chan bool, 2)
-	for range 2 {
-		go func() { got <- s.wait(ctx, "e1", 2, time.Hour) }()
+	got := make(chan waitResult, 2)
+	first := make(chan waitResult, 1)
+	go func() { first <- s.wait(ctx, "e1", 2, time.Hour, 1, 1) }()
+	waitForWaiters(t, &s, "e1", 1)
+	go func() { got <- s.wait(ctx, "e1", 2, time.Hour, 2, 1) }()
+	waitForWaiters(t, &s, "e1", 2)
+	if r := s.wait(ctx, "e1", 2, time.Hour, 3, 1); r != waitOver {
+		t.Fatalf("a third delivery waiting for an endpoint with 2 slots and 2 waiting: %v, want waitOver at once", r)
 	}
-	for deadline := time.Now().Add(10 * time.Second); s.waiters("e1") < 2; time.Sleep(time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("%d deliveries waiting for an endpoint with 2 slots, want 2", s.waiters("e1"))
-		}
-	}
-	if s.wait(ctx, "e1", 2, time.Hour) {
-		t.Fatal("a third delivery waited for an endpoint with 2 slots and 2 waiting")
-	}
-	if s.wait(ctx, "e2", 2, time.Millisecond) {
-		t.Fatal("a delivery to another endpoint was woken without a slot given back")
+	if r := s.wait(ctx, "e2", 2, time.Millisecond, 4, 1); r != waitOver {
+		t.Fatalf("a delivery to another endpoint ended its wait with %v without a slot given back", r)
 	}
 	s.freed("e1")
-	if !<-got {
-		t.Fatal("the slot given back did not wake a waiting delivery")
+	if r := <-first; r != waitFreed {
+		t.Fatalf("the longest waiting delivery got %v for a slot given back, want waitFreed", r)
 	}
 	if n := s.waiters("e1"); n != 1 {
 		t.Fatalf("%d deliveries still waiting after one slot was given back, want 1", n)
 	}
 	cancel()
-	if <-got {
-		t.Fatal("a delivery whose context ended reported a slot")
+	if r := <-got; r != waitOver {
+		t.Fatalf("a delivery whose context ended got %v, want waitOver", r)
 	}
 	if n := len(s.by); n != 0 {
 		t.Errorf("%d endpoints still tracked with no one waiting", n)
@@ -60,7 +65,33 @@ func TestSlotWaitsWakeOneWaiterPerSlotGivenBack(t *testing.T) {
 func TestSlotWaitsKeepNoSlotForLaterAndTimeOut(t *testing.T) {
 	var s slotWaits
 	s.freed("e1")
-	if s.wait(context.Background(), "e1", 1, 5*time.Millisecond) {
-		t.Fatal("a delivery was woken by a slot given back before it waited")
+	if r := s.wait(context.Background(), "e1", 1, 5*time.Millisecond, 1, 1); r != waitOver {
+		t.Fatalf("a delivery was woken (%v) by a slot given back before it waited", r)
+	}
+}
+
+// A finished delivery claims the longest waiting one as the heir of its
+// slot; the heir, taken off the queue, waits for the claim's outcome even
+// when its own time or context ends first, so a slot handed over in the
+// database is never left with a delivery that went away.
+func TestClaimedWaiterWaitsForTheHandOverPastItsOwnDeadline(t *testing.T) {
+	blocked := make(chan struct{})
+	s := slotWaits{claimedWait: func() { close(blocked) }}
+	ctx, cancel := context.WithCancel(context.Background())
+	got := make(chan waitResult, 1)
+	go func() { got <- s.wait(ctx, "e1", 1, time.Hour, 7, 2) }()
+	waitForWaiters(t, &s, "e1", 1)
+	heir := s.claim("e1")
+	if heir == nil || heir.jobID != 7 || heir.attempt != 2 {
+		t.Fatalf("claimed %+v, want job 7's attempt 2", heir)
+	}
+	if s.claim("e1") != nil {
+		t.Fatal("a second claim found a waiter: the first one's heir is still queued")
+	}
+	cancel()
+	<-blocked // its context ended, and it waits for the claim's outcome
+	heir.got <- waitHanded
+	if r := <-got; r != waitHanded {
+		t.Fatalf("the heir got %v, want waitHanded", r)
 	}
 }
