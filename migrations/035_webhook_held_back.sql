@@ -10,8 +10,9 @@
 -- and a long backlog came back to be fetched and snoozed again about every
 -- 30 s per delivery, whatever the endpoint could take.
 --
--- Now the statement that finds an endpoint full notes each delivery it held
--- back in errand.webhook_held_back, with the job's place in the queue; the
+-- Now the statement that finds an endpoint full notes each delivery it
+-- held back in errand.webhook_held_back, with the job's place in the
+-- queue; the
 -- transaction that gives a slot back (a logged attempt) wakes the oldest
 -- held-back delivery of that endpoint that has snoozed, one per slot: it
 -- becomes available again at its old place in the queue (before the
@@ -21,12 +22,13 @@
 -- delivery's snooze committed, a previous release's replica that does not
 -- wake anyone).
 
--- One row per delivery held back by its endpoint's cap, written by
--- errand.webhook_take_slots_or_hold (as the caller, scoped) and deleted when
--- the delivery takes a slot or is woken. A row whose job is running is a
--- delivery still deciding (waiting in its replica, or about to snooze): it
--- is left alone. Unlogged, like the slots: after a crash the snoozes bring
--- the deliveries back.
+-- One row per delivery held back by its endpoint's cap, written by the
+-- statement that found the endpoint full (as the tenant, scoped: the
+-- kind's load in jobs/webhook) and deleted when the delivery takes a slot,
+-- is handed one, or is woken. A row whose job is running is a delivery
+-- still deciding (waiting in its replica, or about to snooze): the wake
+-- leaves it alone. Unlogged, like the slots: after a crash the snoozes
+-- bring the deliveries back.
 CREATE UNLOGGED TABLE errand.webhook_held_back (
     endpoint_id uuid NOT NULL,
     job_id bigint NOT NULL,
@@ -43,40 +45,6 @@ CREATE POLICY tenant_isolation ON errand.webhook_held_back
     USING (workspace_id = nullif(current_setting('app.current_workspace_id', true), '')::uuid)
     WITH CHECK (workspace_id = nullif(current_setting('app.current_workspace_id', true), '')::uuid);
 SELECT errand.grant_tenant('errand.webhook_held_back');
-
--- errand.webhook_take_slots (022) and, for the jobs it does not give a slot,
--- a row in errand.webhook_held_back; a job that takes a slot loses its row.
--- scheduled_ats are the jobs' scheduled_at, kept for a job's first row only
--- (a job fetched at the end of its snooze keeps its first place). Runs as
--- the caller. webhook_take_slots stays for a previous release's replicas
--- during a rolling deploy (their deliveries are held back without a row and
--- come back by their snooze, as before).
-CREATE FUNCTION errand.webhook_take_slots_or_hold(job_ids bigint[], attempts int[], endpoint_ids uuid[], scheduled_ats timestamptz[], workspace_id uuid, slots int, lease interval)
-RETURNS TABLE (job_id bigint, taken boolean)
-LANGUAGE plpgsql VOLATILE
-SET search_path = pg_catalog, pg_temp
-AS $$
-BEGIN
-    RETURN QUERY
-    WITH took AS MATERIALIZED (
-        SELECT s.job_id, s.taken
-        FROM errand.webhook_take_slots(job_ids, attempts, endpoint_ids, webhook_take_slots_or_hold.workspace_id, slots, lease) AS s
-    ), req AS (
-        SELECT r.j, r.e, r.s FROM unnest(job_ids, endpoint_ids, scheduled_ats) AS r(j, e, s)
-    ), held AS (
-        INSERT INTO errand.webhook_held_back AS h (endpoint_id, job_id, workspace_id, scheduled_at)
-        SELECT req.e, req.j, webhook_take_slots_or_hold.workspace_id, req.s
-        FROM req JOIN took t ON t.job_id = req.j
-        WHERE NOT t.taken
-        ON CONFLICT ON CONSTRAINT webhook_held_back_pkey DO NOTHING
-    ), unheld AS (
-        DELETE FROM errand.webhook_held_back h
-        USING req JOIN took t ON t.job_id = req.j
-        WHERE t.taken AND h.endpoint_id = req.e AND h.job_id = req.j
-    )
-    SELECT took.job_id, took.taken FROM took;
-END;
-$$;
 
 -- Wakes, for each element of endpoint_ids (one per slot given back), the
 -- oldest held-back delivery of that endpoint in the caller's workspace

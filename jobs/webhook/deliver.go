@@ -223,6 +223,7 @@ func (d *deliverer) work(ctx context.Context, job *jobs.Job, args DeliverArgs) e
 		if r != waitFreed {
 			break
 		}
+		want.again = true
 		del, err = d.books.do(book{store: job.Store(), workspaceID: job.WorkspaceID, load: want})
 	}
 	switch {
@@ -235,8 +236,11 @@ func (d *deliverer) work(ctx context.Context, job *jobs.Job, args DeliverArgs) e
 	case !del.enabled:
 		return jobs.Permanent(fmt.Errorf("webhook endpoint %s is disabled: %s", args.EndpointID, cmp.Or(del.disabledReason, "disabled by the app")))
 	case !del.slot:
-		// Held back by the endpoint's cap: wait without using an attempt,
-		// longer each time, so a backlog for a slow endpoint does not poll.
+		// Held back by the endpoint's cap: wait without using an attempt
+		// until a slot the endpoint gives back wakes it, or, when no wake-up
+		// comes, for longer each time, so a backlog for a slow endpoint does
+		// not poll.
+		// (Its load noted it in errand.webhook_held_back.)
 		d.outcomes.WithLabelValues(OutcomeHeldBack).Inc()
 		return river.JobSnooze(d.heldBackWait(del.snoozes))
 	}

@@ -111,7 +111,7 @@ func TestWakeHeldWakesTheOldestSnoozedDeliveryOfTheScopedWorkspaceOnly(t *testin
 	// River makes a snooze shorter than its scheduler's interval available
 	// at once, for later.
 	exec(t, pool, `UPDATE errand.river_job SET state = 'available', scheduled_at = now() + interval '1 hour' WHERE id = $1`, soon)
-	// Their rows, as webhook_take_slots_or_hold writes them (the test's
+	// Their rows, as a delivery about to snooze writes them (the test's
 	// pool is a superuser's: row level security does not apply).
 	exec(t, pool, `INSERT INTO errand.webhook_held_back (endpoint_id, job_id, workspace_id, scheduled_at)
 		SELECT (args ->> 'endpoint_id')::uuid, id, (metadata ->> 'workspace_id')::uuid, timestamptz '2026-12-01 10:00:00Z' + id * interval '1 second'

@@ -100,6 +100,9 @@ type wanted struct {
 	jobID                 int64
 	attempt               int
 	messageID, endpointID string
+	// again: the delivery asked before and found its endpoint full (it
+	// waited in its replica, and was woken to ask again).
+	again bool
 }
 
 // bookDeliveries is a batch's bookkeeping for workspaceID, in one scoped
@@ -172,8 +175,9 @@ func bookDeliveries(ctx context.Context, st *store.Store, workspaceID string, do
 }
 
 // queueLoad queues the statement that reads the deliveries ws need and
-// takes their slots; those that find their endpoint full are noted as held
-// back, for the next slot given back to wake (errand.webhook_take_slots_or_hold).
+// takes their slots. A delivery that finds its endpoint full is noted in
+// errand.webhook_held_back, for the next slot given back to wake should it
+// snooze (errand.webhook_wake_held); one that takes a slot loses its row.
 func queueLoad(b *pgx.Batch, workspaceID string, ws []wanted, limit int, lease time.Duration) {
 	// The ids go as text and are cast in SQL: pgx has no binary encoding of
 	// a Go string as a uuid, and looking for one (and formatting the error
@@ -182,17 +186,17 @@ func queueLoad(b *pgx.Batch, workspaceID string, ws []wanted, limit int, lease t
 	attempts := make([]int32, len(ws))
 	messages := make([]string, len(ws))
 	endpoints := make([]string, len(ws))
+	again := make([]bool, len(ws))
 	for i, w := range ws {
-		jobIDs[i], attempts[i], messages[i], endpoints[i] = w.jobID, int32(w.attempt), w.messageID, w.endpointID
+		jobIDs[i], attempts[i], messages[i], endpoints[i], again[i] = w.jobID, int32(w.attempt), w.messageID, w.endpointID, w.again
 	}
 	b.Queue(`
 		WITH req AS MATERIALIZED (
-			SELECT * FROM unnest($1::bigint[], $2::int[], $3::text[]::uuid[], $4::text[]::uuid[]) WITH ORDINALITY AS r(job_id, attempt, message_id, endpoint_id, n)
+			SELECT * FROM unnest($1::bigint[], $2::int[], $3::text[]::uuid[], $4::text[]::uuid[], $8::bool[]) WITH ORDINALITY AS r(job_id, attempt, message_id, endpoint_id, again, n)
 		), info AS MATERIALIZED (
-			SELECT r.n, r.job_id, r.attempt, r.endpoint_id, m.body, e.url, e.secret,
+			SELECT r.n, r.job_id, r.attempt, r.endpoint_id, r.again, m.body, e.url, e.secret,
 			       CASE WHEN e.previous_secret_expires_at > now() THEN e.previous_secret END AS previous_secret,
-			       e.enabled, e.disabled_reason, (j.metadata ->> 'snoozes')::int AS snoozes,
-			       coalesce(j.scheduled_at, now()) AS scheduled_at
+			       e.enabled, e.disabled_reason, (j.metadata ->> 'snoozes')::int AS snoozes, j.scheduled_at
 			FROM req r
 			LEFT JOIN errand.webhook_messages m ON m.id = r.message_id
 			LEFT JOIN errand.webhook_endpoints e ON e.id = r.endpoint_id
@@ -200,15 +204,29 @@ func queueLoad(b *pgx.Batch, workspaceID string, ws []wanted, limit int, lease t
 		), ready AS MATERIALIZED (
 			SELECT * FROM info WHERE enabled AND body IS NOT NULL ORDER BY n
 		), slots AS MATERIALIZED (
-			SELECT s.job_id, s.taken FROM errand.webhook_take_slots_or_hold(
+			SELECT s.job_id, s.taken FROM errand.webhook_take_slots(
 				ARRAY(SELECT job_id FROM ready), ARRAY(SELECT attempt FROM ready), ARRAY(SELECT endpoint_id FROM ready),
-				ARRAY(SELECT scheduled_at FROM ready), $5::text::uuid, $6, $7) AS s
+				$5::text::uuid, $6, $7) AS s
+		), held AS (
+			-- Noted for the next slot given back to wake, should it snooze
+			-- (a job noted before keeps its first place in the queue).
+			INSERT INTO errand.webhook_held_back (endpoint_id, job_id, workspace_id, scheduled_at)
+			SELECT r.endpoint_id, r.job_id, $5::text::uuid, coalesce(r.scheduled_at, now())
+			FROM ready r JOIN slots s ON s.job_id = r.job_id
+			WHERE NOT s.taken
+			ON CONFLICT ON CONSTRAINT webhook_held_back_pkey DO NOTHING
+		), unheld AS (
+			-- Only a job that found its endpoint full before (it asks again,
+			-- or it has snoozed) can have a row.
+			DELETE FROM errand.webhook_held_back h USING ready r, slots s
+			WHERE s.job_id = r.job_id AND s.taken AND (r.again OR r.snoozes > 0)
+			  AND h.endpoint_id = r.endpoint_id AND h.job_id = r.job_id
 		)
 		SELECT i.body IS NOT NULL AND i.url IS NOT NULL, coalesce(i.body, ''), coalesce(i.url, ''), coalesce(i.secret, ''),
 		       coalesce(i.previous_secret, ''), coalesce(i.enabled, false), coalesce(i.disabled_reason, ''),
 		       coalesce(i.snoozes, 0), coalesce(s.taken, false)
 		FROM info i LEFT JOIN slots s ON s.job_id = i.job_id
-		ORDER BY i.n`, jobIDs, attempts, messages, endpoints, workspaceID, limit, lease)
+		ORDER BY i.n`, jobIDs, attempts, messages, endpoints, workspaceID, limit, lease, again)
 }
 
 // attemptRow is a row of errand.webhook_attempts.
@@ -278,7 +296,8 @@ func queueRecord(b *pgx.Batch, workspaceID string, as []attemptRow, lease time.D
 		)
 		SELECT set_config('synchronous_commit', 'off', true),
 		       errand.webhook_wake_held(ARRAY(SELECT r.endpoint_id FROM released r
-		                                      WHERE r.job_id NOT IN (SELECT h.j FROM heirs h))),
+		                                      WHERE r.job_id NOT IN (SELECT h.j FROM heirs h)
+		                                        AND EXISTS (SELECT 1 FROM errand.webhook_held_back x WHERE x.endpoint_id = r.endpoint_id))),
 		       ARRAY(SELECT handed.job_id FROM handed)`,
 		workspaceID, messages, endpoints, jobIDs, attempts, statuses, latencies, responses, heirs, heirAttempts, lease)
 }
