@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/errand-dev/errand/internal/testdb"
 	"github.com/errand-dev/errand/store"
 )
@@ -217,4 +219,81 @@ func newTenant(t *testing.T, st *store.Store, i int) tenant {
 		t.Fatal(err)
 	}
 	return tn
+}
+
+// A logged success hands its live lease to its heir in the same
+// transaction (the endpoint's count of leases unchanged, the heir's
+// held-back row gone), and hands nothing over when its lease has expired:
+// an expired lease no longer counts, so another delivery may hold that slot
+// by then, and handing it over would put the endpoint over its cap.
+func TestALoggedSuccessHandsOnlyALiveSlotToItsHeir(t *testing.T) {
+	ctx := context.Background()
+	st := bookStore(t)
+	tn := newTenant(t, st, 0)
+	const limit = 1
+	load := func(job int64) delivery {
+		t.Helper()
+		out, _, err := bookDeliveries(ctx, st, tn.ws, nil, []wanted{{jobID: job, attempt: 1, messageID: tn.message, endpointID: tn.endpoint}}, limit, time.Minute)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return out[0]
+	}
+	logWithHeir := func(job, heir int64) bool {
+		t.Helper()
+		_, handed, err := bookDeliveries(ctx, st, tn.ws, []attemptRow{{workspaceID: tn.ws, messageID: tn.message, endpointID: tn.endpoint,
+			jobID: job, attempt: 1, status: 204, heirJobID: heir, heirAttempt: 1}}, nil, limit, time.Minute)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return handed[0]
+	}
+	leases := func() string {
+		t.Helper()
+		return fmt.Sprint(int64sOf(t, st, `SELECT job_id FROM errand.webhook_inflight ORDER BY job_id`))
+	}
+
+	if !load(1).slot || load(2).slot {
+		t.Fatal("with a cap of 1, job 1 should take the slot and job 2 find the endpoint full")
+	}
+	if held := fmt.Sprint(int64sOf(t, st, `SELECT job_id FROM errand.webhook_held_back`)); held != "[2]" {
+		t.Fatalf("held-back rows %s after job 2 found the endpoint full, want [2]", held)
+	}
+	if !logWithHeir(1, 2) {
+		t.Fatal("job 1's live slot was not handed to job 2")
+	}
+	if got := leases(); got != "[2]" {
+		t.Errorf("leases %s after the hand-over, want [2]", got)
+	}
+	if held := fmt.Sprint(int64sOf(t, st, `SELECT job_id FROM errand.webhook_held_back`)); held != "[]" {
+		t.Errorf("held-back rows %s after job 2 was handed the slot, want none", held)
+	}
+
+	// Job 2's replica stalls past its lease; job 3 takes the slot.
+	if _, err := st.Pool().Exec(ctx, `UPDATE errand.webhook_inflight SET expires_at = clock_timestamp() - interval '1 second' WHERE job_id = 2`); err != nil {
+		t.Fatal(err)
+	}
+	if !load(3).slot {
+		t.Fatal("job 3 was held back by an expired lease")
+	}
+	if logWithHeir(2, 4) {
+		t.Error("job 2 handed over a lease that had expired")
+	}
+	if got := leases(); got != "[3]" {
+		t.Errorf("leases %s after job 2 logged its attempt, want [3]: one slot, job 3's", got)
+	}
+}
+
+// int64sOf is a query's one bigint column, read through the store's pool.
+func int64sOf(t *testing.T, st *store.Store, sql string) []int64 {
+	t.Helper()
+	rows, err := st.Pool().Query(context.Background(), sql)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := pgx.CollectRows(rows, pgx.RowTo[int64])
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
 }

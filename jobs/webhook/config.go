@@ -56,7 +56,7 @@ func envVars() []jobs.EnvVar {
 			Check: func(v string) error { return upTo(v, maxTimeout) }},
 		{Name: "ERRAND_WEBHOOK_TIMEOUT", Default: "30s", Help: "how long one webhook request may take in all, the answer included",
 			Check: func(v string) error { return upTo(v, maxTimeout) }},
-		{Name: "ERRAND_WEBHOOK_HELD_BACK_WAIT", Default: "1s", Help: "how long a delivery held back by its endpoint's concurrency cap waits in its replica for a slot that replica gives back, then its first snooze (no attempt used); doubles each time, up to 30 times",
+		{Name: "ERRAND_WEBHOOK_HELD_BACK_WAIT", Default: "1s", Help: "how long a delivery held back by its endpoint's concurrency cap waits in its replica for a slot that replica hands over or gives back, then its first snooze (no attempt used; a slot the endpoint gives back wakes it); without a wake-up the snooze doubles each time, up to 30 times",
 			Check: func(v string) error { return upTo(v, time.Minute) }},
 	}
 }

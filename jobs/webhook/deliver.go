@@ -52,7 +52,7 @@ func DeliverKind() jobs.Kind {
 	d := &deliverer{logger: slog.New(slog.DiscardHandler), outcomes: newOutcomes()}
 	d.waits.waiting = prometheus.NewGauge(prometheus.GaugeOpts{
 		Name: "errand_webhook_waiting_deliveries",
-		Help: "webhook.deliver jobs of this replica waiting for a slot of their endpoint that this replica gives back (at most ERRAND_WEBHOOK_HELD_BACK_WAIT each, then snoozed).",
+		Help: "webhook.deliver jobs of this replica waiting for a slot of their endpoint that this replica hands over or gives back (at most ERRAND_WEBHOOK_HELD_BACK_WAIT each, then snoozed).",
 	})
 	d.books.book = d.book
 	return jobs.Define(DeliverName, jobs.QueueWebhooks, d.work,
@@ -214,13 +214,19 @@ func (d *deliverer) work(ctx context.Context, job *jobs.Job, args DeliverArgs) e
 			break
 		}
 		r := d.waits.wait(ctx, args.EndpointID, d.cfg.concurrency, left, job.ID, job.Attempt)
+		if r == waitHanded && ctx.Err() != nil {
+			// Handed a slot after this attempt was cancelled (shutdown):
+			// give it back, and snooze below, no attempt used.
+			d.giveBack(ctx, job, args.EndpointID)
+			break
+		}
 		if r == waitHanded {
 			// A finished delivery's slot, moved to this job in the
 			// transaction that logged it: send what was loaded.
 			del.slot = true
 			break
 		}
-		if r != waitFreed {
+		if r != waitFreed || ctx.Err() != nil {
 			break
 		}
 		want.again = true
@@ -313,6 +319,21 @@ func (d *deliverer) work(ctx context.Context, job *jobs.Job, args DeliverArgs) e
 		return jobs.Permanent(fmt.Errorf("%w; no retries left", failure))
 	}
 	return jobs.RetryAfter(failure, max(d.retryWait(job.Attempt), res.retryAfter))
+}
+
+// giveBack gives back a slot this job holds and will not use (waking a
+// delivery held back for the endpoint, in this replica or through the
+// database). A failure leaves the lease to expire.
+func (d *deliverer) giveBack(ctx context.Context, job *jobs.Job, endpointID string) {
+	bctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	if err := job.InWorkspace(bctx, func(tx pgx.Tx) error {
+		return giveBackSlot(bctx, tx, endpointID, job.ID, job.Attempt, false)
+	}); err != nil {
+		d.logger.Warn("could not give back a webhook slot", slog.Int64("job_id", job.ID), slog.String("error", err.Error()))
+		return
+	}
+	d.waits.freed(endpointID)
 }
 
 // result is what one POST came to.

@@ -114,8 +114,9 @@ func TestWakeHeldWakesTheOldestSnoozedDeliveryOfTheScopedWorkspaceOnly(t *testin
 	// Their rows, as a delivery about to snooze writes them (the test's
 	// pool is a superuser's: row level security does not apply).
 	exec(t, pool, `INSERT INTO errand.webhook_held_back (endpoint_id, job_id, workspace_id, scheduled_at)
-		SELECT (args ->> 'endpoint_id')::uuid, id, (metadata ->> 'workspace_id')::uuid, timestamptz '2026-12-01 10:00:00Z' + id * interval '1 second'
-		FROM errand.river_job WHERE id = ANY ($1)`, []int64{cancelled, running, oldest, soon, next, other})
+		SELECT (args ->> 'endpoint_id')::uuid, id, (metadata ->> 'workspace_id')::uuid,
+		       CASE WHEN id = $2 THEN timestamptz '2000-01-01 00:00:00Z' ELSE created_at + id * interval '1 second' END
+		FROM errand.river_job WHERE id = ANY ($1)`, []int64{cancelled, running, oldest, soon, next, other}, next)
 
 	wake := func(scope string, endpoints ...string) int {
 		t.Helper()
@@ -136,15 +137,18 @@ func TestWakeHeldWakesTheOldestSnoozedDeliveryOfTheScopedWorkspaceOnly(t *testin
 		}
 		return n
 	}
+	// state is the job's state, and where in the queue an available job is:
+	// the place noted in its row (its creation plus its id in seconds), or
+	// its creation (a noted place before it is clamped).
 	state := func(id int64) string {
 		t.Helper()
 		var s string
-		var at time.Time
-		if err := pool.QueryRow(ctx, `SELECT state::text, scheduled_at FROM errand.river_job WHERE id = $1`, id).Scan(&s, &at); err != nil {
+		if err := pool.QueryRow(ctx, `
+			SELECT CASE WHEN state = 'available' AND scheduled_at = created_at + id * interval '1 second' THEN 'available at its place'
+			            WHEN state = 'available' AND scheduled_at = created_at THEN 'available at its creation'
+			            ELSE state::text END
+			FROM errand.river_job WHERE id = $1`, id).Scan(&s); err != nil {
 			t.Fatal(err)
-		}
-		if s == "available" && at.Before(time.Now()) {
-			s += " at " + at.UTC().Format("15:04:05")
 		}
 		return s
 	}
@@ -161,7 +165,7 @@ func TestWakeHeldWakesTheOldestSnoozedDeliveryOfTheScopedWorkspaceOnly(t *testin
 	want := map[int64]string{
 		cancelled: "cancelled",
 		running:   "running",
-		oldest:    "available at " + time.Date(2026, 12, 1, 10, 0, 0, 0, time.UTC).Add(time.Duration(oldest)*time.Second).Format("15:04:05"),
+		oldest:    "available at its place",
 		soon:      "available",
 		next:      "scheduled",
 		other:     "scheduled",
@@ -178,9 +182,81 @@ func TestWakeHeldWakesTheOldestSnoozedDeliveryOfTheScopedWorkspaceOnly(t *testin
 	if n := wake(wsA, epA, epA, epA); n != 2 {
 		t.Errorf("three slots of A's endpoint with two snoozed deliveries left: woke %d, want 2", n)
 	}
-	for _, id := range []int64{soon, next} {
-		if got, w := state(id), "available at "+time.Date(2026, 12, 1, 10, 0, 0, 0, time.UTC).Add(time.Duration(id)*time.Second).Format("15:04:05"); got != w {
-			t.Errorf("job %d is %s after the second wake, want %s", id, got, w)
+	if got := state(soon); got != "available at its place" {
+		t.Errorf("job %d (available for later) is %s after the second wake, want available at its place", soon, got)
+	}
+	if got := state(next); got != "available at its creation" {
+		t.Errorf("job %d (noted with a place before its creation) is %s after the second wake, want available at its creation", next, got)
+	}
+}
+
+// The rows of errand.webhook_held_back are the tenant's to write, and the
+// wake runs as errand's owner: a row naming another workspace's job, or a
+// job of another kind, or a delivery to another endpoint, wakes nothing.
+func TestWakeHeldTrustsNoRowATenantWrote(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	_, pool := errandtest.MigratedDB(t, kinds()...)
+	wsA := errandtest.NewWorkspace(t, pool, "a")
+	wsB := errandtest.NewWorkspace(t, pool, "b")
+	epA, _ := newEndpoint(t, pool, wsA, "https://hooks.example.com/a")
+	epA2, _ := newEndpoint(t, pool, wsA, "https://hooks.example.com/a2")
+	epB, _ := newEndpoint(t, pool, wsB, "https://hooks.example.com/b")
+	job := func(ws, kind, args string) int64 {
+		t.Helper()
+		var id int64
+		if err := pool.QueryRow(ctx, `INSERT INTO errand.jobs (workspace_id, kind, args, run_at)
+			VALUES ($1, $2, $3, now() + interval '1 week') RETURNING id`, ws, kind, args).Scan(&id); err != nil {
+			t.Fatal(err)
+		}
+		return id
+	}
+	delivery := func(ep string) string {
+		return fmt.Sprintf(`{"message_id": %q, "endpoint_id": %q}`, "00000000-0000-0000-0000-000000000001", ep)
+	}
+	foreign := job(wsB, "webhook.deliver", delivery(epB))
+	ping := job(wsA, "ping", `{}`)
+	otherEndpoint := job(wsA, "webhook.deliver", delivery(epA2))
+
+	tx, err := pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(ctx)
+	var role string
+	if err := tx.QueryRow(ctx, `SELECT errand.tenant_role()`).Scan(&role); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Exec(ctx, `SELECT set_config('app.current_workspace_id', $1, true)`, wsA); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Exec(ctx, fmt.Sprintf(`SET LOCAL ROLE %q`, role)); err != nil {
+		t.Fatal(err)
+	}
+	// Rows a tenant scoped to A may write: its own workspace, anything else.
+	if _, err := tx.Exec(ctx, `INSERT INTO errand.webhook_held_back (endpoint_id, job_id, workspace_id, scheduled_at)
+		VALUES ($1, $2, $4, '-infinity'), ($1, $3, $4, '-infinity'), ($1, $5, $4, '-infinity')`,
+		epA, foreign, ping, wsA, otherEndpoint); err != nil {
+		t.Fatal(err)
+	}
+	var n int
+	if err := tx.QueryRow(ctx, `SELECT errand.webhook_wake_held(ARRAY[$1, $1, $1]::uuid[])`, epA).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	if err := tx.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if n != 0 {
+		t.Errorf("woke %d jobs through rows naming another workspace's delivery, a ping and a delivery to another endpoint, want 0", n)
+	}
+	for _, id := range []int64{foreign, ping, otherEndpoint} {
+		var state string
+		var ahead bool
+		if err := pool.QueryRow(ctx, `SELECT state::text, scheduled_at > now() + interval '6 days' FROM errand.river_job WHERE id = $1`, id).Scan(&state, &ahead); err != nil {
+			t.Fatal(err)
+		}
+		if state != "scheduled" || !ahead {
+			t.Errorf("job %d is %s (still a week ahead: %v), want scheduled a week ahead", id, state, ahead)
 		}
 	}
 }

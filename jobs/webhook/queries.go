@@ -229,6 +229,27 @@ func queueLoad(b *pgx.Batch, workspaceID string, ws []wanted, limit int, lease t
 		ORDER BY i.n`, jobIDs, attempts, messages, endpoints, workspaceID, limit, lease, again)
 }
 
+// giveBackSlot deletes the job's lease (and, with expired, the endpoint's
+// expired leases) in the scoped transaction tx, and wakes a delivery held
+// back by the endpoint's cap when the lease was live; the job, which will
+// not ask for a slot again in this attempt, loses its held-back row.
+func giveBackSlot(ctx context.Context, tx pgx.Tx, endpointID string, jobID int64, attempt int, expired bool) error {
+	_, err := tx.Exec(ctx, `
+		WITH released AS (
+			DELETE FROM errand.webhook_inflight
+			WHERE (job_id = $2 AND attempt = $3) OR ($4 AND endpoint_id = $1::text::uuid AND expires_at <= clock_timestamp())
+			RETURNING job_id, expires_at > clock_timestamp() AS live
+		), unheld AS (
+			DELETE FROM errand.webhook_held_back WHERE endpoint_id = $1::text::uuid AND job_id = $2
+		)
+		SELECT errand.webhook_wake_held(ARRAY(SELECT $1::text::uuid FROM released WHERE released.job_id = $2 AND released.live))`,
+		endpointID, jobID, attempt, expired)
+	if err != nil {
+		return fmt.Errorf("give back webhook slot: %w", err)
+	}
+	return nil
+}
+
 // attemptRow is a row of errand.webhook_attempts.
 type attemptRow struct {
 	workspaceID, messageID, endpointID string
@@ -276,15 +297,21 @@ func queueRecord(b *pgx.Batch, workspaceID string, as []attemptRow, lease time.D
 		), released AS (
 			DELETE FROM errand.webhook_inflight f USING unnest($4::bigint[], $5::int[]) AS r(j, a)
 			WHERE f.job_id = r.j AND f.attempt = r.a
-			RETURNING f.job_id, f.endpoint_id
+			RETURNING f.job_id, f.endpoint_id, f.expires_at > clock_timestamp() AS live
 		), heirs AS (
 			SELECT h.j, h.hj, h.ha FROM unnest($4::bigint[], $9::bigint[], $10::int[]) AS h(j, hj, ha) WHERE h.hj <> 0
 		), handed AS (
+			-- Only a live lease is handed over (an expired one no longer
+			-- counts: another replica may have taken its slot), only to an
+			-- endpoint still enabled, and never over a newer attempt's lease.
 			INSERT INTO errand.webhook_inflight AS f (job_id, attempt, workspace_id, endpoint_id, expires_at)
 			SELECT h.hj, h.ha, $1::text::uuid, r.endpoint_id, clock_timestamp() + $11::interval
 			FROM heirs h JOIN released r ON r.job_id = h.j
+			JOIN errand.webhook_endpoints e ON e.id = r.endpoint_id
+			WHERE r.live AND e.enabled
 			ON CONFLICT ON CONSTRAINT webhook_inflight_pkey DO UPDATE
 				SET attempt = EXCLUDED.attempt, endpoint_id = EXCLUDED.endpoint_id, expires_at = EXCLUDED.expires_at
+				WHERE f.attempt <= EXCLUDED.attempt
 			RETURNING f.job_id, f.endpoint_id
 		), unheld AS (
 			DELETE FROM errand.webhook_held_back x USING handed
@@ -296,7 +323,7 @@ func queueRecord(b *pgx.Batch, workspaceID string, as []attemptRow, lease time.D
 		)
 		SELECT set_config('synchronous_commit', 'off', true),
 		       errand.webhook_wake_held(ARRAY(SELECT r.endpoint_id FROM released r
-		                                      WHERE r.job_id NOT IN (SELECT h.j FROM heirs h)
+		                                      WHERE r.live AND r.job_id NOT IN (SELECT h.j FROM heirs h)
 		                                        AND EXISTS (SELECT 1 FROM errand.webhook_held_back x WHERE x.endpoint_id = r.endpoint_id))),
 		       ARRAY(SELECT handed.job_id FROM handed)`,
 		workspaceID, messages, endpoints, jobIDs, attempts, statuses, latencies, responses, heirs, heirAttempts, lease)
@@ -315,15 +342,8 @@ func recordFailure(ctx context.Context, tx pgx.Tx, a attemptRow, gone bool, gone
 	}
 	// The slot given back wakes a delivery held back by the endpoint's cap
 	// (errand.webhook_wake_held), as a success's does.
-	if _, err := tx.Exec(ctx, `
-		WITH released AS (
-			DELETE FROM errand.webhook_inflight
-			WHERE (job_id = $2 AND attempt = $3) OR (endpoint_id = $1 AND expires_at <= clock_timestamp())
-			RETURNING job_id
-		)
-		SELECT errand.webhook_wake_held(ARRAY(SELECT $1::uuid FROM released WHERE released.job_id = $2))`,
-		a.endpointID, a.jobID, a.attempt); err != nil {
-		return false, "", fmt.Errorf("give back webhook slot: %w", err)
+	if err := giveBackSlot(ctx, tx, a.endpointID, a.jobID, a.attempt, true); err != nil {
+		return false, "", err
 	}
 	err = tx.QueryRow(ctx, `
 		WITH logged AS (

@@ -44,14 +44,14 @@ func TestSlotWaitsWakeOneWaiterPerSlotGivenBack(t *testing.T) {
 		t.Fatalf("a delivery to another endpoint ended its wait with %v without a slot given back", r)
 	}
 	s.freed("e1")
-	if r := <-first; r != waitFreed {
+	if r := within(t, first); r != waitFreed {
 		t.Fatalf("the longest waiting delivery got %v for a slot given back, want waitFreed", r)
 	}
 	if n := s.waiters("e1"); n != 1 {
 		t.Fatalf("%d deliveries still waiting after one slot was given back, want 1", n)
 	}
 	cancel()
-	if r := <-got; r != waitOver {
+	if r := within(t, got); r != waitOver {
 		t.Fatalf("a delivery whose context ended got %v, want waitOver", r)
 	}
 	if n := len(s.by); n != 0 {
@@ -89,9 +89,22 @@ func TestClaimedWaiterWaitsForTheHandOverPastItsOwnDeadline(t *testing.T) {
 		t.Fatal("a second claim found a waiter: the first one's heir is still queued")
 	}
 	cancel()
-	<-blocked // its context ended, and it waits for the claim's outcome
+	within(t, blocked) // its context ended, and it waits for the claim's outcome
 	heir.got <- waitHanded
-	if r := <-got; r != waitHanded {
+	if r := within(t, got); r != waitHanded {
 		t.Fatalf("the heir got %v, want waitHanded", r)
+	}
+}
+
+// within receives from ch, failing the test (rather than hanging it) when
+// nothing arrives within a generous bound.
+func within[T any](t *testing.T, ch <-chan T) T {
+	t.Helper()
+	select {
+	case v := <-ch:
+		return v
+	case <-time.After(30 * time.Second):
+		t.Fatal("nothing arrived within 30s")
+		panic("unreachable")
 	}
 }
