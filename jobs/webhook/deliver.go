@@ -266,14 +266,19 @@ func (d *deliverer) work(ctx context.Context, job *jobs.Job, args DeliverArgs) e
 			a.heirJobID, a.heirAttempt = heir.jobID, heir.attempt
 		}
 		out, err := d.books.do(book{store: job.Store(), workspaceID: job.WorkspaceID, done: &a})
-		if heir != nil {
-			if err == nil && out.slot {
-				heir.got <- waitHanded
-			} else {
-				// Not handed over (this attempt's lease had gone, or the
-				// log failed): the heir asks for a slot itself.
-				heir.got <- waitFreed
-			}
+		switch {
+		case heir != nil && err == nil && out.slot:
+			heir.got <- waitHanded
+		case heir != nil:
+			// Not handed over (this attempt's lease had gone, or the log
+			// failed): the heir asks for a slot itself. (A log whose commit
+			// is in doubt may have handed it one: a job holding a lease
+			// takes it back, webhook_take_slots.)
+			heir.got <- waitFreed
+		case err == nil:
+			// Given back with no one waiting when it was logged: one that
+			// began waiting since asks again.
+			d.waits.freed(args.EndpointID)
 		}
 		if err == nil {
 			d.outcomes.WithLabelValues(OutcomeDelivered).Inc()
