@@ -21,8 +21,9 @@ import (
 // it back: the transaction that logs the finished attempt moves the lease
 // to the longest waiting delivery (queueRecord), which then sends at once,
 // with the message and endpoint it loaded, no second load. A slot given
-// back without an heir (a failed attempt's) wakes the longest waiting
-// delivery to ask for a slot again (against deliveries fetched meanwhile;
+// back without an heir (a failed attempt's, or a success's when no one
+// waited as it was logged) wakes the longest waiting delivery to ask for a
+// slot again (against deliveries fetched meanwhile;
 // free slots go to the oldest jobs first, errand.webhook_take_slots, so
 // one that loses waits again while its time lasts).
 //
