@@ -83,3 +83,20 @@ func ProbeListen(ctx context.Context, pool *pgxpool.Pool) error {
 }
 
 const probeListenWait = 15 * time.Second
+
+// ExistingIndexes returns those of names that are indexes in schema, in the
+// order given.
+func ExistingIndexes(ctx context.Context, db DB, schema string, names []string) ([]string, error) {
+	rows, err := db.Query(ctx, `
+		SELECT n.name FROM unnest($2::text[]) WITH ORDINALITY AS n(name, i)
+		WHERE EXISTS (SELECT 1 FROM pg_catalog.pg_indexes x WHERE x.schemaname = $1 AND x.indexname = n.name)
+		ORDER BY n.i`, schema, names)
+	if err != nil {
+		return nil, fmt.Errorf("list indexes: %w", err)
+	}
+	out, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return nil, fmt.Errorf("list indexes: %w", err)
+	}
+	return out, nil
+}

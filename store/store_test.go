@@ -17,6 +17,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/riverqueue/river"
 
 	"github.com/errand-dev/errand/internal/testdb"
 	"github.com/errand-dev/errand/migrations"
@@ -1038,5 +1039,39 @@ func TestPublishWidenNeverNarrowsTheContract(t *testing.T) {
 		if k.Kind == "test.mail" && (!slices.Equal(k.ArgEnums["template"], []string{"invite", "welcome"}) || k.Queue != "email") {
 			t.Errorf("after an exact publish: %+v", k)
 		}
+	}
+}
+
+// Migration 036 drops River's GIN indexes on args and metadata; the daemon
+// tells River's reindexer only of the indexes ExistingIndexes finds, so one
+// a team creates again is kept up again and a dropped one is not warned of.
+func TestExistingIndexesSeesRiversGINIndexesDroppedAndCreatedAgain(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	st := openStore(t, testdb.NewDatabase(t, true))
+	defaults := river.ReindexerIndexNamesDefault()
+	got, err := store.ExistingIndexes(ctx, st.Pool(), migrations.Schema, defaults)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := slices.DeleteFunc(slices.Clone(defaults), func(n string) bool {
+		return n == "river_job_args_index" || n == "river_job_metadata_index"
+	})
+	if !slices.Equal(got, want) {
+		t.Fatalf("after migrating, River's indexes = %v, want %v (River's defaults without its two GIN indexes)", got, want)
+	}
+	if _, err := st.Pool().Exec(ctx, `CREATE INDEX river_job_args_index ON errand.river_job USING gin (args)`); err != nil {
+		t.Fatal(err)
+	}
+	got, err = store.ExistingIndexes(ctx, st.Pool(), migrations.Schema, defaults)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Contains(got, "river_job_args_index") || slices.Contains(got, "river_job_metadata_index") || len(got) != len(want)+1 {
+		t.Fatalf("with river_job_args_index created again, River's indexes = %v", got)
+	}
+	// An index of that name in another schema is not River's.
+	if got, err := store.ExistingIndexes(ctx, st.Pool(), "public", defaults); err != nil || len(got) != 0 {
+		t.Fatalf("indexes of River's names in schema public = %v, %v; want none", got, err)
 	}
 }

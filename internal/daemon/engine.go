@@ -18,6 +18,7 @@ import (
 	"github.com/errand-dev/errand/internal/metrics"
 	"github.com/errand-dev/errand/internal/tracing"
 	"github.com/errand-dev/errand/jobs"
+	"github.com/errand-dev/errand/migrations"
 	"github.com/errand-dev/errand/schedules"
 	"github.com/errand-dev/errand/store"
 )
@@ -74,7 +75,15 @@ func startEngine(ctx context.Context, cfg config.Config, reg *jobs.Registry, tab
 		st.Close()
 		return nil, fmt.Errorf("register replica: %w", err)
 	}
-	client, err := newRiverClient(st, id, cfg, reg, table, logger, pollOnly, onStart, tr, m)
+	// River's leader rebuilds its table's indexes daily; migration 036
+	// dropped two of them (a team may create them again), and River warns
+	// every day about each one it is told of and cannot find.
+	reindex, err := store.ExistingIndexes(setupCtx, st.Pool(), migrations.Schema, river.ReindexerIndexNamesDefault())
+	if err != nil {
+		st.Close()
+		return nil, err
+	}
+	client, err := newRiverClient(st, id, cfg, reg, table, logger, pollOnly, onStart, tr, m, reindex)
 	if err != nil {
 		st.Close()
 		return nil, err

@@ -242,7 +242,7 @@ func rescueTimings(rescueAfter time.Duration) rescueTiming {
 	return rescueTiming{lease: rescueAfter * 6 / 10, fenceAfter: rescueAfter * 4 / 10, interval: rescueAfter / 10}
 }
 
-func newRiverClient(st *store.Store, id string, cfg config.Config, reg *jobs.Registry, table *schedules.Table, logger *slog.Logger, pollOnly bool, onStart func(*rivertype.JobRow), tr *tracing.Tracing, m *metrics.Metrics) (*river.Client[pgx.Tx], error) {
+func newRiverClient(st *store.Store, id string, cfg config.Config, reg *jobs.Registry, table *schedules.Table, logger *slog.Logger, pollOnly bool, onStart func(*rivertype.JobRow), tr *tracing.Tracing, m *metrics.Metrics, reindex []string) (*river.Client[pgx.Tx], error) {
 	queues := make(map[string]river.QueueConfig, len(cfg.Queues))
 	for name, n := range cfg.Queues {
 		if n > 0 { // 0: this replica leaves the queue to others
@@ -286,6 +286,7 @@ func newRiverClient(st *store.Store, id string, cfg config.Config, reg *jobs.Reg
 		// River's own rescuer is the slow backstop for live replicas' jobs.
 		RescueStuckJobsAfter: rescueStuckJobsAfter(reg),
 		RetryPolicy:          &jobs.RetryPolicy{Base: cfg.RetryBase},
+		ReindexerIndexNames:  reindex,
 		Middleware:           middleware,
 		// Counts each attempt (outermost, before the middleware above) and
 		// knows whether this client leads.
