@@ -1,0 +1,16 @@
+-- errand.webhook_take_slots counts an endpoint's live leases in
+-- errand.webhook_inflight, a table every delivery inserts a row into and
+-- deletes it from. Between two vacuums (autovacuum visits a database once a
+-- minute) the endpoint index keeps an entry for every lease since, dead or
+-- alive: at 3,000 deliveries/s that is tens of thousands of entries per
+-- endpoint for the ten or so live ones. The planner chose a bitmap scan,
+-- which visits every one of them on every call and never marks the dead
+-- ones (a bitmap heap scan does not set the index's "dead" hints): in the
+-- webhook benchmark 18,655 index entries read to count 95 leases, most of
+-- the slot taker's time and a quarter of a delivery's bookkeeping. A plain
+-- index scan marks each dead entry the first time it finds its row gone,
+-- so later calls step over it without visiting the table, and PostgreSQL
+-- removes marked entries when a page fills. So the function plans without
+-- bitmap scans (a function-level setting, restored when it returns; its
+-- statements use the endpoint and primary key indexes only).
+ALTER FUNCTION errand.webhook_take_slots(bigint[], int[], uuid[], uuid, int, interval) SET enable_bitmapscan = off;
