@@ -12,8 +12,10 @@
 -- then leaves it there and has River's reindexer keep it
 -- (docs/scale.md, "River's GIN indexes").
 --
--- DROP INDEX takes River's table's lock for the moment it needs, not for a
--- build: a migration beside running replicas waits behind their
--- transactions, then goes at once.
+-- DROP INDEX needs River's table to itself for a moment, not for a build:
+-- beside running replicas it waits for the transactions then touching
+-- river_job to end (River's and the app's, milliseconds each), and River's
+-- statements queue behind it meanwhile, as for the other migrations that
+-- change river_job. Migrate when no long transaction holds the table.
 DROP INDEX IF EXISTS errand.river_job_args_index;
 DROP INDEX IF EXISTS errand.river_job_metadata_index;
