@@ -14,8 +14,21 @@
 --
 -- DROP INDEX needs River's table to itself for a moment, not for a build:
 -- beside running replicas it waits for the transactions then touching
--- river_job to end (River's and the app's, milliseconds each), and River's
--- statements queue behind it meanwhile, as for the other migrations that
--- change river_job. Migrate when no long transaction holds the table.
-DROP INDEX IF EXISTS errand.river_job_args_index;
-DROP INDEX IF EXISTS errand.river_job_metadata_index;
+-- river_job to end (River's and the app's, milliseconds each), and every
+-- statement on the table queues behind it meanwhile. So it waits at most 5
+-- seconds: behind a longer transaction (a report reading errand.jobs, say)
+-- the migration stops with an error that says so, nothing applied, and
+-- `errand migrate` can run again once that transaction has ended.
+DO $$
+DECLARE
+    v_lock_timeout text := current_setting('lock_timeout');
+BEGIN
+    PERFORM set_config('lock_timeout', '5s', true);
+    DROP INDEX IF EXISTS errand.river_job_args_index;
+    DROP INDEX IF EXISTS errand.river_job_metadata_index;
+    PERFORM set_config('lock_timeout', v_lock_timeout, true);
+EXCEPTION WHEN lock_not_available THEN
+    RAISE EXCEPTION 'migration 036 waited 5 seconds to drop River''s GIN indexes and gave up: another transaction holds errand.river_job'
+        USING ERRCODE = 'lock_not_available',
+              HINT = 'Run errand migrate again once it has ended; pg_stat_activity shows it (a long query on errand.jobs or errand.river_job).';
+END $$;
