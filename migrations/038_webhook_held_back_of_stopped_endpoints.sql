@@ -13,7 +13,13 @@
 -- The notes' row level security shows a workspace's rows only to a
 -- transaction scoped to it (none to an unscoped one, unlike River's table),
 -- and the app may disable endpoints unscoped: the trigger scopes itself to
--- the endpoint's workspace for the delete and puts the caller's scope back.
+-- the endpoint's workspace for the delete and puts the caller's scope back
+-- (an owner that bypasses row level security is not scoped by it: the
+-- delete names the workspace too, as every query of such functions does).
+--
+-- A delivery that read the endpoint enabled just before the disable
+-- committed can still note itself after this delete; its next load finds
+-- the endpoint disabled and deletes its note then (jobs/webhook, queueLoad).
 CREATE OR REPLACE FUNCTION errand.webhook_endpoint_stopped() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
@@ -32,7 +38,7 @@ BEGIN
       AND kind = 'webhook.deliver'
       AND args ->> 'endpoint_id' = OLD.id::text;
     PERFORM set_config('app.current_workspace_id', OLD.workspace_id::text, true);
-    DELETE FROM errand.webhook_held_back h WHERE h.endpoint_id = OLD.id;
+    DELETE FROM errand.webhook_held_back h WHERE h.endpoint_id = OLD.id AND h.workspace_id = OLD.workspace_id;
     PERFORM set_config('app.current_workspace_id', v_scope, true);
     RETURN NULL;
 END;

@@ -5,8 +5,10 @@ import (
 	"net/url"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/errand-dev/errand/errandtest"
 	"github.com/errand-dev/errand/internal/testdb"
@@ -34,7 +36,8 @@ func TestAStoppedEndpointTakesItsHeldBackNotesWithIt(t *testing.T) {
 	disabledScoped, _ := newEndpoint(t, admin, wsA, "https://hooks.example.com/2")
 	kept, _ := newEndpoint(t, admin, wsA, "https://hooks.example.com/3")
 	deleted, _ := newEndpoint(t, admin, wsB, "https://hooks.example.com/4")
-	for i, ep := range []string{disabledUnscoped, disabledUnscoped, disabledScoped, kept, kept, deleted} {
+	disabledFromB, _ := newEndpoint(t, admin, wsA, "https://hooks.example.com/5")
+	for i, ep := range []string{disabledUnscoped, disabledUnscoped, disabledScoped, kept, kept, deleted, disabledFromB} {
 		ws := wsA
 		if ep == deleted {
 			ws = wsB
@@ -50,29 +53,45 @@ func TestAStoppedEndpointTakesItsHeldBackNotesWithIt(t *testing.T) {
 		return n
 	}
 
-	exec(t, admin, `UPDATE errand.webhook_endpoints SET enabled = false WHERE id = $1`, disabledUnscoped)
+	// disable stops ep in a transaction of pool scoped to scope ("": none)
+	// and returns the transaction's scope after it.
+	disable := func(pool *pgxpool.Pool, scope, ep string) string {
+		t.Helper()
+		var after string
+		err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
+			if scope != "" {
+				if _, err := tx.Exec(ctx, `SELECT set_config('app.current_workspace_id', $1, true)`, scope); err != nil {
+					return err
+				}
+			}
+			if _, err := tx.Exec(ctx, `UPDATE errand.webhook_endpoints SET enabled = false WHERE id = $1`, ep); err != nil {
+				return err
+			}
+			return tx.QueryRow(ctx, `SELECT coalesce(current_setting('app.current_workspace_id', true), '')`).Scan(&after)
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return after
+	}
+	if after := disable(admin, "", disabledUnscoped); after != "" {
+		t.Errorf("after an unscoped transaction disabled an endpoint its scope is %q; want none", after)
+	}
 	if n := notes(disabledUnscoped); n != 0 {
 		t.Errorf("an endpoint disabled by an unscoped role that bypasses row level security kept %d held-back notes", n)
 	}
-
-	var scopeAfter string
-	err = pgx.BeginFunc(ctx, owner, func(tx pgx.Tx) error {
-		if _, err := tx.Exec(ctx, `SELECT set_config('app.current_workspace_id', $1, true)`, wsA); err != nil {
-			return err
-		}
-		if _, err := tx.Exec(ctx, `UPDATE errand.webhook_endpoints SET enabled = false WHERE id = $1`, disabledScoped); err != nil {
-			return err
-		}
-		return tx.QueryRow(ctx, `SELECT current_setting('app.current_workspace_id')`).Scan(&scopeAfter)
-	})
-	if err != nil {
-		t.Fatal(err)
+	if after := disable(owner, wsA, disabledScoped); after != wsA {
+		t.Errorf("after disabling an endpoint the transaction's scope is %q; want its own %s back", after, wsA)
 	}
 	if n := notes(disabledScoped); n != 0 {
 		t.Errorf("an endpoint disabled in a transaction scoped to its workspace kept %d held-back notes", n)
 	}
-	if scopeAfter != wsA {
-		t.Errorf("after disabling an endpoint the transaction's scope is %q; want its own %s back", scopeAfter, wsA)
+	// A role that bypasses row level security, scoped to another workspace.
+	if after := disable(admin, wsB, disabledFromB); after != wsB {
+		t.Errorf("after disabling workspace A's endpoint in a transaction scoped to B the scope is %q; want B's %s back", after, wsB)
+	}
+	if n := notes(disabledFromB); n != 0 {
+		t.Errorf("an endpoint disabled from a transaction scoped to another workspace kept %d held-back notes", n)
 	}
 
 	exec(t, admin, `DELETE FROM errand.webhook_endpoints WHERE id = $1`, deleted)
@@ -81,5 +100,53 @@ func TestAStoppedEndpointTakesItsHeldBackNotesWithIt(t *testing.T) {
 	}
 	if n := notes(kept); n != 2 {
 		t.Errorf("an endpoint still enabled has %d held-back notes after the others stopped; want its 2", n)
+	}
+}
+
+// A delivery waiting in its replica for a slot of an endpoint that is then
+// disabled: should its held-back note be written just after the disable's
+// trigger deleted the endpoint's notes (it read the endpoint enabled in a
+// snapshot taken before the disable committed), its next load, which finds
+// the endpoint disabled and fails it, deletes the note. The note's late
+// write is put back by hand here, after the disable, to make that moment.
+func TestADeliveryThatFindsItsEndpointDisabledTakesItsNoteWithIt(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	rc := newHoldingReceiver(t, func(n int) bool { return n == 0 })
+	url, pool := errandtest.MigratedDB(t, kinds()...)
+	ws := errandtest.NewWorkspace(t, pool, "acme")
+	errandtest.StartDaemon(t, url, env(map[string]string{
+		"ERRAND_WEBHOOK_ENDPOINT_CONCURRENCY": "1",
+		"ERRAND_WEBHOOK_HELD_BACK_WAIT":       "1m",
+		"ERRAND_QUEUES":                       "webhooks=4",
+	}), kinds()...)
+	ep, _ := newEndpoint(t, pool, ws, rc.URL)
+	first, _ := dispatch(t, pool, ws, `{"event_type": "a.b", "payload": {"n": 1}}`)
+	second, _ := dispatch(t, pool, ws, `{"event_type": "a.b", "payload": {"n": 2}}`)
+	held, waiting := deliveries(t, pool, first)[0], deliveries(t, pool, second)[0]
+	waitFor(t, "the first delivery's request held by the receiver and the second waiting in the replica with a note", func() bool {
+		inFlight, _ := rc.counts()
+		var noted bool
+		if err := pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM errand.webhook_held_back h JOIN errand.river_job j ON j.id = h.job_id
+			WHERE h.endpoint_id = $1 AND h.job_id = $2 AND j.state = 'running')`, ep, waiting).Scan(&noted); err != nil {
+			t.Fatal(err)
+		}
+		return inFlight == 1 && noted
+	})
+	exec(t, pool, `UPDATE errand.webhook_endpoints SET enabled = false WHERE id = $1`, ep)
+	exec(t, pool, `INSERT INTO errand.webhook_held_back (endpoint_id, job_id, workspace_id, scheduled_at) VALUES ($1, $2, $3, now())`, ep, waiting, ws)
+	rc.letGo()
+	if j := errandtest.WaitJob(t, pool, held, 30*time.Second, "completed", "failed"); j.Status != "completed" {
+		t.Errorf("the delivery in flight when its endpoint was disabled: %+v, want completed", j)
+	}
+	if j := errandtest.WaitJob(t, pool, waiting, 30*time.Second, "completed", "failed"); j.Status != "failed" {
+		t.Errorf("the delivery waiting for a slot of the disabled endpoint: %+v, want failed", j)
+	}
+	var notes int
+	if err := pool.QueryRow(ctx, `SELECT count(*) FROM errand.webhook_held_back WHERE endpoint_id = $1`, ep).Scan(&notes); err != nil {
+		t.Fatal(err)
+	}
+	if notes != 0 {
+		t.Errorf("%d held-back notes left of the disabled endpoint after its waiting delivery failed", notes)
 	}
 }

@@ -217,10 +217,13 @@ func queueLoad(b *pgx.Batch, workspaceID string, ws []wanted, limit int, lease t
 			ON CONFLICT ON CONSTRAINT webhook_held_back_pkey DO NOTHING
 		), unheld AS (
 			-- Only a job that found its endpoint full before (it asks again,
-			-- or it has snoozed) can have a row.
-			DELETE FROM errand.webhook_held_back h USING ready r, slots s
-			WHERE s.job_id = r.job_id AND s.taken AND (r.again OR r.snoozes > 0)
-			  AND h.endpoint_id = r.endpoint_id AND h.job_id = r.job_id
+			-- or it has snoozed) can have a row. It goes when the job takes
+			-- a slot, and when the endpoint is gone or disabled (the job
+			-- fails now; a note written just after the disable's trigger
+			-- deleted the endpoint's notes would otherwise stay).
+			DELETE FROM errand.webhook_held_back h USING info i LEFT JOIN slots s ON s.job_id = i.job_id
+			WHERE (i.again OR i.snoozes > 0) AND (s.taken OR NOT coalesce(i.enabled, false))
+			  AND h.endpoint_id = i.endpoint_id AND h.job_id = i.job_id
 		)
 		SELECT i.body IS NOT NULL AND i.url IS NOT NULL, coalesce(i.body, ''), coalesce(i.url, ''), coalesce(i.secret, ''),
 		       coalesce(i.previous_secret, ''), coalesce(i.enabled, false), coalesce(i.disabled_reason, ''),
