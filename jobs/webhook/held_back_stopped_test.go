@@ -44,14 +44,6 @@ func TestAStoppedEndpointTakesItsHeldBackNotesWithIt(t *testing.T) {
 		}
 		exec(t, admin, `INSERT INTO errand.webhook_held_back (endpoint_id, job_id, workspace_id, scheduled_at) VALUES ($1, $2, $3, now())`, ep, 1000+i, ws)
 	}
-	notes := func(ep string) int {
-		t.Helper()
-		var n int
-		if err := admin.QueryRow(ctx, `SELECT count(*) FROM errand.webhook_held_back WHERE endpoint_id = $1`, ep).Scan(&n); err != nil {
-			t.Fatal(err)
-		}
-		return n
-	}
 
 	// disable stops ep in a transaction of pool scoped to scope ("": none)
 	// and returns the transaction's scope after it.
@@ -77,28 +69,28 @@ func TestAStoppedEndpointTakesItsHeldBackNotesWithIt(t *testing.T) {
 	if after := disable(admin, "", disabledUnscoped); after != "" {
 		t.Errorf("after an unscoped transaction disabled an endpoint its scope is %q; want none", after)
 	}
-	if n := notes(disabledUnscoped); n != 0 {
+	if n := heldNotes(t, admin, disabledUnscoped); n != 0 {
 		t.Errorf("an endpoint disabled by an unscoped role that bypasses row level security kept %d held-back notes", n)
 	}
 	if after := disable(owner, wsA, disabledScoped); after != wsA {
 		t.Errorf("after disabling an endpoint the transaction's scope is %q; want its own %s back", after, wsA)
 	}
-	if n := notes(disabledScoped); n != 0 {
+	if n := heldNotes(t, admin, disabledScoped); n != 0 {
 		t.Errorf("an endpoint disabled in a transaction scoped to its workspace kept %d held-back notes", n)
 	}
 	// A role that bypasses row level security, scoped to another workspace.
 	if after := disable(admin, wsB, disabledFromB); after != wsB {
 		t.Errorf("after disabling workspace A's endpoint in a transaction scoped to B the scope is %q; want B's %s back", after, wsB)
 	}
-	if n := notes(disabledFromB); n != 0 {
+	if n := heldNotes(t, admin, disabledFromB); n != 0 {
 		t.Errorf("an endpoint disabled from a transaction scoped to another workspace kept %d held-back notes", n)
 	}
 
 	exec(t, admin, `DELETE FROM errand.webhook_endpoints WHERE id = $1`, deleted)
-	if n := notes(deleted); n != 0 {
+	if n := heldNotes(t, admin, deleted); n != 0 {
 		t.Errorf("a deleted endpoint left %d held-back notes", n)
 	}
-	if n := notes(kept); n != 2 {
+	if n := heldNotes(t, admin, kept); n != 2 {
 		t.Errorf("an endpoint still enabled has %d held-back notes after the others stopped; want its 2", n)
 	}
 }
@@ -142,11 +134,7 @@ func TestADeliveryThatFindsItsEndpointDisabledTakesItsNoteWithIt(t *testing.T) {
 	if j := errandtest.WaitJob(t, pool, waiting, 30*time.Second, "completed", "failed"); j.Status != "failed" {
 		t.Errorf("the delivery waiting for a slot of the disabled endpoint: %+v, want failed", j)
 	}
-	var notes int
-	if err := pool.QueryRow(ctx, `SELECT count(*) FROM errand.webhook_held_back WHERE endpoint_id = $1`, ep).Scan(&notes); err != nil {
-		t.Fatal(err)
-	}
-	if notes != 0 {
+	if notes := heldNotes(t, pool, ep); notes != 0 {
 		t.Errorf("%d held-back notes left of the disabled endpoint after its waiting delivery failed", notes)
 	}
 }

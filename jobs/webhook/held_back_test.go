@@ -96,13 +96,7 @@ func TestWakeHeldWakesTheOldestSnoozedDeliveryOfTheScopedWorkspaceOnly(t *testin
 	// A's cancelled (its endpoint was disabled, say) and one running.
 	job := func(ws, ep string) int64 {
 		t.Helper()
-		var id int64
-		if err := pool.QueryRow(ctx, `INSERT INTO errand.jobs (workspace_id, kind, args, run_at)
-			VALUES ($1, 'webhook.deliver', jsonb_build_object('message_id', gen_random_uuid(), 'endpoint_id', $2::text), now() + interval '1 hour')
-			RETURNING id`, ws, ep).Scan(&id); err != nil {
-			t.Fatal(err)
-		}
-		return id
+		return laterJob(t, pool, ws, "webhook.deliver", deliverArgs(ep), "1 hour")
 	}
 	cancelled, running, oldest, soon, next := job(wsA, epA), job(wsA, epA), job(wsA, epA), job(wsA, epA), job(wsA, epA)
 	other := job(wsB, epB)
@@ -202,21 +196,9 @@ func TestWakeHeldTrustsNoRowATenantWrote(t *testing.T) {
 	epA, _ := newEndpoint(t, pool, wsA, "https://hooks.example.com/a")
 	epA2, _ := newEndpoint(t, pool, wsA, "https://hooks.example.com/a2")
 	epB, _ := newEndpoint(t, pool, wsB, "https://hooks.example.com/b")
-	job := func(ws, kind, args string) int64 {
-		t.Helper()
-		var id int64
-		if err := pool.QueryRow(ctx, `INSERT INTO errand.jobs (workspace_id, kind, args, run_at)
-			VALUES ($1, $2, $3, now() + interval '1 week') RETURNING id`, ws, kind, args).Scan(&id); err != nil {
-			t.Fatal(err)
-		}
-		return id
-	}
-	delivery := func(ep string) string {
-		return fmt.Sprintf(`{"message_id": %q, "endpoint_id": %q}`, "00000000-0000-0000-0000-000000000001", ep)
-	}
-	foreign := job(wsB, "webhook.deliver", delivery(epB))
-	ping := job(wsA, "ping", `{}`)
-	otherEndpoint := job(wsA, "webhook.deliver", delivery(epA2))
+	foreign := laterJob(t, pool, wsB, "webhook.deliver", deliverArgs(epB), "1 week")
+	ping := laterJob(t, pool, wsA, "ping", `{}`, "1 week")
+	otherEndpoint := laterJob(t, pool, wsA, "webhook.deliver", deliverArgs(epA2), "1 week")
 
 	tx, err := pool.Begin(ctx)
 	if err != nil {

@@ -2,6 +2,7 @@ package webhook_test
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -161,6 +162,35 @@ func deliveries(t *testing.T, pool *pgxpool.Pool, messageID string) []int64 {
 	t.Helper()
 	return int64s(t, pool, `
 		SELECT id FROM errand.jobs WHERE kind = 'webhook.deliver' AND args ->> 'message_id' = $1 ORDER BY id`, messageID)
+}
+
+// laterJob enqueues a job of kind with args in ws to run after the interval
+// after (no daemon runs it here) and returns its id.
+func laterJob(t *testing.T, pool *pgxpool.Pool, ws, kind, args, after string) int64 {
+	t.Helper()
+	var id int64
+	if err := pool.QueryRow(context.Background(), `INSERT INTO errand.jobs (workspace_id, kind, args, run_at)
+		VALUES ($1, $2, $3, now() + $4::interval) RETURNING id`, ws, kind, args, after).Scan(&id); err != nil {
+		t.Fatal(err)
+	}
+	return id
+}
+
+// deliverArgs is a webhook.deliver job's args for endpoint ep (of a message
+// that need not exist).
+func deliverArgs(ep string) string {
+	return fmt.Sprintf(`{"message_id": %q, "endpoint_id": %q}`, "00000000-0000-0000-0000-000000000001", ep)
+}
+
+// heldNotes counts endpoint ep's rows in errand.webhook_held_back (pool
+// must see them: a superuser's, or one that bypasses row level security).
+func heldNotes(t *testing.T, pool *pgxpool.Pool, ep string) int {
+	t.Helper()
+	var n int
+	if err := pool.QueryRow(context.Background(), `SELECT count(*) FROM errand.webhook_held_back WHERE endpoint_id = $1`, ep).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	return n
 }
 
 // int64s is a query's one bigint column.
