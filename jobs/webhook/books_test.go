@@ -246,7 +246,7 @@ func TestALoggedSuccessHandsOnlyALiveSlotToItsHeir(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		return handed[0]
+		return handed[0] != nil
 	}
 	leases := func() string {
 		t.Helper()

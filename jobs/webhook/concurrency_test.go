@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	standardwebhooks "github.com/standard-webhooks/standard-webhooks/libraries/go"
 
 	"github.com/errand-dev/errand/errandtest"
 )
@@ -180,6 +181,57 @@ func TestHeldBackDeliveryTakesTheSlotItsReplicaGivesBack(t *testing.T) {
 	}
 	if _, most := rc.counts(); most != 1 {
 		t.Errorf("%d requests were in flight at once, want 1", most)
+	}
+}
+
+// An heir sends to its endpoint as the hand-over finds it: a URL changed
+// and a secret rotated while it waited are what it uses, not what its own
+// load read before it waited.
+func TestAnHeirSendsToTheEndpointAsTheHandOverFindsIt(t *testing.T) {
+	t.Parallel()
+	before := newHoldingReceiver(t, func(n int) bool { return n == 0 })
+	moved := newReceiver(t, nil)
+	url, pool := errandtest.MigratedDB(t, kinds()...)
+	ws := errandtest.NewWorkspace(t, pool, "acme")
+	d := errandtest.StartDaemon(t, url, env(map[string]string{
+		"ERRAND_WEBHOOK_ENDPOINT_CONCURRENCY": "1",
+		"ERRAND_WEBHOOK_HELD_BACK_WAIT":       "1m",
+		"ERRAND_QUEUES":                       "webhooks=4",
+	}), kinds()...)
+	ep, _ := newEndpoint(t, pool, ws, before.URL)
+	first, _ := dispatch(t, pool, ws, `{"event_type": "a.b", "payload": {"n": 1}}`)
+	second, body := dispatch(t, pool, ws, `{"event_type": "a.b", "payload": {"n": 2}}`)
+	waitFor(t, "one request held by the receiver, one delivery waiting for its slot", func() bool {
+		inFlight, _ := before.counts()
+		return inFlight == 1 && strings.Contains(scrape(t, d.Addr), "\nerrand_webhook_waiting_deliveries 1\n")
+	})
+
+	exec(t, pool, `UPDATE errand.webhook_endpoints SET url = $2 WHERE id = $1`, ep, moved.URL+"/moved")
+	var secret string
+	if err := pool.QueryRow(context.Background(), `SELECT errand.webhook_rotate_secret($1)`, ep).Scan(&secret); err != nil {
+		t.Fatal(err)
+	}
+	before.letGo()
+	for _, msg := range []string{first, second} {
+		for _, id := range deliveries(t, pool, msg) {
+			if j := errandtest.WaitJob(t, pool, id, 30*time.Second, "completed", "failed"); j.Status != "completed" || j.Attempt != 1 {
+				t.Errorf("delivery %+v, want completed on its first attempt", j)
+			}
+		}
+	}
+	if n := len(before.received()); n != 1 {
+		t.Errorf("the old URL got %d requests, want 1 (the first delivery's, sent before the change)", n)
+	}
+	reqs := moved.received()
+	if len(reqs) != 1 || reqs[0].path != "/moved" || string(reqs[0].body) != body {
+		t.Fatalf("the new URL got %d requests (%+v), want the second message's", len(reqs), reqs)
+	}
+	wh, err := standardwebhooks.NewWebhook(secret)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := wh.Verify(reqs[0].body, reqs[0].header); err != nil {
+		t.Errorf("the heir's request does not verify with the secret rotated while it waited: %v", err)
 	}
 }
 

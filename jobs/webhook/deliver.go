@@ -140,8 +140,12 @@ func (d *deliverer) book(ctx context.Context, k bookKey, calls []*call[book, del
 	for i, c := range logs {
 		c.err = errDone
 		if errDone == nil {
-			// slot: the attempt's slot went to its heir.
-			c.out.slot = handed[i]
+			// slot: the attempt's slot went to its heir, with the
+			// endpoint as the hand-over read it.
+			if h := handed[i]; h != nil {
+				c.out.slot = true
+				c.out.url, c.out.secret, c.out.previousSecret = h.url, h.secret, h.previousSecret
+			}
 		}
 	}
 	for i, c := range loads {
@@ -213,7 +217,7 @@ func (d *deliverer) work(ctx context.Context, job *jobs.Job, args DeliverArgs) e
 		if left <= 0 {
 			break
 		}
-		r := d.waits.wait(ctx, args.EndpointID, d.cfg.concurrency, left, job.ID, job.Attempt)
+		r, ep := d.waits.wait(ctx, args.EndpointID, d.cfg.concurrency, left, job.ID, job.Attempt)
 		if r == waitHanded && ctx.Err() != nil {
 			// Handed a slot after this attempt was cancelled (shutdown):
 			// give it back, and snooze below, no attempt used.
@@ -222,8 +226,11 @@ func (d *deliverer) work(ctx context.Context, job *jobs.Job, args DeliverArgs) e
 		}
 		if r == waitHanded {
 			// A finished delivery's slot, moved to this job in the
-			// transaction that logged it: send what was loaded.
+			// transaction that logged it: send the message loaded, to the
+			// endpoint as that transaction read it (its URL or secret may
+			// have changed while this one waited).
 			del.slot = true
+			del.url, del.secret, del.previousSecret = ep.url, ep.secret, ep.previousSecret
 			break
 		}
 		if r != waitFreed || ctx.Err() != nil {
@@ -268,13 +275,13 @@ func (d *deliverer) work(ctx context.Context, job *jobs.Job, args DeliverArgs) e
 		out, err := d.books.do(book{store: job.Store(), workspaceID: job.WorkspaceID, done: &a})
 		switch {
 		case heir != nil && err == nil && out.slot:
-			heir.got <- waitHanded
+			heir.got <- handoff{r: waitHanded, ep: endpointNow{url: out.url, secret: out.secret, previousSecret: out.previousSecret}}
 		case heir != nil:
 			// Not handed over (this attempt's lease had gone, or the log
 			// failed): the heir asks for a slot itself. (A log whose commit
 			// is in doubt may have handed it one: a job holding a lease
 			// takes it back, webhook_take_slots.)
-			heir.got <- waitFreed
+			heir.got <- handoff{r: waitFreed}
 		case err == nil:
 			// Given back with no one waiting when it was logged: one that
 			// began waiting since asks again.

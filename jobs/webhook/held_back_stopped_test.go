@@ -138,3 +138,73 @@ func TestADeliveryThatFindsItsEndpointDisabledTakesItsNoteWithIt(t *testing.T) {
 		t.Errorf("%d held-back notes left of the disabled endpoint after its waiting delivery failed", notes)
 	}
 }
+
+// A deleted workspace's webhook leases and held-back notes go with it
+// (migration 039), whoever deletes it: the app's plain owner role,
+// unscoped (row level security forced on it, so the trigger sees them only
+// by scoping itself), or a role that bypasses row level security, scoped
+// to another workspace (whose scope the trigger gives back). Another
+// workspace's rows stay.
+func TestADeletedWorkspaceTakesItsWebhookLeasesAndNotesWithIt(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	ownerURL := testdb.PlainOwnerDatabase(t, true)
+	u, err := url.Parse(ownerURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	owner := errandtest.Pool(t, ownerURL)
+	admin := errandtest.Pool(t, testdb.WithDatabase(testdb.AdminURL(t), strings.TrimPrefix(u.Path, "/")))
+	wsA := errandtest.NewWorkspace(t, admin, "a")
+	wsB := errandtest.NewWorkspace(t, admin, "b")
+	wsC := errandtest.NewWorkspace(t, admin, "c")
+	eps := map[string]string{}
+	for i, ws := range []string{wsA, wsB, wsC} {
+		eps[ws], _ = newEndpoint(t, admin, ws, "https://hooks.example.com/"+ws)
+		exec(t, admin, `INSERT INTO errand.webhook_held_back (endpoint_id, job_id, workspace_id, scheduled_at) VALUES ($1, $2, $3, now())`, eps[ws], 1000+i, ws)
+		exec(t, admin, `INSERT INTO errand.webhook_inflight (job_id, attempt, workspace_id, endpoint_id, expires_at) VALUES ($1, 1, $2, $3, now() + interval '3 minutes')`, 2000+i, ws, eps[ws])
+	}
+	leases := func(ws string) int {
+		t.Helper()
+		var n int
+		if err := admin.QueryRow(ctx, `SELECT count(*) FROM errand.webhook_inflight WHERE workspace_id = $1`, ws).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	// remove deletes ws in a transaction of pool scoped to scope ("": none)
+	// and returns the transaction's scope after it.
+	remove := func(pool *pgxpool.Pool, scope, ws string) string {
+		t.Helper()
+		var after string
+		err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
+			if _, err := tx.Exec(ctx, `SELECT set_config('app.current_workspace_id', $1, true)`, scope); err != nil {
+				return err
+			}
+			if tag, err := tx.Exec(ctx, `DELETE FROM errand.workspaces WHERE id = $1`, ws); err != nil || tag.RowsAffected() != 1 {
+				t.Fatalf("delete workspace %s: %v, %d rows", ws, err, tag.RowsAffected())
+			}
+			return tx.QueryRow(ctx, `SELECT coalesce(current_setting('app.current_workspace_id', true), '')`).Scan(&after)
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return after
+	}
+
+	if after := remove(owner, "", wsA); after != "" {
+		t.Errorf("after an unscoped transaction deleted a workspace its scope is %q; want none", after)
+	}
+	if notes, leases := heldNotes(t, admin, eps[wsA]), leases(wsA); notes != 0 || leases != 0 {
+		t.Errorf("a workspace deleted by its plain owner, unscoped, left %d held-back notes and %d leases", notes, leases)
+	}
+	if after := remove(admin, wsB, wsC); after != wsB {
+		t.Errorf("after deleting workspace C in a transaction scoped to B the scope is %q; want B's %s back", after, wsB)
+	}
+	if notes, leases := heldNotes(t, admin, eps[wsC]), leases(wsC); notes != 0 || leases != 0 {
+		t.Errorf("a workspace deleted from a transaction scoped to another workspace left %d held-back notes and %d leases", notes, leases)
+	}
+	if notes, leases := heldNotes(t, admin, eps[wsB]), leases(wsB); notes != 1 || leases != 1 {
+		t.Errorf("the workspace still there has %d held-back notes and %d leases; want its 1 and 1", notes, leases)
+	}
+}

@@ -127,7 +127,7 @@ type wanted struct {
 // at-least-once; the receiver dedupes by webhook-id), never lost; only
 // those attempts' log rows are. (Taking slots writes only the unlogged
 // errand.webhook_inflight.)
-func bookDeliveries(ctx context.Context, st *store.Store, workspaceID string, done []attemptRow, want []wanted, limit int, lease time.Duration) (out []delivery, handed []bool, err error) {
+func bookDeliveries(ctx context.Context, st *store.Store, workspaceID string, done []attemptRow, want []wanted, limit int, lease time.Duration) (out []delivery, handed []*endpointNow, err error) {
 	b := &pgx.Batch{}
 	if len(done) > 0 {
 		queueRecord(b, workspaceID, done, lease)
@@ -138,12 +138,15 @@ func bookDeliveries(ctx context.Context, st *store.Store, workspaceID string, do
 	err = st.InWorkspaceBatch(ctx, workspaceID, b, func(br pgx.BatchResults) error {
 		if len(done) > 0 {
 			var heirs []int64
-			if err := br.QueryRow().Scan(nil, nil, &heirs); err != nil {
+			var urls, secrets, previous []string
+			if err := br.QueryRow().Scan(nil, nil, &heirs, &urls, &secrets, &previous); err != nil {
 				return fmt.Errorf("record webhook attempts: %w", err)
 			}
-			handed = make([]bool, len(done))
+			handed = make([]*endpointNow, len(done))
 			for i, a := range done {
-				handed[i] = a.heirJobID != 0 && slices.Contains(heirs, a.heirJobID)
+				if k := slices.Index(heirs, a.heirJobID); a.heirJobID != 0 && k >= 0 {
+					handed[i] = &endpointNow{url: urls[k], secret: secrets[k], previousSecret: previous[k]}
+				}
 			}
 		}
 		if len(want) == 0 {
@@ -274,9 +277,11 @@ type attemptRow struct {
 // (at most once a minute while they stay healthy, so a busy endpoint's row
 // is not rewritten by every delivery). Each slot given back without an heir
 // wakes a delivery held back by the endpoint's cap
-// (errand.webhook_wake_held, migration 035). The statement's third column
-// lists the heirs that got their slot: an attempt whose lease had gone
-// hands nothing over. River completes the jobs after it. (Expired leases of
+// (errand.webhook_wake_held, migration 035). The statement's third to sixth
+// columns list the heirs that got their slot, with their endpoint's URL and
+// secrets as this statement reads them (the heir sends to those, not to
+// what it loaded before it waited): an attempt whose lease had gone hands
+// nothing over. River completes the jobs after it. (Expired leases of
 // other jobs are not looked for here: they never count against a cap, and
 // webhook_take_slots clears an endpoint's when it finds the endpoint full.)
 func queueRecord(b *pgx.Batch, workspaceID string, as []attemptRow, lease time.Duration) {
@@ -319,6 +324,12 @@ func queueRecord(b *pgx.Batch, workspaceID string, as []attemptRow, lease time.D
 		), unheld AS (
 			DELETE FROM errand.webhook_held_back x USING handed
 			WHERE x.endpoint_id = handed.endpoint_id AND x.job_id = handed.job_id
+		), heir_endpoints AS (
+			-- The heir sends to the endpoint as it is now, not as its own
+			-- load found it before it waited.
+			SELECT handed.job_id, e.url, e.secret,
+			       CASE WHEN e.previous_secret_expires_at > now() THEN e.previous_secret END AS previous_secret
+			FROM handed JOIN errand.webhook_endpoints e ON e.id = handed.endpoint_id
 		), healthy AS (
 			UPDATE errand.webhook_endpoints SET failing_since = NULL, last_success_at = now()
 			WHERE id = ANY ($3::text[]::uuid[])
@@ -328,7 +339,10 @@ func queueRecord(b *pgx.Batch, workspaceID string, as []attemptRow, lease time.D
 		       errand.webhook_wake_held(ARRAY(SELECT r.endpoint_id FROM released r
 		                                      WHERE r.live AND r.job_id NOT IN (SELECT h.j FROM heirs h)
 		                                        AND EXISTS (SELECT 1 FROM errand.webhook_held_back x WHERE x.endpoint_id = r.endpoint_id))),
-		       ARRAY(SELECT handed.job_id FROM handed)`,
+		       ARRAY(SELECT h.job_id FROM heir_endpoints h ORDER BY h.job_id),
+		       ARRAY(SELECT h.url FROM heir_endpoints h ORDER BY h.job_id),
+		       ARRAY(SELECT h.secret FROM heir_endpoints h ORDER BY h.job_id),
+		       ARRAY(SELECT coalesce(h.previous_secret, '') FROM heir_endpoints h ORDER BY h.job_id)`,
 		workspaceID, messages, endpoints, jobIDs, attempts, statuses, latencies, responses, heirs, heirAttempts, lease)
 }
 

@@ -52,8 +52,20 @@ type waiter struct {
 	attempt int
 	// got receives what ended the wait, once, from whoever took the
 	// waiter off the queue (claim).
-	got chan waitResult
+	got chan handoff
 }
+
+// handoff is what ended a wait, and with waitHanded the endpoint's address
+// and secrets as the hand-over's transaction read them: the waiter's own
+// load is older, and the app may have changed the URL or rotated the
+// secret while it waited.
+type handoff struct {
+	r  waitResult
+	ep endpointNow
+}
+
+// endpointNow is where a delivery goes and what signs it.
+type endpointNow struct{ url, secret, previousSecret string }
 
 // waitResult is what ended a wait.
 type waitResult int
@@ -65,17 +77,18 @@ const (
 )
 
 // wait waits, for at most d, for a slot of endpoint that a delivery of this
-// replica gives back or hands over. It returns waitOver at once when limit
+// replica gives back or hands over; a slot handed over comes with the
+// endpoint as the hand-over read it. It returns waitOver at once when limit
 // deliveries wait for it already. A waiter taken off the queue (claim) by
 // the time its wait ends always learns what became of the claim: a
 // handed-over slot is never left with a delivery that went away.
-func (s *slotWaits) wait(ctx context.Context, endpoint string, limit int, d time.Duration, jobID int64, attempt int) waitResult {
+func (s *slotWaits) wait(ctx context.Context, endpoint string, limit int, d time.Duration, jobID int64, attempt int) (waitResult, endpointNow) {
 	s.mu.Lock()
 	if len(s.by[endpoint]) >= limit {
 		s.mu.Unlock()
-		return waitOver
+		return waitOver, endpointNow{}
 	}
-	w := &waiter{jobID: jobID, attempt: attempt, got: make(chan waitResult, 1)}
+	w := &waiter{jobID: jobID, attempt: attempt, got: make(chan handoff, 1)}
 	if s.by == nil {
 		s.by = map[string][]*waiter{}
 	}
@@ -89,8 +102,8 @@ func (s *slotWaits) wait(ctx context.Context, endpoint string, limit int, d time
 	t := time.NewTimer(d)
 	defer t.Stop()
 	select {
-	case r := <-w.got:
-		return r
+	case h := <-w.got:
+		return h.r, h.ep
 	case <-t.C:
 	case <-ctx.Done():
 	}
@@ -100,7 +113,7 @@ func (s *slotWaits) wait(ctx context.Context, endpoint string, limit int, d time
 		if x == w {
 			s.remove(endpoint, i)
 			s.mu.Unlock()
-			return waitOver
+			return waitOver, endpointNow{}
 		}
 	}
 	s.mu.Unlock()
@@ -109,7 +122,8 @@ func (s *slotWaits) wait(ctx context.Context, endpoint string, limit int, d time
 	if s.claimedWait != nil {
 		s.claimedWait()
 	}
-	return <-w.got
+	h := <-w.got
+	return h.r, h.ep
 }
 
 // claim takes the longest waiting delivery for endpoint off the queue, or
@@ -139,6 +153,6 @@ func (s *slotWaits) remove(endpoint string, i int) {
 // waiting longest for it, if any, asks again.
 func (s *slotWaits) freed(endpoint string) {
 	if w := s.claim(endpoint); w != nil {
-		w.got <- waitFreed
+		w.got <- handoff{r: waitFreed}
 	}
 }

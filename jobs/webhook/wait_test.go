@@ -33,14 +33,14 @@ func TestSlotWaitsWakeOneWaiterPerSlotGivenBack(t *testing.T) {
 	defer cancel()
 	got := make(chan waitResult, 2)
 	first := make(chan waitResult, 1)
-	go func() { first <- s.wait(ctx, "e1", 2, time.Hour, 1, 1) }()
+	go func() { first <- resultOf(s.wait(ctx, "e1", 2, time.Hour, 1, 1)) }()
 	waitForWaiters(t, &s, "e1", 1)
-	go func() { got <- s.wait(ctx, "e1", 2, time.Hour, 2, 1) }()
+	go func() { got <- resultOf(s.wait(ctx, "e1", 2, time.Hour, 2, 1)) }()
 	waitForWaiters(t, &s, "e1", 2)
-	if r := s.wait(ctx, "e1", 2, time.Hour, 3, 1); r != waitOver {
+	if r, _ := s.wait(ctx, "e1", 2, time.Hour, 3, 1); r != waitOver {
 		t.Fatalf("a third delivery waiting for an endpoint with 2 slots and 2 waiting: %v, want waitOver at once", r)
 	}
-	if r := s.wait(ctx, "e2", 2, time.Millisecond, 4, 1); r != waitOver {
+	if r, _ := s.wait(ctx, "e2", 2, time.Millisecond, 4, 1); r != waitOver {
 		t.Fatalf("a delivery to another endpoint ended its wait with %v without a slot given back", r)
 	}
 	s.freed("e1")
@@ -65,7 +65,7 @@ func TestSlotWaitsWakeOneWaiterPerSlotGivenBack(t *testing.T) {
 func TestSlotWaitsKeepNoSlotForLaterAndTimeOut(t *testing.T) {
 	var s slotWaits
 	s.freed("e1")
-	if r := s.wait(context.Background(), "e1", 1, 5*time.Millisecond, 1, 1); r != waitOver {
+	if r, _ := s.wait(context.Background(), "e1", 1, 5*time.Millisecond, 1, 1); r != waitOver {
 		t.Fatalf("a delivery was woken (%v) by a slot given back before it waited", r)
 	}
 }
@@ -78,8 +78,11 @@ func TestClaimedWaiterWaitsForTheHandOverPastItsOwnDeadline(t *testing.T) {
 	blocked := make(chan struct{})
 	s := slotWaits{claimedWait: func() { close(blocked) }}
 	ctx, cancel := context.WithCancel(context.Background())
-	got := make(chan waitResult, 1)
-	go func() { got <- s.wait(ctx, "e1", 1, time.Hour, 7, 2) }()
+	got := make(chan handoff, 1)
+	go func() {
+		r, ep := s.wait(ctx, "e1", 1, time.Hour, 7, 2)
+		got <- handoff{r: r, ep: ep}
+	}()
 	waitForWaiters(t, &s, "e1", 1)
 	heir := s.claim("e1")
 	if heir == nil || heir.jobID != 7 || heir.attempt != 2 {
@@ -90,11 +93,16 @@ func TestClaimedWaiterWaitsForTheHandOverPastItsOwnDeadline(t *testing.T) {
 	}
 	cancel()
 	within(t, blocked) // its context ended, and it waits for the claim's outcome
-	heir.got <- waitHanded
-	if r := within(t, got); r != waitHanded {
-		t.Fatalf("the heir got %v, want waitHanded", r)
+	now := endpointNow{url: "https://new.example/hook", secret: "whsec_new", previousSecret: "whsec_old"}
+	heir.got <- handoff{r: waitHanded, ep: now}
+	if h := within(t, got); h.r != waitHanded || h.ep != now {
+		t.Fatalf("the heir got %+v, want waitHanded with the endpoint as the hand-over read it, %+v", h, now)
 	}
 }
+
+// resultOf is a wait's result without the endpoint that comes with a
+// hand-over.
+func resultOf(r waitResult, _ endpointNow) waitResult { return r }
 
 // within receives from ch, failing the test (rather than hanging it) when
 // nothing arrives within a generous bound.
