@@ -141,7 +141,7 @@ type JobDetail struct {
 	Job
 	Priority   int             `json:"priority"`
 	RiverState string          `json:"river_state"`
-	Paused     bool            `json:"paused"` // held by its paused workspace
+	Paused     bool            `json:"paused"` // held by its paused workspace (pending now, not a cancelled job that once was)
 	Args       json.RawMessage `json:"args"`
 	Errors     []Attempt       `json:"errors"`
 }
@@ -151,9 +151,9 @@ func GetJob(ctx context.Context, db DB, id int64) (JobDetail, error) {
 	var d JobDetail
 	var errs []byte
 	err := db.QueryRow(ctx, `
-	SELECT j.id, j.workspace_id::text, j.kind, j.queue, j.status, j.attempt, j.max_attempts, coalesce(j.last_error, ''),
+	SELECT j.id, coalesce(j.workspace_id::text, ''), j.kind, j.queue, j.status, j.attempt, j.max_attempts, coalesce(j.last_error, ''),
 		j.run_at, j.created_at, j.started_at, j.finished_at, j.priority, j.river_state, j.args,
-		r.metadata ? 'errand:paused',
+		r.state = 'pending' AND r.metadata ? 'errand:paused',
 		coalesce((SELECT jsonb_agg(e ORDER BY n) FROM unnest(r.errors) WITH ORDINALITY AS x(e, n)), '[]')
 	FROM errand.jobs j JOIN errand.river_job r ON r.id = j.id
 	WHERE j.id = $1`, id).Scan(&d.ID, &d.WorkspaceID, &d.Kind, &d.Queue, &d.Status, &d.Attempt, &d.MaxAttempts, &d.LastError,

@@ -29,7 +29,7 @@ const (
 // Job is one row of errand.jobs, as listings show it.
 type Job struct {
 	ID          int64
-	WorkspaceID string
+	WorkspaceID string // "" for errand's own jobs (a schedule's tick), which belong to no workspace
 	Kind        string
 	Queue       string
 	Status      string
@@ -113,7 +113,7 @@ func jobsQuery(f JobFilter) (string, []any, error) {
 		add("id < $?", f.BeforeID)
 	}
 	var sql strings.Builder
-	sql.WriteString(`SELECT id, workspace_id::text, kind, queue, status, attempt, max_attempts, coalesce(last_error, ''),
+	sql.WriteString(`SELECT id, coalesce(workspace_id::text, ''), kind, queue, status, attempt, max_attempts, coalesce(last_error, ''),
 		run_at, created_at, started_at, finished_at
 	FROM errand.jobs`)
 	if len(where) > 0 {
@@ -199,6 +199,8 @@ func PendingByQueue(ctx context.Context, db DB) ([]QueueBacklog, error) {
 
 // PendingByWorkspace is the backlog of the limit workspaces with the most
 // pending jobs (ties by id), for fairness and a bounded top-N in metrics.
+// errand's own jobs (a schedule's tick), which belong to no workspace, are
+// not in it.
 func PendingByWorkspace(ctx context.Context, db DB, limit int) ([]WorkspaceBacklog, error) {
 	if limit <= 0 {
 		return nil, fmt.Errorf("pending by workspace: limit must be positive, got %d", limit)
@@ -206,7 +208,7 @@ func PendingByWorkspace(ctx context.Context, db DB, limit int) ([]WorkspaceBackl
 	rows, err := db.Query(ctx, `
 	SELECT workspace_id::text, `+backlogColumns+`
 	FROM errand.jobs
-	WHERE status IN ('pending', 'processing')
+	WHERE status IN ('pending', 'processing') AND workspace_id IS NOT NULL
 	GROUP BY workspace_id
 	ORDER BY 2 DESC, 1
 	LIMIT $1`, limit)

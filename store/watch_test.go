@@ -515,3 +515,55 @@ func readmeWatchSQL(t *testing.T) []string {
 	}
 	return stmts
 }
+
+// errand's own jobs (a schedule's tick) belong to no workspace: listings
+// and a job's detail show them with none, and the per-workspace backlog
+// leaves them out, instead of failing on their NULL workspace. A job
+// cancelled while its workspace was paused is not shown as held.
+func TestErrandsOwnJobsAreListedWithoutAWorkspace(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	pool := testdb.Pool(t, testdb.NewDatabase(t, true))
+	var ws string
+	if err := pool.QueryRow(ctx, `INSERT INTO errand.workspaces (name, slug) VALUES ('A', 'own-a') RETURNING id::text`).Scan(&ws); err != nil {
+		t.Fatal(err)
+	}
+	var tick, tickDone, held, cancelled int64
+	if err := pool.QueryRow(ctx, `
+		WITH j AS (
+			INSERT INTO errand.river_job (state, attempt, attempted_at, finalized_at, scheduled_at, args, kind, metadata, queue)
+			VALUES ('available', 0, NULL, NULL, now(), '{}', 'schedules.tick', '{}', 'default'),
+			       ('completed', 1, now(), now(), now(), '{}', 'schedules.tick', '{}', 'default'),
+			       ('pending', 0, NULL, NULL, now(), '{}', 'ping', jsonb_build_object('workspace_id', $1::uuid, 'errand:paused', true), 'default'),
+			       ('cancelled', 0, NULL, now(), now(), '{}', 'ping', jsonb_build_object('workspace_id', $1::uuid, 'errand:paused', true), 'default')
+			RETURNING id)
+		SELECT min(id), min(id) + 1, min(id) + 2, min(id) + 3 FROM j`, ws).Scan(&tick, &tickDone, &held, &cancelled); err != nil {
+		t.Fatal(err)
+	}
+
+	list, err := store.Jobs(ctx, pool, store.JobFilter{})
+	if err != nil {
+		t.Fatalf("listing every job with errand's own among them: %v", err)
+	}
+	if len(list) != 4 || list[3].ID != tick || list[3].WorkspaceID != "" || list[2].ID != tickDone || list[2].WorkspaceID != "" || list[1].WorkspaceID != ws {
+		t.Errorf("Jobs = %+v, want the two ticks with no workspace and the two pings in %s", list, ws)
+	}
+	done, err := store.Jobs(ctx, pool, store.JobFilter{Status: store.StatusCompleted})
+	if err != nil || len(done) != 1 || done[0].ID != tickDone {
+		t.Errorf("completed jobs = %+v, %v; want the completed tick", done, err)
+	}
+	d, err := store.GetJob(ctx, pool, tick)
+	if err != nil || d.WorkspaceID != "" || d.Kind != "schedules.tick" {
+		t.Errorf("GetJob(tick) = %+v, %v; want the tick with no workspace", d, err)
+	}
+	top, err := store.PendingByWorkspace(ctx, pool, 10)
+	if err != nil || len(top) != 1 || top[0].WorkspaceID != ws || top[0].Pending != 1 {
+		t.Errorf("PendingByWorkspace with a tick pending = %+v, %v; want only %s with its held ping", top, err, ws)
+	}
+	if d, err := store.GetJob(ctx, pool, held); err != nil || !d.Paused {
+		t.Errorf("GetJob(a job held by its paused workspace) = %+v, %v; want paused", d, err)
+	}
+	if d, err := store.GetJob(ctx, pool, cancelled); err != nil || d.Paused {
+		t.Errorf("GetJob(a job cancelled while its workspace was paused) = %+v, %v; want not paused (it is not held)", d, err)
+	}
+}

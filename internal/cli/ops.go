@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -392,7 +393,7 @@ func printResult(stdout io.Writer, asJSON bool, v any, text string) error {
 // jobJSON is a job as --json prints it (the columns of errand.jobs).
 type jobJSON struct {
 	ID          int64      `json:"id"`
-	WorkspaceID string     `json:"workspace_id"`
+	WorkspaceID *string    `json:"workspace_id"` // null for errand's own jobs (a schedule's tick)
 	Kind        string     `json:"kind"`
 	Queue       string     `json:"queue"`
 	Status      string     `json:"status"`
@@ -406,7 +407,11 @@ type jobJSON struct {
 }
 
 func toJSON(j store.Job) jobJSON {
-	return jobJSON{j.ID, j.WorkspaceID, j.Kind, j.Queue, j.Status, j.Attempt, j.MaxAttempts, j.LastError,
+	var ws *string
+	if j.WorkspaceID != "" {
+		ws = &j.WorkspaceID
+	}
+	return jobJSON{j.ID, ws, j.Kind, j.Queue, j.Status, j.Attempt, j.MaxAttempts, j.LastError,
 		j.RunAt, j.CreatedAt, j.StartedAt, j.FinishedAt}
 }
 
@@ -421,7 +426,7 @@ func printJobs(stdout io.Writer, list []store.Job, asJSON bool) error {
 	w := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(w, "ID\tWORKSPACE\tKIND\tQUEUE\tSTATUS\tATTEMPT\tCREATED\tLAST ERROR")
 	for _, j := range list {
-		fmt.Fprintf(w, "%d\t%s\t%s\t%s\t%s\t%d/%d\t%s\t%s\n", j.ID, j.WorkspaceID, j.Kind, j.Queue, j.Status,
+		fmt.Fprintf(w, "%d\t%s\t%s\t%s\t%s\t%d/%d\t%s\t%s\n", j.ID, cmp.Or(j.WorkspaceID, "-"), j.Kind, j.Queue, j.Status,
 			j.Attempt, j.MaxAttempts, j.CreatedAt.UTC().Format(time.RFC3339), oneLine(j.LastError, 80))
 	}
 	return w.Flush()
@@ -451,7 +456,7 @@ func printJob(stdout io.Writer, d store.JobDetail, asJSON bool) error {
 	}
 	for _, kv := range [][2]string{
 		{"id", strconv.FormatInt(d.ID, 10)},
-		{"workspace", d.WorkspaceID},
+		{"workspace", cmp.Or(d.WorkspaceID, "- (errand's own job: no workspace)")},
 		{"kind", d.Kind},
 		{"queue", d.Queue},
 		{"status", status},
