@@ -111,7 +111,11 @@ func (d *digester) work(ctx context.Context, job *jobs.Job, args Args) error {
 		if err := job.Store().Unscope(ctx, tx); err != nil {
 			return err
 		}
-		return enqueueEmail(ctx, tx, job.WorkspaceID, u.email, data, "digest/"+args.UserID+"/"+args.Period)
+		// Keyed by this job too: a second digest job for the period (its
+		// first one's row pruned, the user's weekday moved later in the
+		// week) sends the notifications it took, instead of getting the
+		// first one's email back and sending nothing.
+		return enqueueEmail(ctx, tx, job.WorkspaceID, u.email, data, fmt.Sprintf("digest/%s/%s/%d", args.UserID, args.Period, job.ID))
 	})
 }
 

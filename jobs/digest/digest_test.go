@@ -212,3 +212,43 @@ func TestUpsertingAPreferenceKeepsItsNextDigest(t *testing.T) {
 		t.Errorf("%d schedules after delete", n)
 	}
 }
+
+// A second digest job for a period the user already had (the first job's
+// row pruned after a day, the user's weekday moved later in the same week)
+// emails the notifications it takes. With the email keyed by user and
+// period alone, the contract gave back the first digest's email (here
+// discarded, kept for days, as after a Resend outage), so the second
+// marked its notifications digested and nothing was sent.
+func TestASecondDigestInAPeriodSendsWhatItTakes(t *testing.T) {
+	url, pool := errandtest.MigratedDB(t)
+	errandtest.StartDaemon(t, url, daemonEnv)
+	ws := errandtest.NewWorkspace(t, pool, "acme")
+	user := newUser(t, pool, ws, "ann@example.com", "weekly", "UTC", 8, 1)
+	tick(t, url, pool, time.Date(2030, 1, 6, 12, 0, 0, 0, time.UTC))
+	notify(t, pool, ws, user, "monday item")
+	tick(t, url, pool, time.Date(2030, 1, 7, 8, 0, 0, 0, time.UTC))
+	if es := digestEmails(t, pool); len(es) != 1 {
+		t.Fatalf("emails after Monday's digest %+v, want 1", es)
+	}
+	exec(t, pool, `DELETE FROM errand.river_job WHERE kind = 'digest.send'`)
+	exec(t, pool, `UPDATE errand.river_job SET state = 'discarded', finalized_at = now() WHERE kind = 'email.send'`)
+	notify(t, pool, ws, user, "tuesday item")
+	exec(t, pool, `UPDATE errand.notification_preferences SET weekday = 5 WHERE user_id = $1`, user)
+	if out, err := tickAt(url, time.Date(2030, 1, 11, 8, 0, 0, 0, time.UTC)); err != nil {
+		t.Fatalf("tick: %v\n%s", err, out)
+	}
+	deadline := time.Now().Add(90 * time.Second)
+	for count(t, pool, `SELECT count(*) FROM errand.jobs WHERE status IN ('pending', 'processing')`) > 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("jobs still pending after 90s")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if n := count(t, pool, `SELECT count(*) FROM errand.jobs WHERE kind = 'digest.send' AND args ->> 'period' = '2030-W02' AND status = 'completed'`); n != 1 {
+		t.Fatalf("%d digest jobs for 2030-W02 completed on Friday, want 1", n)
+	}
+	es := digestEmails(t, pool)
+	if len(es) != 2 || !strings.Contains(es[1].Text, "tuesday item") || strings.Contains(es[1].Text, "monday item") {
+		t.Errorf("emails %+v, want a second one with the tuesday item only", es)
+	}
+}
