@@ -29,7 +29,7 @@ func opts() []errand.Option { return []errand.Option{errand.WithKinds(nightlyKin
 // its lines.
 func tick(t *testing.T, url, at, only string) []string {
 	t.Helper()
-	args := []string{"schedules", "tick", "--at", at}
+	args := []string{"schedules", "tick", "--future", "--at", at}
 	if only != "" {
 		args = append(args, "--schedule", only)
 	}
@@ -278,5 +278,30 @@ func TestLeaderChangeRunsEachPeriodOnce(t *testing.T) {
 	}
 	if n := count(t, pool, `SELECT count(*) FROM (SELECT args ->> 'at' FROM errand.jobs WHERE kind = 'schedules.tick' AND id <> $1 GROUP BY 1 HAVING count(*) > 1) d`, extra); n != 0 {
 		t.Errorf("%d periods enqueued more than once", n)
+	}
+}
+
+// A tick at a time still to come (a typo in --at) is refused without
+// --future, and records nothing: it would mark that period as run (and
+// build an empty usage report, move digests past it), so the leader would
+// skip the real one when it comes. A time a few seconds ahead of the
+// database's clock is not refused.
+func TestATickInTheFutureIsRefusedWithoutFuture(t *testing.T) {
+	url, pool := errandtest.MigratedDB(t, opts()...)
+	var out bytes.Buffer
+	at := time.Now().Add(10 * 24 * time.Hour).UTC().Format(time.RFC3339)
+	err := errand.Main(context.Background(), []string{"schedules", "tick", "--at", at, "--schedule", "usage_reports"},
+		errandtest.Env(map[string]string{"DATABASE_URL": url}), &out, &out, opts()...)
+	if err == nil || !strings.Contains(err.Error(), "after the database's clock") || !strings.Contains(err.Error(), "pass --future") {
+		t.Fatalf("tick --at %s (10 days ahead): %v, want a refusal naming the database's clock and --future\n%s", at, err, out.String())
+	}
+	if n := count(t, pool, `SELECT count(*) FROM errand.schedule_runs`) + count(t, pool, `SELECT count(*) FROM errand.jobs`); n != 0 {
+		t.Errorf("a refused tick left %d schedule runs and jobs", n)
+	}
+	out.Reset()
+	soon := time.Now().Add(5 * time.Second).UTC().Format(time.RFC3339)
+	if err := errand.Main(context.Background(), []string{"schedules", "tick", "--at", soon, "--schedule", "usage_reports"},
+		errandtest.Env(map[string]string{"DATABASE_URL": url}), &out, &out, opts()...); err != nil {
+		t.Errorf("tick --at %s (a few seconds ahead): %v\n%s", soon, err, out.String())
 	}
 }

@@ -24,8 +24,10 @@ func schedulesHelp() string {
 	return `
 Schedules:
   schedules list [--at T]                     each schedule entry with its next three times (after T, RFC 3339; default now)
-  schedules tick --at T [--schedule NAME]     enqueue each entry's period as of T unless it ran or has nothing to do
-                                              (backfill; tests drive time with it); NAME also runs an entry that is off
+  schedules tick --at T [--schedule NAME] [--future]
+                                              enqueue each entry's period as of T unless it ran or has nothing to do
+                                              (backfill); NAME also runs an entry that is off; a T later than the
+                                              database's clock is refused without --future (tests, rehearsals)
 
 Schedule variables:
 ` + schedules.Help()
@@ -44,6 +46,7 @@ func runSchedules(ctx context.Context, cfg config.Config, kinds []jobs.Kind, arg
 	fs.SetOutput(io.Discard)
 	atText := fs.String("at", "", "RFC 3339 time")
 	only := fs.String("schedule", "", "one entry")
+	future := fs.Bool("future", false, "tick at a time still to come")
 	if err := fs.Parse(args[1:]); err != nil {
 		return fmt.Errorf("%w: schedules %s: %v", ErrUsage, args[0], err)
 	}
@@ -58,8 +61,8 @@ func runSchedules(ctx context.Context, cfg config.Config, kinds []jobs.Kind, arg
 	}
 	switch args[0] {
 	case "list":
-		if *only != "" {
-			return fmt.Errorf("%w: schedules list takes no --schedule", ErrUsage)
+		if *only != "" || *future {
+			return fmt.Errorf("%w: schedules list takes no --schedule or --future", ErrUsage)
 		}
 		return listSchedules(table, at, stdout)
 	case "tick":
@@ -69,7 +72,7 @@ func runSchedules(ctx context.Context, cfg config.Config, kinds []jobs.Kind, arg
 		if cfg.DatabaseURL == "" {
 			return fmt.Errorf("DATABASE_URL is not set")
 		}
-		return tickSchedules(ctx, cfg, table, at, *only, stdout)
+		return tickSchedules(ctx, cfg, table, at, *only, *future, stdout)
 	default:
 		return fmt.Errorf("%w: unknown schedules command %q (list, tick)", ErrUsage, args[0])
 	}
@@ -103,7 +106,11 @@ func listSchedules(table *schedules.Table, at time.Time, stdout io.Writer) error
 	return w.Flush()
 }
 
-func tickSchedules(ctx context.Context, cfg config.Config, table *schedules.Table, at time.Time, only string, stdout io.Writer) error {
+// futureSlack is how far past the database's clock --at may be without
+// --future: a hand-typed "now" a few seconds ahead is not a mistake.
+const futureSlack = time.Minute
+
+func tickSchedules(ctx context.Context, cfg config.Config, table *schedules.Table, at time.Time, only string, future bool, stdout io.Writer) error {
 	st, err := store.Open(ctx, cfg.DatabaseURL, store.Options{MaxConns: 2, SkipScopeCheck: true})
 	if err != nil {
 		return err
@@ -111,6 +118,20 @@ func tickSchedules(ctx context.Context, cfg config.Config, table *schedules.Tabl
 	defer st.Close()
 	if err := migrations.Check(ctx, st.Pool()); err != nil {
 		return err
+	}
+	// A tick records its periods as run (and a usage report as built, a
+	// digest's next time as moved past at): one in the future would make
+	// the leader skip them when they come. Against the database's clock,
+	// which the leader's ticks also read.
+	if !future {
+		var now time.Time
+		if err := st.Pool().QueryRow(ctx, `SELECT now()`).Scan(&now); err != nil {
+			return fmt.Errorf("read the database's clock: %w", err)
+		}
+		if at.After(now.Add(futureSlack)) {
+			return fmt.Errorf("%w: --at %s is %s after the database's clock (%s): a tick records its periods as run, so a time still to come would be skipped when it comes; pass --future to tick there anyway (tests, rehearsals on a scratch database)",
+				ErrUsage, at.Format(time.RFC3339), at.Sub(now).Round(time.Second), now.UTC().Format(time.RFC3339))
+		}
 	}
 	// An insert-only River client: no workers, no queues.
 	client, err := river.NewClient(riverpgxv5.New(st.Pool()), &river.Config{Schema: migrations.Schema})

@@ -34,7 +34,7 @@ func Example_digest() {
 		VALUES ($1, $2, 'daily', 'Europe/Berlin', 8)`, ws, user)
 	// tick evaluates the digests schedule as of at and waits for its jobs.
 	tick := func(at string) {
-		_ = errand.Main(ctx, []string{"schedules", "tick", "--at", at, "--schedule", "digests"},
+		_ = errand.Main(ctx, []string{"schedules", "tick", "--future", "--at", at, "--schedule", "digests"},
 			errandtest.Env(map[string]string{"DATABASE_URL": run.Conn.Config().ConnString()}), io.Discard, io.Discard)
 		busy := 1
 		for deadline := time.Now().Add(time.Minute); busy > 0 && time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {

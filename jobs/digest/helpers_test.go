@@ -57,7 +57,7 @@ func notify(t testing.TB, pool *pgxpool.Pool, ws, user, title string) {
 // tickAt runs `errand schedules tick --at at --schedule digests`.
 func tickAt(url string, at time.Time) (string, error) {
 	var out bytes.Buffer
-	err := errand.Main(context.Background(), []string{"schedules", "tick", "--at", at.Format(time.RFC3339), "--schedule", "digests"},
+	err := errand.Main(context.Background(), []string{"schedules", "tick", "--future", "--at", at.Format(time.RFC3339), "--schedule", "digests"},
 		errandtest.Env(map[string]string{"DATABASE_URL": url}), &out, &out)
 	return out.String(), err
 }

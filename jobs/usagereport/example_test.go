@@ -27,7 +27,7 @@ func Example_usageReport() {
 	_, _ = run.Conn.Exec(ctx, `INSERT INTO errand.usage_events (workspace_id, metric, quantity, occurred_at, idempotency_key)
 		VALUES ($1, 'api_calls', 120, '2030-01-08T10:00:00Z', 'req-1'), ($1, 'api_calls', 30, '2030-01-09T10:00:00Z', 'req-2')`, ws)
 
-	_ = errand.Main(ctx, []string{"schedules", "tick", "--at", "2030-01-14T08:00:00Z", "--schedule", "usage_reports"},
+	_ = errand.Main(ctx, []string{"schedules", "tick", "--future", "--at", "2030-01-14T08:00:00Z", "--schedule", "usage_reports"},
 		errandtest.Env(map[string]string{"DATABASE_URL": run.Conn.Config().ConnString()}), io.Discard, io.Discard)
 
 	var total string

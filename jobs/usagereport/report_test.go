@@ -60,7 +60,7 @@ func event(t *testing.T, pool *pgxpool.Pool, ws, metric string, qty int, at stri
 func tick(t *testing.T, url string, pool *pgxpool.Pool, at string) string {
 	t.Helper()
 	var out bytes.Buffer
-	err := errand.Main(context.Background(), []string{"schedules", "tick", "--at", at, "--schedule", "usage_reports"},
+	err := errand.Main(context.Background(), []string{"schedules", "tick", "--future", "--at", at, "--schedule", "usage_reports"},
 		errandtest.Env(map[string]string{"DATABASE_URL": url}), &out, &out)
 	if err != nil {
 		t.Fatalf("tick: %v\n%s", err, out.String())
