@@ -180,3 +180,91 @@ func TestPruneLogsUnderAPlainOwner(t *testing.T) {
 		t.Errorf("the caller is left scoped to %q", scope)
 	}
 }
+
+// A deleted workspace's logs are pruned too (they were kept forever: the
+// pruning walked only errand.workspaces), its latest invoice version
+// included, and the note of its deletion goes once nothing of it is left;
+// a live workspace's latest version stays. Each schedule entry's latest run
+// stays whatever its age (the leader backfills only an entry that has run
+// before), older ones go.
+func TestPruneLogsReachesDeletedWorkspacesAndKeepsEachEntrysLastRun(t *testing.T) {
+	t.Parallel()
+	pool := testdb.Pool(t, testdb.NewDatabase(t, true))
+	ctx := context.Background()
+	exec := func(sql string, args ...any) {
+		t.Helper()
+		if _, err := pool.Exec(ctx, sql, args...); err != nil {
+			t.Fatalf("%s: %v", sql, err)
+		}
+	}
+	count := func(sql string, args ...any) int {
+		t.Helper()
+		var c int
+		if err := pool.QueryRow(ctx, sql, args...).Scan(&c); err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	old, recent := "now() - interval '40 days'", "now() - interval '1 day'"
+	ids := map[string]string{}
+	for _, slug := range []string{"gone", "live"} {
+		var ws, invoice string
+		if err := pool.QueryRow(ctx, `INSERT INTO errand.workspaces (name, slug) VALUES ($1, $1) RETURNING id::text`, slug).Scan(&ws); err != nil {
+			t.Fatal(err)
+		}
+		ids[slug] = ws
+		exec(`INSERT INTO errand.emails (workspace_id, template, status, created_at) VALUES ($1, 'invite', 'sent', `+old+`), ($1, 'invite', 'sent', `+recent+`)`, ws)
+		exec(`INSERT INTO errand.webhook_messages (id, workspace_id, event_type, body, created_at) VALUES (gen_random_uuid(), $1, 'old.event', '{}', `+old+`)`, ws)
+		exec(`INSERT INTO errand.webhook_attempts (workspace_id, message_id, endpoint_id, job_id, attempt, latency_ms, created_at)
+			VALUES ($1, gen_random_uuid(), gen_random_uuid(), 1, 1, 5, `+old+`)`, ws)
+		if err := pool.QueryRow(ctx, `INSERT INTO errand.invoices (workspace_id, number, customer_name, currency)
+			VALUES ($1, 'P-1', 'Ann', 'EUR') RETURNING id::text`, ws).Scan(&invoice); err != nil {
+			t.Fatal(err)
+		}
+		exec(`INSERT INTO errand.invoice_documents (invoice_id, workspace_id, version, pdf, sha256, size_bytes, pages, created_at)
+			VALUES ($1, $2, 1, '\x01'::bytea, sha256('\x01'::bytea), 1, 1, `+old+`)`, invoice, ws)
+	}
+	exec(`INSERT INTO errand.schedule_runs (name, period, job_id, created_at) VALUES
+		('usage_reports', now() - interval '40 days', 1, `+old+`),
+		('digests', now() - interval '41 days', 2, `+old+`), ('digests', now() - interval '40 days', 3, `+old+`)`)
+	exec(`DELETE FROM errand.workspaces WHERE id = $1`, ids["gone"])
+	if n := count(`SELECT count(*) FROM errand.deleted_workspaces WHERE id = $1`, ids["gone"]); n != 1 {
+		t.Fatalf("the deleted workspace is noted %d times, want once", n)
+	}
+
+	prune := func() {
+		t.Helper()
+		if _, err := store.PruneLogs(ctx, pool, 30*24*time.Hour, 100); err != nil {
+			t.Fatal(err)
+		}
+	}
+	prune()
+	// Counted as errand's superuser, which row level security does not hide
+	// rows from.
+	of := func(table, ws string) int {
+		t.Helper()
+		return count(`SELECT count(*) FROM errand.`+table+` WHERE workspace_id = $1`, ws)
+	}
+	for _, c := range []struct {
+		table          string
+		gone, liveLeft int
+	}{{"emails", 1, 1}, {"webhook_messages", 0, 0}, {"webhook_attempts", 0, 0}, {"invoice_documents", 0, 1}} {
+		if g, l := of(c.table, ids["gone"]), of(c.table, ids["live"]); g != c.gone || l != c.liveLeft {
+			t.Errorf("%s left: deleted workspace %d (want %d), live workspace %d (want %d)", c.table, g, c.gone, l, c.liveLeft)
+		}
+	}
+	if n := count(`SELECT count(*) FROM errand.deleted_workspaces WHERE id = $1`, ids["gone"]); n != 1 {
+		t.Errorf("the deleted workspace's note went while its recent email is kept")
+	}
+	exec(`UPDATE errand.emails SET created_at = `+old+` WHERE workspace_id = $1`, ids["gone"])
+	prune()
+	if n := of("emails", ids["gone"]); n != 0 {
+		t.Errorf("the deleted workspace's email, now old, is still there")
+	}
+	if n := count(`SELECT count(*) FROM errand.deleted_workspaces`); n != 0 {
+		t.Errorf("%d deleted workspaces still noted with nothing of them left", n)
+	}
+	if runs := count(`SELECT count(*) FROM errand.schedule_runs WHERE job_id IN (1, 3)`) + 10*count(`SELECT count(*) FROM errand.schedule_runs WHERE job_id = 2`); runs != 2 {
+		t.Errorf("schedule runs left: code %d, want each entry's latest (usage_reports' and digests' newer) and not digests' older", runs)
+	}
+}
