@@ -3,6 +3,7 @@ package digest_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -28,6 +29,9 @@ var corpus = []badInput{
 	{name: "an unknown timezone", sql: insertPref + `($1, $2, 'daily', 'Mars/Olympus', 8, 1)`, code: "22023",
 		message: "errand: notification preference timezone must be an IANA time zone name such as Europe/Berlin, got 'Mars/Olympus'"},
 	{name: "a UTC offset for a timezone", sql: insertPref + `($1, $2, 'daily', '+02:00', 8, 1)`, code: "22023", message: "timezone must be an IANA time zone name"},
+	{name: "a POSIX TZ string for a timezone (UTC+3 is three hours west)", sql: insertPref + `($1, $2, 'daily', 'UTC+3', 8, 1)`, code: "22023", message: "got 'UTC+3'"},
+	{name: "a POSIX TZ string with a made-up name", sql: insertPref + `($1, $2, 'daily', 'Foo+3', 8, 1)`, code: "22023", message: "got 'Foo+3'"},
+	{name: "a time zone abbreviation for a timezone", sql: insertPref + `($1, $2, 'daily', 'PST', 8, 1)`, code: "22023", message: "got 'PST'"},
 	{name: "a timezone in lowercase with spaces", sql: insertPref + `($1, $2, 'daily', 'europe berlin', 8, 1)`, code: "22023", message: "got 'europe berlin'"},
 	{name: "a NULL timezone", sql: insertPref + `($1, $2, 'daily', NULL, 8, 1)`, code: "22023", message: "got NULL"},
 	{name: "a bad frequency", sql: insertPref + `($1, $2, 'hourly', 'UTC', 8, 1)`, code: "22023",
@@ -101,5 +105,16 @@ func TestBadArgsFailAtOnce(t *testing.T) {
 				t.Errorf("job %+v, want failed at once saying %q", j, tc.want)
 			}
 		})
+	}
+}
+
+// Zone names PostgreSQL has a file for are accepted, those without a '/'
+// (UTC, CET, EST5EDT, Japan) and those whose name has a sign (Etc/GMT+3)
+// too: only abbreviations and POSIX TZ strings are refused (above).
+func TestZoneNamesWithAFileAreAccepted(t *testing.T) {
+	_, pool := errandtest.MigratedDB(t)
+	ws := errandtest.NewWorkspace(t, pool, "acme")
+	for i, zone := range []string{"UTC", "CET", "EST5EDT", "Japan", "Etc/GMT+3", "America/Argentina/Buenos_Aires", "Europe/Berlin"} {
+		newUser(t, pool, ws, fmt.Sprintf("u%d@example.com", i), "daily", zone, 8, 1)
 	}
 }
