@@ -115,7 +115,7 @@ func perUser(b *testing.B, tx pgx.Tx, at time.Time, limit int) int {
 			SET last_due_at = errand.digest_latest_due(frequency, zone, hour, weekday, $3),
 			    next_due_at = errand.digest_next_due(frequency, zone, hour, weekday, $3)
 			WHERE workspace_id = $1 AND user_id = $2
-			RETURNING errand.digest_period(frequency, zone, last_due_at)`, d.WS, d.User, at).Scan(&period)
+			RETURNING errand.digest_period(frequency, zone, hour, last_due_at)`, d.WS, d.User, at).Scan(&period)
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -2,6 +2,7 @@ package digest_test
 
 import (
 	"context"
+	"fmt"
 	"testing"
 	"time"
 
@@ -181,4 +182,69 @@ func TestUnknownZoneFallsBackToUTC(t *testing.T) {
 	if es := digestEmails(t, pool); len(es) != 1 || es[0].To != "ann@example.com" {
 		t.Errorf("emails %+v", es)
 	}
+}
+
+// Each day's (and each week's) digest has its own period, across every
+// daylight saving change of two years, in zones where the due hour falls
+// into a change: America/Nuuk at 23:00 (its clocks go from Saturday 23:00
+// to Sunday 00:00, so Saturday's digest is due at an instant that shows as
+// Sunday, and took Sunday's period, which made Sunday's own digest a
+// duplicate, dropped), Europe/Dublin (negative daylight saving in tzdata),
+// Antarctica/Troll (a two-hour change), Lord Howe's half hour, Berlin.
+func TestEveryDigestPeriodOnceAcrossChanges(t *testing.T) {
+	_, pool := errandtest.MigratedDB(t)
+	cases := []struct {
+		zone  string
+		hours []int
+	}{
+		{"America/Nuuk", []int{22, 23, 0}},
+		{"Europe/Dublin", []int{0, 1, 2}},
+		{"Antarctica/Troll", []int{0, 1, 2, 3}},
+		{"Australia/Lord_Howe", []int{1, 2}},
+		{"Europe/Berlin", []int{2, 3}},
+		{"Pacific/Apia", []int{0, 23}},
+	}
+	for _, tc := range cases {
+		for _, hour := range tc.hours {
+			for _, frequency := range []string{"daily", "weekly"} {
+				var labels []string
+				if err := pool.QueryRow(context.Background(), `
+					WITH RECURSIVE d(n, due) AS (
+						SELECT 0, errand.digest_next_due($3, $1, $2, 6, '2029-12-01T00:00:00Z')
+						UNION ALL
+						SELECT n + 1, errand.digest_next_due($3, $1, $2, 6, due) FROM d WHERE n < CASE $3 WHEN 'daily' THEN 800 ELSE 115 END
+					)
+					SELECT array_agg(errand.digest_period($3, $1, $2, due) ORDER BY n) FROM d`, tc.zone, hour, frequency).Scan(&labels); err != nil {
+					t.Fatal(err)
+				}
+				for i := 1; i < len(labels); i++ {
+					if want := nextPeriod(t, frequency, labels[i-1]); labels[i] != want {
+						t.Errorf("%s %s at %02d:00: the digest after %s's is labelled %s, want %s", tc.zone, frequency, hour, labels[i-1], labels[i], want)
+						break
+					}
+				}
+			}
+		}
+	}
+}
+
+// nextPeriod is the period after p: the next date, or the next ISO week.
+func nextPeriod(t *testing.T, frequency, p string) string {
+	t.Helper()
+	if frequency == "daily" {
+		d, err := time.Parse(time.DateOnly, p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return d.AddDate(0, 0, 1).Format(time.DateOnly)
+	}
+	var year, week int
+	if _, err := fmt.Sscanf(p, "%d-W%d", &year, &week); err != nil {
+		t.Fatalf("period %q: %v", p, err)
+	}
+	// Thursday of the week, plus seven days, says the next ISO week.
+	jan4 := time.Date(year, 1, 4, 0, 0, 0, 0, time.UTC)
+	monday := jan4.AddDate(0, 0, -((int(jan4.Weekday())+6)%7)+7*(week-1))
+	y, w := monday.AddDate(0, 0, 10).ISOWeek()
+	return fmt.Sprintf("%d-W%02d", y, w)
 }

@@ -65,7 +65,7 @@ func tick(ctx context.Context, tx pgx.Tx, at time.Time, backfill time.Duration) 
 			    next_due_at = errand.digest_next_due(s.frequency, s.zone, s.hour, s.weekday, $1)
 			FROM due d
 			WHERE s.workspace_id = d.workspace_id AND s.user_id = d.user_id
-			RETURNING s.workspace_id, s.user_id, s.last_due_at, errand.digest_period(s.frequency, s.zone, s.last_due_at) AS period
+			RETURNING s.workspace_id, s.user_id, s.last_due_at, errand.digest_period(s.frequency, s.zone, s.hour, s.last_due_at) AS period
 		), send AS MATERIALIZED (
 			SELECT m.workspace_id, m.user_id, m.period, row_number() OVER (ORDER BY m.workspace_id, m.user_id) AS n
 			FROM moved m
