@@ -11,9 +11,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"os"
+	"slices"
 	"sync/atomic"
 	"time"
 
@@ -83,7 +85,7 @@ func Run(ctx context.Context, cfg config.Config, reg *jobs.Registry, logger *slo
 	// The engine (River client, its pool, its heartbeat) is replaced when it
 	// fences itself; readiness follows the current one.
 	var current atomic.Pointer[engine]
-	m := metrics.New(metrics.Config{DB: st, Logger: logger})
+	m := metrics.New(metrics.Config{DB: st, Logger: logger, Queues: slices.Sorted(maps.Keys(cfg.Queues))})
 	mux.Handle("GET /metrics", m.Handler())
 	host, _ := os.Hostname()
 	tr, err := tracing.New(ctx, tracing.Config{Endpoint: cfg.OTLPEndpoint, ServiceName: cfg.ServiceName,

@@ -19,6 +19,8 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
+	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -45,7 +47,11 @@ type Config struct {
 	// RefreshEvery bounds how often the snapshot is read.
 	RefreshEvery time.Duration
 	// TopN is how many workspaces errand_workspace_jobs shows.
-	TopN   int
+	TopN int
+	// Queues are the queues this replica serves: each is shown (at 0)
+	// even when it has no jobs, so a drained queue reads 0 rather than
+	// vanishing from errand_queue_jobs and errand_queue_oldest_due_seconds.
+	Queues []string
 	Logger *slog.Logger
 	// Now is time.Now when nil.
 	Now func() time.Time
@@ -274,7 +280,7 @@ func (c *snapshotCollector) Collect(ch chan<- prometheus.Metric) {
 		return
 	}
 	ch <- prometheus.MustNewConstMetric(descSnapshotAge, prometheus.GaugeValue, age.Seconds())
-	for _, q := range s.queues {
+	for _, q := range withIdle(s.queues, c.cfg.Queues) {
 		ch <- prometheus.MustNewConstMetric(descQueueJobs, prometheus.GaugeValue, float64(q.Pending), q.Queue, "pending")
 		ch <- prometheus.MustNewConstMetric(descQueueJobs, prometheus.GaugeValue, float64(q.Due), q.Queue, "due")
 		ch <- prometheus.MustNewConstMetric(descQueueJobs, prometheus.GaugeValue, float64(q.Processing), q.Queue, "processing")
@@ -285,6 +291,19 @@ func (c *snapshotCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(descWorkspaceJobs, prometheus.GaugeValue, float64(w.Pending), w.WorkspaceID, "pending")
 		ch <- prometheus.MustNewConstMetric(descWorkspaceJobs, prometheus.GaugeValue, float64(w.Processing), w.WorkspaceID, "processing")
 	}
+}
+
+// withIdle is queues with a zero backlog added for each of served that has
+// no row (nothing pending or processing), in queue order.
+func withIdle(queues []store.QueueBacklog, served []string) []store.QueueBacklog {
+	out := slices.Clone(queues)
+	for _, name := range served {
+		if !slices.ContainsFunc(queues, func(q store.QueueBacklog) bool { return q.Queue == name }) {
+			out = append(out, store.QueueBacklog{Queue: name})
+		}
+	}
+	slices.SortFunc(out, func(a, b store.QueueBacklog) int { return strings.Compare(a.Queue, b.Queue) })
+	return out
 }
 
 // get returns the last good snapshot and its age, reading first when the

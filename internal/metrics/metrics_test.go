@@ -377,9 +377,13 @@ func TestQueueFigures(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	m := metrics.New(metrics.Config{DB: pool})
+	// email is served and has no job: it reads 0, not absent.
+	m := metrics.New(metrics.Config{DB: pool, Queues: []string{"default", "email"}})
 	families := gather(t, m)
 	want := []series{
+		exactly("errand_queue_jobs", map[string]string{"queue": "email", "status": "pending"}, 0),
+		exactly("errand_queue_jobs", map[string]string{"queue": "email", "status": "processing"}, 0),
+		exactly("errand_queue_oldest_due_seconds", map[string]string{"queue": "email"}, 0),
 		exactly("errand_queue_jobs", map[string]string{"queue": "default", "status": "pending"}, 4),
 		exactly("errand_queue_jobs", map[string]string{"queue": "default", "status": "due"}, 1),
 		exactly("errand_queue_jobs", map[string]string{"queue": "default", "status": "held"}, 2),
