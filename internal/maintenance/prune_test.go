@@ -29,7 +29,8 @@ func runsLeft(t *testing.T, f fixture, name string) int {
 }
 
 // A round calls again while a call deleted a full batch, up to Rounds
-// calls; what is younger than Keep stays.
+// calls; what is younger than Keep stays, and so does each entry's latest
+// run whatever its age (migration 041).
 func TestPrunerRoundDrainsFullBatchesUpToItsRounds(t *testing.T) {
 	t.Parallel()
 	f := setup(t)
@@ -47,8 +48,8 @@ func TestPrunerRoundDrainsFullBatchesUpToItsRounds(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got["schedule_runs"] != 5 || runsLeft(t, f, "old") != 0 {
-		t.Errorf("second round deleted %v, %d old runs left; want the last 5", got, runsLeft(t, f, "old"))
+	if got["schedule_runs"] != 4 || runsLeft(t, f, "old") != 1 {
+		t.Errorf("second round deleted %v, %d old runs left; want 4 more deleted and the entry's latest run kept", got, runsLeft(t, f, "old"))
 	}
 	if n := runsLeft(t, f, "recent"); n != 3 {
 		t.Errorf("%d of 3 runs younger than the retention left", n)
@@ -82,7 +83,7 @@ func TestPrunerPrunesOnlyWhileLeading(t *testing.T) {
 		t.Fatalf("a replica that does not lead pruned: %d of 5 old runs left", n)
 	}
 	leading.Store(1)
-	for runsLeft(t, f, "old") != 0 {
+	for runsLeft(t, f, "old") != 1 { // the entry's latest run stays
 		if time.Now().After(deadline) {
 			t.Fatal("the leader did not prune within the bound")
 		}
