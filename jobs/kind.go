@@ -69,6 +69,9 @@ type Kind struct {
 	// ArgEnums limits args fields to fixed sets of string values (see
 	// WithArgEnum); the SQL contract refuses other values at INSERT.
 	ArgEnums map[string][]string
+	// StrictArgs fails a job whose args carry a field the args type does
+	// not have (see WithStrictArgs).
+	StrictArgs bool
 	// Env are the environment variables the kind reads (see WithEnv).
 	Env []EnvVar
 	// Schedules are the kind's entries in errand's cron table (see
@@ -103,9 +106,19 @@ func WithArgEnum(field string, values ...string) Option {
 	}
 }
 
+// WithStrictArgs fails a job at once, naming the field, when its args carry
+// a field the args type does not have (at any depth; a map's keys and a
+// json.RawMessage's contents are the type's own business): a misspelt or
+// unsupported field ("cc", "replyTo" for "reply_to") would otherwise be
+// dropped without a word. Use it for args whose fields are fixed; a kind
+// whose args gain fields over releases, and whose older replicas may work a
+// newer binary's jobs, should not.
+func WithStrictArgs() Option { return func(k *Kind) { k.StrictArgs = true } }
+
 // Define makes a kind whose args decode into T (a struct). Decoding ignores
-// unknown fields, so two versions of a binary can run side by side. If T (or
-// *T) has a `Validate() error` method, an error from it fails the job at once.
+// unknown fields, so two versions of a binary can run side by side, unless
+// the kind is WithStrictArgs. If T (or *T) has a `Validate() error` method,
+// an error from it fails the job at once.
 func Define[T any](name, queue string, work WorkFunc[T], opts ...Option) Kind {
 	k := Kind{Name: name, Queue: queue, RequiredArgs: requiredFields(reflect.TypeFor[T]())}
 	for _, o := range opts {
@@ -289,6 +302,11 @@ func (w *worker[T]) Work(ctx context.Context, rj *river.Job[envelope[T]]) error 
 	if err := checkArgs(rj.EncodedArgs, w.kind.RequiredArgs, w.kind.ArgEnums); err != nil {
 		return Permanent(err)
 	}
+	if w.kind.StrictArgs {
+		if err := decodeStrict[T](rj.EncodedArgs); err != nil {
+			return Permanent(err)
+		}
+	}
 	if v, ok := any(rj.Args.args).(validator); ok {
 		if err := v.Validate(); err != nil {
 			return Permanent(fmt.Errorf("invalid args: %w", err))
@@ -341,6 +359,19 @@ func (w *worker[T]) Work(ctx context.Context, rj *river.Job[envelope[T]]) error 
 		rj.Args.retryAfter = ra.after
 	}
 	return err
+}
+
+// decodeStrict decodes raw again, refusing unknown fields. River decodes
+// args before the worker is known (into a zero envelope, which cannot say
+// which kind it is for), so a strict kind pays for a second decode.
+func decodeStrict[T any](raw []byte) error {
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.DisallowUnknownFields()
+	var args T
+	if err := dec.Decode(&args); err != nil {
+		return &decodeError{err: err}
+	}
+	return nil
 }
 
 // checkArgs repeats the SQL contract's required-field and arg_enums checks

@@ -96,6 +96,18 @@ func TestRegistryRefusesBadKinds(t *testing.T) {
 	}
 }
 
+// Idempotency keys are hashed from workspace/kind/key: a '/' in a kind's
+// name would let kind "report" with key "pdf/x" return kind "report/pdf"'s
+// job with key "x".
+func TestRegistryRefusesAKindNameWithASlash(t *testing.T) {
+	noop := func(context.Context, *Job, struct{}) error { return nil }
+	_, err := NewRegistry(Define("report", QueueReports, noop), Define("report/pdf", QueueReports, noop))
+	want := `register kind "report/pdf": a kind's name may not contain "/" (use dots, as in report.pdf)`
+	if err == nil || err.Error() != want {
+		t.Errorf("got %v, want %q", err, want)
+	}
+}
+
 func TestWorkspaceOfReadsRiversMetadata(t *testing.T) {
 	cases := map[string]struct{ metadata, want string }{
 		"errand's metadata":            {`{"workspace_id": "5dac5824-4ac0-4db5-8f13-b01ac0ac2c36", "idempotency_key": "k"}`, "5dac5824-4ac0-4db5-8f13-b01ac0ac2c36"},

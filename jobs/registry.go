@@ -3,6 +3,7 @@ package jobs
 import (
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/riverqueue/river"
@@ -25,11 +26,18 @@ func NewRegistry(kinds ...Kind) (*Registry, error) {
 	return r, nil
 }
 
-// Add registers kinds. A duplicate name or an unknown queue is an error.
+// Add registers kinds. A duplicate name, a name with a '/' or an unknown
+// queue is an error.
 func (r *Registry) Add(kinds ...Kind) error {
 	for _, k := range kinds {
 		if k.Name == "" || k.register == nil {
 			return fmt.Errorf("register kind %q: build kinds with jobs.Define", k.Name)
+		}
+		// The contract hashes an idempotency key from workspace/kind/key:
+		// with a '/' in a kind's name, kind "report" with key "pdf/x" would
+		// be kind "report/pdf" with key "x".
+		if strings.Contains(k.Name, "/") {
+			return fmt.Errorf("register kind %q: a kind's name may not contain \"/\" (use dots, as in report.pdf)", k.Name)
 		}
 		if !slices.Contains(Queues, k.Queue) {
 			return fmt.Errorf("register kind %q: unknown queue %q (queues: %v)", k.Name, k.Queue, Queues)

@@ -5,7 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
+	"net/netip"
+	"strings"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -122,13 +125,44 @@ func (s *Setup) Handle(pattern string, h http.Handler) {
 // HandleTenantData serves a page that shows tenants' data without
 // authentication only where nobody else can reach it: when the HTTP address
 // is loopback. Elsewhere it mounts nothing, logs why, and returns false.
+// It answers only requests whose Host is this machine (see loopbackHostOnly).
 func (s *Setup) HandleTenantData(pattern string, h http.Handler) bool {
 	if !s.PrivateHTTP {
 		s.Logger.Warn(fmt.Sprintf("not serving %s: it shows every tenant's data without authentication, and ERRAND_HTTP_ADDR is not a loopback address", pattern))
 		return false
 	}
-	s.Handle(pattern, h)
+	s.Handle(pattern, loopbackHostOnly(h))
 	return true
+}
+
+// loopbackHostOnly refuses (403) a request whose Host header is not a
+// loopback name or address. A loopback listener is out of other machines'
+// reach but not of a browser on this one: a page from a name whose DNS its
+// owner then points at 127.0.0.1 (DNS rebinding) can read the answers,
+// which the browser takes for that name's; its requests carry that name.
+func loopbackHostOnly(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !isLoopbackHost(r.Host) {
+			http.Error(w, "errand serves this page only to requests for localhost, 127.0.0.1 or [::1]", http.StatusForbidden)
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
+}
+
+// isLoopbackHost reports whether a Host header (with or without a port)
+// names this machine: localhost, an address in 127.0.0.0/8, or ::1.
+func isLoopbackHost(host string) bool {
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		host = h
+	} else if strings.HasPrefix(host, "[") && strings.HasSuffix(host, "]") {
+		host = host[1 : len(host)-1]
+	}
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip, err := netip.ParseAddr(host)
+	return err == nil && ip.Zone() == "" && ip.Unmap().IsLoopback()
 }
 
 // SetupFunc starts a kind in a daemon. An error stops the daemon from

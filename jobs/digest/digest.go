@@ -65,6 +65,7 @@ func (a Args) Validate() error {
 func Kind() jobs.Kind {
 	d := &digester{cfg: config{backfill: 24 * time.Hour, maxItems: 50}}
 	return jobs.Define(Name, jobs.QueueEmail, d.work,
+		jobs.WithStrictArgs(),
 		jobs.WithEnv(envVars()...),
 		jobs.WithSetup(func(ctx context.Context, s *jobs.Setup) error {
 			cfg, err := loadConfig(s.Env)

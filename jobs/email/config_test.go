@@ -3,6 +3,8 @@ package email_test
 import (
 	"bytes"
 	"context"
+	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"strings"
@@ -111,5 +113,49 @@ func TestCapturedEmailsAreNotServedOnANonLoopbackAddress(t *testing.T) {
 	}
 	if !strings.Contains(d.Logs.String(), "not serving GET /emails") {
 		t.Errorf("the log does not say why /emails is not served:\n%s", d.Logs.String())
+	}
+}
+
+// The captured-email pages listen on loopback, which a browser on this
+// machine still reaches: a page whose name its owner rebinds to 127.0.0.1
+// (DNS rebinding) sends that name as Host, and is refused; a request for
+// this machine is served.
+func TestCapturedEmailsAreNotServedToARequestForAnotherHost(t *testing.T) {
+	url, pool := errandtest.MigratedDB(t)
+	ws := errandtest.NewWorkspace(t, pool, "acme")
+	d := errandtest.StartDaemon(t, url, nil)
+	id := errandtest.Enqueue(t, pool, ws, "email.send", customEmail("For acme only"))
+	errandtest.WaitJob(t, pool, id, 30*time.Second, "completed")
+	var emailID int64
+	if err := pool.QueryRow(context.Background(), `SELECT id FROM errand.emails WHERE job_id = $1`, id).Scan(&emailID); err != nil {
+		t.Fatal(err)
+	}
+	_, port, _ := net.SplitHostPort(d.Addr)
+	get := func(host, path string) (int, string) {
+		t.Helper()
+		req, err := http.NewRequest("GET", "http://"+d.Addr+path, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Host = host
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	for _, path := range []string{"/emails", fmt.Sprintf("/emails/%d", emailID), fmt.Sprintf("/emails/%d?workspace=%s", emailID, ws)} {
+		for _, host := range []string{"rebind.attacker.example:" + port, "rebind.attacker.example"} {
+			if code, body := get(host, path); code != http.StatusForbidden || strings.Contains(body, "For acme only") {
+				t.Errorf("GET %s for Host %s: %d, want 403 and no email", path, host, code)
+			}
+		}
+		for _, host := range []string{"localhost:" + port, "127.0.0.1:" + port} {
+			if code, body := get(host, path); code != http.StatusOK || !strings.Contains(body, "For acme only") {
+				t.Errorf("GET %s for Host %s: %d, want the page", path, host, code)
+			}
+		}
 	}
 }

@@ -131,6 +131,7 @@ func Kind() jobs.Kind {
 	return jobs.Define(Name, jobs.QueueEmail, k.work,
 		jobs.WithTimeout(emailTimeout),
 		jobs.WithArgEnum("template", k.templateNames()...),
+		jobs.WithStrictArgs(),
 		jobs.WithEnv(envVars()...),
 		jobs.WithSetup(k.setup),
 		jobs.WithDescription("transactional email through Resend, sent once; captured in errand.emails instead with ERRAND_EMAIL_CAPTURE=true"))
@@ -172,7 +173,7 @@ func (k *emailSender) setup(ctx context.Context, s *jobs.Setup) error {
 	if cfg.capture {
 		pages := EmailsHandler(s.Store, s.Logger)
 		if s.HandleTenantData("GET /emails", pages) {
-			s.Handle("GET /emails/{id}", pages)
+			s.HandleTenantData("GET /emails/{id}", pages)
 		}
 	}
 	return nil
@@ -285,13 +286,13 @@ func (k *emailSender) check(a Args) (message, error) {
 		add("to: %d recipients, at most %d", len(a.To), maxRecipients)
 	}
 	for _, addr := range a.To {
-		if err := checkAddress(addr); err != nil {
+		if err := CheckAddress(addr); err != nil {
 			add("to: %v", err)
 		}
 		m.to = append(m.to, strings.TrimSpace(addr))
 	}
 	if a.ReplyTo != "" {
-		if err := checkAddress(a.ReplyTo); err != nil {
+		if err := CheckAddress(a.ReplyTo); err != nil {
 			add("reply_to: %v", err)
 		}
 		m.replyTo = strings.TrimSpace(a.ReplyTo)
@@ -358,9 +359,10 @@ func (k *emailSender) check(a Args) (message, error) {
 	return m, nil
 }
 
-// checkAddress parses one address with net/mail, refusing anything that
-// could smuggle a header in.
-func checkAddress(s string) error {
+// CheckAddress parses one address with net/mail, refusing anything that
+// could smuggle a header in. Kinds that enqueue email.send (invoice.render's
+// receipt) check their addresses with it, so they refuse what it would.
+func CheckAddress(s string) error {
 	if strings.ContainsAny(s, "\r\n") {
 		return fmt.Errorf("%q has a line break", s)
 	}
@@ -418,7 +420,7 @@ func validTag(s string) bool {
 // even if the template, the workspace's name or the sender changed since),
 // else a fresh one. Nothing is written.
 func (k *emailSender) renderInTx(ctx context.Context, tx pgx.Tx, job *jobs.Job, args Args) (Email, error) {
-	e, found, err := emailForJob(ctx, tx, job.ID)
+	e, found, err := emailForJob(ctx, tx, job.WorkspaceID, job.ID)
 	if err != nil {
 		return e, err
 	}

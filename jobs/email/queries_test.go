@@ -84,7 +84,7 @@ func TestEmailRowIsFinishedWhenItsJobEndsAnyOtherWay(t *testing.T) {
 	}
 	status := func(jobID int64) (s, e string) {
 		_ = st.InWorkspace(ctx, ws.ID, func(tx pgx.Tx) error {
-			got, _, err := emailForJob(ctx, tx, jobID)
+			got, _, err := emailForJob(ctx, tx, ws.ID, jobID)
 			s, e = got.Status, got.Error
 			return err
 		})
@@ -114,5 +114,70 @@ func TestEmailRowIsFinishedWhenItsJobEndsAnyOtherWay(t *testing.T) {
 	}
 	if s, e := status(cancelled); s != StatusFailed || e != "the job was cancelled" {
 		t.Errorf("email of a cancelled job: %s %q, want failed", s, e)
+	}
+}
+
+// Job ids are global and guessable, email rows a tenant's own: another
+// workspace's row with a job's id must neither stop that job's email from
+// being saved (it failed every attempt on a row its workspace may not see)
+// nor tell that workspace whether the id is taken.
+func TestAnotherWorkspacesRowWithTheJobsIDDoesNotBlockItsEmail(t *testing.T) {
+	ctx := context.Background()
+	st, err := store.Open(ctx, testdb.NewDatabase(t, true), store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	acme, err := store.EnsureWorkspace(ctx, st, "Acme", "acme")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rival, err := store.EnsureWorkspace(ctx, st, "Rival", "rival")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// What a tenant session of the other workspace can write: a row of
+	// its own, with any job id.
+	squat := func(jobID int64) error {
+		return st.InWorkspace(ctx, rival.ID, func(tx pgx.Tx) error {
+			_, err := tx.Exec(ctx, `INSERT INTO errand.emails (workspace_id, job_id, template) VALUES ($1, $2, 'custom')`, rival.ID, jobID)
+			return err
+		})
+	}
+	const jobID = 424242
+	if err := squat(jobID); err != nil {
+		t.Fatal(err)
+	}
+
+	var saved, read Email
+	var found bool
+	err = st.InWorkspace(ctx, acme.ID, func(tx pgx.Tx) error {
+		var err error
+		saved, err = saveEmail(ctx, tx, Email{WorkspaceID: acme.ID, JobID: jobID, Template: "custom", Subject: "Hi", Text: "t",
+			Status: StatusCaptured, Recipients: []string{"a@example.com"}})
+		if err != nil {
+			return err
+		}
+		read, found, err = emailForJob(ctx, tx, acme.ID, jobID)
+		return err
+	})
+	if err != nil {
+		t.Fatalf("saving the job's email beside another workspace's row with its id: %v", err)
+	}
+	if saved.WorkspaceID != acme.ID || saved.Status != StatusCaptured || !found || read.ID != saved.ID {
+		t.Errorf("saved %+v, read back %+v (found %v): want the job's own captured email", saved, read, found)
+	}
+
+	// The other way round: a row of the job's workspace is no duplicate
+	// for anyone else.
+	err = st.InWorkspace(ctx, acme.ID, func(tx pgx.Tx) error {
+		_, err := saveEmail(ctx, tx, Email{WorkspaceID: acme.ID, JobID: jobID + 1, Template: "custom", Status: StatusQueued})
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := squat(jobID + 1); err != nil {
+		t.Errorf("another workspace's row with the id of this workspace's email: %v; want it written, telling nothing", err)
 	}
 }

@@ -180,8 +180,7 @@ func TestEmailSendsTheExactRequestToResend(t *testing.T) {
 		"text": "Hi",
 		"reply_to": "help@acme.test",
 		"tags": {"zeta": "z", "alpha": "a"},
-		"attachments": [{"filename": "a.txt", "content_base64": "aGk=", "content_type": "text/plain"}],
-		"a_field_from_a_newer_app": true}`)
+		"attachments": [{"filename": "a.txt", "content_base64": "aGk=", "content_type": "text/plain"}]}`)
 	if j := errandtest.WaitJob(t, pool, id, 30*time.Second, "completed", "failed"); j.Status != "completed" || j.Attempt != 1 {
 		t.Fatalf("job %+v, want completed on attempt 1", j)
 	}
@@ -718,6 +717,15 @@ func TestEmailBadInputIsRefusedAtInsertOrFailsAtOnce(t *testing.T) {
 		{"a tag with a space", `{"to": "a@example.com", "template": "custom", "subject": "s", "text": "t", "tags": {"user id": "1"}}`, `tags: name "user id"`, true},
 		{"a bad reply_to", `{"to": "a@example.com", "template": "custom", "subject": "s", "text": "t", "reply_to": "nobody"}`, `reply_to: "nobody" is not an email address`, true},
 		{"to that is a number", `{"to": 5, "template": "custom", "subject": "s", "text": "t"}`, `"to" must be an address or an array of addresses`, false},
+		// Fields email.send does not have would be dropped without a word
+		// (jobs.WithStrictArgs): the copy, the sender or the reply address
+		// the app asked for would silently not be used.
+		{"a cc field", `{"to": "a@example.com", "template": "custom", "subject": "s", "text": "t", "cc": "boss@example.com"}`, `decode args: json: unknown field "cc"`, false},
+		{"a bcc field", `{"to": "a@example.com", "template": "custom", "subject": "s", "text": "t", "bcc": ["audit@example.com"]}`, `decode args: json: unknown field "bcc"`, false},
+		{"a from field", `{"to": "a@example.com", "template": "custom", "subject": "s", "text": "t", "from": "ceo@acme.com"}`, `decode args: json: unknown field "from"`, false},
+		{"replyTo for reply_to", `{"to": "a@example.com", "template": "custom", "subject": "s", "text": "t", "replyTo": "support@acme.com"}`, `decode args: json: unknown field "replyTo"`, false},
+		{"a misspelt attachment field", `{"to": "a@example.com", "template": "custom", "subject": "s", "text": "t",
+			"attachments": [{"filename": "r.csv", "content_base64": "aGk=", "contentType": "text/csv"}]}`, `decode args: json: unknown field "contentType"`, false},
 	}
 	ids := make([]int64, len(failed))
 	for i, tc := range failed {

@@ -88,6 +88,7 @@ func ReportedWeek(at time.Time) string {
 func Kind() jobs.Kind {
 	r := &reporter{}
 	return jobs.Define(Name, jobs.QueueReports, r.work,
+		jobs.WithStrictArgs(),
 		jobs.WithEnv(envVars()...),
 		jobs.WithSetup(func(ctx context.Context, s *jobs.Setup) error {
 			cfg, err := loadConfig(s.Env)

@@ -56,6 +56,7 @@ func DeliverKind() jobs.Kind {
 	})
 	d.books.book = d.book
 	return jobs.Define(DeliverName, jobs.QueueWebhooks, d.work,
+		jobs.WithStrictArgs(),
 		jobs.WithTimeout(deliverTimeout),
 		jobs.WithMaxAttempts(deliverAttempts),
 		jobs.WithEnv(envVars()...),

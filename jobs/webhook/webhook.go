@@ -88,6 +88,7 @@ func (a DeliverArgs) Validate() error {
 func DispatchKind() jobs.Kind {
 	d := &dispatcher{}
 	return jobs.Define(DispatchName, jobs.QueueWebhooks, d.work,
+		jobs.WithStrictArgs(),
 		jobs.WithEnv(envVars()...),
 		jobs.WithSetup(func(ctx context.Context, s *jobs.Setup) error {
 			cfg, err := loadConfig(s.Env)
