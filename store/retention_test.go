@@ -225,8 +225,8 @@ func TestPruneLogsReachesDeletedWorkspacesAndKeepsEachEntrysLastRun(t *testing.T
 			VALUES ($1, $2, 1, '\x01'::bytea, sha256('\x01'::bytea), 1, 1, `+old+`)`, invoice, ws)
 	}
 	exec(`INSERT INTO errand.schedule_runs (name, period, job_id, created_at) VALUES
-		('usage_reports', now() - interval '40 days', 1, `+old+`),
-		('digests', now() - interval '41 days', 2, `+old+`), ('digests', now() - interval '40 days', 3, `+old+`)`)
+		('usage_reports', now() - interval '40 days', 1, ` + old + `),
+		('digests', now() - interval '41 days', 2, ` + old + `), ('digests', now() - interval '40 days', 3, ` + old + `)`)
 	exec(`DELETE FROM errand.workspaces WHERE id = $1`, ids["gone"])
 	if n := count(`SELECT count(*) FROM errand.deleted_workspaces WHERE id = $1`, ids["gone"]); n != 1 {
 		t.Fatalf("the deleted workspace is noted %d times, want once", n)
