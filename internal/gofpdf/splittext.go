@@ -25,7 +25,11 @@ func (f *Fpdf) SplitText(txt string, w float64) (lines []string) {
 	l := 0
 	for i < nb {
 		c := s[i]
-		l += cw[c]
+		// 65535 marks a zero-width glyph (a combining mark), as
+		// GetStringWidth and MultiCell read it: it adds nothing.
+		if cw[c] != 65535 {
+			l += cw[c]
+		}
 		if unicode.IsSpace(c) || isChinese(c) {
 			sep = i
 		}

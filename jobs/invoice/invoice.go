@@ -10,13 +10,13 @@
 package invoice
 
 import (
+	"bytes"
 	"context"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
-	"net/mail"
 	"regexp"
 	"strings"
 	"time"
@@ -45,8 +45,13 @@ type Args struct {
 // Recipients is one address or an array of them in JSON.
 type Recipients []string
 
-// UnmarshalJSON accepts "a@x.com" as well as ["a@x.com", ...].
+// UnmarshalJSON accepts "a@x.com" as well as ["a@x.com", ...]; null is
+// no recipient, as leaving email_to out is.
 func (r *Recipients) UnmarshalJSON(b []byte) error {
+	if string(bytes.TrimSpace(b)) == "null" {
+		*r = nil
+		return nil
+	}
 	var one string
 	if err := json.Unmarshal(b, &one); err == nil {
 		*r = Recipients{one}
@@ -74,13 +79,11 @@ func (a Args) Validate() error {
 	if len(a.EmailTo) > maxRecipients {
 		problems = append(problems, fmt.Errorf("email_to: %d recipients, at most %d", len(a.EmailTo), maxRecipients))
 	}
+	// email.send's own check: an address it would refuse fails the render
+	// now, not its receipt after the PDF is stored.
 	for _, addr := range a.EmailTo {
-		if strings.ContainsFunc(addr, func(r rune) bool { return r < 0x20 || r == 0x7f }) {
-			problems = append(problems, fmt.Errorf("email_to: %q has a line break or control character", addr))
-			continue
-		}
-		if _, err := mail.ParseAddress(addr); err != nil {
-			problems = append(problems, fmt.Errorf("email_to: %q is not an email address (%v)", addr, err))
+		if err := email.CheckAddress(addr); err != nil {
+			problems = append(problems, fmt.Errorf("email_to: %w", err))
 		}
 	}
 	return errors.Join(problems...)
@@ -91,6 +94,7 @@ func (a Args) Validate() error {
 func Kind() jobs.Kind {
 	k := &renderKind{logger: slog.New(slog.DiscardHandler), cfg: config{paper: PaperA4}}
 	return jobs.Define(Name, jobs.QueueDocuments, k.work,
+		jobs.WithStrictArgs(),
 		jobs.WithTimeout(2*time.Minute),
 		jobs.WithEnv(envVars()...),
 		jobs.WithSetup(func(ctx context.Context, s *jobs.Setup) error {
@@ -136,13 +140,10 @@ func (k *renderKind) work(ctx context.Context, job *jobs.Job, args Args) error {
 			return &badInvoice{fmt.Errorf("render invoice %s: %w", args.InvoiceID, err)}
 		}
 		if len(r.Missing) > 0 {
-			chars := make([]string, len(r.Missing))
-			for i, m := range r.Missing {
-				chars[i] = m.String()
-			}
 			k.logger.Warn("invoice text has characters the font cannot draw; they are printed as the placeholder U+FFFD",
 				slog.Int64("job_id", job.ID), slog.String("workspace_id", job.WorkspaceID),
-				slog.String("invoice_id", args.InvoiceID), slog.String("chars", strings.Join(chars, ", ")))
+				slog.String("invoice_id", args.InvoiceID), slog.Int("distinct", len(r.Missing)),
+				slog.String("chars", missingChars(r.Missing)))
 		}
 		version, err := storeDocument(ctx, tx, job.WorkspaceID, args.InvoiceID, job.ID, r)
 		if err != nil {
@@ -167,6 +168,24 @@ func (k *renderKind) work(ctx context.Context, job *jobs.Job, args Args) error {
 		return jobs.Permanent(bad)
 	}
 	return err
+}
+
+// maxLoggedMissing caps the characters one warning names: an invoice in a
+// script the font lacks has hundreds of distinct ones.
+const maxLoggedMissing = 20
+
+// missingChars names the first maxLoggedMissing characters the font lacks,
+// each once with where and how often, and says how many more there are.
+func missingChars(ms []Missing) string {
+	n := min(len(ms), maxLoggedMissing)
+	chars := make([]string, n, n+1)
+	for i, m := range ms[:n] {
+		chars[i] = m.String()
+	}
+	if len(ms) > n {
+		chars = append(chars, fmt.Sprintf("and %d more", len(ms)-n))
+	}
+	return strings.Join(chars, ", ")
 }
 
 // receiptArgs are the email.send args of the receipt, the PDF attached.

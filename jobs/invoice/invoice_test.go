@@ -156,7 +156,12 @@ func TestBadRenderJobsFailAtOnce(t *testing.T) {
 		{"an invoice_id that is not a uuid", `{"invoice_id": "INV-1"}`, `invoice_id "INV-1" is not a uuid`},
 		{"an invoice_id that is a number", `{"invoice_id": 42}`, "decode args"},
 		{"email_to that is not an address", renderArgs(theirs, `, "email_to": "zoe at example"`), `email_to: "zoe at example" is not an email address`},
-		{"email_to with a line break", renderArgs(theirs, `, "email_to": "a@example.com\nBcc: x@example.com"`), "has a line break or control character"},
+		{"email_to with a line break", renderArgs(theirs, `, "email_to": "a@example.com\nBcc: x@example.com"`), `email_to: "a@example.com\nBcc: x@example.com" has a line break`},
+		// What email.send would refuse, refused before the PDF is stored.
+		{"email_to with a C1 control character", renderArgs(theirs, `, "email_to": "Ann\u0085 <a@example.com>"`), `email_to: "Ann\u0085 <a@example.com>" has a control character`},
+		{"email_to with a Unicode line separator", renderArgs(theirs, `, "email_to": ["ok@example.com", "a@example.com\u2028Bcc: x@example.com"]`), `email_to: "a@example.com\u2028Bcc: x@example.com" has a control character`},
+		{"email_to with a line break encoded in its name", renderArgs(theirs, `, "email_to": "=?utf-8?q?Ann=0D=0ABcc=3A_x=40example.com?= <a@example.com>"`), `email_to: "=?utf-8?q?Ann=0D=0ABcc=3A_x=40example.com?= <a@example.com>" has a control character in its name`},
+		{"email_to with a null among the addresses", renderArgs(theirs, `, "email_to": ["a@example.com", null]`), "email_to: empty address"},
 		{"amounts beyond 64-bit minor units", renderArgs(huge, ""), "amounts do not fit in 64-bit minor units"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -300,5 +305,69 @@ func TestReceiptTooLargeForTheArgsLimitFailsAtOnce(t *testing.T) {
 	// Without the email, the same invoice renders.
 	if j := render(t, pool, ws, renderArgs(inv, "")); j.Status != "completed" {
 		t.Errorf("the same invoice without email_to: %+v", j)
+	}
+}
+
+// An invoice in a script the font lacks has hundreds of distinct
+// characters: the warning names each once, with where and how often, up
+// to a limit, and says how many more there are.
+func TestMissingCharactersAreLoggedOnceEachUpToALimit(t *testing.T) {
+	t.Parallel()
+	url, pool := errandtest.MigratedDB(t)
+	ws := errandtest.NewWorkspace(t, pool, "acme")
+	d := errandtest.StartDaemon(t, url, nil)
+	var chinese []rune
+	for c := rune(0x4E00); c < 0x4E00+30; c++ {
+		chinese = append(chinese, c)
+	}
+	line := item{string(chinese), "1", 100, "0"}
+	id := newInvoice(t, pool, ws, "INV-漢", "EUR", line, line, line)
+	if j := render(t, pool, ws, renderArgs(id, "")); j.Status != "completed" {
+		t.Fatalf("render: %+v", j)
+	}
+	var warning struct {
+		Msg       string
+		InvoiceID string `json:"invoice_id"`
+		Distinct  int
+		Chars     string
+	}
+	for _, l := range strings.Split(d.Logs.String(), "\n") {
+		if strings.Contains(l, "characters the font cannot draw") && strings.Contains(l, id) {
+			if err := json.Unmarshal([]byte(l), &warning); err != nil {
+				t.Fatalf("%v: %s", err, l)
+			}
+		}
+	}
+	if warning.InvoiceID != id || warning.Distinct != 31 {
+		t.Fatalf("warning %+v, want one of invoice %s with 31 distinct characters; the log:\n%s", warning, id, d.Logs.String())
+	}
+	// 漢 and the first 19 of the 30; the other 11 are only counted.
+	for _, want := range []string{`U+6F22 '漢' in number`, `U+4E00 '一' in line 1 description and 2 other fields (3 times)`,
+		`U+4E12 '丒' in line 1 description and 2 other fields (3 times)`, "and 11 more"} {
+		if n := strings.Count(warning.Chars, want); n != 1 {
+			t.Errorf("the warning names %q %d times, want once:\n%s", want, n, warning.Chars)
+		}
+	}
+	if strings.Contains(warning.Chars, "U+4E13") {
+		t.Errorf("the warning names more than 20 characters:\n%s", warning.Chars)
+	}
+}
+
+// "email_to": null is no receipt, as leaving email_to out is: the invoice
+// renders and no email is enqueued.
+func TestEmailToNullSendsNoReceipt(t *testing.T) {
+	t.Parallel()
+	url, pool := errandtest.MigratedDB(t)
+	ws := errandtest.NewWorkspace(t, pool, "acme")
+	errandtest.StartDaemon(t, url, nil)
+	id := newInvoice(t, pool, ws, "INV-1", "EUR", item{"Tea", "1", 500, "0"})
+	if j := render(t, pool, ws, renderArgs(id, `, "email_to": null`)); j.Status != "completed" {
+		t.Fatalf("render with email_to null: %+v, want completed", j)
+	}
+	if n := len(documents(t, pool, id)); n != 1 {
+		t.Errorf("%d documents, want 1", n)
+	}
+	if n := count(t, pool, `SELECT count(*) FROM errand.jobs WHERE kind = 'email.send'`); n != 0 {
+		t.Errorf("%d receipt emails enqueued, want none", n)
 	}
 }

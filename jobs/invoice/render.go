@@ -4,7 +4,7 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"fmt"
-	"slices"
+	"sort"
 	"strings"
 	"time"
 	"unicode"
@@ -36,17 +36,38 @@ type Rendered struct {
 	Pages  int
 	Totals Totals
 	// Missing are the characters the font could not draw, each printed as
-	// the placeholder U+FFFD, in the order first met.
+	// the placeholder U+FFFD: each character once, in the order first met.
 	Missing []Missing
 }
 
-// Missing is a character shown as the placeholder, and where.
+// Missing is a character shown as the placeholder: the field it is first
+// met in, how many fields have it and how often it occurs in all.
 type Missing struct {
-	Char  rune
-	Field string
+	Char   rune
+	Field  string
+	Fields int
+	Count  int
 }
 
-func (m Missing) String() string { return fmt.Sprintf("%U %q in %s", m.Char, m.Char, m.Field) }
+// String is "U+8336 '茶' in line 1 description", then "(3 times)" when it
+// occurs more than once and "and 2 other fields" when elsewhere too.
+func (m Missing) String() string {
+	s := fmt.Sprintf("%U %q in %s", m.Char, m.Char, m.Field)
+	if m.Fields > 1 {
+		s += fmt.Sprintf(" and %d other field%s", m.Fields-1, plural(m.Fields-1))
+	}
+	if m.Count > 1 {
+		s += fmt.Sprintf(" (%d times)", m.Count)
+	}
+	return s
+}
+
+func plural(n int) string {
+	if n == 1 {
+		return ""
+	}
+	return "s"
+}
 
 // Paper sizes gofpdf knows, as ERRAND_INVOICE_PAPER names them.
 const (
@@ -80,7 +101,7 @@ func Render(doc Document, paper string) (Rendered, error) {
 	if err != nil {
 		return Rendered{}, err
 	}
-	r := &renderer{runes: runes, exp: exp}
+	r := &renderer{runes: runes, exp: exp, seen: map[rune]int{}}
 	if paper == "" {
 		paper = PaperA4
 	}
@@ -92,8 +113,13 @@ func Render(doc Document, paper string) (Rendered, error) {
 	f.SetCatalogSort(true)
 	f.SetProducer("errand", false)
 	f.SetCreator("errand invoice.render", false)
-	f.SetTitle(r.clean("Invoice "+doc.Number, "number", false), true)
-	f.SetAuthor(r.clean(doc.Issuer, "issuer", false), true)
+	// Each field is cleaned once, so a character the font lacks is counted
+	// once per occurrence; the title keeps the whole number, which the
+	// page may have to cut.
+	r.number = r.clean(doc.Number, "number", false)
+	r.issuer = r.clean(doc.Issuer, "issuer", false)
+	f.SetTitle("Invoice "+r.number, true)
+	f.SetAuthor(r.issuer, true)
 	// A copy for each document: gofpdf pads the font's tables with append,
 	// which writes into the bytes it was given (past a table's end), so a
 	// shared slice would be written by every render at once.
@@ -107,7 +133,7 @@ func Render(doc Document, paper string) (Rendered, error) {
 	r.table(doc, totals)
 	r.totals(doc, totals)
 	r.notes(doc)
-	r.footers(doc)
+	r.footers()
 	var out bytes.Buffer
 	if err := f.Output(&out); err != nil {
 		return Rendered{}, fmt.Errorf("render PDF: %w", err)
@@ -116,10 +142,13 @@ func Render(doc Document, paper string) (Rendered, error) {
 }
 
 type renderer struct {
-	f       *gofpdf.Fpdf
-	runes   map[rune]bool
-	exp     int
-	missing []Missing
+	f              *gofpdf.Fpdf
+	runes          map[rune]bool
+	exp            int
+	number, issuer string // cleaned
+	missing        []Missing
+	seen           map[rune]int // index in missing: one lookup per character, however many
+	lastField      []string     // of each missing character, to count its fields
 }
 
 // clean makes text safe to draw: composed (NFC, so "e" and a combining
@@ -142,14 +171,29 @@ func (r *renderer) clean(s, field string, multiline bool) string {
 			// Invisible: zero-width joiners, direction marks, soft hyphens.
 		case c > 0xFFFF || !r.runes[c] || unicode.In(c, unicode.Arabic, unicode.Hebrew, unicode.Syriac, unicode.Thaana, unicode.Nko):
 			b.WriteRune(placeholder)
-			if !slices.ContainsFunc(r.missing, func(m Missing) bool { return m.Char == c && m.Field == field }) {
-				r.missing = append(r.missing, Missing{Char: c, Field: field})
-			}
+			r.note(c, field)
 		default:
 			b.WriteRune(c)
 		}
 	}
 	return b.String()
+}
+
+// note counts a character the font lacks. A field is cleaned once, so a
+// character's fields are counted by the field changing.
+func (r *renderer) note(c rune, field string) {
+	i, ok := r.seen[c]
+	if !ok {
+		r.seen[c] = len(r.missing)
+		r.missing = append(r.missing, Missing{Char: c, Field: field, Fields: 1, Count: 1})
+		r.lastField = append(r.lastField, field)
+		return
+	}
+	r.missing[i].Count++
+	if r.lastField[i] != field {
+		r.missing[i].Fields++
+		r.lastField[i] = field
+	}
 }
 
 func (r *renderer) money(minor int64) string { return FormatAmount(minor, r.exp) }
@@ -185,6 +229,34 @@ func (r *renderer) fit(w, h float64, s, align string, size float64) {
 	r.f.SetFontSize(size)
 }
 
+// fitText is fit for text that may be cut (an invoice number of any
+// length): it shrinks to 6 pt at most, then ends with "…" where it fits.
+func (r *renderer) fitText(w, h float64, s, align string, size float64) {
+	r.f.SetFontSize(size)
+	if sw := r.f.GetStringWidth(s); sw > w-2 {
+		r.f.SetFontSize(max(size*(w-2)/sw, min(size, 6)))
+	}
+	r.f.CellFormat(w, h, r.cut(s, w-2), "", 0, align, false, 0, "")
+	r.f.SetFontSize(size)
+}
+
+// cut returns s, or its longest start followed by "…" that is at most w
+// millimetres wide at the current font size, never ending between a
+// letter and its combining marks.
+func (r *renderer) cut(s string, w float64) string {
+	if r.f.GetStringWidth(s) <= w {
+		return s
+	}
+	runes := []rune(s)
+	n := sort.Search(len(runes)+1, func(n int) bool {
+		return r.f.GetStringWidth(string(runes[:n])+"…") > w
+	}) - 1
+	for n > 0 && unicode.Is(unicode.Mn, runes[n]) {
+		n--
+	}
+	return string(runes[:max(n, 0)]) + "…"
+}
+
 // lines wraps text to width w at the current font size; never empty.
 func (r *renderer) lines(s string, w float64) []string {
 	var out []string
@@ -218,8 +290,7 @@ func (r *renderer) header(doc Document) {
 	left := margin
 	f.SetTextColor(20, 20, 20)
 	f.SetFont(fontName, "", 16)
-	issuer := r.clean(doc.Issuer, "issuer", false)
-	for _, l := range capLines(r.lines(issuer, w*0.6), 3) {
+	for _, l := range capLines(r.lines(r.issuer, w*0.6), 3) {
 		f.SetX(left)
 		r.bold(func() { f.CellFormat(w*0.6, 7.5, l, "", 2, "L", false, 0, "") })
 	}
@@ -239,7 +310,7 @@ func (r *renderer) header(doc Document) {
 	metaY := max(f.GetY(), issuerBottom, top+16) + 2
 	f.SetFont(fontName, "", bodySize)
 	meta := [][2]string{
-		{"Invoice number", r.clean(doc.Number, "number", false)},
+		{"Invoice number", r.number},
 		{"Issue date", doc.IssuedAt.Format("2 January 2006")},
 	}
 	if !doc.DueAt.IsZero() {
@@ -252,7 +323,7 @@ func (r *renderer) header(doc Document) {
 		f.SetTextColor(110, 110, 110)
 		f.CellFormat(w*0.2, lineHeight+0.6, m[0], "", 0, "L", false, 0, "")
 		f.SetTextColor(20, 20, 20)
-		r.fit(w*0.3, lineHeight+0.6, m[1], "R", bodySize)
+		r.fitText(w*0.3, lineHeight+0.6, m[1], "R", bodySize)
 		y += lineHeight + 0.6
 	}
 
@@ -367,10 +438,15 @@ func (r *renderer) totals(doc Document, t Totals) {
 		rows = append(rows, [2]string{fmt.Sprintf("Tax %s %% on %s", tax.Rate, r.money(tax.Base)), r.money(tax.Tax)})
 	}
 	h := lineHeight + 1.6
-	r.space(float64(len(rows)+1)*h+6, false)
+	// The block stays together when a page can hold it; one taller than a
+	// page (dozens of tax rates) continues row by row on the next ones.
+	if block := float64(len(rows)+1)*h + 6; block <= r.bottom()-margin {
+		r.space(block, false)
+	}
 	f.Ln(3)
 	labelW, amountW := w*0.35, w*0.2
 	for _, row := range rows {
+		r.space(h, false)
 		f.SetX(margin + w - labelW - amountW)
 		f.SetTextColor(80, 80, 80)
 		r.fit(labelW, h, row[0], "L", bodySize)
@@ -378,6 +454,7 @@ func (r *renderer) totals(doc Document, t Totals) {
 		r.fit(amountW, h, row[1], "R", bodySize)
 		f.Ln(h)
 	}
+	r.space(h+1.5, false)
 	f.SetDrawColor(120, 120, 120)
 	f.Line(margin+w-labelW-amountW, f.GetY(), margin+w, f.GetY())
 	f.SetX(margin + w - labelW - amountW)
@@ -410,11 +487,10 @@ func (r *renderer) notes(doc Document) {
 
 // footers writes "Invoice <number>" and "Page x of y" on every page, once
 // the number of pages is known.
-func (r *renderer) footers(doc Document) {
+func (r *renderer) footers() {
 	f := r.f
 	_, h := f.GetPageSize()
 	n := f.PageCount()
-	number := r.clean(doc.Number, "number", false)
 	for p := 1; p <= n; p++ {
 		f.SetPage(p)
 		// gofpdf writes a font change only when the font changes: say it
@@ -423,7 +499,8 @@ func (r *renderer) footers(doc Document) {
 		f.SetFont(fontName, "", 8)
 		f.SetTextColor(110, 110, 110)
 		f.SetXY(margin, h-margin+4)
-		f.CellFormat(r.width()/2, 5, "Invoice "+number, "", 0, "L", false, 0, "")
+		// A number too long for half the line is cut: the title has it whole.
+		f.CellFormat(r.width()/2, 5, r.cut("Invoice "+r.number, r.width()/2-2), "", 0, "L", false, 0, "")
 		f.CellFormat(r.width()/2, 5, fmt.Sprintf("Page %d of %d", p, n), "", 0, "R", false, 0, "")
 	}
 }

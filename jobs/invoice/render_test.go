@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os/exec"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -325,5 +326,150 @@ func TestAnOverlongAddressIsCut(t *testing.T) {
 	}
 	if r.Pages != 1 {
 		t.Errorf("%d pages, want 1", r.Pages)
+	}
+}
+
+// A combining mark with no composed form left after NFC (Yoruba's ọ́, a
+// Russian stress mark) is a zero-width glyph: the name and the description
+// stay on one line each.
+func TestCombiningMarksDoNotBreakTheLine(t *testing.T) {
+	doc := sample()
+	doc.CustomerName = "Ọlọ́run Adébáyọ̀"
+	doc.Lines[0].Description = "Ọlọ́run Adébáyọ̀ — консульта́ция"
+	lines := strings.Split(pdftotext(t, render(t, doc).PDF), "\n")
+	for _, want := range []string{"Ọlọ́run Adébáyọ̀", "Ọlọ́run Adébáyọ̀ — консульта́ция"} {
+		if !slices.Contains(lines, want) {
+			t.Errorf("no line is %q:\n%s", want, strings.Join(lines, "\n"))
+		}
+	}
+}
+
+// Eighty tax rates make a totals block taller than a page: it continues on
+// the next pages, and every rate and the total are printed.
+func TestTotalsTallerThanAPageContinueOnTheNextPages(t *testing.T) {
+	doc := sample()
+	doc.Lines = nil
+	for i := range 80 {
+		doc.Lines = append(doc.Lines, Line{Description: fmt.Sprintf("Item %d", i), Quantity: "1", UnitAmount: 1000, TaxRate: fmt.Sprintf("%d.5", i)})
+	}
+	r := render(t, doc)
+	text := pdftotext(t, r.PDF)
+	for i := range 80 {
+		row := regexp.MustCompile(fmt.Sprintf(`Tax %d\.5 %% on 10\.00\s+%d\.%02d\b`, i, (i*10+5)/100, (i*10+5)%100))
+		if n := len(row.FindAllString(text, -1)); n != 1 {
+			t.Errorf("the row of rate %d.5 %% is printed %d times, want once", i, n)
+		}
+	}
+	// 80 × 10.00 and 0.5 % + 1.5 % + … + 79.5 % of 10.00 (320.00).
+	if !regexp.MustCompile(`Total EUR\s+1,120\.00`).MatchString(text) {
+		t.Errorf("the total is not printed:\n%s", text)
+	}
+	last := pdftotext(t, r.PDF, "-f", strconv.Itoa(r.Pages), "-l", strconv.Itoa(r.Pages))
+	if !strings.Contains(last, "Total EUR") || !strings.Contains(last, fmt.Sprintf("Page %d of %d", r.Pages, r.Pages)) {
+		t.Errorf("the last page lacks the total or its footer:\n%s", last)
+	}
+}
+
+// box is a word's place on its page, as pdftotext -bbox reads it (points).
+type box struct {
+	word                   string
+	xMin, yMin, xMax, yMax float64
+}
+
+var (
+	bboxPage = regexp.MustCompile(`<page width="([0-9.]+)" height="([0-9.]+)">`)
+	bboxWord = regexp.MustCompile(`<word xMin="([0-9.-]+)" yMin="([0-9.-]+)" xMax="([0-9.-]+)" yMax="([0-9.-]+)">([^<]*)</word>`)
+)
+
+// wordBoxes are the words of each page with the page's size.
+func wordBoxes(t *testing.T, pdf []byte) (pages [][]box, width, height float64) {
+	t.Helper()
+	num := func(s string) float64 {
+		v, err := strconv.ParseFloat(s, 64)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
+	for _, l := range strings.Split(pdftotext(t, pdf, "-bbox"), "\n") {
+		if m := bboxPage.FindStringSubmatch(l); m != nil {
+			pages = append(pages, nil)
+			width, height = num(m[1]), num(m[2])
+		} else if m := bboxWord.FindStringSubmatch(l); m != nil && len(pages) > 0 {
+			pages[len(pages)-1] = append(pages[len(pages)-1], box{m[5], num(m[1]), num(m[2]), num(m[3]), num(m[4])})
+		}
+	}
+	return pages, width, height
+}
+
+// An invoice number of any length stays in its place, in the details and
+// in every footer: cut with "…" where it does not fit, whole in the PDF's
+// title.
+func TestALongInvoiceNumberIsCutNotOverlapping(t *testing.T) {
+	doc := sample()
+	doc.Number = strings.Repeat("INV-2026-", 20) + "END"
+	r := render(t, doc)
+	pages, width, height := wordBoxes(t, r.PDF)
+	if len(pages) != 1 || len(pages[0]) < 20 {
+		t.Fatalf("pdftotext -bbox found %d pages, want 1 with the invoice's words", len(pages))
+	}
+	const slack = 0.5 // points: glyph boxes of neighbours may touch
+	words := pages[0]
+	for i, a := range words {
+		if a.xMin < -slack || a.yMin < -slack || a.xMax > width+slack || a.yMax > height+slack {
+			t.Errorf("%q (%.1f, %.1f)-(%.1f, %.1f) passes the page's edge (%.0f × %.0f)", a.word, a.xMin, a.yMin, a.xMax, a.yMax, width, height)
+		}
+		for _, b := range words[i+1:] {
+			if a.xMin < b.xMax-slack && b.xMin < a.xMax-slack && a.yMin < b.yMax-slack && b.yMin < a.yMax-slack {
+				t.Errorf("%q and %q overlap", a.word, b.word)
+			}
+		}
+	}
+	text := pdftotext(t, r.PDF)
+	if strings.Contains(text, "END") || !strings.Contains(text, "INV-2026-INV-2026-") || strings.Count(text, "…") != 2 {
+		t.Errorf("want the number cut with \"…\" in the details and the footer:\n%s", text)
+	}
+	if got := pdfinfo(t, r.PDF)["Title"]; got != "Invoice "+doc.Number {
+		t.Errorf("title %q, want the whole number", got)
+	}
+}
+
+// A character the font lacks is listed once however often it occurs, with
+// the field it is first met in, how many fields have it and how often:
+// a hundred lines of the same two hundred Chinese characters list two
+// hundred, and the number (drawn in the details, the footer and the title)
+// counts once per occurrence.
+func TestMissingCharactersAreListedOnceEach(t *testing.T) {
+	doc := sample()
+	doc.Number = "INV-茶茶"
+	var chinese []rune
+	for c := rune(0x4E00); c < 0x4E00+200; c++ {
+		chinese = append(chinese, c)
+	}
+	doc.Lines = nil
+	for range 100 {
+		doc.Lines = append(doc.Lines, Line{Description: string(chinese), Quantity: "1", UnitAmount: 100, TaxRate: "0"})
+	}
+	r := render(t, doc)
+	if len(r.Missing) != 201 {
+		t.Fatalf("%d missing characters listed, want 201 (茶 and 200 others)", len(r.Missing))
+	}
+	if got, want := r.Missing[0], (Missing{Char: '茶', Field: "number", Fields: 1, Count: 2}); got != want {
+		t.Errorf("first %+v, want %+v", got, want)
+	}
+	for i, c := range chinese {
+		if got, want := r.Missing[i+1], (Missing{Char: c, Field: "line 1 description", Fields: 100, Count: 100}); got != want {
+			t.Fatalf("%d: %+v, want %+v", i+1, got, want)
+		}
+	}
+	for m, want := range map[Missing]string{
+		r.Missing[0]: `U+8336 '茶' in number (2 times)`,
+		r.Missing[1]: `U+4E00 '一' in line 1 description and 99 other fields (100 times)`,
+		{Char: 'ش', Field: "notes", Fields: 1, Count: 1}: `U+0634 'ش' in notes`,
+		{Char: 'ش', Field: "notes", Fields: 2, Count: 2}: `U+0634 'ش' in notes and 1 other field (2 times)`,
+	} {
+		if got := m.String(); got != want {
+			t.Errorf("%q, want %q", got, want)
+		}
 	}
 }

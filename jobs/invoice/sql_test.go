@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
+	"unicode"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -39,6 +41,15 @@ func TestInvoiceTablesRefuseWhatCouldNeverRender(t *testing.T) {
 		{"no currency", newInv + `($1, 'X-1', 'Ann', NULL)`, "23502", "invoice currency is required"},
 		{"no invoice number", newInv + `($1, '  ', 'Ann', 'EUR')`, "23502", "invoice number is required"},
 		{"no customer name", newInv + `($1, 'X-1', NULL, 'EUR')`, "23502", "invoice customer_name is required"},
+		// Nothing the PDF would show (migration 042).
+		{"a customer name that is a tab", newInv + `($1, 'X-1', E'\t', 'EUR')`, "23502", "errand: invoice customer_name is required: it has no visible character, only U+0009"},
+		{"a customer name of no-break spaces and a soft hyphen", newInv + `($1, 'X-1', E'\u00a0\u00ad\u00a0', 'EUR')`, "23502", "customer_name is required: it has no visible character, only U+00A0 U+00AD U+00A0"},
+		{"an invoice number that is a line break", newInv + `($1, E'\n', 'Ann', 'EUR')`, "23502", "errand: invoice number is required: it has no visible character, only U+000A"},
+		{"an invoice number that is a zero-width space", newInv + `($1, E'\u200b', 'Ann', 'EUR')`, "23502", "errand: invoice number is required: it has no visible character, only U+200B"},
+		{"an invoice number of ten direction marks", newInv + `($1, repeat(E'\u200e', 10), 'Ann', 'EUR')`, "23502", "only U+200E U+200E U+200E U+200E U+200E U+200E U+200E U+200E …"},
+		{"an invoice number of a tag character", newInv + `($1, E'\U000E0041', 'Ann', 'EUR')`, "23502", "only U+E0041"},
+		{"an invoice number updated to a zero-width space", `UPDATE errand.invoices SET number = E'\u200b' WHERE id = $3`, "23502", "errand: invoice number is required: it has no visible character, only U+200B"},
+		{"a customer name updated to a line break", `UPDATE errand.invoices SET customer_name = E'\r\n' WHERE id = $3`, "23502", "customer_name is required: it has no visible character, only U+000D U+000A"},
 		{"a number used twice in a workspace", newInv + `($1, 'INV-1', 'Ann', 'EUR')`, "23505", "invoices_number_key"},
 		{"a status errand does not know", `INSERT INTO errand.invoices (workspace_id, number, customer_name, currency, status) VALUES ($1, 'X-1', 'Ann', 'EUR', 'sent')`, "23514", "invoice status must be one of: draft, open, paid, void, uncollectible, got 'sent'"},
 		{"a due date before the issue date", `INSERT INTO errand.invoices (workspace_id, number, customer_name, currency, issued_at, due_at) VALUES ($1, 'X-1', 'Ann', 'EUR', '2026-03-01', '2026-02-01')`, "23514", "invoice due_at 2026-02-01 is before issued_at 2026-03-01"},
@@ -167,23 +178,31 @@ func TestInvoiceTablesAreTenantScoped(t *testing.T) {
 	if err := pool.QueryRow(ctx, `SELECT value FROM errand.settings WHERE name = 'tenant_role'`).Scan(&role); err != nil {
 		t.Fatal(err)
 	}
-	// Unscoped, as a role other than errand's: nothing about the invoice
-	// either (row level security would refuse the row anyway).
-	err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
-		if _, err := tx.Exec(ctx, `SELECT set_config('role', $1, true)`, role); err != nil {
-			return err
+	// Unscoped, as a role other than errand's: told it has no scope, the
+	// same for an invoice of its workspace, another's and none (row level
+	// security would refuse the row anyway), so nothing about the invoice.
+	for _, tc := range []struct{ name, invoice, workspace string }{
+		{"its own invoice", mine, ws},
+		{"another workspace's invoice", theirs, ws},
+		{"an invoice that does not exist", "00000000-0000-0000-0000-000000000001", ws},
+	} {
+		err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
+			if _, err := tx.Exec(ctx, `SELECT set_config('role', $1, true)`, role); err != nil {
+				return err
+			}
+			_, err := tx.Exec(ctx, `INSERT INTO errand.invoice_items (invoice_id, workspace_id, description, quantity, unit_amount, tax_rate) VALUES ($1, $2, 'Tea', 1, 500, 0)`, tc.invoice, tc.workspace)
+			var pgErr *pgconn.PgError
+			want := "errand: no workspace scope: role " + role + " may add or change invoice items only in a transaction scoped to their workspace (app.current_workspace_id is not set)"
+			if !errors.As(err, &pgErr) || pgErr.Code != "42501" || pgErr.Message != want {
+				t.Errorf("an item on %s, unscoped as the tenant role: %v, want 42501 %q", tc.name, err, want)
+			}
+			return errRolledBack
+		})
+		if !errors.Is(err, errRolledBack) {
+			t.Fatal(err)
 		}
-		_, err := tx.Exec(ctx, `INSERT INTO errand.invoice_items (invoice_id, workspace_id, description, quantity, unit_amount, tax_rate) VALUES ($1, $2, 'Tea', 1, 500, 0)`, theirs, ws)
-		var pgErr *pgconn.PgError
-		if !errors.As(err, &pgErr) || pgErr.Code != "23503" || pgErr.Message != "errand: invoice "+theirs+" does not exist" {
-			t.Errorf("an item on another workspace's invoice, unscoped as the tenant role: %v, want 23503 \"invoice %s does not exist\"", err, theirs)
-		}
-		return errRolledBack
-	})
-	if !errors.Is(err, errRolledBack) {
-		t.Fatal(err)
 	}
-	err = pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
+	err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
 		if _, err := tx.Exec(ctx, `SELECT set_config('app.current_workspace_id', $1, true), set_config('role', $2, true)`, ws, role); err != nil {
 			return err
 		}
@@ -219,3 +238,67 @@ func TestInvoiceTablesAreTenantScoped(t *testing.T) {
 
 // errRolledBack ends a transaction the test expects to fail.
 var errRolledBack = errors.New("rolled back on purpose")
+
+// errand.has_visible_text, which refuses an invoice number or customer name
+// that would print as nothing, agrees with the renderer on every code
+// point: render.go's clean prints white space as a space and drops control
+// and format characters; everything else shows (a character the font
+// lacks as the placeholder).
+func TestVisibleTextIsWhatThePDFShows(t *testing.T) {
+	t.Parallel()
+	_, pool := errandtest.MigratedDB(t)
+	rows, err := pool.Query(context.Background(), `
+		SELECT c FROM generate_series(1, 1114111) AS c
+		WHERE c NOT BETWEEN 55296 AND 57343 AND NOT errand.has_visible_text(chr(c)) ORDER BY c`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	invisible, err := pgx.CollectRows(rows, pgx.RowTo[int32])
+	if err != nil {
+		t.Fatal(err)
+	}
+	var want []int32
+	for c := rune(1); c <= unicode.MaxRune; c++ {
+		if unicode.IsSpace(c) || unicode.IsControl(c) || unicode.Is(unicode.Cf, c) {
+			want = append(want, c)
+		}
+	}
+	if !slices.Equal(invisible, want) {
+		t.Errorf("invisible to errand.has_visible_text:\n%U\nto the renderer (Unicode %s):\n%U", invisible, unicode.Version, want)
+	}
+}
+
+// Visible text with invisible characters in it is fine, and an invoice
+// stored before migration 042 with a number that shows nothing can still
+// be updated (marked paid); only a new invisible number is refused.
+func TestInvisibleCharactersAmongVisibleOnesAreAccepted(t *testing.T) {
+	t.Parallel()
+	_, pool := errandtest.MigratedDB(t)
+	ws := errandtest.NewWorkspace(t, pool, "acme")
+	ctx := context.Background()
+	var id string
+	if err := pool.QueryRow(ctx, `INSERT INTO errand.invoices (workspace_id, number, customer_name, currency)
+		VALUES ($1, E'\u200bINV-1\t', E'Ann\u00a0Lee\u200d', 'EUR') RETURNING id`, ws).Scan(&id); err != nil {
+		t.Fatalf("visible text among invisible characters: %v", err)
+	}
+	// As 012 let it in: the triggers off for one statement.
+	var old string
+	err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `SELECT set_config('session_replication_role', 'replica', true)`); err != nil {
+			return err
+		}
+		return tx.QueryRow(ctx, `INSERT INTO errand.invoices (workspace_id, number, customer_name, currency)
+			VALUES ($1, E'\u200b', E'\t', 'EUR') RETURNING id`, ws).Scan(&old)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pool.Exec(ctx, `UPDATE errand.invoices SET status = 'paid' WHERE id = $1`, old); err != nil {
+		t.Errorf("marking paid an invoice stored before 042: %v", err)
+	}
+	_, err = pool.Exec(ctx, `UPDATE errand.invoices SET number = E'\u200b\u200b' WHERE id = $1`, old)
+	var pgErr *pgconn.PgError
+	if !errors.As(err, &pgErr) || pgErr.Code != "23502" || !strings.Contains(pgErr.Message, "number is required: it has no visible character") {
+		t.Errorf("a new invisible number: %v, want it refused", err)
+	}
+}
