@@ -144,6 +144,8 @@ var contractCorpus = []badInput{
 	{name: "invoice.render without invoice_id", sql: insertJob + `($1, 'invoice.render', '{"email_to": "ann@example.com"}')`, code: "22023", message: `args for kind "invoice.render" are missing required field(s): invoice_id`},
 	{name: "an invoice in an unknown currency", sql: newInvoice + `($1, 'C-1', 'Ann', 'EUX')`, code: "22023", message: "invoice currency 'EUX' is not an ISO 4217 code errand knows"},
 	{name: "an invoice without a currency", sql: newInvoice + `($1, 'C-1', 'Ann', NULL)`, code: "23502", message: "invoice currency is required"},
+	{name: "an invoice number that is a zero-width space", sql: newInvoice + `($1, E'\u200b', 'Ann', 'EUR')`, code: "23502", message: "it has no visible character, only U+200B"},
+	{name: "an invoice customer name that is a tab", sql: newInvoice + `($1, 'C-1', E'\t', 'EUR')`, code: "23502", message: "invoice customer_name is required"},
 	{name: "an invoice of a deleted workspace", sql: newInvoice + `($2, 'C-1', 'Ann', 'EUR')`, code: "23503", message: "does not exist in errand.workspaces"},
 	{name: "an invoice item with a negative quantity", sql: invoiceThen + newInvoiceItem + `('00000000-0000-0000-0000-00000000c001', $1, -1, 500, 0)`, code: "23514", message: "invoice item quantity must not be negative, got -1"},
 	{name: "an invoice item in another workspace than its invoice", sql: invoiceThen + newInvoiceItem + `('00000000-0000-0000-0000-00000000c001', $2, 1, 500, 0)`, code: "23503", message: "is not its invoice's"},
@@ -176,6 +178,8 @@ var pingCorpus = []badInput{
 	{name: "invoice.render with an invoice_id that is not a uuid", sql: insertJob + `($1, 'invoice.render', '{"invoice_id": "INV-1"}')`, failed: `invoice_id "INV-1" is not a uuid`},
 	{name: "invoice.render of an invoice that does not exist", sql: insertJob + `($1, 'invoice.render', '{"invoice_id": "00000000-0000-0000-0000-00000000c003"}')`, failed: "invoice 00000000-0000-0000-0000-00000000c003 does not exist in workspace"},
 	{name: "invoice.render with email_to that is a number", sql: insertJob + `($1, 'invoice.render', '{"invoice_id": "00000000-0000-0000-0000-00000000c003", "email_to": 7}')`, failed: `"email_to" must be an address or an array of addresses`},
+	{name: "invoice.render with email_to hiding a control character", sql: insertJob + `($1, 'invoice.render', '{"invoice_id": "00000000-0000-0000-0000-00000000c003", "email_to": "Ann\u0085 <a@example.com>"}')`, failed: "has a control character"},
+	{name: "invoice.render with a field it does not have", sql: insertJob + `($1, 'invoice.render', '{"invoice_id": "00000000-0000-0000-0000-00000000c003", "emailTo": "a@example.com"}')`, failed: `unknown field "emailTo"`},
 	{name: "invoice.render with email_to that is no address", sql: insertJob + `($1, 'invoice.render', '{"invoice_id": "00000000-0000-0000-0000-00000000c003", "email_to": "ann at example"}')`, failed: `email_to: "ann at example" is not an email address`},
 }
 
