@@ -467,16 +467,36 @@ BEGIN
 END;
 $$;
 
--- (3) An email row is unique per workspace and job, not per job: job ids are
--- global, so with UNIQUE (job_id) a tenant could insert a row with the id
--- another workspace's email job was about to get, and that job failed every
--- attempt on a row it may not see (row level security), or probe other
--- workspaces' job ids through duplicate-key errors. The kind's queries
--- (jobs/email/queries.go) conflict on, and look up by, the pair. The
--- index is (job_id, workspace_id), job_id first: it also serves what looks
--- an email up by job id alone (007's finish_email_of_job, scoped by row
--- level security; retention), as the old one did.
---
+-- (3) An email row's job must be a job of the row's workspace. Job ids are
+-- global and errand.emails.job_id is unique, so a tenant could insert a row
+-- with the id another workspace's email job was about to get (or had), and
+-- that job failed every attempt on a row it may not see (row level
+-- security), or probe other workspaces' job ids through duplicate-key
+-- errors. The check runs before the unique index is consulted and says the
+-- same for a job of another workspace as for one that does not exist. (A
+-- trigger, not a constraint on (job_id, workspace_id): the previous
+-- release's replicas conflict ON (job_id) during a rolling deploy, and
+-- replacing the unique index would rebuild it under an exclusive lock.)
+-- river_job's row level security is not forced: the function, as its
+-- owner, sees every job.
+CREATE FUNCTION errand.email_job_check() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF NEW.job_id IS NOT NULL
+       AND (TG_OP = 'INSERT' OR NEW.job_id IS DISTINCT FROM OLD.job_id OR NEW.workspace_id IS DISTINCT FROM OLD.workspace_id)
+       AND NOT EXISTS (SELECT 1 FROM errand.river_job j
+                       WHERE j.id = NEW.job_id AND (j.metadata ->> 'workspace_id')::uuid = NEW.workspace_id) THEN
+        RAISE EXCEPTION 'errand: email job_id % is not a job of workspace %', NEW.job_id, NEW.workspace_id
+            USING ERRCODE = 'foreign_key_violation';
+    END IF;
+    RETURN NEW;
+END;
+$$;
+CREATE TRIGGER email_job_check BEFORE INSERT OR UPDATE OF job_id, workspace_id ON errand.emails
+    FOR EACH ROW EXECUTE FUNCTION errand.email_job_check();
+
 -- (4) Kind names may not contain '/': an idempotency key is hashed from
 -- workspace || '/' || kind || '/' || key, so kind 'report' with key 'pdf/x'
 -- was kind 'report/pdf' with key 'x'. The Go registry refuses such names
@@ -485,19 +505,15 @@ $$;
 -- a warning names it): a binary defining it no longer starts, so it is
 -- renamed there.
 --
--- Both ALTERs need their table to themselves for a moment (emails is
--- written by email jobs, kinds read by every enqueue): they wait at most 5
--- seconds, as 036 does, and the migration stops with nothing applied behind
--- a longer transaction.
+-- The ALTER needs errand.kinds to itself for a moment (every enqueue reads
+-- it): it waits at most 5 seconds, as 036 does, and the migration stops
+-- with nothing applied behind a longer transaction.
 DO $$
 DECLARE
     v_lock_timeout text := current_setting('lock_timeout');
     v_slashed text;
 BEGIN
     PERFORM set_config('lock_timeout', '5s', true);
-    ALTER TABLE errand.emails
-        DROP CONSTRAINT emails_job_id_key,
-        ADD CONSTRAINT emails_job_workspace_key UNIQUE (job_id, workspace_id);
     SELECT string_agg(k.kind, ', ' ORDER BY k.kind) INTO v_slashed FROM errand.kinds k WHERE strpos(k.kind, '/') > 0;
     IF v_slashed IS NULL THEN
         ALTER TABLE errand.kinds ADD CONSTRAINT kind_without_slash CHECK (strpos(kind, '/') = 0);
@@ -507,7 +523,7 @@ BEGIN
     END IF;
     PERFORM set_config('lock_timeout', v_lock_timeout, true);
 EXCEPTION WHEN lock_not_available THEN
-    RAISE EXCEPTION 'migration 040 waited 5 seconds for errand.emails or errand.kinds and gave up: another transaction holds it'
+    RAISE EXCEPTION 'migration 040 waited 5 seconds for errand.kinds and gave up: another transaction holds it'
         USING ERRCODE = 'lock_not_available',
               HINT = 'Run errand migrate again once it has ended; pg_stat_activity shows it.';
 END $$;

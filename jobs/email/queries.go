@@ -80,7 +80,7 @@ func saveEmail(ctx context.Context, tx store.DB, e Email) (Email, error) {
 			status, provider_message_id, error, sent_at)
 		VALUES ($1, $2, $3, $4, nullif($5, ''), nullif($6, ''), nullif($7, ''), nullif($8, ''), nullif($9, ''),
 			$10, nullif($11, ''), nullif($12, ''), CASE WHEN $10 IN ('sent', 'captured') THEN now() END)
-		ON CONFLICT (job_id, workspace_id) DO UPDATE SET
+		ON CONFLICT (job_id) DO UPDATE SET
 			recipients = CASE WHEN cardinality(EXCLUDED.recipients) > 0 THEN EXCLUDED.recipients ELSE m.recipients END,
 			-- The first rendering wins: every attempt sends the same bytes.
 			sender = coalesce(m.sender, EXCLUDED.sender),
@@ -106,9 +106,8 @@ func saveEmail(ctx context.Context, tx store.DB, e Email) (Email, error) {
 }
 
 // emailForJob reads the email of a job of workspaceID; found is false when
-// it has none yet. Rows are unique per workspace and job (migration 040):
-// another workspace may hold a row with this job id, which is never this
-// job's.
+// it has none yet. (A row's job is a job of its workspace, migration 040;
+// the workspace in the filter says so again.)
 func emailForJob(ctx context.Context, tx store.DB, workspaceID string, jobID int64) (e Email, found bool, err error) {
 	e, err = scanEmail(tx.QueryRow(ctx, `SELECT `+emailColumns+` FROM errand.emails WHERE job_id = $1 AND workspace_id = $2`, jobID, workspaceID))
 	if errors.Is(err, pgx.ErrNoRows) {

@@ -2,9 +2,12 @@ package email
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"testing"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/errand-dev/errand/internal/testdb"
 	"github.com/errand-dev/errand/store"
@@ -25,7 +28,7 @@ func TestSaveEmailNeverDowngradesASentEmail(t *testing.T) {
 	}
 	for _, final := range []string{StatusSent, StatusCaptured} {
 		for _, late := range []string{StatusQueued, StatusFailed} {
-			jobID := int64(len(final)*100 + len(late))
+			jobID := emailJob(t, st, ws.ID)
 			var got Email
 			err := st.InWorkspace(ctx, ws.ID, func(tx pgx.Tx) error {
 				base := Email{WorkspaceID: ws.ID, JobID: jobID, Template: "custom", Subject: "s", Text: "t", Recipients: []string{"a@example.com"}}
@@ -117,11 +120,14 @@ func TestEmailRowIsFinishedWhenItsJobEndsAnyOtherWay(t *testing.T) {
 	}
 }
 
-// Job ids are global and guessable, email rows a tenant's own: another
-// workspace's row with a job's id must neither stop that job's email from
-// being saved (it failed every attempt on a row its workspace may not see)
-// nor tell that workspace whether the id is taken.
-func TestAnotherWorkspacesRowWithTheJobsIDDoesNotBlockItsEmail(t *testing.T) {
+// An email row's job must be a job of the row's workspace (migration 040).
+// With errand.emails.job_id unique across workspaces, a tenant session of
+// another workspace could write a row with a job id an email job was about
+// to get (or had), and that job failed every attempt on a row it may not
+// see, or probe other workspaces' job ids through duplicate-key errors. The
+// refusal is the same for a job of another workspace and for one that does
+// not exist, and comes before the unique index is consulted.
+func TestAnotherWorkspaceCannotWriteAnEmailRowForAJobItDoesNotOwn(t *testing.T) {
 	ctx := context.Background()
 	st, err := store.Open(ctx, testdb.NewDatabase(t, true), store.Options{})
 	if err != nil {
@@ -136,48 +142,54 @@ func TestAnotherWorkspacesRowWithTheJobsIDDoesNotBlockItsEmail(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// What a tenant session of the other workspace can write: a row of
-	// its own, with any job id.
+	acmeJob, rivalJob := emailJob(t, st, acme.ID), emailJob(t, st, rival.ID)
+	// What a tenant session of the other workspace can try: a row of its
+	// own, with any job id.
 	squat := func(jobID int64) error {
 		return st.InWorkspace(ctx, rival.ID, func(tx pgx.Tx) error {
 			_, err := tx.Exec(ctx, `INSERT INTO errand.emails (workspace_id, job_id, template) VALUES ($1, $2, 'custom')`, rival.ID, jobID)
 			return err
 		})
 	}
-	const jobID = 424242
-	if err := squat(jobID); err != nil {
-		t.Fatal(err)
+	for what, id := range map[string]int64{"Acme's email job": acmeJob, "a job id not given yet": acmeJob + 1000} {
+		err := squat(id)
+		var pgErr *pgconn.PgError
+		if !errors.As(err, &pgErr) || pgErr.Code != "23503" || pgErr.Message != fmt.Sprintf("errand: email job_id %d is not a job of workspace %s", id, rival.ID) {
+			t.Errorf("another workspace's row for %s: %v; want 23503 saying it is not a job of that workspace", what, err)
+		}
+	}
+	if err := squat(rivalJob); err != nil {
+		t.Errorf("a row for the workspace's own job: %v", err)
 	}
 
 	var saved, read Email
 	var found bool
 	err = st.InWorkspace(ctx, acme.ID, func(tx pgx.Tx) error {
 		var err error
-		saved, err = saveEmail(ctx, tx, Email{WorkspaceID: acme.ID, JobID: jobID, Template: "custom", Subject: "Hi", Text: "t",
+		saved, err = saveEmail(ctx, tx, Email{WorkspaceID: acme.ID, JobID: acmeJob, Template: "custom", Subject: "Hi", Text: "t",
 			Status: StatusCaptured, Recipients: []string{"a@example.com"}})
 		if err != nil {
 			return err
 		}
-		read, found, err = emailForJob(ctx, tx, acme.ID, jobID)
+		read, found, err = emailForJob(ctx, tx, acme.ID, acmeJob)
 		return err
 	})
 	if err != nil {
-		t.Fatalf("saving the job's email beside another workspace's row with its id: %v", err)
+		t.Fatalf("saving the job's email after another workspace tried its id: %v", err)
 	}
 	if saved.WorkspaceID != acme.ID || saved.Status != StatusCaptured || !found || read.ID != saved.ID {
 		t.Errorf("saved %+v, read back %+v (found %v): want the job's own captured email", saved, read, found)
 	}
+}
 
-	// The other way round: a row of the job's workspace is no duplicate
-	// for anyone else.
-	err = st.InWorkspace(ctx, acme.ID, func(tx pgx.Tx) error {
-		_, err := saveEmail(ctx, tx, Email{WorkspaceID: acme.ID, JobID: jobID + 1, Template: "custom", Status: StatusQueued})
-		return err
-	})
-	if err != nil {
+// emailJob inserts a running email.send job of workspace ws (an email row's
+// job must be one of its workspace's, migration 040) and returns its id.
+func emailJob(t *testing.T, st *store.Store, ws string) int64 {
+	t.Helper()
+	var id int64
+	if err := st.Pool().QueryRow(context.Background(), `INSERT INTO errand.river_job (kind, args, metadata, queue, max_attempts, state)
+		VALUES ('email.send', '{}', jsonb_build_object('workspace_id', $1::uuid), 'email', 5, 'running') RETURNING id`, ws).Scan(&id); err != nil {
 		t.Fatal(err)
 	}
-	if err := squat(jobID + 1); err != nil {
-		t.Errorf("another workspace's row with the id of this workspace's email: %v; want it written, telling nothing", err)
-	}
+	return id
 }
