@@ -41,24 +41,46 @@ CREATE TRIGGER note_deleted_workspace AFTER DELETE ON errand.workspaces
 
 -- Workspaces deleted before this migration: their ids are only in the log
 -- tables, whose forced row level security hides them from an unscoped
--- plain owner, so it is lifted for this transaction (as 028 does).
-ALTER TABLE errand.emails NO FORCE ROW LEVEL SECURITY;
-ALTER TABLE errand.webhook_messages NO FORCE ROW LEVEL SECURITY;
-ALTER TABLE errand.webhook_attempts NO FORCE ROW LEVEL SECURITY;
-ALTER TABLE errand.invoice_documents NO FORCE ROW LEVEL SECURITY;
-INSERT INTO errand.deleted_workspaces (id)
-SELECT t.ws FROM (
-    SELECT workspace_id FROM errand.emails
-    UNION SELECT workspace_id FROM errand.webhook_messages
-    UNION SELECT workspace_id FROM errand.webhook_attempts
-    UNION SELECT workspace_id FROM errand.invoice_documents
-) AS t(ws)
-WHERE t.ws IS NOT NULL AND NOT EXISTS (SELECT 1 FROM errand.workspaces w WHERE w.id = t.ws)
-ON CONFLICT (id) DO NOTHING;
-ALTER TABLE errand.emails FORCE ROW LEVEL SECURITY;
-ALTER TABLE errand.webhook_messages FORCE ROW LEVEL SECURITY;
-ALTER TABLE errand.webhook_attempts FORCE ROW LEVEL SECURITY;
-ALTER TABLE errand.invoice_documents FORCE ROW LEVEL SECURITY;
+-- plain owner, so for one it is lifted for this transaction (as 028 does);
+-- a superuser or BYPASSRLS role reads them as they are. Lifting it locks
+-- the four tables (ACCESS EXCLUSIVE) until the migration commits, behind
+-- any transaction reading them: it waits at most 5 seconds, as 036 does,
+-- and the migration stops with nothing applied; the scan that follows
+-- reads each table once (seconds for millions of rows), while email and
+-- webhook bookkeeping waits.
+DO $$
+DECLARE
+    v_lock_timeout text := current_setting('lock_timeout');
+    v_lift boolean := NOT (SELECT r.rolsuper OR r.rolbypassrls FROM pg_roles r WHERE r.rolname = current_user);
+BEGIN
+    IF v_lift THEN
+        PERFORM set_config('lock_timeout', '5s', true);
+        ALTER TABLE errand.emails NO FORCE ROW LEVEL SECURITY;
+        ALTER TABLE errand.webhook_messages NO FORCE ROW LEVEL SECURITY;
+        ALTER TABLE errand.webhook_attempts NO FORCE ROW LEVEL SECURITY;
+        ALTER TABLE errand.invoice_documents NO FORCE ROW LEVEL SECURITY;
+        PERFORM set_config('lock_timeout', v_lock_timeout, true);
+    END IF;
+    INSERT INTO errand.deleted_workspaces (id)
+    SELECT t.ws FROM (
+        SELECT workspace_id FROM errand.emails
+        UNION SELECT workspace_id FROM errand.webhook_messages
+        UNION SELECT workspace_id FROM errand.webhook_attempts
+        UNION SELECT workspace_id FROM errand.invoice_documents
+    ) AS t(ws)
+    WHERE t.ws IS NOT NULL AND NOT EXISTS (SELECT 1 FROM errand.workspaces w WHERE w.id = t.ws)
+    ON CONFLICT (id) DO NOTHING;
+    IF v_lift THEN
+        ALTER TABLE errand.emails FORCE ROW LEVEL SECURITY;
+        ALTER TABLE errand.webhook_messages FORCE ROW LEVEL SECURITY;
+        ALTER TABLE errand.webhook_attempts FORCE ROW LEVEL SECURITY;
+        ALTER TABLE errand.invoice_documents FORCE ROW LEVEL SECURITY;
+    END IF;
+EXCEPTION WHEN lock_not_available THEN
+    RAISE EXCEPTION 'migration 041 waited 5 seconds for errand''s log tables (emails, webhook_messages, webhook_attempts, invoice_documents) and gave up: another transaction holds one'
+        USING ERRCODE = 'lock_not_available',
+              HINT = 'Run errand migrate again once it has ended; pg_stat_activity shows it.';
+END $$;
 
 CREATE OR REPLACE FUNCTION errand.prune_logs(keep interval, batch int DEFAULT 1000)
 RETURNS TABLE (table_name text, deleted bigint)

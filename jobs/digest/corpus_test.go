@@ -118,3 +118,32 @@ func TestZoneNamesWithAFileAreAccepted(t *testing.T) {
 		newUser(t, pool, ws, fmt.Sprintf("u%d@example.com", i), "daily", zone, 8, 1)
 	}
 }
+
+// A preference written before migration 043 with a zone it now refuses
+// (an abbreviation PostgreSQL reads as a fixed offset) keeps working: the
+// tick does not move it to UTC, and an update that leaves its timezone
+// alone (turning digests off, another hour) is not refused for it; a new
+// zone given in an update is checked.
+func TestAPreferenceWrittenBeforeTheStricterZoneCheckKeepsWorking(t *testing.T) {
+	url, pool := errandtest.MigratedDB(t)
+	errandtest.StartDaemon(t, url, daemonEnv)
+	ws := errandtest.NewWorkspace(t, pool, "acme")
+	user := newUser(t, pool, ws, "ann@example.com", "daily", "UTC", 8, 1)
+	// As it was before 043: the check then let PST through.
+	exec(t, pool, `ALTER TABLE errand.notification_preferences DISABLE TRIGGER notification_preferences_check`)
+	exec(t, pool, `UPDATE errand.notification_preferences SET timezone = 'PST' WHERE user_id = $1`, user)
+	exec(t, pool, `ALTER TABLE errand.notification_preferences ENABLE TRIGGER notification_preferences_check`)
+	if s := scheduleOf(t, pool, user); s.Zone != "PST" {
+		t.Fatalf("schedule zone %q after the old write, want PST", s.Zone)
+	}
+	tick(t, url, pool, time.Date(2030, 1, 10, 12, 0, 0, 0, time.UTC))
+	if s := scheduleOf(t, pool, user); s.Zone != "PST" || s.ZoneError != "" {
+		t.Errorf("after a tick the schedule is %+v; want PST kept, no zone error", s)
+	}
+	exec(t, pool, `UPDATE errand.notification_preferences SET hour = 9 WHERE user_id = $1`, user)
+	exec(t, pool, `UPDATE errand.notification_preferences SET frequency = 'off' WHERE user_id = $1`, user)
+	_, err := pool.Exec(context.Background(), `UPDATE errand.notification_preferences SET timezone = 'UTC+3' WHERE user_id = $1`, user)
+	if err == nil || !strings.Contains(err.Error(), "got 'UTC+3'") {
+		t.Errorf("an update to UTC+3: %v, want it refused", err)
+	}
+}
