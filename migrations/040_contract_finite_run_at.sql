@@ -487,7 +487,10 @@ BEGIN
     IF NEW.job_id IS NOT NULL
        AND (TG_OP = 'INSERT' OR NEW.job_id IS DISTINCT FROM OLD.job_id OR NEW.workspace_id IS DISTINCT FROM OLD.workspace_id)
        AND NOT EXISTS (SELECT 1 FROM errand.river_job j
-                       WHERE j.id = NEW.job_id AND (j.metadata ->> 'workspace_id')::uuid = NEW.workspace_id) THEN
+                       WHERE j.id = NEW.job_id AND (j.metadata ->> 'workspace_id')::uuid = NEW.workspace_id)
+       -- The job's own row already there: a stale attempt's late upsert
+       -- after River's cleaner deleted the job updates it.
+       AND NOT EXISTS (SELECT 1 FROM errand.emails e WHERE e.job_id = NEW.job_id AND e.workspace_id = NEW.workspace_id) THEN
         RAISE EXCEPTION 'errand: email job_id % is not a job of workspace %', NEW.job_id, NEW.workspace_id
             USING ERRCODE = 'foreign_key_violation';
     END IF;

@@ -25,13 +25,21 @@ type badInput struct {
 
 const insertPref = `INSERT INTO errand.notification_preferences (workspace_id, user_id, frequency, timezone, hour, weekday) VALUES `
 
+// upsertZone makes an insert the README's upsert, which changes the zone of
+// a user who has a preference (the zone's stricter check, migration 043, is
+// an AFTER trigger: a plain insert for that user meets the primary key
+// first).
+const upsertZone = ` ON CONFLICT (workspace_id, user_id) DO UPDATE SET timezone = EXCLUDED.timezone`
+
 var corpus = []badInput{
 	{name: "an unknown timezone", sql: insertPref + `($1, $2, 'daily', 'Mars/Olympus', 8, 1)`, code: "22023",
 		message: "errand: notification preference timezone must be an IANA time zone name such as Europe/Berlin, got 'Mars/Olympus'"},
 	{name: "a UTC offset for a timezone", sql: insertPref + `($1, $2, 'daily', '+02:00', 8, 1)`, code: "22023", message: "timezone must be an IANA time zone name"},
-	{name: "a POSIX TZ string for a timezone (UTC+3 is three hours west)", sql: insertPref + `($1, $2, 'daily', 'UTC+3', 8, 1)`, code: "22023", message: "got 'UTC+3'"},
-	{name: "a POSIX TZ string with a made-up name", sql: insertPref + `($1, $2, 'daily', 'Foo+3', 8, 1)`, code: "22023", message: "got 'Foo+3'"},
-	{name: "a time zone abbreviation for a timezone", sql: insertPref + `($1, $2, 'daily', 'PST', 8, 1)`, code: "22023", message: "got 'PST'"},
+	{name: "a POSIX TZ string for a timezone (UTC+3 is three hours west)", sql: insertPref + `($1, $2, 'daily', 'UTC+3', 8, 1)` + upsertZone, code: "22023", message: "got 'UTC+3'"},
+	{name: "a POSIX TZ string with a made-up name", sql: insertPref + `($1, $2, 'daily', 'Foo+3', 8, 1)` + upsertZone, code: "22023", message: "got 'Foo+3'"},
+	{name: "a POSIX TZ string with a slash", sql: insertPref + `($1, $2, 'daily', 'UTC+3/UTC', 8, 1)` + upsertZone, code: "22023", message: "got 'UTC+3/UTC'"},
+	{name: "a POSIX TZ string with a daylight-saving name", sql: insertPref + `($1, $2, 'daily', 'EST5/EDT', 8, 1)` + upsertZone, code: "22023", message: "got 'EST5/EDT'"},
+	{name: "a time zone abbreviation for a timezone", sql: insertPref + `($1, $2, 'daily', 'PST', 8, 1)` + upsertZone, code: "22023", message: "got 'PST'"},
 	{name: "a timezone in lowercase with spaces", sql: insertPref + `($1, $2, 'daily', 'europe berlin', 8, 1)`, code: "22023", message: "got 'europe berlin'"},
 	{name: "a NULL timezone", sql: insertPref + `($1, $2, 'daily', NULL, 8, 1)`, code: "22023", message: "got NULL"},
 	{name: "a bad frequency", sql: insertPref + `($1, $2, 'hourly', 'UTC', 8, 1)`, code: "22023",
@@ -117,6 +125,15 @@ func TestZoneNamesWithAFileAreAccepted(t *testing.T) {
 	for i, zone := range []string{"UTC", "CET", "EST5EDT", "Japan", "Etc/GMT+3", "America/Argentina/Buenos_Aires", "Europe/Berlin"} {
 		newUser(t, pool, ws, fmt.Sprintf("u%d@example.com", i), "daily", zone, 8, 1)
 	}
+	// And a new user's insert with a POSIX string is refused.
+	var user string
+	if err := pool.QueryRow(context.Background(), `INSERT INTO errand.users (email) VALUES ('new@example.com') RETURNING id::text`).Scan(&user); err != nil {
+		t.Fatal(err)
+	}
+	_, err := pool.Exec(context.Background(), insertPref+`($1, $2, 'daily', 'UTC+3', 8, 1)`, ws, user)
+	if err == nil || !strings.Contains(err.Error(), "got 'UTC+3'") {
+		t.Errorf("a new preference in UTC+3: %v, want it refused", err)
+	}
 }
 
 // A preference written before migration 043 with a zone it now refuses
@@ -130,9 +147,9 @@ func TestAPreferenceWrittenBeforeTheStricterZoneCheckKeepsWorking(t *testing.T) 
 	ws := errandtest.NewWorkspace(t, pool, "acme")
 	user := newUser(t, pool, ws, "ann@example.com", "daily", "UTC", 8, 1)
 	// As it was before 043: the check then let PST through.
-	exec(t, pool, `ALTER TABLE errand.notification_preferences DISABLE TRIGGER notification_preferences_check`)
+	exec(t, pool, `ALTER TABLE errand.notification_preferences DISABLE TRIGGER notification_preferences_zone_check`)
 	exec(t, pool, `UPDATE errand.notification_preferences SET timezone = 'PST' WHERE user_id = $1`, user)
-	exec(t, pool, `ALTER TABLE errand.notification_preferences ENABLE TRIGGER notification_preferences_check`)
+	exec(t, pool, `ALTER TABLE errand.notification_preferences ENABLE TRIGGER notification_preferences_zone_check`)
 	if s := scheduleOf(t, pool, user); s.Zone != "PST" {
 		t.Fatalf("schedule zone %q after the old write, want PST", s.Zone)
 	}
@@ -142,6 +159,11 @@ func TestAPreferenceWrittenBeforeTheStricterZoneCheckKeepsWorking(t *testing.T) 
 	}
 	exec(t, pool, `UPDATE errand.notification_preferences SET hour = 9 WHERE user_id = $1`, user)
 	exec(t, pool, `UPDATE errand.notification_preferences SET frequency = 'off' WHERE user_id = $1`, user)
+	// The README's upsert, with the zone the app stored.
+	exec(t, pool, `INSERT INTO errand.notification_preferences (workspace_id, user_id, frequency, timezone, hour, weekday)
+		VALUES ($1, $2, 'daily', 'PST', 8, 1)
+		ON CONFLICT (workspace_id, user_id) DO UPDATE SET frequency = EXCLUDED.frequency, timezone = EXCLUDED.timezone,
+		    hour = EXCLUDED.hour, weekday = EXCLUDED.weekday`, ws, user)
 	_, err := pool.Exec(context.Background(), `UPDATE errand.notification_preferences SET timezone = 'UTC+3' WHERE user_id = $1`, user)
 	if err == nil || !strings.Contains(err.Error(), "got 'UTC+3'") {
 		t.Errorf("an update to UTC+3: %v, want it refused", err)

@@ -180,6 +180,19 @@ func TestAnotherWorkspaceCannotWriteAnEmailRowForAJobItDoesNotOwn(t *testing.T) 
 	if saved.WorkspaceID != acme.ID || saved.Status != StatusCaptured || !found || read.ID != saved.ID {
 		t.Errorf("saved %+v, read back %+v (found %v): want the job's own captured email", saved, read, found)
 	}
+
+	// A stale attempt's late bookkeeping after River's cleaner deleted the
+	// job updates the job's own row, as before 040.
+	if _, err := st.Pool().Exec(ctx, `DELETE FROM errand.river_job WHERE id = $1`, acmeJob); err != nil {
+		t.Fatal(err)
+	}
+	err = st.InWorkspace(ctx, acme.ID, func(tx pgx.Tx) error {
+		_, err := saveEmail(ctx, tx, Email{WorkspaceID: acme.ID, JobID: acmeJob, Template: "custom", Status: StatusFailed, Error: "a stale attempt's reason"})
+		return err
+	})
+	if err != nil {
+		t.Errorf("a late save of the job's email after its job was deleted: %v", err)
+	}
 }
 
 // emailJob inserts a running email.send job of workspace ws (an email row's
