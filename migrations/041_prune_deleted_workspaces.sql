@@ -44,7 +44,7 @@ CREATE TRIGGER note_deleted_workspace AFTER DELETE ON errand.workspaces
 -- plain owner, so for one it is lifted for this transaction (as 028 does);
 -- a superuser or BYPASSRLS role reads them as they are. Lifting it locks
 -- the four tables (ACCESS EXCLUSIVE) until the migration commits, behind
--- any transaction reading them: it waits at most 5 seconds, as 036 does,
+-- any transaction reading them: it waits at most 5 seconds for each, as 036 does,
 -- and the migration stops with nothing applied; the scan that follows
 -- reads each table once (seconds for millions of rows), while email and
 -- webhook bookkeeping waits.
