@@ -142,7 +142,7 @@ func (s *Setup) HandleTenantData(pattern string, h http.Handler) bool {
 // which the browser takes for that name's; its requests carry that name.
 func loopbackHostOnly(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if !isLoopbackHost(r.Host) {
+		if !IsLoopbackHost(r.Host) {
 			http.Error(w, "errand serves this page only to requests for localhost, 127.0.0.1 or [::1]", http.StatusForbidden)
 			return
 		}
@@ -150,9 +150,10 @@ func loopbackHostOnly(h http.Handler) http.Handler {
 	})
 }
 
-// isLoopbackHost reports whether a Host header (with or without a port)
-// names this machine: localhost, an address in 127.0.0.0/8, or ::1.
-func isLoopbackHost(host string) bool {
+// IsLoopbackHost reports whether a host, with or without a port (a Host
+// header, a URL's host, a listen address), names this machine: localhost,
+// an address in 127.0.0.0/8, or ::1.
+func IsLoopbackHost(host string) bool {
 	if h, _, err := net.SplitHostPort(host); err == nil {
 		host = h
 	} else if strings.HasPrefix(host, "[") && strings.HasSuffix(host, "]") {

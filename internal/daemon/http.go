@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/http"
 	"strings"
 	"time"
@@ -64,7 +63,7 @@ func handleHealth(mux *http.ServeMux, db pinger, ready func() error, problems *j
 // startKinds runs every kind's setup: its configuration, routes and
 // problems. All failures are reported together.
 func startKinds(ctx context.Context, reg *jobs.Registry, cfg config.Config, logger *slog.Logger, problems *jobs.Problems, web *store.Store, mux *http.ServeMux, m *metrics.Metrics) error {
-	private := isLoopback(cfg.HTTPAddr)
+	private := jobs.IsLoopbackHost(cfg.HTTPAddr)
 	var errs []string
 	for _, k := range reg.Kinds() {
 		s := jobs.NewSetup(cfg.KindEnv(), logger.With(slog.String("kind", k.Name)), problems, web, private, func(pattern string, h http.Handler) {
@@ -79,20 +78,6 @@ func startKinds(ctx context.Context, reg *jobs.Registry, cfg config.Config, logg
 		return fmt.Errorf("configuration:\n%s", strings.Join(errs, "\n"))
 	}
 	return nil
-}
-
-// isLoopback reports whether a listen address can only be reached from this
-// machine.
-func isLoopback(addr string) bool {
-	host, _, err := net.SplitHostPort(addr)
-	if err != nil {
-		return false
-	}
-	if host == "localhost" {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
 }
 
 // QuietLogger drops records below warn: River logs every retry at info, and

@@ -2,7 +2,6 @@ package email
 
 import (
 	"errors"
-	"net"
 	"net/mail"
 	"net/url"
 	"strconv"
@@ -32,7 +31,7 @@ func envVars() []jobs.EnvVar {
 					return errors.New("want an http(s) URL")
 				}
 				// The API key travels in every request's headers.
-				if u.Scheme == "http" && !loopbackHost(u.Hostname()) {
+				if u.Scheme == "http" && !jobs.IsLoopbackHost(u.Hostname()) {
 					return errors.New("want https: plain http would send RESEND_API_KEY in clear text (http is allowed only for a loopback host such as 127.0.0.1)")
 				}
 				return nil
@@ -90,10 +89,3 @@ func loadConfig(env jobs.Env) (config, error) {
 	return c, nil
 }
 
-func loopbackHost(host string) bool {
-	if host == "localhost" {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
-}
