@@ -2,6 +2,7 @@ package webhook_test
 
 import (
 	"context"
+	"fmt"
 	"net/url"
 	"strings"
 	"testing"
@@ -22,14 +23,7 @@ import (
 // it) sees the notes only by scoping itself.
 func TestAStoppedEndpointTakesItsHeldBackNotesWithIt(t *testing.T) {
 	t.Parallel()
-	ctx := context.Background()
-	ownerURL := testdb.PlainOwnerDatabase(t, true)
-	u, err := url.Parse(ownerURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	owner := errandtest.Pool(t, ownerURL)
-	admin := errandtest.Pool(t, testdb.WithDatabase(testdb.AdminURL(t), strings.TrimPrefix(u.Path, "/")))
+	owner, admin := ownerAndAdmin(t)
 	wsA := errandtest.NewWorkspace(t, admin, "a")
 	wsB := errandtest.NewWorkspace(t, admin, "b")
 	disabledUnscoped, _ := newEndpoint(t, admin, wsA, "https://hooks.example.com/1")
@@ -49,22 +43,7 @@ func TestAStoppedEndpointTakesItsHeldBackNotesWithIt(t *testing.T) {
 	// and returns the transaction's scope after it.
 	disable := func(pool *pgxpool.Pool, scope, ep string) string {
 		t.Helper()
-		var after string
-		err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
-			if scope != "" {
-				if _, err := tx.Exec(ctx, `SELECT set_config('app.current_workspace_id', $1, true)`, scope); err != nil {
-					return err
-				}
-			}
-			if _, err := tx.Exec(ctx, `UPDATE errand.webhook_endpoints SET enabled = false WHERE id = $1`, ep); err != nil {
-				return err
-			}
-			return tx.QueryRow(ctx, `SELECT coalesce(current_setting('app.current_workspace_id', true), '')`).Scan(&after)
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return after
+		return scopeAfter(t, pool, scope, `UPDATE errand.webhook_endpoints SET enabled = false WHERE id = $1`, ep)
 	}
 	if after := disable(admin, "", disabledUnscoped); after != "" {
 		t.Errorf("after an unscoped transaction disabled an endpoint its scope is %q; want none", after)
@@ -148,13 +127,7 @@ func TestADeliveryThatFindsItsEndpointDisabledTakesItsNoteWithIt(t *testing.T) {
 func TestADeletedWorkspaceTakesItsWebhookLeasesAndNotesWithIt(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	ownerURL := testdb.PlainOwnerDatabase(t, true)
-	u, err := url.Parse(ownerURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	owner := errandtest.Pool(t, ownerURL)
-	admin := errandtest.Pool(t, testdb.WithDatabase(testdb.AdminURL(t), strings.TrimPrefix(u.Path, "/")))
+	owner, admin := ownerAndAdmin(t)
 	wsA := errandtest.NewWorkspace(t, admin, "a")
 	wsB := errandtest.NewWorkspace(t, admin, "b")
 	wsC := errandtest.NewWorkspace(t, admin, "c")
@@ -176,20 +149,7 @@ func TestADeletedWorkspaceTakesItsWebhookLeasesAndNotesWithIt(t *testing.T) {
 	// and returns the transaction's scope after it.
 	remove := func(pool *pgxpool.Pool, scope, ws string) string {
 		t.Helper()
-		var after string
-		err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
-			if _, err := tx.Exec(ctx, `SELECT set_config('app.current_workspace_id', $1, true)`, scope); err != nil {
-				return err
-			}
-			if tag, err := tx.Exec(ctx, `DELETE FROM errand.workspaces WHERE id = $1`, ws); err != nil || tag.RowsAffected() != 1 {
-				t.Fatalf("delete workspace %s: %v, %d rows", ws, err, tag.RowsAffected())
-			}
-			return tx.QueryRow(ctx, `SELECT coalesce(current_setting('app.current_workspace_id', true), '')`).Scan(&after)
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return after
+		return scopeAfter(t, pool, scope, `DELETE FROM errand.workspaces WHERE id = $1`, ws)
 	}
 
 	if after := remove(owner, "", wsA); after != "" {
@@ -207,4 +167,42 @@ func TestADeletedWorkspaceTakesItsWebhookLeasesAndNotesWithIt(t *testing.T) {
 	if notes, leases := heldNotes(t, admin, eps[wsB]), leases(wsB); notes != 1 || leases != 1 {
 		t.Errorf("the workspace still there has %d held-back notes and %d leases; want its 1 and 1", notes, leases)
 	}
+}
+
+// ownerAndAdmin are pools of a database migrated by a plain owner (row
+// level security forced on it): as that owner, and as the administrator,
+// who bypasses row level security.
+func ownerAndAdmin(t *testing.T) (owner, admin *pgxpool.Pool) {
+	t.Helper()
+	ownerURL := testdb.PlainOwnerDatabase(t, true)
+	u, err := url.Parse(ownerURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return errandtest.Pool(t, ownerURL), errandtest.Pool(t, testdb.WithDatabase(testdb.AdminURL(t), strings.TrimPrefix(u.Path, "/")))
+}
+
+// scopeAfter runs sql, which must change one row, in a transaction of pool
+// scoped to scope ("": none) and returns the transaction's scope after it.
+func scopeAfter(t *testing.T, pool *pgxpool.Pool, scope, sql string, args ...any) string {
+	t.Helper()
+	ctx := context.Background()
+	var after string
+	err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `SELECT set_config('app.current_workspace_id', $1, true)`, scope); err != nil {
+			return err
+		}
+		tag, err := tx.Exec(ctx, sql, args...)
+		if err != nil {
+			return err
+		}
+		if tag.RowsAffected() != 1 {
+			return fmt.Errorf("%s changed %d rows, want 1", sql, tag.RowsAffected())
+		}
+		return tx.QueryRow(ctx, `SELECT coalesce(current_setting('app.current_workspace_id', true), '')`).Scan(&after)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return after
 }
