@@ -88,4 +88,3 @@ func loadConfig(env jobs.Env) (config, error) {
 	}
 	return c, nil
 }
-
