@@ -534,6 +534,56 @@ func TestFetchSettingsDescribeTheLastFetchOnly(t *testing.T) {
 	}
 }
 
+// A fetch shared among several workspaces names, for the pilot's wake-up,
+// every capped workspace it held back: one already at its cap (nothing of
+// it chosen) as well as one that got all its room, and neither a capped one
+// with room to spare nor one without a cap (migration 045 counts the chosen
+// jobs per workspace once; the one at its cap is the case an inner join
+// would lose).
+func TestASharedFetchNamesEveryCappedWorkspaceItHeldBack(t *testing.T) {
+	_, pool := errandtest.MigratedDB(t)
+	ctx := context.Background()
+	if _, err := pool.Exec(ctx, `INSERT INTO errand.plans (plan, concurrency) VALUES ('two', 2), ('ten', 10)`); err != nil {
+		t.Fatal(err)
+	}
+	atCap := errandtest.NewWorkspace(t, pool, "at-cap")
+	fills := errandtest.NewWorkspace(t, pool, "fills-its-room")
+	spare := errandtest.NewWorkspace(t, pool, "room-to-spare")
+	uncapped := errandtest.NewWorkspace(t, pool, "uncapped")
+	setPlan(t, pool, atCap, "two")
+	setPlan(t, pool, fills, "two")
+	setPlan(t, pool, spare, "ten")
+	for ws, n := range map[string]int{atCap: 5, fills: 5, spare: 3, uncapped: 5} {
+		enqueue(t, pool, ws, n, `{}`)
+	}
+	conn, err := pool.Acquire(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Release()
+	// The fetching producer has two of at-cap's jobs at work.
+	var fetched int
+	if err := conn.QueryRow(ctx, `SELECT count(*) FROM errand.fair_fetch_counted('default', 50, 'test', 100, NULL, NULL, 0, 1000,
+		NULL, ARRAY[$1]::uuid[], ARRAY[2])`, atCap).Scan(&fetched); err != nil {
+		t.Fatal(err)
+	}
+	if fetched != 2+3+5 {
+		t.Errorf("fetched %d, want 10 (none of at-cap's, two of fills-its-room's, all of the others')", fetched)
+	}
+	var flag string
+	var held []string
+	if err := conn.QueryRow(ctx, `SELECT current_setting('errand.fair_held'),
+		coalesce(nullif(current_setting('errand.fair_held_ws'), ''), '{}')::uuid[]::text[]`).Scan(&flag, &held); err != nil {
+		t.Fatal(err)
+	}
+	slices.Sort(held)
+	want := []string{atCap, fills}
+	slices.Sort(want)
+	if flag != "true" || !slices.Equal(held, want) {
+		t.Errorf("held back: flag %q, workspaces %v; want true and %v (at-cap %s, fills-its-room %s)", flag, held, want, atCap, fills)
+	}
+}
+
 // One pilot fetching again hands the statement the candidate list it kept
 // (with eight or more workspaces busy; kept an hour here, so the second and
 // third fetches always use it); the fetches serve every workspace in turn.
