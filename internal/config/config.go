@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net/url"
 	"slices"
 	"strconv"
@@ -99,8 +100,8 @@ func envVars() []envVar {
 		{"ERRAND_DB_MAX_CONNS", "20", "size of the connection pool (River's listener keeps one)",
 			func(c *Config, v string) error {
 				n, err := positiveInt(v)
-				if err != nil || n < 4 {
-					return fmt.Errorf("want at least 4 (River's listener holds one, fetches and completions need more)")
+				if err != nil || n < 4 || n > maxDBConns {
+					return fmt.Errorf("want 4 to %d (River's listener holds one, fetches and completions need more)", maxDBConns)
 				}
 				c.DBMaxConns = n
 				return nil
@@ -123,9 +124,11 @@ func envVars() []envVar {
 			}},
 		{"ERRAND_WORKSPACE_CONCURRENCY", "0", "at most this many jobs of one workspace run at once in each queue, across replicas, unless its plan sets concurrency in errand.plans; 0: no cap",
 			func(c *Config, v string) error {
+				// The fetch takes it as a PostgreSQL integer: a larger value
+				// would fail every fetch of every queue.
 				n, err := strconv.Atoi(v)
-				if err != nil || n < 0 {
-					return fmt.Errorf("want a whole number of jobs, 0 or more (0: no cap)")
+				if err != nil || n < 0 || n > math.MaxInt32 {
+					return fmt.Errorf("want a whole number of jobs, 0 or more, at most %d (0: no cap)", math.MaxInt32)
 				}
 				c.WorkspaceCap = n
 				return nil
@@ -287,10 +290,16 @@ func mergeQueues(into map[string]int, v string) error {
 	return nil
 }
 
+// maxDBConns is the most connections ERRAND_DB_MAX_CONNS may ask for:
+// more than PostgreSQL's own limit on max_connections (262,143) is a typo.
+const maxDBConns = 10000
+
+// positiveInt is a positive integer that fits PostgreSQL's integer (and
+// pgx's int32 pool size): a larger one would fail, or wrap around, later.
 func positiveInt(v string) (int, error) {
 	n, err := strconv.Atoi(v)
-	if err != nil || n <= 0 {
-		return 0, fmt.Errorf("want a positive integer")
+	if err != nil || n <= 0 || n > math.MaxInt32 {
+		return 0, fmt.Errorf("want a positive integer, at most %d", math.MaxInt32)
 	}
 	return n, nil
 }

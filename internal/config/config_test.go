@@ -54,6 +54,10 @@ func TestFairnessErrors(t *testing.T) {
 		{"fairness neither on nor off", "ERRAND_FAIRNESS", "yes", "want on or off"},
 		{"a negative workspace concurrency", "ERRAND_WORKSPACE_CONCURRENCY", "-1", "0 or more"},
 		{"a workspace concurrency that is not a number", "ERRAND_WORKSPACE_CONCURRENCY", "ten", "0 or more"},
+		{"a workspace concurrency too large for the fetch", "ERRAND_WORKSPACE_CONCURRENCY", "3000000000", "at most 2147483647"},
+		{"more database connections than PostgreSQL allows", "ERRAND_DB_MAX_CONNS", "300000", "4 to 10000"},
+		{"a database pool size that wraps around", "ERRAND_DB_MAX_CONNS", "4294967300", "4 to 10000"},
+		{"a largest args size too large for an integer", "ERRAND_MAX_ARGS_BYTES", "3000000000", "at most 2147483647"},
 	}
 	assertVarErrors(t, cases)
 	cfg, err := Load(env(nil), nil)
