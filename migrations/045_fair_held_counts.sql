@@ -10,7 +10,16 @@
 -- same without caps: 24.6 / 26.1 before, 24.2 / 26.0 after). The counts are
 -- now one GROUP BY, joined to the candidates. The join is an outer one: a
 -- workspace already at its cap (room 0) has no chosen job and is still held
--- back. Nothing else changes: the body is 034's.
+-- back.
+--
+-- And a plan's values are read within errand.plans' own checks, for an app
+-- that replaces the table by a view (the README allows it; a view has no
+-- CHECK): a weight outside 1..1000 counts as the nearest bound (a weight of
+-- 0 divided by zero and stopped every fetch of the queue, every
+-- workspace's), a concurrency of 0 or less as none set (the default cap,
+-- ERRAND_WORKSPACE_CONCURRENCY), as 0 means in that setting.
+--
+-- Nothing else changes: the body is 034's.
 
 CREATE OR REPLACE FUNCTION errand.fair_fetch_counted(
     p_queue text,
@@ -107,7 +116,7 @@ BEGIN
         -- With the cap of the first workspace found (used when it is alone).
         SELECT a.ids, a.nws, a.one,
                CASE WHEN a.one <> '00000000-0000-0000-0000-000000000000'::uuid THEN
-                   coalesce((SELECT p.concurrency FROM errand.workspaces w JOIN errand.plans p ON p.plan = w.plan
+                   coalesce((SELECT nullif(greatest(p.concurrency, 0), 0) FROM errand.workspaces w JOIN errand.plans p ON p.plan = w.plan
                              WHERE w.id = a.one), nullif(p_default_cap, 0)) END
         INTO v_ids, v_nws, v_one, v_cap
         FROM (SELECT array_agg(f.id ORDER BY f.priority, f.scheduled_at, f.id) AS ids, count(DISTINCT f.ws) AS nws,
@@ -198,9 +207,9 @@ BEGIN
             SELECT c.ws, c.pos FROM unnest(v_cands) WITH ORDINALITY AS c(ws, pos)
         ), info AS (
             SELECT c.ws, c.pos,
-                   coalesce(p.weight, 1) AS weight,
+                   least(greatest(coalesce(p.weight, 1), 1), 1000) AS weight,
                    CASE WHEN c.ws = '00000000-0000-0000-0000-000000000000'::uuid THEN NULL
-                        ELSE coalesce(p.concurrency, nullif(p_default_cap, 0)) END AS cap,
+                        ELSE coalesce(nullif(greatest(p.concurrency, 0), 0), nullif(p_default_cap, 0)) END AS cap,
                    greatest(coalesce(s.vtime, v_clock), v_clock) AS start,
                    coalesce(rn.n, 0) AS running
             FROM cand c

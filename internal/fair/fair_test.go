@@ -584,6 +584,68 @@ func TestASharedFetchNamesEveryCappedWorkspaceItHeldBack(t *testing.T) {
 	}
 }
 
+// An app may replace errand.plans by a view, which has none of the table's
+// checks: the fetch reads what it returns within them (migration 045). A
+// weight of 0 divided by zero and stopped every fetch of the queue; a
+// concurrency of 0 or less held its workspace back for good.
+func TestAPlansViewWithValuesTheTableRefusesDoesNotStopTheQueue(t *testing.T) {
+	_, pool := errandtest.MigratedDB(t)
+	ctx := context.Background()
+	if _, err := pool.Exec(ctx, `
+		ALTER TABLE errand.plans RENAME TO plans_table;
+		CREATE VIEW errand.plans AS
+			SELECT * FROM errand.plans_table
+			UNION ALL SELECT 'zero weight', 0, NULL::integer, NULL::integer, NULL::integer
+			UNION ALL SELECT 'zero cap', 1, 0, NULL, NULL
+			UNION ALL SELECT 'huge weight, negative cap', 5000, -1, NULL, NULL`); err != nil {
+		t.Fatal(err)
+	}
+	plans := []string{"zero weight", "zero cap", "huge weight, negative cap"}
+	var wss []string
+	for i, plan := range plans {
+		ws := errandtest.NewWorkspace(t, pool, fmt.Sprintf("ws-%d", i))
+		setPlan(t, pool, ws, plan)
+		enqueue(t, pool, ws, 5, `{}`)
+		wss = append(wss, ws)
+	}
+	// Shared among the three, each held to the default cap of 2.
+	started := map[string]int{}
+	rows, err := pool.Query(ctx, `SELECT metadata ->> 'workspace_id'
+		FROM errand.fair_fetch_counted('default', 10, 'test', 100, NULL, NULL, 2, 1000, NULL, '{}'::uuid[], '{}'::int[])`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for rows.Next() {
+		var ws string
+		if err := rows.Scan(&ws); err != nil {
+			t.Fatal(err)
+		}
+		started[ws]++
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatalf("a shared fetch with the view's plans: %v", err)
+	}
+	for i, ws := range wss {
+		if started[ws] != 2 {
+			t.Errorf("plan %q: %d started, want 2 (the default cap)", plans[i], started[ws])
+		}
+	}
+	// Alone in the queue (the single-workspace path), the zero cap is the
+	// default cap too.
+	if _, err := pool.Exec(ctx, `UPDATE errand.river_job SET state = 'completed', finalized_at = now() WHERE state IN ('available', 'running')`); err != nil {
+		t.Fatal(err)
+	}
+	enqueue(t, pool, wss[1], 5, `{}`)
+	var n int
+	if err := pool.QueryRow(ctx, `SELECT count(*)
+		FROM errand.fair_fetch_counted('default', 5, 'test', 100, NULL, NULL, 2, 1000, NULL, '{}'::uuid[], '{}'::int[])`).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	if n != 2 {
+		t.Errorf("plan %q alone: %d started, want 2 (the default cap)", plans[1], n)
+	}
+}
+
 // One pilot fetching again hands the statement the candidate list it kept
 // (with eight or more workspaces busy; kept an hour here, so the second and
 // third fetches always use it); the fetches serve every workspace in turn.
