@@ -49,6 +49,10 @@ type Config struct {
 	// again if no completion here wakes it first (see DefaultWakeAfter).
 	// 0: the default.
 	WakeAfter time.Duration
+	// WakeAfterMax is how far that wake-up backs off while the fetches it
+	// causes start nothing (see DefaultWakeAfterMax). 0: the default; never
+	// below WakeAfter.
+	WakeAfterMax time.Duration
 	// Logger says when a producer's counts cannot be written (nil: not
 	// logged).
 	Logger *slog.Logger
@@ -71,6 +75,10 @@ func NewDriver(pool *pgxpool.Pool, cfg Config) *Driver {
 	if cfg.WakeAfter <= 0 {
 		cfg.WakeAfter = DefaultWakeAfter
 	}
+	if cfg.WakeAfterMax <= 0 {
+		cfg.WakeAfterMax = DefaultWakeAfterMax
+	}
+	cfg.WakeAfterMax = max(cfg.WakeAfterMax, cfg.WakeAfter)
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -90,8 +98,9 @@ type Pilot struct {
 	cfg  Config
 
 	mu        sync.Mutex
-	waking    map[wakeKey]bool    // wake-ups on their way
-	held      map[string][]string // queues whose last fetch here a cap held back: the workspaces it held
+	waking    map[wakeKey]time.Time    // wake-ups on their way, by when they are due
+	wakeAfter map[string]time.Duration // per queue: the fallback wake-up's current delay
+	held      map[string][]string      // queues whose last fetch here a cap held back: the workspaces it held
 	cands     map[string]candidates
 	producers map[int64]*producerState // River's producers here, by producer id
 }
@@ -434,28 +443,66 @@ func (p *Pilot) keepCandidates(queue string, list []string, fresh bool) {
 // (JobSetStateIfRunningMany), and in any case this long after the fetch,
 // until a fetch finds nothing held back: jobs that ended on another
 // replica, or were completed inside an app's transaction, are seen by
-// then.
+// then. While the fetches it causes start nothing (the held-back
+// workspaces' jobs are long, and nothing else waits), the delay doubles up
+// to DefaultWakeAfterMax: each wake-up makes every replica fetch, so at a
+// fixed 20 ms one workspace at its cap made each replica fetch about 50
+// times a second, and every replica's wake-ups every replica's fetches
+// (about 200 fetches a second with two replicas, a review measured),
+// each queued on the queue's fetch lock. A fetch that starts a job, or
+// holds nothing back, sets it back to WakeAfter; a job of a held-back
+// workspace ending here or River's completer committing one still wakes
+// the queue at once.
 const DefaultWakeAfter = 20 * time.Millisecond
 
+// DefaultWakeAfterMax is as far as the fallback wake-up backs off: River's
+// own poll interval by default (ERRAND_FETCH_POLL_INTERVAL), which would
+// make the producer fetch by then anyway.
+const DefaultWakeAfterMax = time.Second
+
+// nextWakeAfter is the fallback wake-up's delay after a fetch of queue that
+// a cap held back: WakeAfter after a fetch that started jobs, else twice the
+// last delay, at most WakeAfterMax.
+func (p *Pilot) nextWakeAfter(queue string, startedAny bool) time.Duration {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	d := p.wakeAfter[queue]
+	if startedAny || d == 0 {
+		d = p.cfg.WakeAfter
+	} else {
+		d = min(2*d, p.cfg.WakeAfterMax)
+	}
+	if p.wakeAfter == nil {
+		p.wakeAfter = make(map[string]time.Duration)
+	}
+	p.wakeAfter[queue] = d
+	return d
+}
+
 // wake sends River's insert notification for queue after the delay (0: at
-// once), at most one on its way per queue and kind of delay.
+// once), at most one on its way per queue and kind of delay unless the new
+// one is due sooner.
 func (p *Pilot) wake(queue string, after time.Duration) {
 	key := wakeKey{queue: queue, delayed: after > 0}
+	due := time.Now().Add(after)
 	p.mu.Lock()
-	if p.waking[key] {
+	if pending, ok := p.waking[key]; ok && !due.Before(pending) {
 		p.mu.Unlock()
 		return
 	}
 	if p.waking == nil {
-		p.waking = make(map[wakeKey]bool)
+		p.waking = make(map[wakeKey]time.Time)
 	}
-	p.waking[key] = true
+	p.waking[key] = due
 	p.mu.Unlock()
 	time.AfterFunc(after, func() {
 		// Forgotten before it is sent: a fetch this wake-up causes may ask
 		// for the next one, which must not be dropped as already on its way.
+		// (Unless a sooner one replaced it, still on its way.)
 		p.mu.Lock()
-		delete(p.waking, key)
+		if p.waking[key].Equal(due) {
+			delete(p.waking, key)
+		}
 		p.mu.Unlock()
 		p.notify(queue)
 	})
@@ -607,7 +654,7 @@ func (p *Pilot) JobGetAvailable(ctx context.Context, _ riverdriver.Executor, sta
 	}
 	p.setHeld(params.Queue, held)
 	if len(held) > 0 {
-		p.wake(params.Queue, p.cfg.WakeAfter)
+		p.wake(params.Queue, p.nextWakeAfter(params.Queue, len(res.Jobs) > 0))
 	}
 	return res, nil
 }
@@ -617,6 +664,7 @@ func (p *Pilot) setHeld(queue string, held []string) {
 	defer p.mu.Unlock()
 	if len(held) == 0 {
 		delete(p.held, queue)
+		delete(p.wakeAfter, queue) // the next held-back fetch starts again at WakeAfter
 		return
 	}
 	if p.held == nil {

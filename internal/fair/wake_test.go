@@ -81,3 +81,52 @@ func TestEndedWorkWakesAHeldBackQueue(t *testing.T) {
 		t.Errorf("woke %s, want the default queue", n.Payload)
 	}
 }
+
+// While a workspace sits at its cap and the fetches its fallback wake-up
+// causes start nothing, the wake-up backs off, doubling up to WakeAfterMax
+// (each one makes every replica fetch: at a fixed 20 ms one long-held
+// workspace made each replica fetch about 50 times a second). A fetch that
+// starts a job sets it back to WakeAfter, and one that holds nothing back
+// forgets it.
+func TestTheFallbackWakeUpBacksOffWhileHeldBackFetchesStartNothing(t *testing.T) {
+	_, pool := errandtest.MigratedDB(t)
+	ctx := context.Background()
+	ws := errandtest.NewWorkspace(t, pool, "acme")
+	enqueue(t, pool, ws, 5, `{}`)
+	d := fair.NewDriver(pool, fair.Config{DefaultCap: 1, WakeAfter: 20 * time.Millisecond, WakeAfterMax: 160 * time.Millisecond})
+	p := newProducer(t, d, "replica")
+	first := p.fetch(t, 5)
+	if len(first) != 1 {
+		t.Fatalf("capped at 1: fetched %d, want 1", len(first))
+	}
+	if got := d.WakeAfterOf("default"); got != 20*time.Millisecond {
+		t.Errorf("after a held-back fetch that started a job: wake-up in %s, want 20ms", got)
+	}
+	for _, want := range []time.Duration{40, 80, 160, 160} {
+		if n := len(p.fetch(t, 5)); n != 0 {
+			t.Fatalf("fetched %d with the workspace at its cap, want 0", n)
+		}
+		if got := d.WakeAfterOf("default"); got != want*time.Millisecond {
+			t.Errorf("after a held-back fetch that started nothing: wake-up in %s, want %s", got, want*time.Millisecond)
+		}
+	}
+	workEnds(t, d, first[0])
+	second := p.fetch(t, 5)
+	if len(second) != 1 {
+		t.Fatalf("after the running job's work ended: fetched %d, want 1", len(second))
+	}
+	if got := d.WakeAfterOf("default"); got != 20*time.Millisecond {
+		t.Errorf("after a held-back fetch that started a job again: wake-up in %s, want 20ms", got)
+	}
+	// Nothing left to hold back: the delay is forgotten.
+	if _, err := pool.Exec(ctx, `UPDATE errand.river_job SET state = 'completed', finalized_at = now() WHERE state = 'available'`); err != nil {
+		t.Fatal(err)
+	}
+	workEnds(t, d, second[0])
+	if n := len(p.fetch(t, 5)); n != 0 {
+		t.Fatalf("fetched %d from an empty queue", n)
+	}
+	if got := d.WakeAfterOf("default"); got != 0 {
+		t.Errorf("after a fetch that held nothing back: wake-up delay %s kept, want none", got)
+	}
+}
