@@ -83,14 +83,18 @@ func basicAuth(user, password string, next http.Handler) http.Handler {
 			http.Error(w, "authentication required", http.StatusUnauthorized)
 			return
 		}
+		// Behind a proxy that ends TLS the request comes in plain: the
+		// proxy's X-Forwarded-Proto says what the browser used, so that the
+		// cookie is Secure and the reload below stays on https.
+		secure := r.TLS != nil || strings.EqualFold(strings.TrimSpace(r.Header.Get("X-Forwarded-Proto")), "https")
 		http.SetCookie(w, &http.Cookie{Name: uiCookie, Value: session, Path: UIPrefix + "/",
-			HttpOnly: true, SameSite: http.SameSiteStrictMode, Secure: r.TLS != nil})
+			HttpOnly: true, SameSite: http.SameSiteStrictMode, Secure: secure})
 		if r.Method == http.MethodGet && strings.Contains(r.Header.Get("Accept"), "text/html") {
 			// A page opened as http://user:password@host/ui/... would resolve
 			// the dashboard's own fetches against a URL with credentials,
 			// which browsers refuse: reload it without them, on the cookie.
 			scheme := "http"
-			if r.TLS != nil {
+			if secure {
 				scheme = "https"
 			}
 			http.Redirect(w, r, scheme+"://"+r.Host+r.URL.RequestURI(), http.StatusSeeOther)

@@ -5,6 +5,9 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	neturl "net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -180,4 +183,45 @@ func consoleLines(log string) string {
 		}
 	}
 	return strings.Join(keep, "\n")
+}
+
+// Behind a proxy that ends TLS (as the README asks beyond a private
+// network), the login's reload stays on https and its cookie is Secure: the
+// proxy's X-Forwarded-Proto says what the browser used. Before, the reload
+// went to http:// on the proxy's TLS port and the cookie could travel in
+// the clear.
+func TestDashboardLoginBehindATLSProxyStaysOnHTTPS(t *testing.T) {
+	t.Parallel()
+	url, _ := errandtest.MigratedDB(t)
+	d := errandtest.StartDaemon(t, url, map[string]string{"ERRAND_UI_PASSWORD": uiPassword})
+	target, err := neturl.Parse("http://" + d.Addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	proxy := httptest.NewTLSServer(&httputil.ReverseProxy{Rewrite: func(pr *httputil.ProxyRequest) {
+		pr.SetURL(target)
+		pr.SetXForwarded()
+		pr.Out.Host = pr.In.Host
+	}})
+	defer proxy.Close()
+	client := proxy.Client()
+	client.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	req, err := http.NewRequest(http.MethodGet, proxy.URL+"/ui/", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.SetBasicAuth("errand", uiPassword)
+	req.Header.Set("Accept", "text/html")
+	resp, err := client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusSeeOther || resp.Header.Get("Location") != proxy.URL+"/ui/" {
+		t.Errorf("login through the TLS proxy: %s to %q, want 303 to %q", resp.Status, resp.Header.Get("Location"), proxy.URL+"/ui/")
+	}
+	cookies := resp.Cookies()
+	if len(cookies) != 1 || !cookies[0].Secure || !cookies[0].HttpOnly {
+		t.Errorf("session cookie through the TLS proxy: %v, want one, Secure and HttpOnly", cookies)
+	}
 }
