@@ -99,3 +99,52 @@ func TestFinishedJobsAreKeptForTheirRetentionAndTheirKeysWithThem(t *testing.T) 
 		}
 	}
 }
+
+// Jobs that finished before an outage longer than their retention are
+// counted for the usage reports (errand.job_counts) before River's cleaner,
+// which starts with the engine, deletes them: the leader's roll-up used to
+// come a minute after the cleaner's first pass.
+func TestJobsFinishedBeforeALongOutageAreCountedBeforeTheCleanerDeletesThem(t *testing.T) {
+	t.Parallel()
+	url, pool := errandtest.MigratedDB(t)
+	ws := errandtest.NewWorkspace(t, pool, "acme")
+	ctx := context.Background()
+	// Three pings finished two hours ago, at the database's clock, after the
+	// last roll-up; the fleet was down since.
+	if _, err := pool.Exec(ctx, `INSERT INTO errand.jobs (workspace_id, kind, args, run_at)
+		SELECT $1, 'ping', '{}', now() + interval '1 day' FROM generate_series(1, 3)`, ws); err != nil {
+		t.Fatal(err)
+	}
+	if tag, err := pool.Exec(ctx, `UPDATE errand.river_job SET state = 'completed', attempt = 1,
+		attempted_at = now() - interval '2 hours', finalized_at = now() - interval '2 hours'
+		WHERE metadata ->> 'workspace_id' = $1`, ws); err != nil || tag.RowsAffected() != 3 {
+		t.Fatalf("finishing the jobs two hours ago: %v, %v", tag, err)
+	}
+	if _, err := pool.Exec(ctx, `UPDATE errand.job_counts_watermark SET counted_until = now() - interval '3 hours'`); err != nil {
+		t.Fatal(err)
+	}
+	errandtest.StartDaemon(t, url, map[string]string{"ERRAND_RETAIN_COMPLETED": "1h"})
+	// River's cleaner runs on the leader every 30 s.
+	deadline := time.Now().Add(3 * time.Minute)
+	for {
+		var left int
+		if err := pool.QueryRow(ctx, `SELECT count(*) FROM errand.river_job WHERE metadata ->> 'workspace_id' = $1`, ws).Scan(&left); err != nil {
+			t.Fatal(err)
+		}
+		if left == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of the 3 jobs finished two hours ago still there after 3 minutes (retention 1h)", left)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	var counted int
+	if err := pool.QueryRow(ctx, `SELECT coalesce(sum(count), 0) FROM errand.job_counts
+		WHERE workspace_id = $1 AND kind = 'ping' AND state = 'completed'`, ws).Scan(&counted); err != nil {
+		t.Fatal(err)
+	}
+	if counted != 3 {
+		t.Errorf("after River's cleaner deleted them: %d of the 3 jobs counted in errand.job_counts, want 3", counted)
+	}
+}

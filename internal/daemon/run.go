@@ -162,10 +162,24 @@ func Run(ctx context.Context, cfg config.Config, reg *jobs.Registry, logger *slo
 	// newRiverClient) does the jobs, after the leader has counted them
 	// (errand.job_counts, for the usage reports).
 	go maintenance.NewPruner(st, maintenance.PrunerConfig{Keep: cfg.RetainLogs, Logger: logger, Leading: leading}).Run(rescueCtx)
-	go maintenance.NewJobCounter(st, maintenance.JobCounterConfig{Logger: logger, Leading: leading}).Run(rescueCtx)
+	counter := maintenance.NewJobCounter(st, maintenance.JobCounterConfig{Logger: logger, Leading: leading})
+	go counter.Run(rescueCtx)
 
 	first := true
 	for {
+		// Finished jobs are counted before River's cleaner, which starts
+		// with the engine, may delete them: after an outage longer than
+		// ERRAND_RETAIN_COMPLETED the cleaner's first pass on the new leader
+		// came before the leader's first roll-up, a minute later, and the
+		// jobs that finished just before the outage were never counted.
+		// (Every replica does this once per engine start: a roll-up waits
+		// for another's and then counts nothing twice.)
+		countCtx, cancelCount := context.WithTimeout(ctx, 30*time.Second)
+		if _, err := counter.Round(countCtx); err != nil && ctx.Err() == nil {
+			logger.Warn("counting finished jobs before starting failed; River's cleaner may delete some uncounted",
+				slog.String("error", err.Error()))
+		}
+		cancelCount()
 		e, err := startEngine(ctx, cfg, reg, table, logger, pollOnly, guard, hooks.OnJobStart, timing, m, tr)
 		if err != nil {
 			if ctx.Err() != nil {
