@@ -78,10 +78,13 @@ func summarize(ctx context.Context, tx pgx.Tx, workspaceID, week string, from ti
 		}
 		return metrics[name]
 	}
+	// The week before is 168 hours, not '7 days': day arithmetic follows
+	// the session's TimeZone, and on a server whose zone has daylight saving
+	// time the week before a change would gain or lose an hour.
 	rows, err := tx.Query(ctx, `
 		SELECT metric, floor(extract(epoch FROM occurred_at - $1) / 86400)::int AS day, sum(quantity)::bigint
 		FROM errand.usage_events
-		WHERE occurred_at >= $1 - interval '7 days' AND occurred_at < $2
+		WHERE occurred_at >= $1 - interval '168 hours' AND occurred_at < $2
 		GROUP BY 1, 2`, from, to)
 	if err != nil {
 		return s, fmt.Errorf("read usage: %w", err)

@@ -454,3 +454,30 @@ func TestBadWeekFailsAtOnce(t *testing.T) {
 		}
 	}
 }
+
+// On a server whose TimeZone has daylight saving time (Europe/Berlin, a
+// common initdb default), the week before is still the 168 hours before
+// Monday 00:00 UTC: '7 days' followed the session's zone, and the week after
+// the autumn change took an hour of the week before it (an event at
+// 2026-10-18T23:30Z, W42, counted as W44's previous week).
+func TestThePreviousWeekIsTheSameOnAServerInAZoneWithDaylightSaving(t *testing.T) {
+	url, pool := errandtest.MigratedDB(t)
+	exec(t, pool, `DO $$ BEGIN EXECUTE format('ALTER DATABASE %I SET timezone TO %L', current_database(), 'Europe/Berlin'); END $$`)
+	pool.Reset() // new connections take the zone
+	errandtest.StartDaemon(t, url, map[string]string{"ERRAND_FETCH_POLL_INTERVAL": "50ms", "ERRAND_SCHEDULES": "digests=off;usage_reports=off"})
+	ws := errandtest.NewWorkspace(t, pool, "berlin")
+	member(t, pool, ws, "ann@example.com", "owner")
+	event(t, pool, ws, "api_calls", 100, "2026-10-18T23:30:00Z") // Sunday of W42
+	event(t, pool, ws, "api_calls", 10, "2026-10-20T12:00:00Z")  // W43
+	event(t, pool, ws, "api_calls", 20, "2026-10-27T12:00:00Z")  // W44
+	tick(t, url, pool, "2026-11-02T08:00:00Z")
+	got := summary(t, pool, ws, "2026-W44")
+	metrics, _ := got["metrics"].([]any)
+	if len(metrics) != 1 {
+		t.Fatalf("2026-W44's report: metrics %v, want api_calls alone", got["metrics"])
+	}
+	m, _ := metrics[0].(map[string]any)
+	if m["total"] != float64(20) || m["previous"] != float64(10) {
+		t.Errorf("2026-W44 on a Europe/Berlin server: total %v, previous %v; want 20 and 10 (W43 alone)", m["total"], m["previous"])
+	}
+}
