@@ -46,6 +46,11 @@ func Parse(spec string) (Expr, error) {
 	if strings.HasPrefix(spec, "TZ=") {
 		return Expr{}, fmt.Errorf("%q: write CRON_TZ=<zone>, not TZ=<zone>", spec)
 	}
+	if zone, _, _ := strings.Cut(strings.TrimPrefix(spec, "CRON_TZ="), " "); strings.HasPrefix(spec, "CRON_TZ=") && zone == "Local" {
+		// Go's name for the machine's own zone: each replica would read its
+		// own, and the leader's would decide the periods.
+		return Expr{}, fmt.Errorf("%q: CRON_TZ=Local is each replica's own zone: name the zone (CRON_TZ=Europe/Berlin)", spec)
+	}
 	// Cron times are UTC unless the expression names a zone, whatever the
 	// machine's own zone is.
 	parsed := spec

@@ -19,6 +19,7 @@ func TestParseRefusesBadExpressions(t *testing.T) {
 		{"unknown weekday", "0 8 * * MOON", "failed to parse"},
 		{"unknown time zone", "CRON_TZ=Mars/Olympus 0 8 * * *", "provided bad location"},
 		{"TZ= instead of CRON_TZ=", "TZ=Europe/Berlin 0 8 * * *", "write CRON_TZ=<zone>"},
+		{"the machine's own zone", "CRON_TZ=Local 0 8 * * MON", "name the zone"},
 		{"every too often", "@every 10s", "at least @every 1m0s"},
 		{"every not a duration", "@every often", "not a duration"},
 		{"every fractions of a second", "@every 90500ms", "whole seconds"},
