@@ -1,6 +1,7 @@
 package digest_test
 
 import (
+	"context"
 	"fmt"
 	"strings"
 	"sync"
@@ -210,6 +211,39 @@ func TestUpsertingAPreferenceKeepsItsNextDigest(t *testing.T) {
 	exec(t, pool, `DELETE FROM errand.notification_preferences WHERE user_id = $1`, user)
 	if n := count(t, pool, `SELECT count(*) FROM errand.digest_schedule`); n != 0 {
 		t.Errorf("%d schedules after delete", n)
+	}
+}
+
+// A change made after a digest's local time has passed but before the tick
+// that sends it keeps that period when the new settings make it due too
+// (migration 046): weekday on a daily digest, another name of the same
+// zone, an hour already past today. Before, each of them moved the next
+// digest to tomorrow and the day's was never sent.
+func TestAChangeAfterADigestFellDueKeepsItsPeriod(t *testing.T) {
+	_, pool := errandtest.MigratedDB(t)
+	ws := errandtest.NewWorkspace(t, pool, "acme")
+	user := newUser(t, pool, ws, "ann@example.com", "daily", "UTC", 0, 1)
+	// Due at the last midnight UTC, on the database's clock, not sent yet.
+	exec(t, pool, `UPDATE errand.digest_schedule SET next_due_at = errand.digest_latest_due('daily', 'UTC', 0, 1, now()) WHERE user_id = $1`, user)
+	var period string
+	if err := pool.QueryRow(context.Background(), `SELECT errand.digest_period('daily', 'UTC', next_due_at) FROM errand.digest_schedule WHERE user_id = $1`, user).Scan(&period); err != nil {
+		t.Fatal(err)
+	}
+	for _, change := range []struct{ what, set string }{
+		{"the weekday of a daily digest", "weekday = 3"},
+		{"another name of the same zone", "timezone = 'Etc/UTC'"},
+		{"an hour already past today", "hour = extract(hour FROM now() AT TIME ZONE 'UTC')::int"},
+	} {
+		exec(t, pool, `UPDATE errand.notification_preferences SET `+change.set+` WHERE user_id = $1`, user)
+		var got string
+		var due bool
+		if err := pool.QueryRow(context.Background(), `SELECT errand.digest_period('daily', zone, next_due_at), next_due_at <= now()
+			FROM errand.digest_schedule WHERE user_id = $1`, user).Scan(&got, &due); err != nil {
+			t.Fatal(err)
+		}
+		if got != period || !due {
+			t.Errorf("after changing %s: next digest for %s (due now: %v), want %s's, due now", change.what, got, due, period)
+		}
 	}
 }
 

@@ -1,0 +1,48 @@
+-- A change to a user's digest preferences keeps a digest that is due and not
+-- yet sent when the new settings make it due too.
+--
+-- 013's trigger started a changed schedule at its next time from now. A
+-- change made after the digest's local time had passed but before the tick
+-- that sends it (up to ERRAND_DIGEST_TICK, or the whole outage that
+-- ERRAND_DIGEST_BACKFILL covers) skipped that period, even a change that
+-- moved nothing: weekday on a daily digest, a zone's other name
+-- (NZ-CHAT for Pacific/Chatham), or the hour moved to one already past
+-- today. Now, when the schedule's next due time has passed (so that period
+-- was not sent: a sent one moves it on) and the new settings' latest due
+-- time at or before now is not earlier than it, the schedule keeps that
+-- period: its next due time becomes the new settings' latest one, and the
+-- next tick sends it. Otherwise (a later hour today, digests turned on) it
+-- starts at its next time from now, as before. A schedule deleted and
+-- inserted again (an app that saves preferences by DELETE and INSERT)
+-- starts afresh: nothing is left to compare with.
+CREATE OR REPLACE FUNCTION errand.notification_preferences_schedule() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_due timestamptz;
+BEGIN
+    IF TG_OP = 'DELETE' OR NEW.frequency = 'off' THEN
+        DELETE FROM errand.digest_schedule s
+        WHERE s.workspace_id = coalesce(NEW.workspace_id, OLD.workspace_id) AND s.user_id = coalesce(NEW.user_id, OLD.user_id);
+        RETURN NULL;
+    END IF;
+    IF TG_OP = 'UPDATE' AND (NEW.frequency, NEW.timezone, NEW.hour, NEW.weekday) IS NOT DISTINCT FROM (OLD.frequency, OLD.timezone, OLD.hour, OLD.weekday)
+       AND EXISTS (SELECT 1 FROM errand.digest_schedule s WHERE s.workspace_id = NEW.workspace_id AND s.user_id = NEW.user_id) THEN
+        RETURN NULL;
+    END IF;
+    -- (046) A due, unsent period that the new settings make due too.
+    SELECT l.due INTO v_due
+    FROM errand.digest_schedule s
+    CROSS JOIN LATERAL (SELECT errand.digest_latest_due(NEW.frequency, NEW.timezone, NEW.hour, NEW.weekday, now()) AS due) l
+    WHERE s.workspace_id = NEW.workspace_id AND s.user_id = NEW.user_id
+      AND s.next_due_at <= now() AND l.due >= s.next_due_at;
+    INSERT INTO errand.digest_schedule AS s (workspace_id, user_id, frequency, zone, hour, weekday, next_due_at)
+    VALUES (NEW.workspace_id, NEW.user_id, NEW.frequency, NEW.timezone, NEW.hour, NEW.weekday,
+            coalesce(v_due, errand.digest_next_due(NEW.frequency, NEW.timezone, NEW.hour, NEW.weekday, now())))
+    ON CONFLICT (workspace_id, user_id) DO UPDATE
+        SET frequency = EXCLUDED.frequency, zone = EXCLUDED.zone, hour = EXCLUDED.hour, weekday = EXCLUDED.weekday,
+            next_due_at = EXCLUDED.next_due_at, zone_error = NULL;
+    RETURN NULL;
+END;
+$$;
