@@ -268,3 +268,59 @@ func TestPruneLogsReachesDeletedWorkspacesAndKeepsEachEntrysLastRun(t *testing.T
 		t.Errorf("schedule runs left: code %d, want each entry's latest (usage_reports' and digests' newer) and not digests' older", runs)
 	}
 }
+
+// errand.workspaces may be a view over the app's own table (README,
+// "Tenants"); a view has no triggers, so the app attaches errand's three
+// delete triggers to its own table, as the README shows. Deleting a tenant
+// there then fails its waiting jobs, and its logs go after the retention
+// like a deleted table row's. Without the triggers nothing noted the
+// deletion and its logs stayed for good.
+func TestAViewDirectoryWithErrandsDeleteTriggersPrunesADeletedWorkspacesLogs(t *testing.T) {
+	t.Parallel()
+	pool := testdb.Pool(t, testdb.NewDatabase(t, true))
+	ctx := context.Background()
+	exec := func(sql string, args ...any) {
+		t.Helper()
+		if _, err := pool.Exec(ctx, sql, args...); err != nil {
+			t.Fatalf("%s: %v", sql, err)
+		}
+	}
+	count := func(sql string, args ...any) int {
+		t.Helper()
+		var c int
+		if err := pool.QueryRow(ctx, sql, args...).Scan(&c); err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	// The README's recipe, word for word in its statements.
+	exec(`CREATE SCHEMA app`)
+	exec(`CREATE TABLE app.workspaces (id uuid PRIMARY KEY DEFAULT gen_random_uuid(), name text NOT NULL, slug text UNIQUE NOT NULL,
+		plan text NOT NULL DEFAULT 'free', stripe_customer_id text, created_at timestamptz NOT NULL DEFAULT now())`)
+	exec(`DROP TABLE errand.workspaces`)
+	exec(`CREATE VIEW errand.workspaces AS SELECT id, name, slug, plan, stripe_customer_id, created_at FROM app.workspaces`)
+	exec(`CREATE TRIGGER errand_workspace_deleted AFTER DELETE ON app.workspaces
+		FOR EACH ROW EXECUTE FUNCTION errand.workspace_deleted()`)
+	exec(`CREATE TRIGGER errand_webhook_workspace_deleted AFTER DELETE ON app.workspaces
+		FOR EACH ROW EXECUTE FUNCTION errand.webhook_workspace_deleted()`)
+	exec(`CREATE TRIGGER errand_note_deleted_workspace AFTER DELETE ON app.workspaces
+		FOR EACH ROW EXECUTE FUNCTION errand.note_deleted_workspace()`)
+
+	var ws string
+	if err := pool.QueryRow(ctx, `INSERT INTO app.workspaces (name, slug) VALUES ('Acme', 'acme') RETURNING id::text`).Scan(&ws); err != nil {
+		t.Fatal(err)
+	}
+	exec(`INSERT INTO errand.river_job (args, kind, max_attempts, metadata, priority, queue, scheduled_at, state, tags)
+		VALUES ('{}', 'ping', 25, jsonb_build_object('workspace_id', $1::uuid), 1, 'default', now() + interval '1 hour', 'scheduled', '{}')`, ws)
+	exec(`INSERT INTO errand.emails (workspace_id, template, status, created_at) VALUES ($1, 'invite', 'sent', now() - interval '40 days')`, ws)
+	exec(`DELETE FROM app.workspaces WHERE id = $1`, ws)
+	if n := count(`SELECT count(*) FROM errand.jobs WHERE workspace_id = $1 AND status = 'failed'`, ws); n != 1 {
+		t.Errorf("the deleted tenant's waiting job: %d failed, want 1", n)
+	}
+	if _, err := store.PruneLogs(ctx, pool, 30*24*time.Hour, 100); err != nil {
+		t.Fatal(err)
+	}
+	if n := count(`SELECT count(*) FROM errand.emails WHERE workspace_id = $1`, ws); n != 0 {
+		t.Errorf("the deleted tenant's 40-day-old email: %d left after pruning at 30 days, want 0", n)
+	}
+}
