@@ -40,6 +40,8 @@ var corpus = []badInput{
 	{name: "a POSIX TZ string with a slash", sql: insertPref + `($1, $2, 'daily', 'UTC+3/UTC', 8, 1)` + upsertZone, code: "22023", message: "got 'UTC+3/UTC'"},
 	{name: "a POSIX TZ string with a daylight-saving name", sql: insertPref + `($1, $2, 'daily', 'EST5/EDT', 8, 1)` + upsertZone, code: "22023", message: "got 'EST5/EDT'"},
 	{name: "a time zone abbreviation for a timezone", sql: insertPref + `($1, $2, 'daily', 'PST', 8, 1)` + upsertZone, code: "22023", message: "got 'PST'"},
+	{name: "a timezone in lowercase (Go's zone database is case-sensitive)", sql: insertPref + `($1, $2, 'daily', 'asia/kolkata', 8, 1)` + upsertZone, code: "22023", message: "got 'asia/kolkata'"},
+	{name: "a timezone with one part in lowercase", sql: insertPref + `($1, $2, 'daily', 'Asia/kolkata', 8, 1)` + upsertZone, code: "22023", message: "got 'Asia/kolkata'"},
 	{name: "a timezone in lowercase with spaces", sql: insertPref + `($1, $2, 'daily', 'europe berlin', 8, 1)`, code: "22023", message: "got 'europe berlin'"},
 	{name: "a NULL timezone", sql: insertPref + `($1, $2, 'daily', NULL, 8, 1)`, code: "22023", message: "got NULL"},
 	{name: "a bad frequency", sql: insertPref + `($1, $2, 'hourly', 'UTC', 8, 1)`, code: "22023",
@@ -122,7 +124,7 @@ func TestBadArgsFailAtOnce(t *testing.T) {
 func TestZoneNamesWithAFileAreAccepted(t *testing.T) {
 	_, pool := errandtest.MigratedDB(t)
 	ws := errandtest.NewWorkspace(t, pool, "acme")
-	for i, zone := range []string{"UTC", "CET", "EST5EDT", "Japan", "Etc/GMT+3", "America/Argentina/Buenos_Aires", "Europe/Berlin"} {
+	for i, zone := range []string{"UTC", "CET", "EST5EDT", "Japan", "Etc/GMT+3", "America/Argentina/Buenos_Aires", "America/Port-au-Prince", "Europe/Berlin"} {
 		newUser(t, pool, ws, fmt.Sprintf("u%d@example.com", i), "daily", zone, 8, 1)
 	}
 	// And a new user's insert with a POSIX string is refused.
