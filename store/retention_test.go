@@ -9,6 +9,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/errand-dev/errand/internal/testdb"
 	"github.com/errand-dev/errand/store"
@@ -187,17 +188,17 @@ func TestPruneLogsUnderAPlainOwner(t *testing.T) {
 // a live workspace's latest version stays. Each schedule entry's latest run
 // stays whatever its age (the leader backfills only an entry that has run
 // before), older ones go.
-func TestPruneLogsReachesDeletedWorkspacesAndKeepsEachEntrysLastRun(t *testing.T) {
-	t.Parallel()
-	pool := testdb.Pool(t, testdb.NewDatabase(t, true))
+// execAndCount are a test's two ways to run SQL on pool: a statement that
+// must succeed, and a count.
+func execAndCount(t *testing.T, pool *pgxpool.Pool) (exec func(string, ...any), count func(string, ...any) int) {
 	ctx := context.Background()
-	exec := func(sql string, args ...any) {
+	exec = func(sql string, args ...any) {
 		t.Helper()
 		if _, err := pool.Exec(ctx, sql, args...); err != nil {
 			t.Fatalf("%s: %v", sql, err)
 		}
 	}
-	count := func(sql string, args ...any) int {
+	count = func(sql string, args ...any) int {
 		t.Helper()
 		var c int
 		if err := pool.QueryRow(ctx, sql, args...).Scan(&c); err != nil {
@@ -205,6 +206,14 @@ func TestPruneLogsReachesDeletedWorkspacesAndKeepsEachEntrysLastRun(t *testing.T
 		}
 		return c
 	}
+	return exec, count
+}
+
+func TestPruneLogsReachesDeletedWorkspacesAndKeepsEachEntrysLastRun(t *testing.T) {
+	t.Parallel()
+	pool := testdb.Pool(t, testdb.NewDatabase(t, true))
+	ctx := context.Background()
+	exec, count := execAndCount(t, pool)
 	old, recent := "now() - interval '40 days'", "now() - interval '1 day'"
 	ids := map[string]string{}
 	for _, slug := range []string{"gone", "live"} {
@@ -279,20 +288,7 @@ func TestAViewDirectoryWithErrandsDeleteTriggersPrunesADeletedWorkspacesLogs(t *
 	t.Parallel()
 	pool := testdb.Pool(t, testdb.NewDatabase(t, true))
 	ctx := context.Background()
-	exec := func(sql string, args ...any) {
-		t.Helper()
-		if _, err := pool.Exec(ctx, sql, args...); err != nil {
-			t.Fatalf("%s: %v", sql, err)
-		}
-	}
-	count := func(sql string, args ...any) int {
-		t.Helper()
-		var c int
-		if err := pool.QueryRow(ctx, sql, args...).Scan(&c); err != nil {
-			t.Fatal(err)
-		}
-		return c
-	}
+	exec, count := execAndCount(t, pool)
 	// The README's recipe, word for word in its statements.
 	exec(`CREATE SCHEMA app`)
 	exec(`CREATE TABLE app.workspaces (id uuid PRIMARY KEY DEFAULT gen_random_uuid(), name text NOT NULL, slug text UNIQUE NOT NULL,
