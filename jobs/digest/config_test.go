@@ -13,7 +13,9 @@ import (
 
 // A backfill shorter than the tick would drop digests that are on time: a
 // tick finds a digest time up to one tick after it passed. `errand run`
-// refuses to start and says what to set.
+// refuses to start and says what to set. (The test daemons' schedules are
+// off unless ERRAND_SCHEDULES says otherwise; with the digests off the
+// backfill does not matter.)
 func TestRunRefusesABackfillShorterThanTheTick(t *testing.T) {
 	url, _ := errandtest.MigratedDB(t)
 	cases := map[string]struct {
@@ -21,20 +23,20 @@ func TestRunRefusesABackfillShorterThanTheTick(t *testing.T) {
 		want []string
 	}{
 		"a backfill of 0, meant as never backfill": {
-			env:  map[string]string{"ERRAND_DIGEST_BACKFILL": "0"},
-			want: []string{"ERRAND_DIGEST_BACKFILL=0 is shorter than ERRAND_DIGEST_TICK=5m", "at least 5m"},
+			env:  map[string]string{"ERRAND_DIGEST_BACKFILL": "0", "ERRAND_SCHEDULES": "usage_reports=off"},
+			want: []string{`schedule "digests" (@every 5m): its times are up to 5m0s apart`, "set ERRAND_DIGEST_BACKFILL to at least 5m0s"},
 		},
 		"a backfill of a minute with the default tick": {
-			env:  map[string]string{"ERRAND_DIGEST_BACKFILL": "1m"},
-			want: []string{"ERRAND_DIGEST_BACKFILL=1m is shorter than ERRAND_DIGEST_TICK=5m"},
+			env:  map[string]string{"ERRAND_DIGEST_BACKFILL": "1m", "ERRAND_SCHEDULES": "usage_reports=off"},
+			want: []string{"longer than ERRAND_DIGEST_BACKFILL=1m"},
 		},
 		"an ERRAND_SCHEDULES override that ticks further apart than the backfill": {
 			env:  map[string]string{"ERRAND_SCHEDULES": "digests=0 8 * * *", "ERRAND_DIGEST_BACKFILL": "12h"},
 			want: []string{`ERRAND_SCHEDULES entry "digests=0 8 * * *": its times are up to 24h0m0s apart`, "set ERRAND_DIGEST_BACKFILL to at least 24h0m0s"},
 		},
 		"a tick made longer than the backfill": {
-			env:  map[string]string{"ERRAND_DIGEST_BACKFILL": "30m", "ERRAND_DIGEST_TICK": "1h"},
-			want: []string{"ERRAND_DIGEST_BACKFILL=30m is shorter than ERRAND_DIGEST_TICK=1h", "at least 1h"},
+			env:  map[string]string{"ERRAND_DIGEST_BACKFILL": "30m", "ERRAND_DIGEST_TICK": "1h", "ERRAND_SCHEDULES": "usage_reports=off"},
+			want: []string{`schedule "digests" (@every 1h): its times are up to 1h0m0s apart`, "set ERRAND_DIGEST_BACKFILL to at least 1h0m0s"},
 		},
 	}
 	for name, tc := range cases {
@@ -54,5 +56,22 @@ func TestRunRefusesABackfillShorterThanTheTick(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// The check is against the tick in effect: ERRAND_SCHEDULES' own digests
+// expression, when it overrides ERRAND_DIGEST_TICK, decides (a one-minute
+// tick and a five-minute backfill start, whatever ERRAND_DIGEST_TICK says).
+func TestRunChecksTheBackfillAgainstTheTickInEffect(t *testing.T) {
+	url, _ := errandtest.MigratedDB(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var started atomic.Bool
+	var out bytes.Buffer
+	env := map[string]string{"ERRAND_DIGEST_TICK": "10m", "ERRAND_DIGEST_BACKFILL": "5m", "ERRAND_SCHEDULES": "digests=@every 1m;usage_reports=off"}
+	err := errand.Main(ctx, []string{"run"}, errandtest.Env(errandtest.DaemonEnv(t, url, env)), &out, &out,
+		errand.WithReady(func(string) { started.Store(true); cancel() }))
+	if !started.Load() {
+		t.Fatalf("a five-minute backfill with digests ticking every minute: refused (%v), want started", err)
 	}
 }
