@@ -42,6 +42,7 @@ var corpus = []badInput{
 	{name: "a time zone abbreviation for a timezone", sql: insertPref + `($1, $2, 'daily', 'PST', 8, 1)` + upsertZone, code: "22023", message: "got 'PST'"},
 	{name: "a timezone in lowercase (Go's zone database is case-sensitive)", sql: insertPref + `($1, $2, 'daily', 'asia/kolkata', 8, 1)` + upsertZone, code: "22023", message: "got 'asia/kolkata'"},
 	{name: "a timezone with one part in lowercase", sql: insertPref + `($1, $2, 'daily', 'Asia/kolkata', 8, 1)` + upsertZone, code: "22023", message: "got 'Asia/kolkata'"},
+	{name: "a timezone with a capital in the wrong place", sql: insertPref + `($1, $2, 'daily', 'America/New_york', 8, 1)` + upsertZone, code: "22023", message: "got 'America/New_york'"},
 	{name: "a timezone in lowercase with spaces", sql: insertPref + `($1, $2, 'daily', 'europe berlin', 8, 1)`, code: "22023", message: "got 'europe berlin'"},
 	{name: "a NULL timezone", sql: insertPref + `($1, $2, 'daily', NULL, 8, 1)`, code: "22023", message: "got NULL"},
 	{name: "a bad frequency", sql: insertPref + `($1, $2, 'hourly', 'UTC', 8, 1)`, code: "22023",
