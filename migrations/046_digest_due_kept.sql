@@ -8,11 +8,15 @@
 -- moved nothing: weekday on a daily digest, a zone's other name
 -- (NZ-CHAT for Pacific/Chatham), or the hour moved to one already past
 -- today. Now, when the schedule's next due time has passed (so that period
--- was not sent: a sent one moves it on) and the new settings' latest due
--- time at or before now is not earlier than it, the schedule keeps that
--- period: its next due time becomes the new settings' latest one, and the
--- next tick sends it. Otherwise (a later hour today, digests turned on) it
--- starts at its next time from now, as before. A schedule deleted and
+-- was not sent: a sent one moves it on) and the new settings have a due
+-- time at or before now that is after the last digest sent and names
+-- another period than it, the schedule's next due time becomes that one
+-- and the next tick sends it (the hour moved earlier or later but already
+-- past, the zone moved east or west, the weekday of a daily digest, a
+-- zone's other name). Otherwise (a later hour today, digests turned on)
+-- it starts at its next time from now, as before. The schedule's row is
+-- locked first, so a tick moving it on at the same moment is waited for
+-- and its sent period is not made due again. A schedule deleted and
 -- inserted again (an app that saves preferences by DELETE and INSERT)
 -- starts afresh: nothing is left to compare with.
 CREATE OR REPLACE FUNCTION errand.notification_preferences_schedule() RETURNS trigger
@@ -31,12 +35,20 @@ BEGIN
        AND EXISTS (SELECT 1 FROM errand.digest_schedule s WHERE s.workspace_id = NEW.workspace_id AND s.user_id = NEW.user_id) THEN
         RETURN NULL;
     END IF;
-    -- (046) A due, unsent period that the new settings make due too.
+    -- (046) A due, unsent period that the new settings make due too: their
+    -- latest due time, after the last digest sent and of another period.
+    -- (The row locked first: a tick moving it on is waited for.)
+    PERFORM 1 FROM errand.digest_schedule s
+    WHERE s.workspace_id = NEW.workspace_id AND s.user_id = NEW.user_id
+    FOR UPDATE;
     SELECT l.due INTO v_due
     FROM errand.digest_schedule s
     CROSS JOIN LATERAL (SELECT errand.digest_latest_due(NEW.frequency, NEW.timezone, NEW.hour, NEW.weekday, now()) AS due) l
     WHERE s.workspace_id = NEW.workspace_id AND s.user_id = NEW.user_id
-      AND s.next_due_at <= now() AND l.due >= s.next_due_at;
+      AND s.next_due_at <= now() AND l.due IS NOT NULL
+      AND (s.last_due_at IS NULL OR (l.due > s.last_due_at
+           AND errand.digest_period(NEW.frequency, NEW.timezone, NEW.hour, l.due)
+               IS DISTINCT FROM errand.digest_period(s.frequency, s.zone, s.hour, s.last_due_at)));
     INSERT INTO errand.digest_schedule AS s (workspace_id, user_id, frequency, zone, hour, weekday, next_due_at)
     VALUES (NEW.workspace_id, NEW.user_id, NEW.frequency, NEW.timezone, NEW.hour, NEW.weekday,
             coalesce(v_due, errand.digest_next_due(NEW.frequency, NEW.timezone, NEW.hour, NEW.weekday, now())))

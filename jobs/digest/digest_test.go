@@ -223,8 +223,10 @@ func TestAChangeAfterADigestFellDueKeepsItsPeriod(t *testing.T) {
 	_, pool := errandtest.MigratedDB(t)
 	ws := errandtest.NewWorkspace(t, pool, "acme")
 	user := newUser(t, pool, ws, "ann@example.com", "daily", "UTC", 0, 1)
-	// Due at the last midnight UTC, on the database's clock, not sent yet.
-	exec(t, pool, `UPDATE errand.digest_schedule SET next_due_at = errand.digest_latest_due('daily', 'UTC', 0, 1, now()) WHERE user_id = $1`, user)
+	// Due at the last midnight UTC, on the database's clock, not sent yet;
+	// the day before's was.
+	exec(t, pool, `UPDATE errand.digest_schedule SET next_due_at = errand.digest_latest_due('daily', 'UTC', 0, 1, now()),
+		last_due_at = errand.digest_latest_due('daily', 'UTC', 0, 1, now()) - interval '1 day' WHERE user_id = $1`, user)
 	var period string
 	if err := pool.QueryRow(context.Background(), `SELECT errand.digest_period('daily', 'UTC', next_due_at) FROM errand.digest_schedule WHERE user_id = $1`, user).Scan(&period); err != nil {
 		t.Fatal(err)
@@ -233,6 +235,7 @@ func TestAChangeAfterADigestFellDueKeepsItsPeriod(t *testing.T) {
 		{"the weekday of a daily digest", "weekday = 3"},
 		{"another name of the same zone", "timezone = 'Etc/UTC'"},
 		{"an hour already past today", "hour = extract(hour FROM now() AT TIME ZONE 'UTC')::int"},
+		{"the hour moved back to the start of the day", "hour = 0"},
 	} {
 		exec(t, pool, `UPDATE errand.notification_preferences SET `+change.set+` WHERE user_id = $1`, user)
 		var got string
