@@ -16,8 +16,11 @@
 -- that replaces the table by a view (the README allows it; a view has no
 -- CHECK): a weight outside 1..1000 counts as the nearest bound (a weight of
 -- 0 divided by zero and stopped every fetch of the queue, every
--- workspace's), a concurrency of 0 or less as none set (the default cap,
--- ERRAND_WORKSPACE_CONCURRENCY), as 0 means in that setting.
+-- workspace's), a concurrency under 1 as none set (the default cap,
+-- ERRAND_WORKSPACE_CONCURRENCY, as 0 means in that setting; a view's 0.4
+-- would otherwise hold its workspace back for good), a fraction rounded
+-- down, and one beyond an integer as the largest integer (3000000000 from
+-- a bigint or numeric column failed every fetch of the queue).
 --
 -- Nothing else changes: the body is 034's.
 
@@ -116,7 +119,8 @@ BEGIN
         -- With the cap of the first workspace found (used when it is alone).
         SELECT a.ids, a.nws, a.one,
                CASE WHEN a.one <> '00000000-0000-0000-0000-000000000000'::uuid THEN
-                   coalesce((SELECT nullif(greatest(p.concurrency, 0), 0) FROM errand.workspaces w JOIN errand.plans p ON p.plan = w.plan
+                   coalesce((SELECT CASE WHEN p.concurrency >= 1 THEN least(floor(p.concurrency), 2147483647)::integer END
+                             FROM errand.workspaces w JOIN errand.plans p ON p.plan = w.plan
                              WHERE w.id = a.one), nullif(p_default_cap, 0)) END
         INTO v_ids, v_nws, v_one, v_cap
         FROM (SELECT array_agg(f.id ORDER BY f.priority, f.scheduled_at, f.id) AS ids, count(DISTINCT f.ws) AS nws,
@@ -209,7 +213,8 @@ BEGIN
             SELECT c.ws, c.pos,
                    least(greatest(coalesce(p.weight, 1), 1), 1000) AS weight,
                    CASE WHEN c.ws = '00000000-0000-0000-0000-000000000000'::uuid THEN NULL
-                        ELSE coalesce(nullif(greatest(p.concurrency, 0), 0), nullif(p_default_cap, 0)) END AS cap,
+                        ELSE coalesce(CASE WHEN p.concurrency >= 1 THEN least(floor(p.concurrency), 2147483647)::integer END,
+                                      nullif(p_default_cap, 0)) END AS cap,
                    greatest(coalesce(s.vtime, v_clock), v_clock) AS start,
                    coalesce(rn.n, 0) AS running
             FROM cand c

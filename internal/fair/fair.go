@@ -455,9 +455,10 @@ func (p *Pilot) keepCandidates(queue string, list []string, fresh bool) {
 // the queue at once.
 const DefaultWakeAfter = 20 * time.Millisecond
 
-// DefaultWakeAfterMax is as far as the fallback wake-up backs off: River's
-// own poll interval by default (ERRAND_FETCH_POLL_INTERVAL), which would
-// make the producer fetch by then anyway.
+// DefaultWakeAfterMax is as far as the fallback wake-up backs off: the
+// default of River's own poll interval (ERRAND_FETCH_POLL_INTERVAL), which
+// would make the producer fetch by then anyway. (A longer poll interval
+// does not lengthen it.)
 const DefaultWakeAfterMax = time.Second
 
 // nextWakeAfter is the fallback wake-up's delay after a fetch of queue that

@@ -597,10 +597,12 @@ func TestAPlansViewWithValuesTheTableRefusesDoesNotStopTheQueue(t *testing.T) {
 			SELECT * FROM errand.plans_table
 			UNION ALL SELECT 'zero weight', 0, NULL::integer, NULL::integer, NULL::integer
 			UNION ALL SELECT 'zero cap', 1, 0, NULL, NULL
-			UNION ALL SELECT 'huge weight, negative cap', 5000, -1, NULL, NULL`); err != nil {
+			UNION ALL SELECT 'huge weight, negative cap', 5000, -1, NULL, NULL
+			UNION ALL SELECT 'fractional cap', 1, 0.4, NULL, NULL
+			UNION ALL SELECT 'cap beyond an integer', 1, 3000000000, NULL, NULL`); err != nil {
 		t.Fatal(err)
 	}
-	plans := []string{"zero weight", "zero cap", "huge weight, negative cap"}
+	plans := []string{"zero weight", "zero cap", "huge weight, negative cap", "fractional cap", "cap beyond an integer"}
 	var wss []string
 	for i, plan := range plans {
 		ws := errandtest.NewWorkspace(t, pool, fmt.Sprintf("ws-%d", i))
@@ -608,10 +610,11 @@ func TestAPlansViewWithValuesTheTableRefusesDoesNotStopTheQueue(t *testing.T) {
 		enqueue(t, pool, ws, 5, `{}`)
 		wss = append(wss, ws)
 	}
-	// Shared among the three, each held to the default cap of 2.
+	// Shared among them, each held to the default cap of 2 but the one
+	// capped beyond an integer, which runs all 5.
 	started := map[string]int{}
 	rows, err := pool.Query(ctx, `SELECT metadata ->> 'workspace_id'
-		FROM errand.fair_fetch_counted('default', 10, 'test', 100, NULL, NULL, 2, 1000, NULL, '{}'::uuid[], '{}'::int[])`)
+		FROM errand.fair_fetch_counted('default', 25, 'test', 100, NULL, NULL, 2, 1000, NULL, '{}'::uuid[], '{}'::int[])`)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -626,8 +629,12 @@ func TestAPlansViewWithValuesTheTableRefusesDoesNotStopTheQueue(t *testing.T) {
 		t.Fatalf("a shared fetch with the view's plans: %v", err)
 	}
 	for i, ws := range wss {
-		if started[ws] != 2 {
-			t.Errorf("plan %q: %d started, want 2 (the default cap)", plans[i], started[ws])
+		want := 2
+		if plans[i] == "cap beyond an integer" {
+			want = 5
+		}
+		if started[ws] != want {
+			t.Errorf("plan %q: %d started, want %d", plans[i], started[ws], want)
 		}
 	}
 	// Alone in the queue (the single-workspace path), the zero cap is the
