@@ -86,7 +86,9 @@ func basicAuth(user, password string, next http.Handler) http.Handler {
 		// Behind a proxy that ends TLS the request comes in plain: the
 		// proxy's X-Forwarded-Proto says what the browser used, so that the
 		// cookie is Secure and the reload below stays on https.
-		secure := r.TLS != nil || strings.EqualFold(strings.TrimSpace(r.Header.Get("X-Forwarded-Proto")), "https")
+		// (A chain of proxies lists one per hop; the first is the browser's.)
+		proto, _, _ := strings.Cut(r.Header.Get("X-Forwarded-Proto"), ",")
+		secure := r.TLS != nil || strings.EqualFold(strings.TrimSpace(proto), "https")
 		http.SetCookie(w, &http.Cookie{Name: uiCookie, Value: session, Path: UIPrefix + "/",
 			HttpOnly: true, SameSite: http.SameSiteStrictMode, Secure: secure})
 		if r.Method == http.MethodGet && strings.Contains(r.Header.Get("Accept"), "text/html") {
