@@ -173,8 +173,9 @@ func Run(ctx context.Context, cfg config.Config, reg *jobs.Registry, logger *slo
 		// came before the leader's first roll-up, a minute later, and the
 		// jobs that finished just before the outage were never counted.
 		// (Every replica does this once per engine start: a roll-up waits
-		// for another's and then counts nothing twice.)
-		countCtx, cancelCount := context.WithTimeout(ctx, 30*time.Second)
+		// for another's and then counts nothing twice. At most 10 s: a
+		// roll-up holding the watermark longer delays the start no more.)
+		countCtx, cancelCount := context.WithTimeout(ctx, 10*time.Second)
 		if _, err := counter.Round(countCtx); err != nil && ctx.Err() == nil {
 			logger.Warn("counting finished jobs before starting failed; River's cleaner may delete some uncounted",
 				slog.String("error", err.Error()))
