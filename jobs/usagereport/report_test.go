@@ -481,3 +481,27 @@ func TestThePreviousWeekIsTheSameOnAServerInAZoneWithDaylightSaving(t *testing.T
 		t.Errorf("2026-W44 on a Europe/Berlin server: total %v, previous %v; want 20 and 10 (W43 alone)", m["total"], m["previous"])
 	}
 }
+
+// A report that runs less than a minute after its week ended (an override
+// such as usage_reports=0 0 * * MON) waits until the roll-up, a minute
+// behind the database's clock, has passed the week's end: it would miss
+// the jobs of the week's last minute, and a stored report is never redone.
+// A week long over, or not over yet, does not wait.
+func TestAReportRightAfterItsWeekWaitsForTheLastMinuteToBeCounted(t *testing.T) {
+	end := time.Date(2026, 11, 30, 0, 0, 0, 0, time.UTC) // 2026-W48 ends
+	for _, tc := range []struct {
+		name string
+		now  time.Time
+		want time.Duration
+	}{
+		{"five seconds after the week", end.Add(5 * time.Second), 56 * time.Second},
+		{"at the week's end", end, 61 * time.Second},
+		{"a minute after", end.Add(time.Minute), 0},
+		{"Monday 08:00, the default", end.Add(8 * time.Hour), 0},
+		{"before the week's end (a tick --at in the future)", end.Add(-time.Hour), 0},
+	} {
+		if got := usagereport.WaitForWeekEnd(end, tc.now); got != tc.want {
+			t.Errorf("%s: waits %s, want %s", tc.name, got, tc.want)
+		}
+	}
+}

@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/riverqueue/river"
 
 	"github.com/errand-dev/errand/jobs"
 	"github.com/errand-dev/errand/store"
@@ -112,12 +113,38 @@ func Kind() jobs.Kind {
 
 type reporter struct{ cfg config }
 
+// countLag is how far behind the database's clock the roll-up counts
+// finished jobs (errand.roll_up_job_counts' default): a report that ran
+// within it after its week ended would miss the jobs of the week's last
+// moments, and a stored report is never redone.
+const countLag = time.Minute
+
+// waitForWeekEnd is how long the report of the week that ends at end waits
+// when it runs at now (the database's clock): until the roll-up has passed
+// the week's end, when now is less than countLag after it (an
+// ERRAND_SCHEDULES override such as usage_reports=0 0 * * MON); otherwise
+// not at all (a week long over, or one not over yet, which only a tick
+// --at in the future makes).
+func waitForWeekEnd(end, now time.Time) time.Duration {
+	if now.Before(end) || !now.Before(end.Add(countLag)) {
+		return 0
+	}
+	return end.Add(countLag + time.Second).Sub(now)
+}
+
 // work builds, stores and emails the report in the transaction that
 // completes the job: a retried job cannot store or email it twice.
 func (r *reporter) work(ctx context.Context, job *jobs.Job, args Args) error {
 	from, err := WeekStart(args.Week)
 	if err != nil {
 		return jobs.Permanent(err)
+	}
+	var now time.Time
+	if err := job.Store().QueryRow(ctx, `SELECT now()`).Scan(&now); err != nil {
+		return fmt.Errorf("read the database's clock: %w", err)
+	}
+	if d := waitForWeekEnd(from.AddDate(0, 0, 7), now); d > 0 {
+		return river.JobSnooze(d) // no attempt used
 	}
 	if err := rollUp(ctx, job.Store()); err != nil {
 		return err

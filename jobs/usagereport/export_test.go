@@ -1,0 +1,4 @@
+package usagereport
+
+// WaitForWeekEnd is waitForWeekEnd, for the tests.
+var WaitForWeekEnd = waitForWeekEnd
