@@ -22,6 +22,15 @@
 -- down, and one beyond an integer as the largest integer (3000000000 from
 -- a bigint or numeric column failed every fetch of the queue).
 --
+-- And a started job's attempted_at is the clock when the fetch starts it
+-- (River's own time when it passes one, as before), not the fetch
+-- transaction's start: a fetch whose transaction began while an INSERT was
+-- still open (its created_at is its own transaction's start) found the rows
+-- once they committed and stamped them with a time from before that commit,
+-- so the wait from INSERT to start read as about nothing (errand bench
+-- noisy's idle p95 once read 0.0 ms, and TestBenchNoisyWithASlowFlood failed
+-- on it).
+--
 -- Nothing else changes: the body is 034's.
 
 CREATE OR REPLACE FUNCTION errand.fair_fetch_counted(
@@ -159,7 +168,7 @@ BEGIN
             IF v_cap IS NULL THEN
                 PERFORM errand.fair_working_put(p_queue, p_client, p_working_ws, p_working_n,
                                                 array_fill(v_one, ARRAY[coalesce(cardinality(v_ids), 0)]));
-                RETURN QUERY SELECT * FROM errand.fair_start(v_ids, p_client, p_max_attempted_by, v_now);
+                RETURN QUERY SELECT * FROM errand.fair_start(v_ids, p_client, p_max_attempted_by, coalesce(p_now, clock_timestamp()));
                 RETURN;
             END IF;
             -- Capped and alone: River's order up to its room, its cap less
@@ -179,7 +188,7 @@ BEGIN
             PERFORM errand.fair_working_put(p_queue, p_client, p_working_ws, p_working_n,
                                             array_fill(v_one, ARRAY[coalesce(cardinality(v_ids), 0)]));
             IF coalesce(cardinality(v_ids), 0) > 0 THEN
-                RETURN QUERY SELECT * FROM errand.fair_start(v_ids, p_client, p_max_attempted_by, v_now);
+                RETURN QUERY SELECT * FROM errand.fair_start(v_ids, p_client, p_max_attempted_by, coalesce(p_now, clock_timestamp()));
             END IF;
             RETURN;
         END IF;
@@ -311,7 +320,7 @@ BEGIN
     -- Workspaces at or behind the clock need no row: they start at it.
     DELETE FROM errand.fair_shares s WHERE s.queue = p_queue AND s.vtime <= v_clock;
 
-    RETURN QUERY SELECT * FROM errand.fair_start(v_ids, p_client, p_max_attempted_by, v_now);
+    RETURN QUERY SELECT * FROM errand.fair_start(v_ids, p_client, p_max_attempted_by, coalesce(p_now, clock_timestamp()));
 END;
 $$;
 ALTER FUNCTION errand.fair_fetch_counted(text, integer, text, integer, timestamptz, text[], integer, integer, uuid[], uuid[], integer[])

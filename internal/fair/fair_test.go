@@ -1212,3 +1212,46 @@ func TestARefusedRefreshIsTriedAgainUntilTheRowIsWritten(t *testing.T) {
 		}
 	}
 }
+
+// A job's attempted_at is when the fetch started it (migration 045): a
+// fetch whose transaction began while the job's INSERT was still open
+// stamped its own transaction's start, moments after the INSERT's, so the
+// wait from INSERT to start read as about nothing however long the job
+// really waited (errand bench noisy's idle p95 once read 0.0 ms).
+func TestAJobsStartIsWhenTheFetchStartedIt(t *testing.T) {
+	_, pool := errandtest.MigratedDB(t)
+	ctx := context.Background()
+	ws := errandtest.NewWorkspace(t, pool, "acme")
+	insert, err := pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer insert.Rollback(ctx)
+	if _, err := insert.Exec(ctx, `INSERT INTO errand.jobs (workspace_id, kind, args) VALUES ($1, 'ping', '{}')`, ws); err != nil {
+		t.Fatal(err)
+	}
+	fetchTx, err := pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fetchTx.Rollback(ctx)
+	var began time.Time
+	if err := fetchTx.QueryRow(ctx, `SELECT now()`).Scan(&began); err != nil {
+		t.Fatal(err)
+	}
+	if err := insert.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var committed time.Time
+	if err := pool.QueryRow(ctx, `SELECT clock_timestamp()`).Scan(&committed); err != nil {
+		t.Fatal(err)
+	}
+	var started time.Time
+	if err := fetchTx.QueryRow(ctx, `SELECT attempted_at
+		FROM errand.fair_fetch_counted('default', 1, 'test', 100, NULL, NULL, 0, 1000, NULL, '{}'::uuid[], '{}'::int[])`).Scan(&started); err != nil {
+		t.Fatal(err)
+	}
+	if started.Before(committed) {
+		t.Errorf("started at %s, before the INSERT committed (by %s); the fetch's transaction began at %s", started, committed, began)
+	}
+}
