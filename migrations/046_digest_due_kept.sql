@@ -15,7 +15,7 @@
 -- past, the zone moved east or west, the weekday of a daily digest, a
 -- zone's other name). Otherwise (a later hour today, digests turned on)
 -- it starts at its next time from now, as before. The schedule's row is
--- locked first, so a tick moving it on at the same moment is waited for
+-- read FOR UPDATE, so a tick moving it on at the same moment is waited for
 -- and its sent period is not made due again. A schedule deleted and
 -- inserted again (an app that saves preferences by DELETE and INSERT)
 -- starts afresh: nothing is left to compare with.
@@ -37,10 +37,8 @@ BEGIN
     END IF;
     -- (046) A due, unsent period that the new settings make due too: their
     -- latest due time, after the last digest sent and of another period.
-    -- (The row locked first: a tick moving it on is waited for.)
-    PERFORM 1 FROM errand.digest_schedule s
-    WHERE s.workspace_id = NEW.workspace_id AND s.user_id = NEW.user_id
-    FOR UPDATE;
+    -- (FOR UPDATE: a tick moving the row on is waited for, and the row as
+    -- it left it is what the conditions are checked against.)
     SELECT l.due INTO v_due
     FROM errand.digest_schedule s
     CROSS JOIN LATERAL (SELECT errand.digest_latest_due(NEW.frequency, NEW.timezone, NEW.hour, NEW.weekday, now()) AS due) l
@@ -48,7 +46,8 @@ BEGIN
       AND s.next_due_at <= now() AND l.due IS NOT NULL
       AND (s.last_due_at IS NULL OR (l.due > s.last_due_at
            AND errand.digest_period(NEW.frequency, NEW.timezone, NEW.hour, l.due)
-               IS DISTINCT FROM errand.digest_period(s.frequency, s.zone, s.hour, s.last_due_at)));
+               IS DISTINCT FROM errand.digest_period(s.frequency, s.zone, s.hour, s.last_due_at)))
+    FOR UPDATE OF s;
     INSERT INTO errand.digest_schedule AS s (workspace_id, user_id, frequency, zone, hour, weekday, next_due_at)
     VALUES (NEW.workspace_id, NEW.user_id, NEW.frequency, NEW.timezone, NEW.hour, NEW.weekday,
             coalesce(v_due, errand.digest_next_due(NEW.frequency, NEW.timezone, NEW.hour, NEW.weekday, now())))
