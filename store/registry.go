@@ -102,12 +102,28 @@ const publishWiden = `
 
 // PublishMaxArgsBytes tells the SQL contract the args size limit.
 func PublishMaxArgsBytes(ctx context.Context, db DB, n int) error {
+	return publishSetting(ctx, db, "max_args_bytes", strconv.Itoa(n))
+}
+
+// PublishWorkspaceCaps tells errand.queue_startable (metrics, KEDA's query)
+// the caps this replica's fetch applies: the default per-workspace cap
+// (ERRAND_WORKSPACE_CONCURRENCY, 0 for none) or, with fairness off, none at
+// all. Replicas of one database should agree; the last one started wins.
+func PublishWorkspaceCaps(ctx context.Context, db DB, fairness bool, defaultCap int) error {
+	v := strconv.Itoa(defaultCap)
+	if !fairness {
+		v = "off"
+	}
+	return publishSetting(ctx, db, "workspace_caps", v)
+}
+
+func publishSetting(ctx context.Context, db DB, name, value string) error {
 	_, err := db.Exec(ctx, `
-		INSERT INTO errand.settings (name, value) VALUES ('max_args_bytes', $1)
+		INSERT INTO errand.settings (name, value) VALUES ($1, $2)
 		ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value, updated_at = now()
-		WHERE settings.value IS DISTINCT FROM EXCLUDED.value`, strconv.Itoa(n))
+		WHERE settings.value IS DISTINCT FROM EXCLUDED.value`, name, value)
 	if err != nil {
-		return fmt.Errorf("publish max_args_bytes: %w", err)
+		return fmt.Errorf("publish %s: %w", name, err)
 	}
 	return nil
 }

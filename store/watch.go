@@ -138,8 +138,11 @@ func statusLiteral(status string) (string, bool) {
 
 // Backlog is the work waiting in a queue or a workspace.
 type Backlog struct {
-	Pending    int64 // every pending job, those scheduled for later and held included
-	Due        int64 // pending jobs whose run_at has come: what idle workers would take now
+	Pending int64 // every pending job, those scheduled for later and held included
+	// Due are pending jobs whose run_at has come, those a workspace's
+	// concurrency cap holds back included (QueueBacklog.Startable leaves
+	// them out).
+	Due        int64
 	Processing int64 // running jobs
 	// Held are pending jobs no worker may take whatever the time: River's
 	// pending state, where a paused workspace's jobs wait (errand workspaces
@@ -155,6 +158,12 @@ type Backlog struct {
 type QueueBacklog struct {
 	Queue string
 	Backlog
+	// Startable are the due jobs a worker may start now: available ones
+	// within their workspace's concurrency cap (errand.queue_startable);
+	// a capped workspace's flood counts as its room, not as its size.
+	// OldestStartable is how long the longest-waiting of them has waited.
+	Startable       int64
+	OldestStartable time.Duration
 }
 
 // WorkspaceBacklog is one workspace's Backlog.
@@ -176,19 +185,21 @@ const backlogColumns = `count(*) FILTER (WHERE status = 'pending'),
 // metrics and autoscaling.
 func PendingByQueue(ctx context.Context, db DB) ([]QueueBacklog, error) {
 	rows, err := db.Query(ctx, `
-	SELECT queue, `+backlogColumns+`
-	FROM errand.jobs
-	WHERE status IN ('pending', 'processing')
-	GROUP BY queue
-	ORDER BY queue`)
+	SELECT b.*, s.jobs, coalesce(extract(epoch FROM now() - s.oldest_run_at), 0)::float8
+	FROM (SELECT queue, `+backlogColumns+`
+	      FROM errand.jobs
+	      WHERE status IN ('pending', 'processing')
+	      GROUP BY queue) b
+	CROSS JOIN LATERAL errand.queue_startable(b.queue) s
+	ORDER BY b.queue`)
 	if err != nil {
 		return nil, fmt.Errorf("pending by queue: %w", err)
 	}
 	list, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (QueueBacklog, error) {
 		var q QueueBacklog
-		var oldest float64
-		err := row.Scan(&q.Queue, &q.Pending, &q.Due, &q.Processing, &oldest, &q.Held)
-		q.OldestDue = seconds(oldest)
+		var oldest, oldestStartable float64
+		err := row.Scan(&q.Queue, &q.Pending, &q.Due, &q.Processing, &oldest, &q.Held, &q.Startable, &oldestStartable)
+		q.OldestDue, q.OldestStartable = seconds(oldest), seconds(oldestStartable)
 		return q, err
 	})
 	if err != nil {

@@ -421,6 +421,14 @@ func TestWatchBacklogCounts(t *testing.T) {
 	if q := queues[1].Backlog; q.Pending != 1 || q.Due != 1 || q.Processing != 0 {
 		t.Errorf("q2 backlog %+v, want 1 pending and due", q)
 	}
+	// Startable: available and due (the retry due 5 s ago waits for River's
+	// scheduler to make it available); no cap is set.
+	if q := queues[0]; q.Startable != 2 || !near(q.OldestStartable, 90*time.Second) {
+		t.Errorf("q1 startable %d, oldest %v; want 2, about 90s", q.Startable, q.OldestStartable)
+	}
+	if q := queues[1]; q.Startable != 1 || !near(q.OldestStartable, time.Second) {
+		t.Errorf("q2 startable %d, oldest %v; want 1, about 1s", q.Startable, q.OldestStartable)
+	}
 
 	top, err := store.PendingByWorkspace(ctx, conn, 1)
 	if err != nil {
@@ -461,6 +469,100 @@ func TestWatchBacklogCounts(t *testing.T) {
 	}
 	if len(next) != 4 || next[0].ID >= all[2].ID {
 		t.Errorf("the page after id %d = %d jobs starting at %v, want A's other 4", all[2].ID, len(next), next)
+	}
+}
+
+// The due jobs a worker may start now leave out what a workspace's cap holds
+// back, as the fair fetch admits them: a plan's concurrency, else the
+// default the replicas publish, nothing with fairness off; errand's own
+// jobs have no cap. KEDA's errand.startable_jobs sums the queues but those
+// it is told to skip, up to its limit.
+func TestStartableJobsLeaveOutWhatACapHoldsBack(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, testdb.NewDatabase(t, true))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	var free, pro, open string
+	if err := conn.QueryRow(ctx, `
+		WITH p AS (INSERT INTO errand.plans (plan, concurrency) VALUES ('free', 1), ('pro', 3), ('open', NULL) RETURNING plan),
+		ws AS (INSERT INTO errand.workspaces (name, slug, plan) VALUES ('F', 'cap-f', 'free'), ('P', 'cap-p', 'pro'), ('O', 'cap-o', 'open')
+		       RETURNING id, slug)
+		SELECT (SELECT id::text FROM ws WHERE slug = 'cap-f'), (SELECT id::text FROM ws WHERE slug = 'cap-p'),
+		       (SELECT id::text FROM ws WHERE slug = 'cap-o')`).Scan(&free, &pro, &open); err != nil {
+		t.Fatal(err)
+	}
+	// F (cap 1): 1 running, 5 due an hour ago: none may start. P (cap 3):
+	// 1 running, 4 due 30 minutes ago: its first 2 may. O (no plan cap): 3
+	// due 10 minutes ago. errand's own tick: 1 due. Email: 2 of O's.
+	if _, err := conn.Exec(ctx, `
+		INSERT INTO errand.river_job (state, attempt, attempted_at, attempted_by, scheduled_at, args, kind, metadata, queue)
+		SELECT s::errand.river_job_state, CASE WHEN s = 'running' THEN 1 ELSE 0 END, CASE WHEN s = 'running' THEN now() END,
+		       CASE WHEN s = 'running' THEN '{r}'::text[] END, now() - ago * interval '1 minute' + g * interval '1 second', '{}', k,
+		       CASE WHEN ws IS NULL THEN '{}' ELSE jsonb_build_object('workspace_id', ws) END, q
+		FROM (VALUES ('running', $1::uuid, 60, 1, 'ping', 'default'), ('available', $1, 60, 5, 'ping', 'default'),
+		             ('running', $2, 30, 1, 'ping', 'default'), ('available', $2, 30, 4, 'ping', 'default'),
+		             ('available', $3, 10, 3, 'ping', 'default'), ('available', NULL, 5, 1, 'schedule.tick', 'default'),
+		             ('available', $3, 10, 2, 'email.send', 'email')) AS v(s, ws, ago, n, k, q),
+		     generate_series(1, v.n) AS g`, free, pro, open); err != nil {
+		t.Fatal(err)
+	}
+
+	cases := []struct {
+		name       string
+		fairness   bool
+		defaultCap int
+		want       int64
+		oldest     time.Duration
+	}{
+		{"plan caps only", true, 0, 0 + 2 + 3 + 1, 30 * time.Minute},
+		{"a default cap of 2 for workspaces whose plan sets none", true, 2, 0 + 2 + 2 + 1, 30 * time.Minute},
+		{"fairness off: no caps", false, 7, 5 + 4 + 3 + 1, time.Hour},
+	}
+	for _, c := range cases {
+		if err := store.PublishWorkspaceCaps(ctx, conn, c.fairness, c.defaultCap); err != nil {
+			t.Fatal(err)
+		}
+		queues, err := store.PendingByQueue(ctx, conn)
+		if err != nil {
+			t.Fatal(err)
+		}
+		i := slices.IndexFunc(queues, func(q store.QueueBacklog) bool { return q.Queue == "default" })
+		if i < 0 {
+			t.Fatalf("%s: no default queue in %+v", c.name, queues)
+		}
+		q := queues[i]
+		if q.Due != 13 || q.Startable != c.want || q.OldestStartable < c.oldest-2*time.Minute || q.OldestStartable > c.oldest {
+			t.Errorf("%s: due %d, startable %d, oldest startable %v; want 13, %d, about %v", c.name, q.Due, q.Startable, q.OldestStartable, c.want, c.oldest)
+		}
+		var keda, capped int64
+		if err := conn.QueryRow(ctx, `SELECT errand.startable_jobs(600, ARRAY['email']), errand.startable_jobs(4)`).Scan(&keda, &capped); err != nil {
+			t.Fatal(err)
+		}
+		if keda != c.want || capped != 4 {
+			t.Errorf("%s: startable_jobs(600, email skipped) = %d, startable_jobs(4) = %d; want %d and 4", c.name, keda, capped, c.want)
+		}
+	}
+}
+
+// A limit KEDA's query cannot mean is refused, not read as no limit.
+func TestStartableJobsRefusesALimitThatIsNotPositive(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, testdb.NewDatabase(t, true))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	for name, limit := range map[string]any{"a limit of zero": 0, "a negative limit": -5, "no limit (NULL)": nil} {
+		var n int64
+		err := conn.QueryRow(ctx, `SELECT errand.startable_jobs($1::bigint)`, limit).Scan(&n)
+		var pgErr *pgconn.PgError
+		if !errors.As(err, &pgErr) || pgErr.Code != "22023" || !strings.Contains(pgErr.Message, "startable_jobs needs a positive limit") {
+			t.Errorf("%s: got %d, %v; want 22023 naming the limit", name, n, err)
+		}
 	}
 }
 

@@ -403,10 +403,10 @@ func crossCheck(m manifests) []error {
 	if strings.Contains(query, "$") {
 		fail("ScaledObject: the query has a parameter; KEDA passes none")
 	}
-	if m := regexp.MustCompile(`(?i)\bLIMIT\s+(\d+)`).FindStringSubmatch(query); m != nil {
-		if limit, _ := strconv.ParseFloat(m[1], 64); limit < float64(maxReplicas)*target {
-			fail("ScaledObject: the query's LIMIT %s caps the count below maxReplicaCount x targetQueryValue (%d x %g): the top replicas are never reached",
-				m[1], maxReplicas, target)
+	if c, ok := queryCap(query); ok {
+		if limit, _ := strconv.ParseFloat(c, 64); limit < float64(maxReplicas)*target {
+			fail("ScaledObject: the query's limit %s caps the count below maxReplicaCount x targetQueryValue (%d x %g): the top replicas are never reached",
+				c, maxReplicas, target)
 		}
 	}
 	// KEDA's scaler needs a connection string, or host, port, userName,
@@ -691,4 +691,14 @@ func TestDocsNameEverySecretKey(t *testing.T) {
 			}
 		}
 	}
+}
+
+// queryCap is the most the scaler's query counts: errand.startable_jobs'
+// limit, or a LIMIT.
+func queryCap(query string) (string, bool) {
+	m := regexp.MustCompile(`(?i)(?:\bstartable_jobs\s*\(\s*|\bLIMIT\s+)(\d+)`).FindStringSubmatch(query)
+	if m == nil {
+		return "", false
+	}
+	return m[1], true
 }

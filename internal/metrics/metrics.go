@@ -243,10 +243,13 @@ type snapshot struct {
 
 var (
 	descQueueJobs = prometheus.NewDesc("errand_queue_jobs",
-		"Jobs in a queue by status: pending (waiting, also for a later run_at or held), due (pending, due now and not held), held (held by a paused workspace), processing. Read from the database, all replicas together.",
+		"Jobs in a queue by status: pending (waiting, also for a later run_at or held), due (pending, due now and not held), startable (due jobs a worker may start now: within their workspace's concurrency cap), held (held by a paused workspace), processing. Read from the database, all replicas together.",
 		[]string{"queue", "status"}, nil)
 	descQueueOldest = prometheus.NewDesc("errand_queue_oldest_due_seconds",
-		"How long the longest-waiting due job of a queue has waited since its run_at (0 when none is due).",
+		"How long the longest-waiting due job of a queue has waited since its run_at (0 when none is due), those a workspace's concurrency cap holds back included.",
+		[]string{"queue"}, nil)
+	descQueueOldestStartable = prometheus.NewDesc("errand_queue_oldest_startable_seconds",
+		"How long the longest-waiting job of a queue that a worker may start now (due, within its workspace's concurrency cap) has waited since its run_at (0 when none).",
 		[]string{"queue"}, nil)
 	descWorkspaceJobs = prometheus.NewDesc("errand_workspace_jobs",
 		"Pending and processing jobs of the workspaces with the most pending jobs (a bounded top N, all queues).",
@@ -263,7 +266,7 @@ var (
 )
 
 func (c *snapshotCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descQueueJobs, descQueueOldest, descWorkspaceJobs, descLeader, descSnapshotAge, descSnapshotErrors} {
+	for _, d := range []*prometheus.Desc{descQueueJobs, descQueueOldest, descQueueOldestStartable, descWorkspaceJobs, descLeader, descSnapshotAge, descSnapshotErrors} {
 		ch <- d
 	}
 }
@@ -285,7 +288,9 @@ func (c *snapshotCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(descQueueJobs, prometheus.GaugeValue, float64(q.Due), q.Queue, "due")
 		ch <- prometheus.MustNewConstMetric(descQueueJobs, prometheus.GaugeValue, float64(q.Processing), q.Queue, "processing")
 		ch <- prometheus.MustNewConstMetric(descQueueJobs, prometheus.GaugeValue, float64(q.Held), q.Queue, "held")
+		ch <- prometheus.MustNewConstMetric(descQueueJobs, prometheus.GaugeValue, float64(q.Startable), q.Queue, "startable")
 		ch <- prometheus.MustNewConstMetric(descQueueOldest, prometheus.GaugeValue, q.OldestDue.Seconds(), q.Queue)
+		ch <- prometheus.MustNewConstMetric(descQueueOldestStartable, prometheus.GaugeValue, q.OldestStartable.Seconds(), q.Queue)
 	}
 	for _, w := range s.workspaces {
 		ch <- prometheus.MustNewConstMetric(descWorkspaceJobs, prometheus.GaugeValue, float64(w.Pending), w.WorkspaceID, "pending")

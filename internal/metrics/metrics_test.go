@@ -390,6 +390,10 @@ func TestQueueFigures(t *testing.T) {
 		exactly("errand_queue_jobs", map[string]string{"queue": "default", "status": "processing"}, 0),
 		// Waiting since its run_at an hour ago, by the database's clock.
 		atLeast("errand_queue_oldest_due_seconds", map[string]string{"queue": "default"}, 3600),
+		// No cap is set: the due job may start; the paused ones may not.
+		exactly("errand_queue_jobs", map[string]string{"queue": "default", "status": "startable"}, 1),
+		atLeast("errand_queue_oldest_startable_seconds", map[string]string{"queue": "default"}, 3600),
+		exactly("errand_queue_jobs", map[string]string{"queue": "email", "status": "startable"}, 0),
 		exactly("errand_workspace_jobs", map[string]string{"workspace": paused, "status": "pending"}, 2),
 	}
 	for _, w := range want {
