@@ -95,20 +95,7 @@ func TestUpMovesTheSharedTenantRolesPrivilegesToTheDatabasesOwnRole(t *testing.T
 	if err := pool.QueryRow(ctx, "SELECT value FROM errand.settings WHERE name = 'tenant_role'").Scan(&role); err != nil {
 		t.Fatalf("the database's tenant role is not recorded: %v", err)
 	}
-	var dbName string
-	if err := pool.QueryRow(ctx, "SELECT current_database()").Scan(&dbName); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		// Roles outlive databases: drop this one's, after the database.
-		conn, err := pgx.Connect(ctx, testdb.AdminURL(t))
-		if err != nil {
-			return
-		}
-		defer conn.Close(ctx)
-		_, _ = conn.Exec(ctx, "DROP DATABASE IF EXISTS "+pgx.Identifier{dbName}.Sanitize()+" WITH (FORCE)")
-		_, _ = conn.Exec(ctx, "DROP ROLE IF EXISTS "+pgx.Identifier{role}.Sanitize())
-	})
+	dropRoleAfter(t, pool, role)
 
 	cases := []struct {
 		name  string
