@@ -4,16 +4,22 @@
 // environment variables and its start-up (routes, readiness problems), and
 // Job gives the work function its workspace-scoped transactions.
 //
-//	var export = jobs.Define("report.export", jobs.QueueReports,
-//		func(ctx context.Context, job *jobs.Job, args ExportArgs) error {
-//			return job.CompleteInWorkspace(ctx, func(tx pgx.Tx) error {
-//				_, err := tx.Exec(ctx, `UPDATE my_app.reports SET exported_at = now() WHERE id = $1`, args.ReportID)
-//				return err
-//			})
-//		}, jobs.WithTimeout(5*time.Minute))
+//	func exportKind() jobs.Kind {
+//		return jobs.Define("report.export", jobs.QueueReports,
+//			func(ctx context.Context, job *jobs.Job, args ExportArgs) error {
+//				return job.CompleteInWorkspace(ctx, func(tx pgx.Tx) error {
+//					_, err := tx.Exec(ctx, `UPDATE my_app.reports SET exported_at = now() WHERE id = $1`, args.ReportID)
+//					return err
+//				})
+//			}, jobs.WithTimeout(5*time.Minute))
+//	}
 //
 // A binary runs it with errand.Main(ctx, args, getenv, stdout, stderr,
-// errand.WithKinds(export)); see the package example.
+// errand.WithKinds(exportKind())); see the package example. Build kinds in
+// a function, once per errand.Main, not in package variables: a kind that
+// reads its configuration in setup keeps it in the closure. Its table
+// (my_app.reports here) is the team's: see the README's "Tenants" for its
+// row level security and errand.grant_tenant.
 package jobs
 
 import (
@@ -80,6 +86,9 @@ type Kind struct {
 
 	register func(w *river.Workers, st *store.Store)
 	setup    SetupFunc
+	// defErrs are mistakes in the definition, reported by Registry.Add so
+	// that the binary refuses to start instead of failing every job.
+	defErrs []string
 }
 
 // Option adjusts a Kind in Define.
@@ -120,7 +129,20 @@ func WithStrictArgs() Option { return func(k *Kind) { k.StrictArgs = true } }
 // the kind is WithStrictArgs. If T (or *T) has a `Validate() error` method,
 // an error from it fails the job at once.
 func Define[T any](name, queue string, work WorkFunc[T], opts ...Option) Kind {
-	k := Kind{Name: name, Queue: queue, RequiredArgs: requiredFields(reflect.TypeFor[T]())}
+	t := reflect.TypeFor[T]()
+	fields, defErrs := argFields(t)
+	k := Kind{Name: name, Queue: queue, defErrs: defErrs}
+	for _, f := range fields {
+		if f.required {
+			k.RequiredArgs = append(k.RequiredArgs, f.name)
+		}
+	}
+	if t.Kind() != reflect.Struct {
+		k.defErrs = append(k.defErrs, fmt.Sprintf("args type %v is not a struct: args are a JSON object", t))
+	}
+	if work == nil {
+		k.defErrs = append(k.defErrs, "the work function is nil")
+	}
 	for _, o := range opts {
 		o(&k)
 	}
@@ -129,6 +151,17 @@ func Define[T any](name, queue string, work WorkFunc[T], opts ...Option) Kind {
 	}
 	if k.MaxAttempts <= 0 {
 		k.MaxAttempts = 25
+	}
+	if k.MaxAttempts > maxAttemptsLimit {
+		k.defErrs = append(k.defErrs, fmt.Sprintf("WithMaxAttempts(%d): at most %d (the SQL contract refuses more)", k.MaxAttempts, maxAttemptsLimit))
+	}
+	for _, field := range slices.Sorted(maps.Keys(k.ArgEnums)) {
+		if len(k.ArgEnums[field]) == 0 {
+			k.defErrs = append(k.defErrs, fmt.Sprintf("WithArgEnum(%q) gives no values", field))
+		}
+		if t.Kind() == reflect.Struct && !slices.ContainsFunc(fields, func(f argField) bool { return f.name == field }) {
+			k.defErrs = append(k.defErrs, fmt.Sprintf("WithArgEnum(%q): the args type %v has no such JSON field", field, t))
+		}
 	}
 	kind := k
 	k.register = func(w *river.Workers, st *store.Store) {
@@ -142,23 +175,57 @@ func (k Kind) Info() store.KindInfo {
 	return store.KindInfo{Kind: k.Name, Queue: k.Queue, RequiredArgs: k.RequiredArgs, ArgEnums: k.ArgEnums, MaxAttempts: k.MaxAttempts, Description: k.Description}
 }
 
-// requiredFields reads `errand:"required"` tags, using the JSON field names.
-func requiredFields(t reflect.Type) []string {
+// maxAttemptsLimit is the most attempts the SQL contract accepts.
+const maxAttemptsLimit = 1000
+
+// argField is a field of an args type as encoding/json names it, and
+// whether its `errand:"required"` tag makes an INSERT carry it.
+type argField struct {
+	name     string
+	required bool
+}
+
+// argFields lists t's JSON fields (those of embedded structs without a
+// name of their own included, as encoding/json promotes them), and the
+// mistakes in its tags: a required field that encoding/json never fills.
+func argFields(t reflect.Type) ([]argField, []string) {
 	if t.Kind() != reflect.Struct {
-		return nil
+		return nil, nil
 	}
-	var out []string
+	var out []argField
+	var errs []string
 	for f := range t.Fields() {
-		if f.Tag.Get("errand") != "required" {
+		required := f.Tag.Get("errand") == "required"
+		tag := f.Tag.Get("json")
+		if tag == "-" {
+			if required {
+				errs = append(errs, fmt.Sprintf("field %s is required, but its json:\"-\" tag leaves it out of the args", f.Name))
+			}
 			continue
 		}
-		name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+		name, _, _ := strings.Cut(tag, ",")
+		ft := f.Type
+		if ft.Kind() == reflect.Pointer {
+			ft = ft.Elem()
+		}
+		if f.Anonymous && name == "" && ft.Kind() == reflect.Struct {
+			inner, innerErrs := argFields(ft)
+			out = append(out, inner...)
+			errs = append(errs, innerErrs...)
+			continue
+		}
+		if !f.IsExported() {
+			if required {
+				errs = append(errs, fmt.Sprintf("field %s is required, but unexported fields are never decoded", f.Name))
+			}
+			continue
+		}
 		if name == "" {
 			name = f.Name
 		}
-		out = append(out, name)
+		out = append(out, argField{name: name, required: required})
 	}
-	return out
+	return out, errs
 }
 
 // Permanent marks err as one retrying cannot fix: the job fails at once with

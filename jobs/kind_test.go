@@ -76,23 +76,76 @@ func TestCheckRequiredNamesWhatIsMissing(t *testing.T) {
 	}
 }
 
+type embeddedArgs struct {
+	Inner `json:""`
+	Other string `json:"other"`
+}
+
+type Inner struct {
+	ID string `json:"id" errand:"required"`
+}
+
 func TestRegistryRefusesBadKinds(t *testing.T) {
 	noop := func(context.Context, *Job, struct{}) error { return nil }
-	cases := map[string]Kind{
-		"a kind on a queue that does not exist": Define("test.q", "nope", noop),
-		"a kind not built with Define":          {Name: "test.raw", Queue: QueueDefault},
-		"the same name twice":                   Define("ping", QueueDefault, noop),
+	cases := map[string]struct {
+		kind Kind
+		want string
+	}{
+		"a kind on a queue that does not exist": {Define("test.q", "nope", noop), `unknown queue "nope"`},
+		"a kind not built with Define":          {Kind{Name: "test.raw", Queue: QueueDefault}, "build kinds with jobs.Define"},
+		"the same name twice":                   {Define("ping", QueueDefault, noop), "already registered"},
+		"an empty name":                         {Define("", QueueDefault, noop), "a kind's name is 1 to 128 letters"},
+		"a name with a space":                   {Define("report export", QueueDefault, noop), "a kind's name is 1 to 128 letters"},
+		"a name with a newline":                 {Define("report\nexport", QueueDefault, noop), "a kind's name is 1 to 128 letters"},
+		"a name of 129 characters":              {Define(strings.Repeat("r", 129), QueueDefault, noop), "a kind's name is 1 to 128 letters"},
+		"more attempts than the contract takes": {Define("test.many", QueueDefault, noop, WithMaxAttempts(5000)), "WithMaxAttempts(5000): at most 1000"},
+		"an enum without values": {Define("test.enum", QueueDefault, func(context.Context, *Job, struct {
+			Mode string `json:"mode"`
+		}) error {
+			return nil
+		}, WithArgEnum("mode")), `WithArgEnum("mode") gives no values`},
+		"an enum on a field the args do not have": {Define("test.enum", QueueDefault, func(context.Context, *Job, struct {
+			Mode string `json:"mode"`
+		}) error {
+			return nil
+		}, WithArgEnum("mood", "x")), `WithArgEnum("mood"): the args type`},
+		"a required field hidden from JSON": {Define("test.dash", QueueDefault, func(context.Context, *Job, struct {
+			Secret string `json:"-" errand:"required"`
+		}) error {
+			return nil
+		}), `field Secret is required, but its json:"-" tag`},
+		"a required field that is unexported": {Define("test.lower", QueueDefault, func(context.Context, *Job, struct {
+			secret string `errand:"required"`
+		}) error {
+			return nil
+		}), "field secret is required, but unexported"},
+		"args that are not a struct":    {Define("test.string", QueueDefault, func(context.Context, *Job, string) error { return nil }), "args type string is not a struct"},
+		"no work function":              {Define[struct{}]("test.nil", QueueDefault, nil), "the work function is nil"},
+		"a variable with an empty name": {Define("test.env", QueueDefault, noop, WithEnv(EnvVar{Name: ""})), `variable "": a name is capital letters`},
+		"a variable in lower case":      {Define("test.env", QueueDefault, noop, WithEnv(EnvVar{Name: "export_bucket"})), `variable "export_bucket"`},
 	}
-	for name, k := range cases {
+	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {
 			r, err := NewRegistry(Define("ping", QueueDefault, noop))
 			if err != nil {
 				t.Fatal(err)
 			}
-			if err := r.Add(k); err == nil {
-				t.Errorf("registered %q", k.Name)
+			if err := r.Add(tc.kind); err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("Add(%q) = %v, want an error saying %q", tc.kind.Name, err, tc.want)
 			}
 		})
+	}
+}
+
+// Fields of an embedded struct are the args' own (encoding/json promotes
+// them): a required one there is required.
+func TestRequiredArgsOfAnEmbeddedStructAreRequired(t *testing.T) {
+	k := Define("test.embedded", QueueDefault, func(context.Context, *Job, embeddedArgs) error { return nil }, WithArgEnum("id", "a"))
+	if want := []string{"id"}; !slices.Equal(k.RequiredArgs, want) {
+		t.Errorf("required %v, want %v", k.RequiredArgs, want)
+	}
+	if _, err := NewRegistry(k); err != nil {
+		t.Errorf("an enum on an embedded struct's field: %v", err)
 	}
 }
 

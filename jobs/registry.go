@@ -2,6 +2,7 @@ package jobs
 
 import (
 	"fmt"
+	"regexp"
 	"slices"
 	"strings"
 	"time"
@@ -26,12 +27,21 @@ func NewRegistry(kinds ...Kind) (*Registry, error) {
 	return r, nil
 }
 
-// Add registers kinds. A duplicate name, a name with a '/' or an unknown
-// queue is an error.
+// kindName is what a kind may be called: what apps write in INSERTs and
+// operators in `errand jobs list --kind`, so no spaces or control
+// characters, and never '/' (below).
+var kindName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$`)
+
+// envName is what a kind's variable may be called.
+var envName = regexp.MustCompile(`^[A-Z][A-Z0-9_]*$`)
+
+// Add registers kinds. A mistake in a kind's definition (its name, its
+// queue, its args type's tags, its options, its variables' names) is an
+// error, so that the binary refuses to start rather than fail every job.
 func (r *Registry) Add(kinds ...Kind) error {
 	for _, k := range kinds {
-		if k.Name == "" || k.register == nil {
-			return fmt.Errorf("register kind %q: build kinds with jobs.Define", k.Name)
+		if k.register == nil {
+			return fmt.Errorf("register kind %q: build kinds with jobs.Define (a Kind literal cannot run jobs)", k.Name)
 		}
 		// The contract hashes an idempotency key from workspace/kind/key:
 		// with a '/' in a kind's name, kind "report" with key "pdf/x" would
@@ -39,8 +49,19 @@ func (r *Registry) Add(kinds ...Kind) error {
 		if strings.Contains(k.Name, "/") {
 			return fmt.Errorf("register kind %q: a kind's name may not contain \"/\" (use dots, as in report.pdf)", k.Name)
 		}
+		if !kindName.MatchString(k.Name) {
+			return fmt.Errorf("register kind %q: a kind's name is 1 to 128 letters, digits, '.', '_', ':' or '-', starting with a letter or digit (as in report.export)", k.Name)
+		}
 		if !slices.Contains(Queues, k.Queue) {
 			return fmt.Errorf("register kind %q: unknown queue %q (queues: %v)", k.Name, k.Queue, Queues)
+		}
+		if len(k.defErrs) > 0 {
+			return fmt.Errorf("register kind %q: %s", k.Name, strings.Join(k.defErrs, "; "))
+		}
+		for _, ev := range k.Env {
+			if !envName.MatchString(ev.Name) {
+				return fmt.Errorf("register kind %q: variable %q: a name is capital letters, digits and '_', starting with a letter", k.Name, ev.Name)
+			}
 		}
 		if _, ok := r.Lookup(k.Name); ok {
 			return fmt.Errorf("register kind %q: already registered", k.Name)

@@ -86,7 +86,8 @@ type Setup struct {
 	// setup: each daemon has its own registry.
 	Metrics prometheus.Registerer
 
-	handle func(pattern string, h http.Handler)
+	handle    func(pattern string, h http.Handler)
+	routeErrs []error
 }
 
 // NewSetup is for the daemon (and tests) that start kinds: handle mounts a
@@ -116,10 +117,25 @@ func RegisterMetrics(reg prometheus.Registerer, cs ...prometheus.Collector) erro
 
 // Handle serves h at pattern (net/http.ServeMux syntax, e.g. "GET /emails")
 // on the daemon's HTTP address, beside /healthz and /readyz.
+//
+// A pattern the mux refuses (malformed, or one another route already has,
+// such as "GET /healthz") stops the daemon from starting, naming the kind
+// and the pattern, as an error from setup does.
 func (s *Setup) Handle(pattern string, h http.Handler) {
-	if s.handle != nil {
-		s.handle(pattern, h)
+	if s.handle == nil {
+		return
 	}
+	if h == nil {
+		s.routeErrs = append(s.routeErrs, fmt.Errorf("route %q: the handler is nil", pattern))
+		return
+	}
+	defer func() {
+		// net/http.ServeMux panics on a bad or conflicting pattern.
+		if r := recover(); r != nil {
+			s.routeErrs = append(s.routeErrs, fmt.Errorf("route %q: %v", pattern, r))
+		}
+	}()
+	s.handle(pattern, h)
 }
 
 // HandleTenantData serves a page that shows tenants' data without
@@ -188,6 +204,9 @@ func (k Kind) Start(ctx context.Context, s *Setup) error {
 		return nil
 	}
 	if err := k.setup(ctx, s); err != nil {
+		return fmt.Errorf("kind %s: %w", k.Name, err)
+	}
+	if err := errors.Join(s.routeErrs...); err != nil {
 		return fmt.Errorf("kind %s: %w", k.Name, err)
 	}
 	return nil

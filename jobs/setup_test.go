@@ -1,8 +1,10 @@
 package jobs
 
 import (
+	"context"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"testing"
 )
 
@@ -44,6 +46,38 @@ func TestTenantDataPagesRefuseAHostThatIsNotThisMachine(t *testing.T) {
 			mounted.ServeHTTP(w, r)
 			if w.Code != tc.want {
 				t.Errorf("Host %q: %d %s, want %d", tc.host, w.Code, w.Body, tc.want)
+			}
+		})
+	}
+}
+
+// A route the mux refuses stops the kind's start with an error naming it,
+// as an error from setup does, instead of a panic that takes the daemon
+// down with a goroutine dump.
+func TestARouteTheMuxRefusesIsAnErrorAtStart(t *testing.T) {
+	ok := http.HandlerFunc(func(http.ResponseWriter, *http.Request) {})
+	cases := map[string]struct {
+		pattern string
+		handler http.Handler
+		want    string
+	}{
+		"a route the daemon already serves": {"GET /healthz", ok, `route "GET /healthz":`},
+		"a malformed pattern":               {"GET healthz", ok, `route "GET healthz":`},
+		"a nil handler":                     {"GET /exports", nil, `route "GET /exports": the handler is nil`},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			mux := http.NewServeMux()
+			mux.Handle("GET /healthz", ok)
+			k := Define("test.routes", QueueDefault, func(context.Context, *Job, struct{}) error { return nil },
+				WithSetup(func(_ context.Context, s *Setup) error {
+					s.Handle(tc.pattern, tc.handler)
+					return nil
+				}))
+			s := NewSetup(NewEnv(func(string) string { return "" }, nil, nil), nil, &Problems{}, nil, true, mux.Handle)
+			err := k.Start(context.Background(), s)
+			if err == nil || !strings.Contains(err.Error(), "kind test.routes: "+tc.want) {
+				t.Errorf("Start = %v, want an error saying %q", err, tc.want)
 			}
 		})
 	}

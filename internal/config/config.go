@@ -206,6 +206,7 @@ func Load(getenv func(string) string, kinds []jobs.Kind) (Config, error) {
 			errs = append(errs, fmt.Errorf("%s=%s: %w", ev.Name, shown, err))
 		}
 	}
+	errs = append(errs, kindVarConflicts(kinds)...)
 	c.KindVars = kindVars(kinds)
 	failed := map[string]bool{}
 	for _, ev := range c.KindVars {
@@ -237,6 +238,41 @@ func Load(getenv func(string) string, kinds []jobs.Kind) (Config, error) {
 		}
 	}
 	return c, errors.Join(errs...)
+}
+
+// kindVarConflicts are the kinds' variables that cannot be read as
+// declared: one of errand's own (a kind reads it through its declaration,
+// and `errand help` would list it twice), or one two kinds declare with
+// different defaults (help shows, and a kind reads, the first one's).
+func kindVarConflicts(kinds []jobs.Kind) []error {
+	own := map[string]bool{}
+	for _, ev := range envVars() {
+		own[ev.Name] = true
+	}
+	var errs []error
+	first := map[string]struct {
+		kind string
+		def  string
+	}{}
+	for _, k := range kinds {
+		for _, ev := range k.Env {
+			if own[ev.Name] {
+				errs = append(errs, fmt.Errorf("kind %s: declares %s, which is errand's own variable; give the kind a name of its own", k.Name, ev.Name))
+				continue
+			}
+			if f, ok := first[ev.Name]; ok && f.def != ev.Default && f.kind != k.Name {
+				errs = append(errs, fmt.Errorf("kind %s: declares %s with default %q, but kind %s declares it with default %q; kinds that share a variable declare the same default", k.Name, ev.Name, ev.Default, f.kind, f.def))
+				continue
+			}
+			if _, ok := first[ev.Name]; !ok {
+				first[ev.Name] = struct {
+					kind string
+					def  string
+				}{k.Name, ev.Default}
+			}
+		}
+	}
+	return errs
 }
 
 // kindVars lists the kinds' variables once each, in the kinds' order (two

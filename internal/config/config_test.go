@@ -1,8 +1,11 @@
 package config
 
 import (
+	"context"
 	"strings"
 	"testing"
+
+	"github.com/errand-dev/errand/jobs"
 )
 
 func env(m map[string]string) func(string) string { return func(k string) string { return m[k] } }
@@ -87,5 +90,35 @@ func assertVarErrors(t *testing.T, cases []varError) {
 				t.Errorf("%s=%q: got %v, want an error naming it and saying %q", tc.variable, tc.value, err, tc.want)
 			}
 		})
+	}
+}
+
+// A kind's variable that cannot be read as declared refuses the start,
+// naming the kind and the variable.
+func TestKindVariableConflicts(t *testing.T) {
+	noop := func(context.Context, *jobs.Job, struct{}) error { return nil }
+	withVar := func(kind, name, def string) jobs.Kind {
+		return jobs.Define(kind, jobs.QueueDefault, noop, jobs.WithEnv(jobs.EnvVar{Name: name, Default: def}))
+	}
+	cases := map[string]struct {
+		kinds []jobs.Kind
+		want  string
+	}{
+		"a kind declaring errand's own variable": {[]jobs.Kind{withVar("report.export", "DATABASE_URL", "x")},
+			"kind report.export: declares DATABASE_URL, which is errand's own variable"},
+		"two kinds sharing a variable with different defaults": {[]jobs.Kind{withVar("a.one", "SHARED_KEY", "1"), withVar("a.two", "SHARED_KEY", "2")},
+			`kind a.two: declares SHARED_KEY with default "2", but kind a.one declares it with default "1"`},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			_, err := Load(env(nil), tc.kinds)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("Load = %v, want an error saying %q", err, tc.want)
+			}
+		})
+	}
+	// Two kinds may share one (an API key) with the same default.
+	if _, err := Load(env(nil), []jobs.Kind{withVar("a.one", "SHARED_KEY", "1"), withVar("a.two", "SHARED_KEY", "1")}); err != nil {
+		t.Errorf("two kinds sharing a variable with one default: %v", err)
 	}
 }
