@@ -375,7 +375,12 @@ func (p *Pilot) ProducerShutdown(ctx context.Context, exec riverdriver.Executor,
 		s.mu.Lock()
 		s.shutDown = true // no refresh writes the row again
 		s.mu.Unlock()
-		err := exec.Exec(ctx, `DELETE FROM errand.fair_working WHERE queue = $1 AND client = $2`, s.queue, s.client)
+		// River calls this as the client stops, often with a context at
+		// or near its deadline: the delete gets a few seconds of its own,
+		// so that a clean stop leaves no counts behind (and logs no error).
+		delCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		err := exec.Exec(delCtx, `DELETE FROM errand.fair_working WHERE queue = $1 AND client = $2`, s.queue, s.client)
+		cancel()
 		s.fetchMu.Unlock()
 		if err != nil {
 			return fmt.Errorf("forget the counts of queue %s: %w", s.queue, err)

@@ -190,8 +190,9 @@ func (h *Heartbeat) confirm(sent time.Time) {
 
 func (h *Heartbeat) fence(why string) {
 	h.once.Do(func() {
+		// (The daemon's logger names the replica already.)
 		h.cfg.Logger.Error("fencing: cancelling this replica's running jobs before others rescue them",
-			slog.String("replica", h.cfg.ID), slog.String("why", why), slog.Duration("fence_after", h.cfg.FenceAfter))
+			slog.String("why", why), slog.Duration("fence_after", h.cfg.FenceAfter))
 		close(h.fenced)
 		if h.cfg.OnFence != nil {
 			h.cfg.OnFence()
