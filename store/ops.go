@@ -105,16 +105,26 @@ func CancelJob(ctx context.Context, db DB, id int64) (string, error) {
 }
 
 // ResolveWorkspace is the id of the workspace named by its id or its slug
-// (a paused workspace the app has since deleted, by its id).
+// (a workspace the app has since deleted, by its id, while it is paused or
+// has jobs kept).
 func ResolveWorkspace(ctx context.Context, db DB, idOrSlug string) (string, error) {
 	var id string
 	var err error
 	if uuidText.MatchString(idOrSlug) {
+		// An id first: a workspace's, a paused one's (still paused after
+		// its deletion), or one whose jobs are kept after its deletion (its
+		// failed jobs stay ERRAND_RETAIN_FAILED); else a slug that looks
+		// like an id.
 		err = db.QueryRow(ctx, `
 		SELECT w.id::text FROM errand.workspaces w WHERE w.id = $1::uuid
 		UNION ALL
 		SELECT p.workspace_id::text FROM errand.paused_workspaces p WHERE p.workspace_id = $1::uuid
-		LIMIT 1`, idOrSlug).Scan(&id)
+		UNION ALL
+		(SELECT ((j.metadata ->> 'workspace_id')::uuid)::text FROM errand.river_job j
+		 WHERE (j.metadata ->> 'workspace_id')::uuid = $1::uuid LIMIT 1)
+		UNION ALL
+		SELECT w.id::text FROM errand.workspaces w WHERE w.slug = $2
+		LIMIT 1`, idOrSlug, idOrSlug).Scan(&id)
 	} else {
 		err = db.QueryRow(ctx, `SELECT w.id::text FROM errand.workspaces w WHERE w.slug = $1`, idOrSlug).Scan(&id)
 	}

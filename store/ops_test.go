@@ -520,3 +520,51 @@ func TestStatsCountsEachFinishedJobOnceAcrossTheRollUp(t *testing.T) {
 		t.Errorf("errand.queue_counts after a horizon in the future: %d jobs, %v; want 5 (none deleted)", rolled, err)
 	}
 }
+
+// An operator names a workspace by its id or its slug: a slug that looks
+// like an id too, and a deleted workspace whose jobs are kept (or that is
+// still paused) by its id.
+func TestResolveWorkspaceFindsWhatAnOperatorNames(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	pool := testdb.Pool(t, testdb.NewDatabase(t, true))
+	var plain, hexy, gone, paused string
+	if err := pool.QueryRow(ctx, `
+		WITH ws AS (INSERT INTO errand.workspaces (name, slug) VALUES ('Plain', 'plain'),
+		            ('Hexy', '0123456789abcdef0123456789abcdef'), ('Gone', 'gone'), ('Paused', 'paused') RETURNING id, slug)
+		SELECT (SELECT id::text FROM ws WHERE slug = 'plain'), (SELECT id::text FROM ws WHERE slug = '0123456789abcdef0123456789abcdef'),
+		       (SELECT id::text FROM ws WHERE slug = 'gone'), (SELECT id::text FROM ws WHERE slug = 'paused')`).Scan(&plain, &hexy, &gone, &paused); err != nil {
+		t.Fatal(err)
+	}
+	for _, sql := range []string{
+		`INSERT INTO errand.river_job (state, args, kind, metadata, queue) VALUES ('available', '{}', 'ping', '{"workspace_id": "` + gone + `"}', 'default')`,
+		`SELECT errand.pause_workspace('` + paused + `')`,
+		`DELETE FROM errand.workspaces WHERE slug IN ('gone', 'paused')`,
+	} {
+		if _, err := pool.Exec(ctx, sql); err != nil {
+			t.Fatalf("%s: %v", sql, err)
+		}
+	}
+	cases := []struct{ name, given, want string }{
+		{"its slug", "plain", plain},
+		{"its id", plain, plain},
+		{"its id in capitals", strings.ToUpper(plain), plain},
+		{"a slug that looks like an id", "0123456789abcdef0123456789abcdef", hexy},
+		{"a deleted workspace's id, whose jobs are kept", gone, gone},
+		{"a deleted workspace's id, still paused", paused, paused},
+	}
+	for _, c := range cases {
+		if got, err := store.ResolveWorkspace(ctx, pool, c.given); err != nil || got != c.want {
+			t.Errorf("%s: ResolveWorkspace(%q) = %q, %v; want %q", c.name, c.given, got, err, c.want)
+		}
+	}
+	for name, given := range map[string]string{
+		"a slug nobody has":                 "nobody",
+		"an id no workspace or job has had": "00000000-0000-4000-8000-000000000001",
+		"a deleted workspace's slug":        "gone",
+	} {
+		if got, err := store.ResolveWorkspace(ctx, pool, given); !errors.Is(err, store.ErrNotFound) || !strings.Contains(err.Error(), "give its id or its slug") {
+			t.Errorf("%s: ResolveWorkspace(%q) = %q, %v; want not found, saying what to give", name, given, got, err)
+		}
+	}
+}
