@@ -12,9 +12,9 @@
 --
 -- The caps are the fetch's: a plan's concurrency in errand.plans (read
 -- within the table's checks, as 045 reads it), else the default the
--- replicas publish in errand.settings (workspace_caps: the value of
--- ERRAND_WORKSPACE_CONCURRENCY, 0 for none, or 'off' from replicas with
--- ERRAND_FAIRNESS=off, which cap nothing). What a workspace runs is River's
+-- replicas publish in errand.settings when they start (workspace_caps: the
+-- value of ERRAND_WORKSPACE_CONCURRENCY, 0 for none, or 'off' from replicas
+-- with ERRAND_FAIRNESS=off, which cap nothing; `errand migrate` does not). What a workspace runs is River's
 -- running jobs of the queue, read through the workspace's status index.
 --
 -- Cost: one probe of river_job_fair_fetch_idx per workspace with available
@@ -130,7 +130,8 @@ BEGIN
     v_queue := (SELECT j.queue FROM errand.river_job j
                 WHERE j.state IS NOT DISTINCT FROM 'available' ORDER BY 1 LIMIT 1);
     WHILE v_queue IS NOT NULL AND v_total < p_limit LOOP
-        IF NOT v_queue = ANY (coalesce(p_except, '{}')) THEN
+        -- (A NULL in the list skips nothing: = ANY would be NULL.)
+        IF NOT coalesce(v_queue = ANY (p_except), false) THEN
             v_total := v_total + (errand.queue_startable(v_queue, p_limit - v_total)).jobs;
         END IF;
         v_queue := (SELECT j.queue FROM errand.river_job j

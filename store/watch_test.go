@@ -538,11 +538,14 @@ func TestStartableJobsLeaveOutWhatACapHoldsBack(t *testing.T) {
 			t.Errorf("%s: due %d, startable %d, oldest startable %v; want 13, %d, about %v", c.name, q.Due, q.Startable, q.OldestStartable, c.want, c.oldest)
 		}
 		var keda, capped int64
-		if err := conn.QueryRow(ctx, `SELECT errand.startable_jobs(600, ARRAY['email']), errand.startable_jobs(4)`).Scan(&keda, &capped); err != nil {
+		var nullSkipped int64
+		if err := conn.QueryRow(ctx, `SELECT errand.startable_jobs(600, ARRAY['email']), errand.startable_jobs(4),
+			errand.startable_jobs(600, ARRAY['email', NULL])`).Scan(&keda, &capped, &nullSkipped); err != nil {
 			t.Fatal(err)
 		}
-		if keda != c.want || capped != 4 {
-			t.Errorf("%s: startable_jobs(600, email skipped) = %d, startable_jobs(4) = %d; want %d and 4", c.name, keda, capped, c.want)
+		if keda != c.want || capped != 4 || nullSkipped != c.want {
+			t.Errorf("%s: startable_jobs(600, email skipped) = %d, startable_jobs(4) = %d, with a NULL in the skip list %d; want %d, 4 and %d",
+				c.name, keda, capped, nullSkipped, c.want, c.want)
 		}
 	}
 }

@@ -327,3 +327,46 @@ func TestRetryAfterSetsTheNextAttemptTime(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// Each replica publishes the caps its fetch applies (errand.queue_startable
+// and KEDA's query read them); `errand migrate`, which runs with the
+// database's settings alone, leaves them as the replicas put them.
+func TestReplicasPublishTheirCapsAndMigrateLeavesThem(t *testing.T) {
+	url, pool := errandtest.MigratedDB(t)
+	caps := func() string {
+		t.Helper()
+		var v string
+		err := pool.QueryRow(context.Background(), `SELECT value FROM errand.settings WHERE name = 'workspace_caps'`).Scan(&v)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return "(none)"
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
+	if got := caps(); got != "(none)" {
+		t.Errorf("after errand migrate, workspace_caps = %q; want none published", got)
+	}
+	d := errandtest.StartDaemon(t, url, map[string]string{"ERRAND_WORKSPACE_CONCURRENCY": "3"})
+	if got := caps(); got != "3" {
+		t.Errorf("with a replica at ERRAND_WORKSPACE_CONCURRENCY=3, workspace_caps = %q; want 3", got)
+	}
+	if err := d.Stop(t); err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	if err := errand.Main(context.Background(), []string{"migrate"}, errandtest.Env(map[string]string{"DATABASE_URL": url}), &out, &out); err != nil {
+		t.Fatalf("migrate: %v\n%s", err, out.String())
+	}
+	if got := caps(); got != "3" {
+		t.Errorf("after errand migrate with no cap in its environment, workspace_caps = %q; want the replica's 3", got)
+	}
+	d = errandtest.StartDaemon(t, url, map[string]string{"ERRAND_FAIRNESS": "off"})
+	if got := caps(); got != "off" {
+		t.Errorf("with a replica at ERRAND_FAIRNESS=off, workspace_caps = %q; want off", got)
+	}
+	if err := d.Stop(t); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -108,8 +108,5 @@ func Publish(ctx context.Context, st *store.Store, cfg config.Config, reg *jobs.
 	if err := store.PublishKinds(ctx, st, reg.Infos(), mode); err != nil {
 		return err
 	}
-	if err := store.PublishMaxArgsBytes(ctx, st, cfg.MaxArgsBytes); err != nil {
-		return err
-	}
-	return store.PublishWorkspaceCaps(ctx, st, cfg.Fairness, cfg.WorkspaceCap)
+	return store.PublishMaxArgsBytes(ctx, st, cfg.MaxArgsBytes)
 }

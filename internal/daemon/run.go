@@ -69,6 +69,13 @@ func Run(ctx context.Context, cfg config.Config, reg *jobs.Registry, logger *slo
 	if err := Publish(ctx, st, cfg, reg, store.Widen); err != nil {
 		return err
 	}
+	// The caps this replica's fetch applies, for errand.queue_startable
+	// (KEDA's query, the metrics). Only replicas publish them: `errand
+	// migrate` runs with the database's settings alone (the Kubernetes Job
+	// sets DATABASE_URL only) and would put its defaults over the fleet's.
+	if err := store.PublishWorkspaceCaps(ctx, st, cfg.Fairness, cfg.WorkspaceCap); err != nil {
+		return err
+	}
 	web, err := store.Open(ctx, cfg.DatabaseURL, store.Options{MaxConns: webConns})
 	if err != nil {
 		return err
