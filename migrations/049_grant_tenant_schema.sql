@@ -14,7 +14,8 @@ AS $$
 DECLARE
     v_role text := (SELECT s.value FROM errand.settings s WHERE s.name = 'tenant_role');
     v_kind text := CASE (SELECT c.relkind FROM pg_class c WHERE c.oid = tbl) WHEN 'S' THEN 'SEQUENCE' ELSE 'TABLE' END;
-    v_schema text := (SELECT quote_ident(n.nspname) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = tbl);
+    v_nspname name := (SELECT n.nspname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = tbl);
+    v_schema text := quote_ident(v_nspname);
     -- 'select, insert' and 'INSERT, SELECT' are one entry (column lists are kept as given).
     v_privileges text := CASE WHEN grant_tenant.privileges ~ '[()]' THEN grant_tenant.privileges ELSE
         (SELECT string_agg(DISTINCT upper(btrim(p)), ', ') FROM unnest(string_to_array(grant_tenant.privileges, ',')) AS p) END;
@@ -31,6 +32,14 @@ BEGIN
         EXECUTE format('GRANT USAGE ON SCHEMA errand TO %I', v_role);
         IF v_schema <> 'errand' THEN
             EXECUTE format('GRANT USAGE ON SCHEMA %s TO %I', v_schema, v_role);
+            -- PostgreSQL only warns when errand's role may not grant it (a
+            -- schema it neither owns nor holds with GRANT OPTION), and every
+            -- job would then fail on the schema: say so now.
+            IF NOT has_schema_privilege(v_role, v_nspname, 'USAGE') THEN
+                RAISE EXCEPTION 'errand: the tenant role % may not use schema %, and errand''s role (%) cannot grant it', v_role, v_schema, current_user
+                    USING ERRCODE = 'insufficient_privilege',
+                          HINT = format('ask the schema''s owner: GRANT USAGE ON SCHEMA %s TO %I; then call errand.grant_tenant again', v_schema, v_role);
+            END IF;
         END IF;
         EXECUTE format('GRANT %s ON %s %s TO %I', v_privileges, v_kind, tbl, v_role);
     END IF;
@@ -40,27 +49,28 @@ $$;
 DO $$
 DECLARE
     v_role text := (SELECT s.value FROM errand.settings s WHERE s.name = 'tenant_role');
-    r record;
+    g record;
+    v_schema text;
 BEGIN
-    FOR r IN
-        SELECT DISTINCT quote_ident(n.nspname) AS schema
-        FROM errand.tenant_grants g
-        JOIN pg_class c ON c.oid = to_regclass(g.object)
-        JOIN pg_namespace n ON n.oid = c.relnamespace
-        WHERE g.kind IN ('TABLE', 'SEQUENCE') AND n.nspname <> 'errand'
-        ORDER BY 1
-    LOOP
-        INSERT INTO errand.tenant_grants (kind, object, privileges)
-        VALUES ('SCHEMA', r.schema, 'USAGE')
-        ON CONFLICT DO NOTHING;
-        IF v_role IS NOT NULL AND EXISTS (SELECT 1 FROM pg_roles x WHERE x.rolname = v_role) THEN
-            BEGIN
-                EXECUTE format('GRANT USAGE ON SCHEMA %s TO %I', r.schema, v_role);
-            EXCEPTION WHEN insufficient_privilege THEN
-                -- A schema errand's role does not own: its owner grants it.
-                RAISE WARNING 'errand: cannot grant usage on schema % to %: %', r.schema, v_role, SQLERRM;
-            END;
-        END IF;
+    FOR g IN SELECT t.object FROM errand.tenant_grants t WHERE t.kind IN ('TABLE', 'SEQUENCE') ORDER BY 1 LOOP
+        BEGIN
+            SELECT quote_ident(n.nspname) INTO v_schema
+            FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+            WHERE c.oid = to_regclass(g.object);
+            IF v_schema IS NULL OR v_schema = 'errand' THEN
+                CONTINUE;
+            END IF;
+            INSERT INTO errand.tenant_grants (kind, object, privileges)
+            VALUES ('SCHEMA', v_schema, 'USAGE')
+            ON CONFLICT DO NOTHING;
+            IF v_role IS NOT NULL AND EXISTS (SELECT 1 FROM pg_roles x WHERE x.rolname = v_role) THEN
+                EXECUTE format('GRANT USAGE ON SCHEMA %s TO %I', v_schema, v_role);
+            END IF;
+        EXCEPTION WHEN insufficient_privilege THEN
+            -- A schema errand's role may not use or grant (to_regclass
+            -- refuses to look into it): its owner grants it.
+            RAISE WARNING 'errand: cannot grant usage on the schema of % to %: %', g.object, v_role, SQLERRM;
+        END;
     END LOOP;
 END;
 $$;

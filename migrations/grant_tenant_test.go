@@ -2,12 +2,14 @@ package migrations_test
 
 import (
 	"context"
+	"errors"
 	"os"
 	"regexp"
 	"strings"
 	"testing"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/errand-dev/errand/internal/testdb"
@@ -150,4 +152,55 @@ func dropRoleAfter(t *testing.T, pool *pgxpool.Pool, role string) {
 		_, _ = conn.Exec(ctx, "DROP DATABASE IF EXISTS "+pgx.Identifier{dbName}.Sanitize()+" WITH (FORCE)")
 		_, _ = conn.Exec(ctx, "DROP ROLE IF EXISTS "+pgx.Identifier{role}.Sanitize())
 	})
+}
+
+// A schema errand's role may not grant (another role owns it): PostgreSQL
+// only warns, and every job of the kind would fail on the schema, so
+// errand.grant_tenant refuses, saying what to ask the schema's owner.
+func TestGrantTenantSaysWhenItCannotGrantTheSchema(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	ownerURL := testdb.PlainOwnerDatabase(t, true)
+	role := testdb.CreateTenantRole(t, ownerURL)
+	owner := testdb.Pool(t, ownerURL)
+	// As errand does when it starts: the role is recorded, and granted.
+	if _, err := owner.Exec(ctx, `SELECT errand.setup_tenant_role()`); err != nil {
+		t.Fatal(err)
+	}
+	var ownerRole, dbName string
+	if err := owner.QueryRow(ctx, `SELECT current_user, current_database()`).Scan(&ownerRole, &dbName); err != nil {
+		t.Fatal(err)
+	}
+	admin := testdb.Pool(t, testdb.WithDatabase(testdb.AdminURL(t), dbName))
+	other := "team_owner_" + strings.ReplaceAll(dbName, "errand_test_owner_", "")
+	t.Cleanup(func() {
+		_, _ = admin.Exec(ctx, "DROP OWNED BY "+pgx.Identifier{other}.Sanitize()+" CASCADE")
+		_, _ = admin.Exec(ctx, "DROP ROLE IF EXISTS "+pgx.Identifier{other}.Sanitize())
+	})
+	for _, sql := range []string{
+		"CREATE ROLE " + pgx.Identifier{other}.Sanitize() + " NOLOGIN",
+		"CREATE SCHEMA team AUTHORIZATION " + pgx.Identifier{other}.Sanitize(),
+		"CREATE TABLE team.reports (id int PRIMARY KEY, workspace_id uuid)",
+		"ALTER TABLE team.reports OWNER TO " + pgx.Identifier{other}.Sanitize(),
+		"GRANT USAGE ON SCHEMA team TO " + pgx.Identifier{ownerRole}.Sanitize(),
+		"GRANT SELECT ON team.reports TO " + pgx.Identifier{ownerRole}.Sanitize() + " WITH GRANT OPTION",
+	} {
+		if _, err := admin.Exec(ctx, sql); err != nil {
+			t.Fatalf("%s: %v", sql, err)
+		}
+	}
+	_, err := owner.Exec(ctx, `SELECT errand.grant_tenant('team.reports', 'SELECT')`)
+	var pgErr *pgconn.PgError
+	if !errors.As(err, &pgErr) || pgErr.Code != "42501" || !strings.Contains(pgErr.Message, "may not use schema team") ||
+		!strings.Contains(pgErr.Hint, "GRANT USAGE ON SCHEMA team TO "+role) {
+		t.Errorf("grant_tenant on a schema errand's role cannot grant: %v (hint %q); want 42501 naming the schema and the GRANT to ask for", err, hintOf(err))
+	}
+}
+
+func hintOf(err error) string {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		return pgErr.Hint
+	}
+	return ""
 }
