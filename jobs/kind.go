@@ -124,21 +124,25 @@ func WithArgEnum(field string, values ...string) Option {
 // newer binary's jobs, should not.
 func WithStrictArgs() Option { return func(k *Kind) { k.StrictArgs = true } }
 
-// Define makes a kind whose args decode into T (a struct). Decoding ignores
+// Define makes a kind whose args decode into T (a struct, a pointer to one,
+// or a map with string keys: args are a JSON object). Decoding ignores
 // unknown fields, so two versions of a binary can run side by side, unless
 // the kind is WithStrictArgs. If T (or *T) has a `Validate() error` method,
 // an error from it fails the job at once.
 func Define[T any](name, queue string, work WorkFunc[T], opts ...Option) Kind {
 	t := reflect.TypeFor[T]()
-	fields, defErrs := argFields(t)
+	if t.Kind() == reflect.Pointer {
+		t = t.Elem() // encoding/json decodes an object into *Args too
+	}
+	fields, defErrs := argFields(t, nil)
 	k := Kind{Name: name, Queue: queue, defErrs: defErrs}
 	for _, f := range fields {
 		if f.required {
 			k.RequiredArgs = append(k.RequiredArgs, f.name)
 		}
 	}
-	if t.Kind() != reflect.Struct {
-		k.defErrs = append(k.defErrs, fmt.Sprintf("args type %v is not a struct: args are a JSON object", t))
+	if t.Kind() != reflect.Struct && (t.Kind() != reflect.Map || t.Key().Kind() != reflect.String) {
+		k.defErrs = append(k.defErrs, fmt.Sprintf("args type %v is not a struct (or a map with string keys): args are a JSON object", reflect.TypeFor[T]()))
 	}
 	if work == nil {
 		k.defErrs = append(k.defErrs, "the work function is nil")
@@ -187,11 +191,14 @@ type argField struct {
 
 // argFields lists t's JSON fields (those of embedded structs without a
 // name of their own included, as encoding/json promotes them), and the
-// mistakes in its tags: a required field that encoding/json never fills.
-func argFields(t reflect.Type) ([]argField, []string) {
-	if t.Kind() != reflect.Struct {
+// mistakes in its tags: a required field that encoding/json never fills, an
+// embedded pointer it cannot set. seen holds the structs being walked (a
+// struct may embed a pointer to itself).
+func argFields(t reflect.Type, seen []reflect.Type) ([]argField, []string) {
+	if t.Kind() != reflect.Struct || slices.Contains(seen, t) {
 		return nil, nil
 	}
+	seen = append(seen, t)
 	var out []argField
 	var errs []string
 	for f := range t.Fields() {
@@ -209,7 +216,11 @@ func argFields(t reflect.Type) ([]argField, []string) {
 			ft = ft.Elem()
 		}
 		if f.Anonymous && name == "" && ft.Kind() == reflect.Struct {
-			inner, innerErrs := argFields(ft)
+			if f.Type.Kind() == reflect.Pointer && !f.IsExported() {
+				errs = append(errs, fmt.Sprintf("embedded field *%s is a pointer to an unexported struct, which encoding/json cannot set: embed the struct itself, or export it", ft.Name()))
+				continue
+			}
+			inner, innerErrs := argFields(ft, seen)
 			out = append(out, inner...)
 			errs = append(errs, innerErrs...)
 			continue

@@ -85,6 +85,49 @@ type Inner struct {
 	ID string `json:"id" errand:"required"`
 }
 
+type hiddenBase struct {
+	ID string `json:"id" errand:"required"`
+}
+
+type withHiddenPointer struct {
+	*hiddenBase
+}
+
+// A struct may embed a pointer to itself (encoding/json copes).
+type TreeArgs struct {
+	*TreeArgs
+	Leaf string `json:"leaf" errand:"required"`
+}
+
+type pointerArgs struct {
+	ReportID string `json:"report_id" errand:"required"`
+}
+
+// Definitions that look unusual and work: a struct embedding a pointer to
+// itself, a pointer to a struct, a map, a name outside ASCII.
+func TestRegistryTakesUnusualDefinitionsThatWork(t *testing.T) {
+	cases := map[string]struct {
+		kind     Kind
+		required []string
+	}{
+		"a struct embedding a pointer to itself": {Define("test.tree", QueueDefault, func(context.Context, *Job, TreeArgs) error { return nil }), []string{"leaf"}},
+		"a pointer to a struct":                  {Define("test.pointer", QueueDefault, func(context.Context, *Job, *pointerArgs) error { return nil }), []string{"report_id"}},
+		"a map with string keys":                 {Define("test.map", QueueDefault, func(context.Context, *Job, map[string]any) error { return nil }), nil},
+		"a name outside ASCII":                   {Define("facture.émise", QueueDefault, func(context.Context, *Job, struct{}) error { return nil }), nil},
+		"a name with a plus and an at sign":      {Define("report+v2@eu", QueueDefault, func(context.Context, *Job, struct{}) error { return nil }), nil},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			if _, err := NewRegistry(tc.kind); err != nil {
+				t.Errorf("NewRegistry: %v", err)
+			}
+			if !slices.Equal(tc.kind.RequiredArgs, tc.required) {
+				t.Errorf("required %v, want %v", tc.kind.RequiredArgs, tc.required)
+			}
+		})
+	}
+}
+
 func TestRegistryRefusesBadKinds(t *testing.T) {
 	noop := func(context.Context, *Job, struct{}) error { return nil }
 	cases := map[string]struct {
@@ -94,10 +137,10 @@ func TestRegistryRefusesBadKinds(t *testing.T) {
 		"a kind on a queue that does not exist": {Define("test.q", "nope", noop), `unknown queue "nope"`},
 		"a kind not built with Define":          {Kind{Name: "test.raw", Queue: QueueDefault}, "build kinds with jobs.Define"},
 		"the same name twice":                   {Define("ping", QueueDefault, noop), "already registered"},
-		"an empty name":                         {Define("", QueueDefault, noop), "a kind's name is 1 to 128 letters"},
-		"a name with a space":                   {Define("report export", QueueDefault, noop), "a kind's name is 1 to 128 letters"},
-		"a name with a newline":                 {Define("report\nexport", QueueDefault, noop), "a kind's name is 1 to 128 letters"},
-		"a name of 129 characters":              {Define(strings.Repeat("r", 129), QueueDefault, noop), "a kind's name is 1 to 128 letters"},
+		"an empty name":                         {Define("", QueueDefault, noop), "a kind's name is 1 to 128 characters"},
+		"a name with a space":                   {Define("report export", QueueDefault, noop), "a kind's name is 1 to 128 characters"},
+		"a name with a newline":                 {Define("report\nexport", QueueDefault, noop), "a kind's name is 1 to 128 characters"},
+		"a name of 129 characters":              {Define(strings.Repeat("r", 129), QueueDefault, noop), "a kind's name is 1 to 128 characters"},
 		"more attempts than the contract takes": {Define("test.many", QueueDefault, noop, WithMaxAttempts(5000)), "WithMaxAttempts(5000): at most 1000"},
 		"an enum without values": {Define("test.enum", QueueDefault, func(context.Context, *Job, struct {
 			Mode string `json:"mode"`
@@ -119,10 +162,12 @@ func TestRegistryRefusesBadKinds(t *testing.T) {
 		}) error {
 			return nil
 		}), "field secret is required, but unexported"},
-		"args that are not a struct":    {Define("test.string", QueueDefault, func(context.Context, *Job, string) error { return nil }), "args type string is not a struct"},
-		"no work function":              {Define[struct{}]("test.nil", QueueDefault, nil), "the work function is nil"},
-		"a variable with an empty name": {Define("test.env", QueueDefault, noop, WithEnv(EnvVar{Name: ""})), `variable "": a name is capital letters`},
-		"a variable in lower case":      {Define("test.env", QueueDefault, noop, WithEnv(EnvVar{Name: "export_bucket"})), `variable "export_bucket"`},
+		"an embedded pointer to an unexported struct": {Define("test.embptr", QueueDefault, func(context.Context, *Job, withHiddenPointer) error { return nil }), "embedded field *hiddenBase is a pointer to an unexported struct"},
+		"a name with an invisible character":          {Define("report\u200bexport", QueueDefault, noop), "a kind's name is 1 to 128 characters"},
+		"args that are not a struct":                  {Define("test.string", QueueDefault, func(context.Context, *Job, string) error { return nil }), "args type string is not a struct"},
+		"no work function":                            {Define[struct{}]("test.nil", QueueDefault, nil), "the work function is nil"},
+		"a variable with an empty name":               {Define("test.env", QueueDefault, noop, WithEnv(EnvVar{Name: ""})), `variable "": a name is capital letters`},
+		"a variable in lower case":                    {Define("test.env", QueueDefault, noop, WithEnv(EnvVar{Name: "export_bucket"})), `variable "export_bucket"`},
 	}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {

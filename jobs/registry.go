@@ -6,6 +6,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/riverqueue/river"
 
@@ -27,10 +29,21 @@ func NewRegistry(kinds ...Kind) (*Registry, error) {
 	return r, nil
 }
 
-// kindName is what a kind may be called: what apps write in INSERTs and
-// operators in `errand jobs list --kind`, so no spaces or control
-// characters, and never '/' (below).
-var kindName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$`)
+// kindNameOK reports whether a kind may be called name: what apps write in
+// INSERTs and operators in `errand jobs list --kind`, so 1 to 128
+// characters of valid UTF-8 without spaces, control or invisible format
+// characters (and never '/', below).
+func kindNameOK(name string) bool {
+	if name == "" || !utf8.ValidString(name) || utf8.RuneCountInString(name) > 128 {
+		return false
+	}
+	for _, r := range name {
+		if unicode.IsSpace(r) || unicode.IsControl(r) || unicode.Is(unicode.Cf, r) {
+			return false
+		}
+	}
+	return true
+}
 
 // envName is what a kind's variable may be called.
 var envName = regexp.MustCompile(`^[A-Z][A-Z0-9_]*$`)
@@ -49,8 +62,8 @@ func (r *Registry) Add(kinds ...Kind) error {
 		if strings.Contains(k.Name, "/") {
 			return fmt.Errorf("register kind %q: a kind's name may not contain \"/\" (use dots, as in report.pdf)", k.Name)
 		}
-		if !kindName.MatchString(k.Name) {
-			return fmt.Errorf("register kind %q: a kind's name is 1 to 128 letters, digits, '.', '_', ':' or '-', starting with a letter or digit (as in report.export)", k.Name)
+		if !kindNameOK(k.Name) {
+			return fmt.Errorf("register kind %q: a kind's name is 1 to 128 characters without spaces, control or invisible characters (as in report.export)", k.Name)
 		}
 		if !slices.Contains(Queues, k.Queue) {
 			return fmt.Errorf("register kind %q: unknown queue %q (queues: %v)", k.Name, k.Queue, Queues)

@@ -257,7 +257,7 @@ func kindVarConflicts(kinds []jobs.Kind) []error {
 	for _, k := range kinds {
 		for _, ev := range k.Env {
 			if own[ev.Name] {
-				errs = append(errs, fmt.Errorf("kind %s: declares %s, which is errand's own variable; give the kind a name of its own", k.Name, ev.Name))
+				errs = append(errs, fmt.Errorf("kind %s: declares %s, which is errand's own variable; give the kind's variable a name of its own", k.Name, ev.Name))
 				continue
 			}
 			if f, ok := first[ev.Name]; ok && f.def != ev.Default && f.kind != k.Name {
