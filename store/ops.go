@@ -282,7 +282,7 @@ type QueueStats struct {
 // and for the last minute: its cost follows a couple of minutes' throughput,
 // not the hour's, nor the retention.
 func Stats(ctx context.Context, db DB) ([]QueueStats, error) {
-	backlog, err := PendingByQueue(ctx, db)
+	backlog, err := pendingByQueue(ctx, db, false)
 	if err != nil {
 		return nil, err
 	}

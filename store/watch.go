@@ -184,13 +184,24 @@ const backlogColumns = `count(*) FILTER (WHERE status = 'pending'),
 // nothing pending or running are left out. It is the queue depth for
 // metrics and autoscaling.
 func PendingByQueue(ctx context.Context, db DB) ([]QueueBacklog, error) {
+	return pendingByQueue(ctx, db, true)
+}
+
+// pendingByQueue leaves Startable and OldestStartable zero without
+// startable (errand stats, which does not show them).
+func pendingByQueue(ctx context.Context, db DB, startable bool) ([]QueueBacklog, error) {
+	startableColumns, startableJoin := "0::bigint, 0::float8", ""
+	if startable {
+		startableColumns = "s.jobs, coalesce(extract(epoch FROM now() - s.oldest_run_at), 0)::float8"
+		startableJoin = "CROSS JOIN LATERAL errand.queue_startable(b.queue) s"
+	}
 	rows, err := db.Query(ctx, `
-	SELECT b.*, s.jobs, coalesce(extract(epoch FROM now() - s.oldest_run_at), 0)::float8
+	SELECT b.*, `+startableColumns+`
 	FROM (SELECT queue, `+backlogColumns+`
 	      FROM errand.jobs
 	      WHERE status IN ('pending', 'processing')
 	      GROUP BY queue) b
-	CROSS JOIN LATERAL errand.queue_startable(b.queue) s
+	`+startableJoin+`
 	ORDER BY b.queue`)
 	if err != nil {
 		return nil, fmt.Errorf("pending by queue: %w", err)

@@ -95,8 +95,11 @@ const (
 	scaleDeleteWorkspaces = `DELETE FROM errand.workspaces WHERE id = ANY ($1::uuid[])`
 	scaleDeleteCounts     = `DELETE FROM errand.job_counts WHERE workspace_id = ANY ($1::uuid[])`
 	scaleRollUp           = `SELECT errand.roll_up_job_counts()`
-	// What KEDA's PostgreSQL scaler asks: the jobs idle workers would take.
+	// Pending jobs whose run_at has come (the Watch section's due count).
 	scaleDueCount = `SELECT count(*) FROM errand.jobs WHERE status = 'pending' AND run_at <= now()`
+	// What KEDA's PostgreSQL scaler asks (deploy/kubernetes/keda.yaml): the
+	// due jobs a worker may start, up to its cap.
+	scaleKEDA = `SELECT errand.startable_jobs(600, ARRAY['email'])`
 )
 
 const scaleIdleQueue = "bench_scale_idle"
@@ -297,9 +300,13 @@ func scaleQueries(big, small string) []scaleQuery {
 		{"failed_latest", "the latest 50 failed jobs of every workspace", list(store.JobFilter{Status: store.StatusFailed})},
 		{"kind_failed", "the latest 50 failed email.send jobs", list(store.JobFilter{Kind: "email.send", Status: store.StatusFailed})},
 		{"pending_latest", "the latest 50 pending jobs of every workspace", list(store.JobFilter{Status: store.StatusPending})},
-		{"due_count", "KEDA: pending jobs whose run_at has come", func(ctx context.Context, db store.DB) error {
+		{"due_count", "pending jobs whose run_at has come", func(ctx context.Context, db store.DB) error {
 			var n int64
 			return db.QueryRow(ctx, scaleDueCount).Scan(&n)
+		}},
+		{"keda_startable", "KEDA: the due jobs a worker may start, at most 600", func(ctx context.Context, db store.DB) error {
+			var n int64
+			return db.QueryRow(ctx, scaleKEDA).Scan(&n)
 		}},
 		{"pending_by_queue", "backlog per queue with the oldest due job's age", func(ctx context.Context, db store.DB) error {
 			_, err := store.PendingByQueue(ctx, db)

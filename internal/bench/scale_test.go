@@ -20,7 +20,7 @@ func TestBenchScaleTimesEveryQueryAndCleansUp(t *testing.T) {
 		` jobs_per_s_empty=`+benchNumber+` jobs_per_s_retained=`+benchNumber+` ratio=`+benchNumber+
 		` slowest_query=[a-z_]+ slowest_p50_ms=`+benchNumber+` max_query_ms=`+benchNumber+`$`)
 	benchHasLine(t, lines, "loaded 3996 completed, 4 failed and 2 pending jobs across 20 workspaces")
-	for _, q := range []string{"ws_latest_big", "ws_failed_big", "failed_latest", "kind_failed", "due_count", "pending_by_queue", "pending_by_workspace", "ws_pending_big", "ops_stats", "ops_workspaces"} {
+	for _, q := range []string{"ws_latest_big", "ws_failed_big", "failed_latest", "kind_failed", "due_count", "keda_startable", "pending_by_queue", "pending_by_workspace", "ws_pending_big", "ops_stats", "ops_workspaces"} {
 		benchHasLine(t, lines, "query "+q+" ")
 	}
 	benchHasLine(t, lines, "burn-down beside 4000 retained jobs: 500 jobs")
