@@ -3,10 +3,12 @@ package migrations_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -172,7 +174,8 @@ func TestGrantTenantSaysWhenItCannotGrantTheSchema(t *testing.T) {
 		t.Fatal(err)
 	}
 	admin := testdb.Pool(t, testdb.WithDatabase(testdb.AdminURL(t), dbName))
-	other := "team_owner_" + strings.ReplaceAll(dbName, "errand_test_owner_", "")
+	// Roles are cluster-wide and outlive a crashed run: a name of its own.
+	other := fmt.Sprintf("errand_team_owner_%d", time.Now().UnixNano())
 	t.Cleanup(func() {
 		_, _ = admin.Exec(ctx, "DROP OWNED BY "+pgx.Identifier{other}.Sanitize()+" CASCADE")
 		_, _ = admin.Exec(ctx, "DROP ROLE IF EXISTS "+pgx.Identifier{other}.Sanitize())

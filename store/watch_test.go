@@ -534,7 +534,7 @@ func TestStartableJobsLeaveOutWhatACapHoldsBack(t *testing.T) {
 			t.Fatalf("%s: no default queue in %+v", c.name, queues)
 		}
 		q := queues[i]
-		if q.Due != 13 || q.Startable != c.want || q.OldestStartable < c.oldest-2*time.Minute || q.OldestStartable > c.oldest {
+		if q.Due != 13 || q.Startable != c.want || q.OldestStartable < c.oldest-2*time.Minute || q.OldestStartable > c.oldest+2*time.Minute {
 			t.Errorf("%s: due %d, startable %d, oldest startable %v; want 13, %d, about %v", c.name, q.Due, q.Startable, q.OldestStartable, c.want, c.oldest)
 		}
 		var keda, capped int64
