@@ -85,12 +85,15 @@ func RetryJob(ctx context.Context, db DB, id int64) (string, error) {
 
 // RetryFailed runs every failed job of a workspace again
 // (errand.retry_jobs) and returns how many.
-func RetryFailed(ctx context.Context, db DB, workspaceID string) (int64, error) {
-	var n int64
-	if err := db.QueryRow(ctx, `SELECT errand.retry_jobs($1::uuid, 'failed')`, workspaceID).Scan(&n); err != nil {
-		return 0, opError(err, "retry failed jobs of workspace %s", workspaceID)
+//
+// paused reports that the workspace is paused: its retried jobs wait until
+// it is resumed.
+func RetryFailed(ctx context.Context, db DB, workspaceID string) (n int64, paused bool, err error) {
+	if err := db.QueryRow(ctx, `SELECT errand.retry_jobs($1::uuid, 'failed'),
+		EXISTS (SELECT 1 FROM errand.paused_workspaces p WHERE p.workspace_id = $1::uuid)`, workspaceID).Scan(&n, &paused); err != nil {
+		return 0, false, opError(err, "retry failed jobs of workspace %s", workspaceID)
 	}
-	return n, nil
+	return n, paused, nil
 }
 
 // CancelJob cancels a job that has not finished (errand.cancel_job):

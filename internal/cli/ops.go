@@ -236,12 +236,15 @@ func runJobs(ctx context.Context, cfg config.Config, args []string, stdout io.Wr
 		if err != nil {
 			return err
 		}
-		n, err := store.RetryFailed(ctx, st, wsID)
+		n, paused, err := store.RetryFailed(ctx, st, wsID)
 		if err != nil {
 			return err
 		}
-		return printResult(stdout, f.json, map[string]any{"workspace_id": wsID, "retried": n},
-			fmt.Sprintf("%d failed job(s) of workspace %s will run again\n", n, wsID))
+		text := fmt.Sprintf("%d failed job(s) of workspace %s will run again\n", n, wsID)
+		if paused {
+			text = fmt.Sprintf("%d failed job(s) of workspace %s will run again when it is resumed (it is paused)\n", n, wsID)
+		}
+		return printResult(stdout, f.json, map[string]any{"workspace_id": wsID, "retried": n, "paused": paused}, text)
 	case "cancel":
 		if err := f.parse(args[1:]); err != nil {
 			return err

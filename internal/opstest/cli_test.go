@@ -227,6 +227,17 @@ func TestJobsRetryAndCancel(t *testing.T) {
 	if !strings.Contains(out, `"retried": 0`) {
 		t.Errorf("second retry of the workspace: %s", out)
 	}
+	// A paused workspace's retried jobs wait for its resume, and the
+	// answer says so.
+	mustRun(t, d.url, "jobs", "cancel", strconv.FormatInt(d.failed, 10))
+	mustRun(t, d.url, "workspaces", "pause", "acme")
+	out = mustRun(t, d.url, "jobs", "retry", "--workspace", "acme", "--status", "failed")
+	if !strings.HasPrefix(out, "1 failed job(s) of workspace "+d.acme+" will run again when it is resumed (it is paused)") {
+		t.Errorf("jobs retry --workspace of a paused workspace: %s", out)
+	}
+	if j := errandtest.GetJob(t, d.pool, d.failed); j.Status != "pending" || j.RiverState != "pending" {
+		t.Errorf("job %d retried in a paused workspace: %+v; want pending, held (River's pending)", d.failed, j)
+	}
 }
 
 func TestWorkspacesPauseListResume(t *testing.T) {
