@@ -480,11 +480,7 @@ func TestWatchBacklogCounts(t *testing.T) {
 func TestStartableJobsLeaveOutWhatACapHoldsBack(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	conn, err := pgx.Connect(ctx, testdb.NewDatabase(t, true))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(ctx)
+	conn := testdb.Pool(t, testdb.NewDatabase(t, true))
 	var free, pro, open string
 	if err := conn.QueryRow(ctx, `
 		WITH p AS (INSERT INTO errand.plans (plan, concurrency) VALUES ('free', 1), ('pro', 3), ('open', NULL) RETURNING plan),
@@ -554,11 +550,7 @@ func TestStartableJobsLeaveOutWhatACapHoldsBack(t *testing.T) {
 func TestStartableJobsRefusesALimitThatIsNotPositive(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	conn, err := pgx.Connect(ctx, testdb.NewDatabase(t, true))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(ctx)
+	conn := testdb.Pool(t, testdb.NewDatabase(t, true))
 	for name, limit := range map[string]any{"a limit of zero": 0, "a negative limit": -5, "no limit (NULL)": nil} {
 		var n int64
 		err := conn.QueryRow(ctx, `SELECT errand.startable_jobs($1::bigint)`, limit).Scan(&n)
