@@ -251,8 +251,14 @@ func IsPermanent(err error) bool {
 
 // RetryAfter makes a failed attempt's retry wait at least d (a provider's
 // Retry-After) instead of the usual backoff; the attempt still counts. To wait
-// without using an attempt, return river.JobSnooze(d) instead.
+// without using an attempt, return Snooze(d) instead.
 func RetryAfter(err error, d time.Duration) error { return &retryAfterError{err: err, after: d} }
+
+// Snooze puts the job back to wait d without using an attempt (a rate
+// limit, a resource not ready yet): River's JobSnooze, so a kind need not
+// import River for it. The job runs again after d, with the same attempt
+// number; a job that snoozes for ever never fails, so bound the waits.
+func Snooze(d time.Duration) error { return river.JobSnooze(d) }
 
 type retryAfterError struct {
 	err   error
