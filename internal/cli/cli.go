@@ -37,6 +37,13 @@ type Options struct {
 // ErrUsage is returned (wrapped) for a bad command line.
 var ErrUsage = errors.New("usage")
 
+// usageError is another package's usage error (bench's), which is also
+// ErrUsage, with its own message.
+type usageError struct{ err error }
+
+func (u usageError) Error() string   { return u.err.Error() }
+func (u usageError) Unwrap() []error { return []error{ErrUsage, u.err} }
+
 // Main runs one command. It returns when the command is done or, for run and
 // dev, when ctx is cancelled (SIGTERM) and shutdown is complete.
 func Main(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer, o Options) error {
@@ -86,7 +93,7 @@ func Main(ctx context.Context, args []string, getenv func(string) string, stdout
 		}
 		err := bench.Run(ctx, cfg, reg, args[1:], stdout, logger, hooks)
 		if errors.Is(err, bench.ErrUsage) {
-			return fmt.Errorf("%w: %w", ErrUsage, err)
+			return usageError{err} // its message says "usage" already
 		}
 		return err
 	case "schedules":

@@ -40,7 +40,7 @@ func runSchedules(ctx context.Context, cfg config.Config, kinds []jobs.Kind, arg
 		return fmt.Errorf("configuration:\n%w", err)
 	}
 	if len(args) == 0 {
-		return fmt.Errorf("%w: errand schedules list [--at T] | errand schedules tick --at T [--schedule NAME]", ErrUsage)
+		return fmt.Errorf("%w: errand schedules list [--at T] | errand schedules tick --at T [--schedule NAME] [--future]", ErrUsage)
 	}
 	fs := flag.NewFlagSet("schedules "+args[0], flag.ContinueOnError)
 	fs.SetOutput(io.Discard)

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"math"
 	"net/url"
 	"slices"
@@ -298,6 +299,11 @@ func parseQueues(v string) (map[string]int, error) {
 	}
 	if err := mergeQueues(out, v); err != nil {
 		return nil, err
+	}
+	// River refuses to start a client that works no queue (its message
+	// names neither the variable nor the fix).
+	if !slices.ContainsFunc(slices.Collect(maps.Values(out)), func(n int) bool { return n > 0 }) {
+		return nil, errors.New("every queue has 0 workers: a replica must work at least one")
 	}
 	return out, nil
 }

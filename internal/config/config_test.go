@@ -16,6 +16,7 @@ func TestConfigQueueErrors(t *testing.T) {
 		"a negative worker count":      "email=-1",
 		"a pair without =":             "email",
 		"a count that is not a number": "email=many",
+		"no workers in any queue":      "email=0,webhooks=0,documents=0,reports=0,default=0",
 	}
 	for name, v := range cases {
 		t.Run(name, func(t *testing.T) {
