@@ -301,10 +301,24 @@ func TestAViewDirectoryWithErrandsDeleteTriggersPrunesADeletedWorkspacesLogs(t *
 		FOR EACH ROW EXECUTE FUNCTION errand.webhook_workspace_deleted()`)
 	exec(`CREATE TRIGGER errand_note_deleted_workspace AFTER DELETE ON app.workspaces
 		FOR EACH ROW EXECUTE FUNCTION errand.note_deleted_workspace()`)
+	exec(`SELECT errand.grant_tenant('errand.workspaces', 'SELECT')`)
 
 	var ws string
 	if err := pool.QueryRow(ctx, `INSERT INTO app.workspaces (name, slug) VALUES ('Acme', 'acme') RETURNING id::text`).Scan(&ws); err != nil {
 		t.Fatal(err)
+	}
+	// Job code (the tenant role, scoped) reads its workspace through the
+	// view, as email.send does for the name.
+	st, err := store.Open(ctx, pool.Config().ConnString(), store.Options{MaxConns: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	if err := st.InWorkspace(ctx, ws, func(tx pgx.Tx) error {
+		var name string
+		return tx.QueryRow(ctx, `SELECT name FROM errand.workspaces WHERE id = $1`, ws).Scan(&name)
+	}); err != nil {
+		t.Errorf("a scoped transaction reading the view after the README's grant: %v", err)
 	}
 	exec(`INSERT INTO errand.river_job (args, kind, max_attempts, metadata, priority, queue, scheduled_at, state, tags)
 		VALUES ('{}', 'ping', 25, jsonb_build_object('workspace_id', $1::uuid), 1, 'default', now() + interval '1 hour', 'scheduled', '{}')`, ws)
