@@ -48,3 +48,22 @@ func TestHelpListsEveryVariableAndUnknownCommandIsAUsageError(t *testing.T) {
 		t.Errorf("unknown command: %v, want ErrUsage", err)
 	}
 }
+
+// run and dev take their configuration from the environment: an argument
+// is a mistake, refused before anything starts (`errand dev --help` started
+// a PostgreSQL and the daemon with the defaults).
+func TestRunAndDevRefuseArguments(t *testing.T) {
+	for name, args := range map[string][]string{
+		"dev asked for help":     {"dev", "--help"},
+		"run given a flag":       {"run", "--port", "9000"},
+		"dev given a stray word": {"dev", "now"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			var out bytes.Buffer
+			err := errand.Main(context.Background(), args, errandtest.Env(nil), &out, &out)
+			if !errors.Is(err, errand.ErrUsage) || !strings.Contains(err.Error(), "takes no arguments") {
+				t.Errorf("errand %s: %v, want a usage error saying it takes no arguments", strings.Join(args, " "), err)
+			}
+		})
+	}
+}

@@ -68,6 +68,11 @@ func Main(ctx context.Context, args []string, getenv func(string) string, stdout
 	logger := newLogger(stdout, cfg)
 	hooks := daemon.Hooks{OnReady: o.OnReady, OnJobStart: o.OnJobStart}
 
+	// run and dev take no arguments: `errand dev --help` started everything
+	// with its defaults.
+	if (cmd == "run" || cmd == "dev") && len(args) > 1 {
+		return fmt.Errorf("%w: errand %s takes no arguments, got %q (configuration is from the environment: errand help lists it)", ErrUsage, cmd, strings.Join(args[1:], " "))
+	}
 	switch cmd {
 	case "run":
 		if cfg.DatabaseURL == "" {
