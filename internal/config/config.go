@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"maps"
 	"math"
 	"net/url"
 	"slices"
@@ -250,26 +249,19 @@ func kindVarConflicts(kinds []jobs.Kind) []error {
 	for _, ev := range envVars() {
 		own[ev.Name] = true
 	}
+	type declared struct{ kind, def string }
 	var errs []error
-	first := map[string]struct {
-		kind string
-		def  string
-	}{}
+	first := map[string]declared{}
 	for _, k := range kinds {
 		for _, ev := range k.Env {
-			if own[ev.Name] {
+			f, seen := first[ev.Name]
+			switch {
+			case own[ev.Name]:
 				errs = append(errs, fmt.Errorf("kind %s: declares %s, which is errand's own variable; give the kind's variable a name of its own", k.Name, ev.Name))
-				continue
-			}
-			if f, ok := first[ev.Name]; ok && f.def != ev.Default && f.kind != k.Name {
+			case !seen:
+				first[ev.Name] = declared{k.Name, ev.Default}
+			case f.def != ev.Default && f.kind != k.Name:
 				errs = append(errs, fmt.Errorf("kind %s: declares %s with default %q, but kind %s declares it with default %q; kinds that share a variable declare the same default", k.Name, ev.Name, ev.Default, f.kind, f.def))
-				continue
-			}
-			if _, ok := first[ev.Name]; !ok {
-				first[ev.Name] = struct {
-					kind string
-					def  string
-				}{k.Name, ev.Default}
 			}
 		}
 	}
@@ -302,10 +294,12 @@ func parseQueues(v string) (map[string]int, error) {
 	}
 	// River refuses to start a client that works no queue (its message
 	// names neither the variable nor the fix).
-	if !slices.ContainsFunc(slices.Collect(maps.Values(out)), func(n int) bool { return n > 0 }) {
-		return nil, errors.New("every queue has 0 workers: a replica must work at least one")
+	for _, n := range out {
+		if n > 0 {
+			return out, nil
+		}
 	}
-	return out, nil
+	return nil, errors.New("every queue has 0 workers: a replica must work at least one")
 }
 
 // mergeQueues applies name=count pairs; queues not named keep their count.

@@ -20,7 +20,6 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/riverqueue/river"
 
 	"github.com/errand-dev/errand/jobs"
 	"github.com/errand-dev/errand/store"
@@ -144,7 +143,7 @@ func (r *reporter) work(ctx context.Context, job *jobs.Job, args Args) error {
 		return fmt.Errorf("read the database's clock: %w", err)
 	}
 	if d := waitForWeekEnd(from.AddDate(0, 0, 7), now); d > 0 {
-		return river.JobSnooze(d) // no attempt used
+		return jobs.Snooze(d) // no attempt used
 	}
 	if err := rollUp(ctx, job.Store()); err != nil {
 		return err
