@@ -24,9 +24,10 @@ type GreetingArgs struct {
 }
 
 // greetingKind is a team's own kind, defined outside errand: it has its own
-// environment variable (listed by `errand help`, checked at start), its own
-// HTTP route on the daemon's address, and writes in its job's workspace in
-// the transaction that completes the job. It is built in a function so each
+// queue (two workers per replica unless ERRAND_QUEUES says otherwise), its
+// own environment variable (listed by `errand help`, checked at start), its
+// own HTTP route on the daemon's address, and writes in its job's workspace
+// in the transaction that completes the job. It is built in a function so each
 // daemon gets its own state.
 func greetingKind() jobs.Kind {
 	var (
@@ -34,7 +35,7 @@ func greetingKind() jobs.Kind {
 		prefix string
 		last   string
 	)
-	return jobs.Define("greeting.send", jobs.QueueDefault,
+	return jobs.Define("greeting.send", "greetings",
 		func(ctx context.Context, job *jobs.Job, args GreetingArgs) error {
 			return job.CompleteInWorkspace(ctx, func(tx pgx.Tx) error {
 				var workspace string
@@ -65,6 +66,7 @@ func greetingKind() jobs.Kind {
 			}))
 			return nil
 		}),
+		jobs.WithQueueWorkers(2),
 		jobs.WithTimeout(10*time.Second))
 }
 
@@ -139,6 +141,8 @@ func Example_ownKind() {
 	body, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
 	fmt.Print(string(body))
+	_ = conn.QueryRow(ctx, `SELECT queue FROM errand.jobs WHERE id = $1`, id).Scan(&status)
+	fmt.Println("queue", status)
 
 	stop()
 	fmt.Println(<-done)
@@ -146,5 +150,6 @@ func Example_ownKind() {
 	// ERROR: errand: args for kind "greeting.send" are missing required field(s): name (SQLSTATE 22023)
 	// completed
 	// Hi, Ann, from Acme
+	// queue greetings
 	// <nil>
 }

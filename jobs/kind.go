@@ -43,7 +43,8 @@ import (
 	"github.com/errand-dev/errand/store"
 )
 
-// The queues errand starts. A kind names one of them.
+// The queues errand starts. A kind names one of them, or a queue of its
+// own (WithQueueWorkers).
 const (
 	QueueEmail     = "email"
 	QueueWebhooks  = "webhooks"
@@ -83,6 +84,10 @@ type Kind struct {
 	// Schedules are the kind's entries in errand's cron table (see
 	// WithSchedule and package schedules).
 	Schedules []Schedule
+	// QueueWorkers, for a kind whose Queue is not one of errand's (Queues),
+	// is that queue's workers per replica unless ERRAND_QUEUES sets them
+	// (see WithQueueWorkers); 0 for a kind in one of errand's queues.
+	QueueWorkers int
 
 	register func(w *river.Workers, st *store.Store)
 	setup    SetupFunc
@@ -99,6 +104,17 @@ func WithTimeout(d time.Duration) Option { return func(k *Kind) { k.Timeout = d 
 
 // WithMaxAttempts sets the default number of attempts.
 func WithMaxAttempts(n int) Option { return func(k *Kind) { k.MaxAttempts = n } }
+
+// WithQueueWorkers runs the kind in a queue of its own, the queue named in
+// Define, instead of one of errand's (Queues): the queue gets workers
+// workers on every replica unless ERRAND_QUEUES gives it another count, as
+// it does errand's own queues (0 there leaves it to other replicas). Its
+// name is River's kind of queue name: lower-case letters and digits, words
+// joined by '_' or '-', at most 64 characters. Kinds that share a queue of
+// their own give it the same count. Without this option a queue that is not
+// errand's is refused, so a misspelt "emial" cannot start a queue nobody
+// meant.
+func WithQueueWorkers(workers int) Option { return func(k *Kind) { k.QueueWorkers = workers } }
 
 // WithDescription documents the kind in errand.kinds.
 func WithDescription(s string) Option { return func(k *Kind) { k.Description = s } }

@@ -134,7 +134,16 @@ func TestRegistryRefusesBadKinds(t *testing.T) {
 		kind Kind
 		want string
 	}{
-		"a kind on a queue that does not exist": {Define("test.q", "nope", noop), `unknown queue "nope"`},
+		"a kind on a queue that does not exist": {Define("test.q", "nope", noop), `unknown queue "nope" (errand's queues: email, webhooks, documents, reports, default; a queue of the kind's own needs jobs.WithQueueWorkers)`},
+		"workers for one of errand's queues":    {Define("test.q", QueueEmail, noop, WithQueueWorkers(4)), `WithQueueWorkers(4) is for a queue of the kind's own; errand's queue "email" takes its workers from ERRAND_QUEUES`},
+		"a queue of its own with capitals":      {Define("test.q", "Exports", noop, WithQueueWorkers(4)), `queue "Exports": a queue's name is lower-case letters and digits`},
+		"a queue of its own with a space":       {Define("test.q", "report exports", noop, WithQueueWorkers(4)), `queue "report exports": a queue's name`},
+		"a queue of its own ending in '_'":      {Define("test.q", "exports_", noop, WithQueueWorkers(4)), `queue "exports_": a queue's name`},
+		"a queue of its own of 65 characters":   {Define("test.q", strings.Repeat("q", 65), noop, WithQueueWorkers(4)), `a queue's name is lower-case letters and digits, words joined by '_' or '-', at most 64 characters`},
+		"a queue of its own with no workers":    {Define("test.q", "exports", noop, WithQueueWorkers(-1)), `WithQueueWorkers(-1): want 1 to 10000 workers`},
+		"a queue of its own with 10001 workers": {Define("test.q", "exports", noop, WithQueueWorkers(10001)), `WithQueueWorkers(10001): want 1 to 10000 workers`},
+		"a shared queue of its own with another count": {Define("test.q", "pings", noop, WithQueueWorkers(3)),
+			`WithQueueWorkers(3) for queue "pings", but kind "test.pings" gives it 2; kinds that share a queue give it the same count`},
 		"a kind not built with Define":          {Kind{Name: "test.raw", Queue: QueueDefault}, "build kinds with jobs.Define"},
 		"the same name twice":                   {Define("ping", QueueDefault, noop), "already registered"},
 		"an empty name":                         {Define("", QueueDefault, noop), "a kind's name is 1 to 128 characters"},
@@ -171,7 +180,7 @@ func TestRegistryRefusesBadKinds(t *testing.T) {
 	}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {
-			r, err := NewRegistry(Define("ping", QueueDefault, noop))
+			r, err := NewRegistry(Define("ping", QueueDefault, noop), Define("test.pings", "pings", noop, WithQueueWorkers(2)))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -179,6 +188,26 @@ func TestRegistryRefusesBadKinds(t *testing.T) {
 				t.Errorf("Add(%q) = %v, want an error saying %q", tc.kind.Name, err, tc.want)
 			}
 		})
+	}
+}
+
+// A kind may run in a queue of its own: kinds sharing it agree on its
+// workers, and OwnQueues lists each such queue once, in the kinds' order,
+// without errand's.
+func TestKindsBringTheirOwnQueues(t *testing.T) {
+	noop := func(context.Context, *Job, struct{}) error { return nil }
+	kinds := []Kind{
+		Define("report.export", "report_exports", noop, WithQueueWorkers(4)),
+		Define("ping", QueueDefault, noop),
+		Define("report.archive", "report_exports", noop, WithQueueWorkers(4)),
+		Define("thumbnail.make", "thumbnails-v2", noop, WithQueueWorkers(1)),
+	}
+	if _, err := NewRegistry(kinds...); err != nil {
+		t.Fatalf("NewRegistry: %v", err)
+	}
+	want := []OwnQueue{{"report_exports", 4}, {"thumbnails-v2", 1}}
+	if got := OwnQueues(kinds); !slices.Equal(got, want) {
+		t.Errorf("OwnQueues = %v, want %v", got, want)
 	}
 }
 

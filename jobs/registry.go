@@ -65,8 +65,8 @@ func (r *Registry) Add(kinds ...Kind) error {
 		if !kindNameOK(k.Name) {
 			return fmt.Errorf("register kind %q: a kind's name is 1 to 128 characters without spaces, control or invisible characters (as in report.export)", k.Name)
 		}
-		if !slices.Contains(Queues, k.Queue) {
-			return fmt.Errorf("register kind %q: unknown queue %q (queues: %v)", k.Name, k.Queue, Queues)
+		if err := r.queueOK(k); err != nil {
+			return fmt.Errorf("register kind %q: %w", k.Name, err)
 		}
 		if len(k.defErrs) > 0 {
 			return fmt.Errorf("register kind %q: %s", k.Name, strings.Join(k.defErrs, "; "))
@@ -82,6 +82,59 @@ func (r *Registry) Add(kinds ...Kind) error {
 		r.kinds = append(r.kinds, k)
 	}
 	return nil
+}
+
+// maxQueueWorkers is the most workers ERRAND_QUEUES gives a queue.
+const maxQueueWorkers = 10000
+
+// queueName is River's rule for a queue's name (its client refuses others
+// at start, naming neither the kind nor the fix).
+var queueName = regexp.MustCompile(`^[a-z0-9]+(?:[_-]?[a-z0-9]+)*$`)
+
+// queueOK checks k's queue: one of errand's, or one of its own declared
+// with WithQueueWorkers, the same count as any other kind in it.
+func (r *Registry) queueOK(k Kind) error {
+	if slices.Contains(Queues, k.Queue) {
+		if k.QueueWorkers != 0 {
+			return fmt.Errorf("WithQueueWorkers(%d) is for a queue of the kind's own; errand's queue %q takes its workers from ERRAND_QUEUES", k.QueueWorkers, k.Queue)
+		}
+		return nil
+	}
+	if k.QueueWorkers == 0 {
+		return fmt.Errorf("unknown queue %q (errand's queues: %s; a queue of the kind's own needs jobs.WithQueueWorkers)", k.Queue, strings.Join(Queues, ", "))
+	}
+	if len(k.Queue) > 64 || !queueName.MatchString(k.Queue) {
+		return fmt.Errorf("queue %q: a queue's name is lower-case letters and digits, words joined by '_' or '-', at most 64 characters (as in report_exports)", k.Queue)
+	}
+	if k.QueueWorkers < 0 || k.QueueWorkers > maxQueueWorkers {
+		return fmt.Errorf("WithQueueWorkers(%d): want 1 to %d workers", k.QueueWorkers, maxQueueWorkers)
+	}
+	for _, o := range r.kinds {
+		if o.Queue == k.Queue && o.QueueWorkers != k.QueueWorkers {
+			return fmt.Errorf("WithQueueWorkers(%d) for queue %q, but kind %q gives it %d; kinds that share a queue give it the same count", k.QueueWorkers, k.Queue, o.Name, o.QueueWorkers)
+		}
+	}
+	return nil
+}
+
+// OwnQueues is every queue the kinds run in besides errand's own (which
+// always run), with its workers per replica unless ERRAND_QUEUES says
+// otherwise, in the order the kinds name them.
+func OwnQueues(kinds []Kind) []OwnQueue {
+	var out []OwnQueue
+	for _, k := range kinds {
+		if k.QueueWorkers > 0 && !slices.Contains(Queues, k.Queue) &&
+			!slices.ContainsFunc(out, func(q OwnQueue) bool { return q.Name == k.Queue }) {
+			out = append(out, OwnQueue{Name: k.Queue, Workers: k.QueueWorkers})
+		}
+	}
+	return out
+}
+
+// OwnQueue is a kind's own queue and its default workers per replica.
+type OwnQueue struct {
+	Name    string
+	Workers int
 }
 
 // Lookup finds a kind by name.

@@ -77,16 +77,41 @@ type envVar struct {
 	parse   func(c *Config, v string) error
 }
 
+// defaultQueues are errand's own queues' workers per replica; kinds add
+// theirs (jobs.WithQueueWorkers) after them.
 var defaultQueues = "email=20,webhooks=200,documents=8,reports=2,default=50"
 
-func envVars() []envVar {
+// queueDefaults is ERRAND_QUEUES' default with the kinds' own queues.
+func queueDefaults(kinds []jobs.Kind) string {
+	s := defaultQueues
+	for _, q := range jobs.OwnQueues(kinds) {
+		s += fmt.Sprintf(",%s=%d", q.Name, q.Workers)
+	}
+	return s
+}
+
+// queueNames are the queues ERRAND_QUEUES may name: errand's, then the
+// kinds' own.
+func queueNames(kinds []jobs.Kind) []string {
+	names := slices.Clone(jobs.Queues)
+	for _, q := range jobs.OwnQueues(kinds) {
+		names = append(names, q.Name)
+	}
+	return names
+}
+
+func envVars(kinds []jobs.Kind) []envVar {
+	queues := queueDefaults(kinds)
 	return []envVar{
 		{"DATABASE_URL", "", "PostgreSQL connection string (a direct session connection: LISTEN/NOTIFY needs one)",
 			func(c *Config, v string) error { c.DatabaseURL = v; return nil }},
 		{"ERRAND_HTTP_ADDR", "127.0.0.1:8080", "address of /healthz and /readyz",
 			func(c *Config, v string) error { c.HTTPAddr = v; return nil }},
-		{"ERRAND_QUEUES", defaultQueues, "workers per queue, name=count pairs; 0 leaves a queue to other replicas (queues: " + strings.Join(jobs.Queues, ", ") + ")",
-			func(c *Config, v string) (err error) { c.Queues, err = parseQueues(v); return err }},
+		{"ERRAND_QUEUES", queues, "workers per queue, name=count pairs; 0 leaves a queue to other replicas (queues: " + strings.Join(queueNames(kinds), ", ") + ")",
+			func(c *Config, v string) (err error) {
+				c.Queues, err = parseQueues(queues, queueNames(kinds), v)
+				return err
+			}},
 		{"ERRAND_SHUTDOWN_TIMEOUT", "30s", "on SIGTERM, how long running jobs may finish before they are cancelled and put back",
 			durationVar(func(c *Config) *time.Duration { return &c.ShutdownTimeout }, 0)},
 		{"ERRAND_MAX_ARGS_BYTES", "1048576", "largest args JSON an INSERT may carry, in bytes",
@@ -193,7 +218,7 @@ func envVars() []envVar {
 func Load(getenv func(string) string, kinds []jobs.Kind) (Config, error) {
 	c := Config{Getenv: getenv}
 	var errs []error
-	for _, ev := range envVars() {
+	for _, ev := range envVars(kinds) {
 		v := getenv(ev.Name)
 		if v == "" {
 			v = ev.Default
@@ -246,7 +271,7 @@ func Load(getenv func(string) string, kinds []jobs.Kind) (Config, error) {
 // different defaults (help shows, and a kind reads, the first one's).
 func kindVarConflicts(kinds []jobs.Kind) []error {
 	own := map[string]bool{}
-	for _, ev := range envVars() {
+	for _, ev := range envVars(kinds) {
 		own[ev.Name] = true
 	}
 	type declared struct{ kind, def string }
@@ -284,12 +309,14 @@ func kindVars(kinds []jobs.Kind) []jobs.EnvVar {
 	return out
 }
 
-func parseQueues(v string) (map[string]int, error) {
+// parseQueues reads ERRAND_QUEUES' value v over defaults; names are the
+// queues it may name.
+func parseQueues(defaults string, names []string, v string) (map[string]int, error) {
 	out := map[string]int{}
-	if err := mergeQueues(out, defaultQueues); err != nil {
+	if err := mergeQueues(out, names, defaults); err != nil {
 		return nil, err
 	}
-	if err := mergeQueues(out, v); err != nil {
+	if err := mergeQueues(out, names, v); err != nil {
 		return nil, err
 	}
 	// River refuses to start a client that works no queue (its message
@@ -303,7 +330,7 @@ func parseQueues(v string) (map[string]int, error) {
 }
 
 // mergeQueues applies name=count pairs; queues not named keep their count.
-func mergeQueues(into map[string]int, v string) error {
+func mergeQueues(into map[string]int, names []string, v string) error {
 	for pair := range strings.SplitSeq(v, ",") {
 		pair = strings.TrimSpace(pair)
 		if pair == "" {
@@ -314,8 +341,8 @@ func mergeQueues(into map[string]int, v string) error {
 			return fmt.Errorf("%q is not name=count", pair)
 		}
 		name = strings.TrimSpace(name)
-		if !slices.Contains(jobs.Queues, name) {
-			return fmt.Errorf("unknown queue %q (queues: %s)", name, strings.Join(jobs.Queues, ", "))
+		if !slices.Contains(names, name) {
+			return fmt.Errorf("unknown queue %q (queues: %s)", name, strings.Join(names, ", "))
 		}
 		n, err := strconv.Atoi(strings.TrimSpace(count))
 		if err != nil || n < 0 || n > 10000 {
@@ -377,7 +404,7 @@ Environment:
 		}
 		fmt.Fprintf(&b, "  %-28s default %s\n      %s\n", name, def, help)
 	}
-	for _, ev := range envVars() {
+	for _, ev := range envVars(kinds) {
 		line(ev.Name, ev.Default, ev.Help)
 	}
 	for _, ev := range kindVars(kinds) {

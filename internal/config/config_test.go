@@ -35,6 +35,41 @@ func TestConfigQueueErrors(t *testing.T) {
 	}
 }
 
+// A kind's own queue (jobs.WithQueueWorkers) is a queue like errand's:
+// started with its default, set or left to other replicas by
+// ERRAND_QUEUES, listed by help; a misspelling of it is refused.
+func TestConfigTakesAKindsOwnQueue(t *testing.T) {
+	noop := func(context.Context, *jobs.Job, struct{}) error { return nil }
+	kinds := []jobs.Kind{jobs.Define("report.export", "report_exports", noop, jobs.WithQueueWorkers(4))}
+	cfg, err := Load(env(nil), kinds)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Queues["report_exports"] != 4 || cfg.Queues["default"] != 50 {
+		t.Errorf("queues %v: want report_exports=4 beside errand's defaults", cfg.Queues)
+	}
+	cfg, err = Load(env(map[string]string{"ERRAND_QUEUES": "report_exports=0,email=1"}), kinds)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n, ok := cfg.Queues["report_exports"]; !ok || n != 0 || cfg.Queues["email"] != 1 {
+		t.Errorf("queues %v: want report_exports=0 (left to other replicas) and email=1", cfg.Queues)
+	}
+	_, err = Load(env(map[string]string{"ERRAND_QUEUES": "report_export=2"}), kinds)
+	if want := `ERRAND_QUEUES="report_export=2": unknown queue "report_export" (queues: email, webhooks, documents, reports, default, report_exports)`; err == nil || err.Error() != want {
+		t.Errorf("a misspelt queue of a kind's own: got %v, want %s", err, want)
+	}
+	// Without the kind, its queue is unknown.
+	if _, err := Load(env(map[string]string{"ERRAND_QUEUES": "report_exports=2"}), nil); err == nil || !strings.Contains(err.Error(), `unknown queue "report_exports"`) {
+		t.Errorf("a kind's queue named without the kind: got %v", err)
+	}
+	help := Help(kinds)
+	if !strings.Contains(help, "default email=20,webhooks=200,documents=8,reports=2,default=50,report_exports=4") ||
+		!strings.Contains(help, "(queues: email, webhooks, documents, reports, default, report_exports)") {
+		t.Errorf("help does not list the kind's queue:\n%s", help)
+	}
+}
+
 func TestRetentionErrors(t *testing.T) {
 	cases := []varError{
 		{"a completed retention that is not a duration", "ERRAND_RETAIN_COMPLETED", "1 day", "want a duration"},
