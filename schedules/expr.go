@@ -46,10 +46,10 @@ func Parse(spec string) (Expr, error) {
 	if strings.HasPrefix(spec, "TZ=") {
 		return Expr{}, fmt.Errorf("%q: write CRON_TZ=<zone>, not TZ=<zone>", spec)
 	}
-	if zone, _, _ := strings.Cut(strings.TrimPrefix(spec, "CRON_TZ="), " "); strings.HasPrefix(spec, "CRON_TZ=") && zone == "Local" {
-		// Go's name for the machine's own zone: each replica would read its
-		// own, and the leader's would decide the periods.
-		return Expr{}, fmt.Errorf("%q: CRON_TZ=Local is each replica's own zone: name the zone (CRON_TZ=Europe/Berlin)", spec)
+	if zone, _, _ := strings.Cut(strings.TrimPrefix(spec, "CRON_TZ="), " "); strings.HasPrefix(spec, "CRON_TZ=") {
+		if problem := cronZoneProblem(zone); problem != "" {
+			return Expr{}, fmt.Errorf("%q: %s", spec, problem)
+		}
 	}
 	// Cron times are UTC unless the expression names a zone, whatever the
 	// machine's own zone is.
@@ -70,6 +70,29 @@ func Parse(spec string) (Expr, error) {
 		return Expr{}, fmt.Errorf("%q never fires", spec)
 	}
 	return Expr{spec: spec, cron: s}, nil
+}
+
+// cronZoneProblem says why zone, named by CRON_TZ=, is not a time zone
+// every replica reads alike; "" when it is one. time.LoadLocation takes
+// these names (from the machine's tz database files), but each is a
+// machine's own setting or a file of the database, not a zone: a leader on
+// another machine would decide the periods by another clock.
+func cronZoneProblem(zone string) string {
+	switch {
+	case zone == "":
+		return "CRON_TZ= names no zone: write CRON_TZ=Europe/Berlin, or leave CRON_TZ out for UTC"
+	case zone == "Local" || zone == "localtime":
+		// Go's name for the machine's own zone, and the tz database's link
+		// to /etc/localtime.
+		return fmt.Sprintf("CRON_TZ=%s is each replica's own zone: name the zone (CRON_TZ=Europe/Berlin)", zone)
+	case zone == "posixrules" || zone == "Factory":
+		return fmt.Sprintf("CRON_TZ=%s is a file of the tz database (the default rules, or its placeholder for an unset zone), not a zone: name the zone (CRON_TZ=Europe/Berlin)", zone)
+	case strings.HasPrefix(zone, "posix/") || strings.HasPrefix(zone, "right/"):
+		// Copies of the database some systems install and others do not;
+		// right/ counts leap seconds, which no clock here does.
+		return fmt.Sprintf("CRON_TZ=%s is a copy of the tz database some machines have and others do not: write CRON_TZ=%s", zone, zone[strings.Index(zone, "/")+1:])
+	}
+	return ""
 }
 
 // String is the expression as written.

@@ -112,7 +112,7 @@ func (t *Table) PeriodicJobs(db store.DB, logger *slog.Logger, now func() time.T
 		if e.Off {
 			continue
 		}
-		out = append(out, river.NewPeriodicJob(e.expr, func() (river.JobArgs, *river.InsertOpts) {
+		out = append(out, river.NewPeriodicJob(e.asked(), func() (river.JobArgs, *river.InsertOpts) {
 			// River calls a constructor up to 100 ms before its time, and
 			// must not be blocked for long.
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -129,6 +129,28 @@ func (t *Table) PeriodicJobs(db store.DB, logger *slog.Logger, now func() time.T
 		}, &river.PeriodicJobOpts{ID: "errand_schedule_" + e.Name, RunOnStart: true}))
 	}
 	return out
+}
+
+// catchUp is when the leader asks whether an entry is due: at each of its
+// times, and at every whole minute between them. The question at its time
+// can fail (the database unreachable, or errand.schedule_runs locked past
+// the constructor's 5 s), and River never asks for that time again: the
+// next minute asks instead, and due() still takes the period within
+// ERRAND_SCHEDULE_BACKFILL. A minute whose period already ran costs one
+// indexed read of errand.schedule_runs on the leader.
+type catchUp struct{ expr Expr }
+
+// asked is when the leader asks about e (River's schedule for it).
+func (e Entry) asked() river.PeriodicSchedule { return catchUp{e.expr} }
+
+// Next is the entry's next time after t, or the next whole minute if that
+// comes first.
+func (c catchUp) Next(t time.Time) time.Time {
+	next := c.expr.Next(t)
+	if m := t.Truncate(time.Minute).Add(time.Minute); next.IsZero() || m.Before(next) {
+		return m
+	}
+	return next
 }
 
 // due decides for the leader: the period now is in, when it has not run yet

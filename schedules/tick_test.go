@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -151,6 +152,44 @@ func TestLeaderCatchesUpOnlyTheLatestPeriod(t *testing.T) {
 	// Back at 16:00: the 13th's period began 13 h ago, beyond 12 h.
 	if p, ok := due("2030-01-13T16:00:00Z"); ok {
 		t.Errorf("caught up %s beyond ERRAND_SCHEDULE_BACKFILL", p)
+	}
+}
+
+// A period whose check failed at its time (the database unreachable, or
+// errand.schedule_runs locked past the 5 s the leader waits) is asked about
+// again the next minute and enqueued then: River asks about a time once, so
+// a weekly report was lost for the week.
+func TestAPeriodWhoseCheckFailedIsAskedAgainTheNextMinute(t *testing.T) {
+	_, pool := errandtest.MigratedDB(t, opts()...)
+	errandtest.NewWorkspace(t, pool, "acme")
+	tb, err := load(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	// The leader's check at 03:00 fails: its database is gone.
+	gone, err := pgxpool.New(ctx, pool.Config().ConnString())
+	if err != nil {
+		t.Fatal(err)
+	}
+	gone.Close()
+	if _, _, err := tb.Due(ctx, gone, "nightly", at("2030-01-10T03:00:00Z")); err == nil {
+		t.Fatal("a check on a closed pool did not fail")
+	}
+	// River then asks at 03:01, 03:02 ... as well as at the entry's times.
+	asked := tb.Asked("nightly", at("2030-01-10T03:00:00Z"), 3)
+	want := []time.Time{at("2030-01-10T03:01:00Z"), at("2030-01-10T03:02:00Z"), at("2030-01-10T03:03:00Z")}
+	if !slices.Equal(asked, want) {
+		t.Fatalf("asked at %v after a period's time, want %v", asked, want)
+	}
+	if got := tb.Asked("nightly", at("2030-01-10T02:59:10Z"), 1); !got[0].Equal(at("2030-01-10T03:00:00Z")) {
+		t.Errorf("asked at %v before 03:00, want the entry's own time", got)
+	}
+	// At 03:01 (River fires up to 100 ms early) the 03:00 period is due, in
+	// a deployment that never ran it before too.
+	p, ok, err := tb.Due(ctx, pool, "nightly", at("2030-01-10T03:00:59.95Z"))
+	if err != nil || !ok || !p.Equal(at("2030-01-10T03:00:00Z")) {
+		t.Errorf("the minute after a failed check: %s %v %v, want the 03:00 period due", p, ok, err)
 	}
 }
 
