@@ -27,15 +27,22 @@ func anyWorkspace(ctx context.Context, db store.DB) (bool, error) {
 
 // enqueueReports enqueues one usage_report.generate per workspace for week
 // through the SQL contract, unique per workspace and week.
-func enqueueReports(ctx context.Context, tx pgx.Tx, week string) (int, error) {
+//
+// A tick in the future (`errand schedules tick --future`) gives each job
+// its time as as_of, so the report does not wait for the week to end on
+// the database's clock; a tick of now gives none (an older replica, whose
+// strict args know no as_of, works the job during a rolling deploy).
+func enqueueReports(ctx context.Context, tx pgx.Tx, week string, at time.Time) (int, error) {
 	var ids []string
 	if err := store.ForEachWorkspace(ctx, tx, func(id string) error { ids = append(ids, id); return nil }); err != nil {
 		return 0, err
 	}
 	tag, err := tx.Exec(ctx, `
 		INSERT INTO errand.jobs (workspace_id, kind, args, idempotency_key)
-		SELECT w, $2, jsonb_build_object('week', $3::text), 'usage_report/' || $3
-		FROM unnest($1::uuid[]) AS w`, ids, Name, week)
+		SELECT w, $2, jsonb_build_object('week', $3::text)
+		           || CASE WHEN $4::timestamptz > now() THEN jsonb_build_object('as_of', $4::timestamptz) ELSE '{}' END,
+		       'usage_report/' || $3
+		FROM unnest($1::uuid[]) AS w`, ids, Name, week, at)
 	if err != nil {
 		return 0, fmt.Errorf("enqueue usage reports: %w", err)
 	}

@@ -498,10 +498,60 @@ func TestAReportRightAfterItsWeekWaitsForTheLastMinuteToBeCounted(t *testing.T) 
 		{"at the week's end", end, 61 * time.Second},
 		{"a minute after", end.Add(time.Minute), 0},
 		{"Monday 08:00, the default", end.Add(8 * time.Hour), 0},
-		{"before the week's end (a tick --at in the future)", end.Add(-time.Hour), 0},
+		{"an hour before the week's end", end.Add(-time.Hour), time.Hour + 61*time.Second},
+		{"a month before the week's end", end.AddDate(0, -1, 0), end.Add(61 * time.Second).Sub(end.AddDate(0, -1, 0))},
 	} {
-		if got := usagereport.WaitForWeekEnd(end, tc.now); got != tc.want {
+		if got := usagereport.WaitForWeekEnd(end, tc.now, time.Time{}); got != tc.want {
 			t.Errorf("%s: waits %s, want %s", tc.name, got, tc.want)
 		}
+	}
+	// A tick in the future (tick --future --at) asks as of its own time.
+	if got := usagereport.WaitForWeekEnd(end, end.AddDate(0, -1, 0), end.Add(8*time.Hour)); got != 0 {
+		t.Errorf("as of Monday 08:00 a month early: waits %s, want 0", got)
+	}
+	if got := usagereport.WaitForWeekEnd(end, end.AddDate(0, -1, 0), end.Add(-time.Hour)); got == 0 {
+		t.Error("as of an hour before the week's end: does not wait")
+	}
+}
+
+// An app's INSERT for a week not over yet waits (snoozed, no report, no
+// email) until the week has ended: built at once, it stored and emailed an
+// empty report, and the real one was never built (a stored report is
+// never redone).
+func TestAReportForAWeekNotOverWaitsForItsEnd(t *testing.T) {
+	url, pool := errandtest.MigratedDB(t)
+	errandtest.StartDaemon(t, url, daemonEnv)
+	ws := errandtest.NewWorkspace(t, pool, "acme")
+	member(t, pool, ws, "ann@example.com", "owner")
+	y, w := time.Now().UTC().AddDate(0, 0, 7).ISOWeek()
+	week := fmt.Sprintf("%d-W%02d", y, w)
+	start, err := usagereport.WeekStart(week)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := errandtest.Enqueue(t, pool, ws, usagereport.Name, `{"week": "`+week+`"}`)
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		var status string
+		var runAt time.Time
+		if err := pool.QueryRow(context.Background(), `SELECT status, run_at FROM errand.jobs WHERE id = $1`, id).Scan(&status, &runAt); err != nil {
+			t.Fatal(err)
+		}
+		if status == "pending" && runAt.After(start.AddDate(0, 0, 7)) {
+			break // snoozed past the week's end: a positive signal
+		}
+		if status == "completed" || status == "failed" {
+			t.Fatalf("a report for %s, not over, ended %s", week, status)
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the job for %s is %s at %s after 30s, want it snoozed past the week's end", week, status, runAt)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if n := count(t, pool, `SELECT count(*) FROM errand.usage_reports`); n != 0 {
+		t.Errorf("%d reports stored for a week not over", n)
+	}
+	if n := count(t, pool, `SELECT count(*) FROM errand.emails`); n != 0 {
+		t.Errorf("%d emails for a week not over", n)
 	}
 }

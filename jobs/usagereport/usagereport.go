@@ -37,6 +37,11 @@ const (
 type Args struct {
 	// Week is an ISO week, "2026-W47": Monday 00:00 to Monday 00:00 UTC.
 	Week string `json:"week" errand:"required"`
+	// AsOf, set by `errand schedules tick --future` (tests and rehearsals
+	// drive time with it), builds the report as if the time were AsOf: a
+	// week over by then is reported at once. Without it a week not over
+	// on the database's clock waits until it is.
+	AsOf *time.Time `json:"as_of,omitempty"`
 }
 
 var weekPattern = regexp.MustCompile(`^(\d{4})-W(\d{2})$`)
@@ -103,7 +108,7 @@ func Kind() jobs.Kind {
 				return anyWorkspace(ctx, db)
 			},
 			Tick: func(ctx context.Context, tx pgx.Tx, at time.Time) (int, error) {
-				return enqueueReports(ctx, tx, ReportedWeek(at))
+				return enqueueReports(ctx, tx, ReportedWeek(at), at)
 			},
 		}),
 		jobs.WithTimeout(5*time.Minute),
@@ -119,13 +124,15 @@ type reporter struct{ cfg config }
 const countLag = time.Minute
 
 // waitForWeekEnd is how long the report of the week that ends at end waits
-// when it runs at now (the database's clock): until the roll-up has passed
+// when it runs at now (the database's clock), asked for as of asOf (zero
+// unless a tick in the future enqueued it): until the roll-up has passed
 // the week's end, when now is less than countLag after it (an
-// ERRAND_SCHEDULES override such as usage_reports=0 0 * * MON); otherwise
-// not at all (a week long over, or one not over yet, which only a tick
-// --at in the future makes).
-func waitForWeekEnd(end, now time.Time) time.Duration {
-	if now.Before(end) || !now.Before(end.Add(countLag)) {
+// ERRAND_SCHEDULES override such as usage_reports=0 0 * * MON) or before
+// it (an app's INSERT for a week not over: a report built then would be
+// stored, emailed and never redone); not at all for a week long over, or
+// one over as of asOf.
+func waitForWeekEnd(end, now, asOf time.Time) time.Duration {
+	if !asOf.Before(end) || !now.Before(end.Add(countLag)) {
 		return 0
 	}
 	return end.Add(countLag + time.Second).Sub(now)
@@ -142,8 +149,22 @@ func (r *reporter) work(ctx context.Context, job *jobs.Job, args Args) error {
 	if err := job.Store().QueryRow(ctx, `SELECT now()`).Scan(&now); err != nil {
 		return fmt.Errorf("read the database's clock: %w", err)
 	}
-	if d := waitForWeekEnd(from.AddDate(0, 0, 7), now); d > 0 {
-		return jobs.Snooze(d) // no attempt used
+	var asOf time.Time
+	if args.AsOf != nil {
+		asOf = *args.AsOf
+	}
+	if d := waitForWeekEnd(from.AddDate(0, 0, 7), now, asOf); d > 0 {
+		// A second job for a week already reported has nothing to wait for.
+		var done bool
+		if err := job.InWorkspace(ctx, func(tx pgx.Tx) (err error) {
+			done, err = reportExists(ctx, tx, args.Week)
+			return err
+		}); err != nil {
+			return err
+		}
+		if !done {
+			return jobs.Snooze(d) // no attempt used
+		}
 	}
 	if err := rollUp(ctx, job.Store()); err != nil {
 		return err
