@@ -116,6 +116,12 @@ func Render(doc Document, paper string) (Rendered, error) {
 	f := gofpdf.New("P", "mm", paper, "")
 	r.f = f
 	day := time.Date(doc.IssuedAt.Year(), doc.IssuedAt.Month(), doc.IssuedAt.Day(), 0, 0, 0, 0, time.UTC)
+	if day.IsZero() {
+		// 1 January of year 1 is Go's zero time, for which gofpdf writes
+		// the time of the render. A nanosecond later is the same date to
+		// the second, all a PDF date holds.
+		day = day.Add(time.Nanosecond)
+	}
 	f.SetCreationDate(day)
 	f.SetModificationDate(day)
 	f.SetCatalogSort(true)

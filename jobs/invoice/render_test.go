@@ -185,6 +185,27 @@ func TestSameInvoiceSameBytes(t *testing.T) {
 	}
 }
 
+// An invoice issued on 1 January of year 1 (at midnight UTC, Go's zero
+// time) keeps that date in the PDF: gofpdf replaces a zero date with the
+// time of the render, which made every render of it different bytes.
+func TestAnInvoiceIssuedOnGosZeroTimeRendersTheSameBytes(t *testing.T) {
+	doc := sample()
+	doc.IssuedAt = time.Date(1, time.January, 1, 0, 0, 0, 0, time.UTC)
+	doc.DueAt = time.Time{}
+	first := render(t, doc)
+	for _, k := range []string{"/CreationDate", "/ModDate"} {
+		if want := k + " (D:00010101000000)"; !bytes.Contains(first.PDF, []byte(want)) {
+			t.Errorf("the PDF lacks %q: its date is not the issue date", want)
+		}
+	}
+	if !strings.Contains(pdftotext(t, first.PDF), "1 January 0001") {
+		t.Error("the PDF does not show the issue date 1 January 0001")
+	}
+	if again := render(t, doc); !bytes.Equal(again.PDF, first.PDF) {
+		t.Error("a second render of the invoice issued on 0001-01-01 differs from the first")
+	}
+}
+
 // Dates a PDF cannot carry (its dates have four-digit years) are refused
 // by Render, for an invoice stored before migration 051 refused them, and
 // the job fails at once.
