@@ -224,7 +224,14 @@ func (e *RefusedError) Error() string { return e.Reason }
 func checkURL(raw string, allowed []netip.Prefix) (*url.URL, error) {
 	u, err := url.Parse(raw)
 	if err != nil {
-		return nil, &RefusedError{Reason: fmt.Sprintf("url %q does not parse: %v", raw, err)}
+		// url.Error carries the whole URL, which may hold the customer's
+		// token, and the reason goes to errand.webhook_attempts.error; what
+		// it wraps says what is wrong ("invalid URL escape \"%zz\"").
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err
+		}
+		return nil, &RefusedError{Reason: fmt.Sprintf("url does not parse: %v (update the endpoint's url)", err)}
 	}
 	if u.Scheme != "http" && u.Scheme != "https" {
 		return nil, &RefusedError{Reason: fmt.Sprintf("url scheme %q: only http and https", u.Scheme)}

@@ -212,6 +212,29 @@ func TestCheckURLRefusesLiteralAddressesInEveryNotation(t *testing.T) {
 	}
 }
 
+// A URL that does not parse is refused, saying what is wrong, and the
+// reason (logged in errand.webhook_attempts.error) does not repeat the URL,
+// whose path or query may hold the customer's token.
+func TestCheckURLRefusesAnUnparsableURLWithoutRepeatingIt(t *testing.T) {
+	for _, tc := range []struct{ name, url, want string }{
+		{"a % before two letters in the path", "https://hooks.example.com/in/s3cret/%zz", `url does not parse: invalid URL escape "%zz"`},
+		{"a % at the end of the path", "https://hooks.example.com/in/s3cret%", `invalid URL escape "%"`},
+		{"a % before two letters in the fragment", "https://hooks.example.com/in?token=s3cret#%zz", `invalid URL escape "%zz"`},
+		{"a word after an IPv6 address", "http://[2606:4700::1111]x/in?token=s3cret", `invalid port "x" after host`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := checkURL(tc.url, nil)
+			r, ok := refused(err)
+			if !ok || !strings.Contains(r.Reason, tc.want) {
+				t.Fatalf("%v, want a refusal saying %q", err, tc.want)
+			}
+			if strings.Contains(r.Reason, "s3cret") || strings.Contains(r.Reason, "/in") {
+				t.Errorf("the reason %q repeats the URL", r.Reason)
+			}
+		})
+	}
+}
+
 // The dialer checks the address it is about to connect to, after DNS: a
 // hostname that resolves to loopback is refused as surely as a literal, and
 // nothing reaches the listener.
