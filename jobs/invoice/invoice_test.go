@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/errand-dev/errand/errandtest"
@@ -166,6 +167,47 @@ func TestBadRenderJobsFailAtOnce(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			j := render(t, pool, ws, tc.args)
+			if j.Status != "failed" || j.Attempt != 1 || !strings.Contains(j.LastError, tc.reason) {
+				t.Errorf("got %+v, want failed on attempt 1 with %q", j, tc.reason)
+			}
+		})
+	}
+	if n := count(t, pool, `SELECT count(*) FROM errand.invoice_documents`); n != 0 {
+		t.Errorf("%d documents stored by failed jobs", n)
+	}
+}
+
+// An invoice stored before migration 051 with a date no PDF can print
+// fails its render on the first attempt, saying which date and how to fix
+// it: infinity cannot even be read into the document, and a year outside
+// 1..9999 cannot be written as a PDF date. A retry would read the same row.
+func TestAnInvoiceWithADateNoPDFCanPrintFailsItsRenderAtOnce(t *testing.T) {
+	t.Parallel()
+	url, pool := errandtest.MigratedDB(t)
+	ws := errandtest.NewWorkspace(t, pool, "acme")
+	errandtest.StartDaemon(t, url, nil)
+	ctx := context.Background()
+	for _, tc := range []struct{ name, issued, due, reason string }{
+		{"issued at infinity", "infinity", "", "has issued_at infinity, which no PDF can print: set it to a date from 0001-01-01 to 9999-12-31"},
+		{"issued at -infinity", "-infinity", "", "has issued_at -infinity, which no PDF can print"},
+		{"due at infinity", "2026-03-01", "infinity", "has due_at infinity, which no PDF can print: set it to a date from 0001-01-01 to 9999-12-31 (or NULL: no due date)"},
+		{"issued in year 10000", "10000-01-01", "", "issued_at 10000-01-01 is not from 0001-01-01 to 9999-12-31, the dates a PDF can print"},
+		{"issued in 44 BC", "0044-03-15 BC", "", "issued_at 0044-03-15 BC is not from 0001-01-01 to 9999-12-31"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			// As 012 let it in: the triggers off for one statement.
+			var id string
+			err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
+				if _, err := tx.Exec(ctx, `SELECT set_config('session_replication_role', 'replica', true)`); err != nil {
+					return err
+				}
+				return tx.QueryRow(ctx, `INSERT INTO errand.invoices (workspace_id, number, customer_name, currency, issued_at, due_at)
+					VALUES ($1, $2, 'Ann', 'EUR', $3::date, nullif($4, '')::date) RETURNING id::text`, ws, tc.name, tc.issued, tc.due).Scan(&id)
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			j := render(t, pool, ws, renderArgs(id, ""))
 			if j.Status != "failed" || j.Attempt != 1 || !strings.Contains(j.LastError, tc.reason) {
 				t.Errorf("got %+v, want failed on attempt 1 with %q", j, tc.reason)
 			}

@@ -12,6 +12,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgtype"
 )
 
 // loadDocument reads the invoice, its lines and its issuer in the scoped
@@ -20,7 +21,7 @@ import (
 // UPDATE: the app can still add lines meanwhile.) found is false when the
 // workspace has no such invoice.
 func loadDocument(ctx context.Context, tx pgx.Tx, invoiceID string) (doc Document, found bool, err error) {
-	var due *time.Time
+	var issued, due pgtype.Date
 	err = tx.QueryRow(ctx, `
 		SELECT w.name, i.number, i.status, i.customer_name, coalesce(i.customer_email, ''),
 		       coalesce(i.customer_address, ''), i.currency, i.issued_at, i.due_at, coalesce(i.notes, '')
@@ -28,15 +29,20 @@ func loadDocument(ctx context.Context, tx pgx.Tx, invoiceID string) (doc Documen
 		WHERE i.id = $1
 		FOR NO KEY UPDATE OF i`, invoiceID).
 		Scan(&doc.Issuer, &doc.Number, &doc.Status, &doc.CustomerName, &doc.CustomerEmail,
-			&doc.CustomerAddress, &doc.Currency, &doc.IssuedAt, &due, &doc.Notes)
+			&doc.CustomerAddress, &doc.Currency, &issued, &due, &doc.Notes)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return Document{}, false, nil
 	}
 	if err != nil {
-		return Document{}, false, fmt.Errorf("read invoice %s: %w", invoiceID, err)
+		return Document{}, false, loadError(fmt.Errorf("read invoice %s: %w", invoiceID, err))
 	}
-	if due != nil {
-		doc.DueAt = *due
+	if doc.IssuedAt, err = finiteDate(invoiceID, "issued_at", issued); err != nil {
+		return Document{}, false, err
+	}
+	if due.Valid {
+		if doc.DueAt, err = finiteDate(invoiceID, "due_at", due); err != nil {
+			return Document{}, false, err
+		}
 	}
 	rows, err := tx.Query(ctx, `
 		SELECT description, quantity::text, unit_amount, tax_rate::text
@@ -47,9 +53,36 @@ func loadDocument(ctx context.Context, tx pgx.Tx, invoiceID string) (doc Documen
 	}
 	doc.Lines, err = pgx.CollectRows(rows, pgx.RowToStructByPos[Line])
 	if err != nil {
-		return Document{}, false, fmt.Errorf("read items of invoice %s: %w", invoiceID, err)
+		return Document{}, false, loadError(fmt.Errorf("read items of invoice %s: %w", invoiceID, err))
 	}
 	return doc, true, nil
+}
+
+// finiteDate is an invoice's date as a time. 'infinity' and '-infinity'
+// have none: migration 051 refuses them, but a row stored before it may
+// hold one, and reading it again will not change it.
+func finiteDate(invoiceID, column string, d pgtype.Date) (time.Time, error) {
+	if d.InfinityModifier != pgtype.Finite {
+		fix := "a date from 0001-01-01 to 9999-12-31"
+		if column == "due_at" {
+			fix += " (or NULL: no due date)"
+		}
+		return time.Time{}, &badInvoice{fmt.Errorf("invoice %s has %s %s, which no PDF can print: set it to %s and render it again",
+			invoiceID, column, d.InfinityModifier, fix)}
+	}
+	return d.Time, nil
+}
+
+// loadError marks err as the invoice's own when a value could not be read
+// into the document (pgx.ScanArgError): the row reads the same on every
+// retry, so the job fails at once. Anything else (a lost connection, a
+// timeout, a lock) may pass, and is retried.
+func loadError(err error) error {
+	var scan pgx.ScanArgError
+	if errors.As(err, &scan) {
+		return &badInvoice{err}
+	}
+	return err
 }
 
 // stored is a version of an invoice's PDF.

@@ -97,6 +97,14 @@ func Render(doc Document, paper string) (Rendered, error) {
 	if err != nil {
 		return Rendered{}, err
 	}
+	if err := printableDate("issued_at", doc.IssuedAt); err != nil {
+		return Rendered{}, err
+	}
+	if !doc.DueAt.IsZero() {
+		if err := printableDate("due_at", doc.DueAt); err != nil {
+			return Rendered{}, err
+		}
+	}
 	totals, err := Compute(doc.Lines)
 	if err != nil {
 		return Rendered{}, err
@@ -108,6 +116,12 @@ func Render(doc Document, paper string) (Rendered, error) {
 	f := gofpdf.New("P", "mm", paper, "")
 	r.f = f
 	day := time.Date(doc.IssuedAt.Year(), doc.IssuedAt.Month(), doc.IssuedAt.Day(), 0, 0, 0, 0, time.UTC)
+	if day.IsZero() {
+		// 1 January of year 1 is Go's zero time, for which gofpdf writes
+		// the time of the render. A nanosecond later is the same date to
+		// the second, all a PDF date holds.
+		day = day.Add(time.Nanosecond)
+	}
 	f.SetCreationDate(day)
 	f.SetModificationDate(day)
 	f.SetCatalogSort(true)
@@ -139,6 +153,24 @@ func Render(doc Document, paper string) (Rendered, error) {
 		return Rendered{}, fmt.Errorf("render PDF: %w", err)
 	}
 	return Rendered{PDF: out.Bytes(), SHA256: sha256.Sum256(out.Bytes()), Pages: f.PageCount(), Totals: totals, Missing: r.missing}, nil
+}
+
+// printableDate refuses a date a PDF cannot carry: a PDF date's year has
+// four digits (D:YYYYMMDD), and PostgreSQL's dates run from 4713 BC to
+// 5874897 AD. Migration 051 refuses such dates at INSERT; an invoice stored
+// before it fails its render here.
+func printableDate(column string, d time.Time) error {
+	y := d.Year()
+	if y >= 1 && y <= 9999 {
+		return nil
+	}
+	// As PostgreSQL shows it: Go's year 0 is 1 BC.
+	shown := d.Format("2006-01-02")
+	if y < 1 {
+		shown = fmt.Sprintf("%04d-%02d-%02d BC", 1-y, d.Month(), d.Day())
+	}
+	return fmt.Errorf("%s %s is not from 0001-01-01 to 9999-12-31, the dates a PDF can print: correct it and render the invoice again",
+		column, shown)
 }
 
 type renderer struct {

@@ -185,6 +185,57 @@ func TestSameInvoiceSameBytes(t *testing.T) {
 	}
 }
 
+// An invoice issued on 1 January of year 1 (at midnight UTC, Go's zero
+// time) keeps that date in the PDF: gofpdf replaces a zero date with the
+// time of the render, which made every render of it different bytes.
+func TestAnInvoiceIssuedOnGosZeroTimeRendersTheSameBytes(t *testing.T) {
+	doc := sample()
+	doc.IssuedAt = time.Date(1, time.January, 1, 0, 0, 0, 0, time.UTC)
+	doc.DueAt = time.Time{}
+	first := render(t, doc)
+	for _, k := range []string{"/CreationDate", "/ModDate"} {
+		if want := k + " (D:00010101000000)"; !bytes.Contains(first.PDF, []byte(want)) {
+			t.Errorf("the PDF lacks %q: its date is not the issue date", want)
+		}
+	}
+	if !strings.Contains(pdftotext(t, first.PDF), "1 January 0001") {
+		t.Error("the PDF does not show the issue date 1 January 0001")
+	}
+	if again := render(t, doc); !bytes.Equal(again.PDF, first.PDF) {
+		t.Error("a second render of the invoice issued on 0001-01-01 differs from the first")
+	}
+}
+
+// Dates a PDF cannot carry (its dates have four-digit years) are refused
+// by Render, for an invoice stored before migration 051 refused them, and
+// the job fails at once.
+func TestDatesOutsideFourDigitYearsAreRefused(t *testing.T) {
+	for _, tc := range []struct {
+		name        string
+		issued, due time.Time
+		want        string
+	}{
+		{"an issue date in year 10000", time.Date(10000, 1, 1, 0, 0, 0, 0, time.UTC), time.Time{}, "issued_at 10000-01-01 is not from 0001-01-01 to 9999-12-31"},
+		{"an issue date in 44 BC", time.Date(-43, 3, 15, 0, 0, 0, 0, time.UTC), time.Time{}, "issued_at 0044-03-15 BC is not from 0001-01-01 to 9999-12-31"},
+		{"an issue date in 1 BC", time.Date(0, 12, 31, 0, 0, 0, 0, time.UTC), time.Time{}, "issued_at 0001-12-31 BC is not"},
+		{"a due date in year 10000", date("2026-03-01"), time.Date(10000, 1, 1, 0, 0, 0, 0, time.UTC), "due_at 10000-01-01 is not from 0001-01-01 to 9999-12-31"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			doc := sample()
+			doc.IssuedAt, doc.DueAt = tc.issued, tc.due
+			_, err := Render(doc, PaperA4)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("got %v, want an error saying %q", err, tc.want)
+			}
+		})
+	}
+	doc := sample()
+	doc.IssuedAt, doc.DueAt = date("0001-01-01"), date("9999-12-31")
+	if _, err := Render(doc, PaperA4); err != nil {
+		t.Errorf("issued 0001-01-01, due 9999-12-31: %v, want it rendered", err)
+	}
+}
+
 // A thousand lines run over many pages: no line is lost or split, and
 // every page has the table's header and "Page x of y".
 func TestThousandItemsBreakAcrossPagesWithTheHeaderRepeated(t *testing.T) {

@@ -32,6 +32,7 @@ func TestInvoiceTablesRefuseWhatCouldNeverRender(t *testing.T) {
 	inv := newInvoice(t, pool, ws, "INV-1", "EUR")
 	theirs := newInvoice(t, pool, other, "G-1", "EUR")
 	const newInv = `INSERT INTO errand.invoices (workspace_id, number, customer_name, currency) VALUES `
+	const newDated = `INSERT INTO errand.invoices (workspace_id, number, customer_name, currency, issued_at, due_at) VALUES `
 	const newItem = `INSERT INTO errand.invoice_items (invoice_id, workspace_id, description, quantity, unit_amount, tax_rate) VALUES `
 	for _, tc := range []struct{ name, sql, code, message string }{
 		{"an unknown currency", newInv + `($1, 'X-1', 'Ann', 'EUX')`, "22023", `invoice currency 'EUX' is not an ISO 4217 code errand knows`},
@@ -53,6 +54,17 @@ func TestInvoiceTablesRefuseWhatCouldNeverRender(t *testing.T) {
 		{"a number used twice in a workspace", newInv + `($1, 'INV-1', 'Ann', 'EUR')`, "23505", "invoices_number_key"},
 		{"a status errand does not know", `INSERT INTO errand.invoices (workspace_id, number, customer_name, currency, status) VALUES ($1, 'X-1', 'Ann', 'EUR', 'sent')`, "23514", "invoice status must be one of: draft, open, paid, void, uncollectible, got 'sent'"},
 		{"a due date before the issue date", `INSERT INTO errand.invoices (workspace_id, number, customer_name, currency, issued_at, due_at) VALUES ($1, 'X-1', 'Ann', 'EUR', '2026-03-01', '2026-02-01')`, "23514", "invoice due_at 2026-02-01 is before issued_at 2026-03-01"},
+		// Dates no PDF can print (migration 051).
+		{"an issue date of infinity", newDated + `($1, 'X-1', 'Ann', 'EUR', 'infinity', NULL)`, "22023", "errand: invoice issued_at must be a date, got infinity"},
+		{"an issue date of -infinity", newDated + `($1, 'X-1', 'Ann', 'EUR', '-infinity', NULL)`, "22023", "errand: invoice issued_at must be a date, got -infinity"},
+		{"a due date of infinity for no due date", newDated + `($1, 'X-1', 'Ann', 'EUR', '2026-03-01', 'infinity')`, "22023", "errand: invoice due_at must be a date, got infinity"},
+		{"a due date of -infinity", newDated + `($1, 'X-1', 'Ann', 'EUR', '2026-03-01', '-infinity')`, "22023", "errand: invoice due_at must be a date, got -infinity"},
+		{"an issue date in 44 BC", newDated + `($1, 'X-1', 'Ann', 'EUR', '0044-03-15 BC', NULL)`, "22023", "errand: invoice issued_at must be from 0001-01-01 to 9999-12-31 (a PDF's dates have four-digit years), got 0044-03-15 BC"},
+		{"an issue date on the last day BC", newDated + `($1, 'X-1', 'Ann', 'EUR', '0001-12-31 BC', NULL)`, "22023", "got 0001-12-31 BC"},
+		{"an issue date in year 10000", newDated + `($1, 'X-1', 'Ann', 'EUR', '10000-01-01', NULL)`, "22023", "errand: invoice issued_at must be from 0001-01-01 to 9999-12-31 (a PDF's dates have four-digit years), got 10000-01-01"},
+		{"a due date in year 10000", newDated + `($1, 'X-1', 'Ann', 'EUR', '2026-03-01', '10000-01-01')`, "22023", "errand: invoice due_at must be from 0001-01-01 to 9999-12-31"},
+		{"an issue date updated to infinity", `UPDATE errand.invoices SET issued_at = 'infinity' WHERE id = $3`, "22023", "errand: invoice issued_at must be a date, got infinity"},
+		{"a due date updated to year 10000", `UPDATE errand.invoices SET due_at = '10000-01-01' WHERE id = $3`, "22023", "errand: invoice due_at must be from 0001-01-01 to 9999-12-31"},
 		{"an invoice without a workspace", newInv + `(NULL, 'X-1', 'Ann', 'EUR')`, "23502", "invoice workspace_id is required"},
 		{"an invoice of a deleted workspace", newInv + `($4, 'X-1', 'Ann', 'EUR')`, "23503", "does not exist in errand.workspaces"},
 		{"an invoice moved to another workspace", `UPDATE errand.invoices SET workspace_id = $2 WHERE id = $3`, "23514", "an invoice cannot move to another workspace"},
@@ -300,5 +312,42 @@ func TestInvisibleCharactersAmongVisibleOnesAreAccepted(t *testing.T) {
 	var pgErr *pgconn.PgError
 	if !errors.As(err, &pgErr) || pgErr.Code != "23502" || !strings.Contains(pgErr.Message, "number is required: it has no visible character") {
 		t.Errorf("a new invisible number: %v, want it refused", err)
+	}
+}
+
+// The first and last days a PDF date can carry are accepted, and an
+// invoice stored before migration 051 with a date no PDF can print can
+// still be updated (marked paid); only a new such date is refused.
+func TestInvoiceDatesFromYear1To9999AreAccepted(t *testing.T) {
+	t.Parallel()
+	_, pool := errandtest.MigratedDB(t)
+	ws := errandtest.NewWorkspace(t, pool, "acme")
+	ctx := context.Background()
+	if _, err := pool.Exec(ctx, `INSERT INTO errand.invoices (workspace_id, number, customer_name, currency, issued_at, due_at)
+		VALUES ($1, 'INV-1', 'Ann', 'EUR', '0001-01-01', '9999-12-31')`, ws); err != nil {
+		t.Errorf("issued 0001-01-01, due 9999-12-31: %v, want it accepted", err)
+	}
+	// As 042 let it in: the triggers off for one statement.
+	var old string
+	err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `SELECT set_config('session_replication_role', 'replica', true)`); err != nil {
+			return err
+		}
+		return tx.QueryRow(ctx, `INSERT INTO errand.invoices (workspace_id, number, customer_name, currency, issued_at, due_at)
+			VALUES ($1, 'INV-2', 'Ann', 'EUR', '2026-03-01', 'infinity') RETURNING id`, ws).Scan(&old)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pool.Exec(ctx, `UPDATE errand.invoices SET status = 'paid' WHERE id = $1`, old); err != nil {
+		t.Errorf("marking paid an invoice stored before 051 with due_at infinity: %v", err)
+	}
+	if _, err := pool.Exec(ctx, `UPDATE errand.invoices SET due_at = NULL WHERE id = $1`, old); err != nil {
+		t.Errorf("correcting its due_at to NULL: %v", err)
+	}
+	_, err = pool.Exec(ctx, `UPDATE errand.invoices SET due_at = '-infinity' WHERE id = $1`, old)
+	var pgErr *pgconn.PgError
+	if !errors.As(err, &pgErr) || pgErr.Code != "22023" || !strings.Contains(pgErr.Message, "due_at must be a date, got -infinity") {
+		t.Errorf("a new infinite due date: %v, want it refused", err)
 	}
 }

@@ -33,6 +33,21 @@ func TestAnExplicitNullSecretGetsAGeneratedOne(t *testing.T) {
 	}
 }
 
+// An empty port is the scheme's default (RFC 3986; Go delivers to port 80
+// or 443, TestAnEmptyPortIsTheSchemesDefault), and escapes of two hex digits
+// are fine anywhere: such URLs are accepted as they are.
+func TestAURLWithAnEmptyPortOrEscapesIsAccepted(t *testing.T) {
+	t.Parallel()
+	_, pool := errandtest.MigratedDB(t, kinds()...)
+	ws := errandtest.NewWorkspace(t, pool, "acme")
+	for _, u := range []string{"https://hooks.example.com:/in", "http://[2606:4700::1111]:/in", "https://hooks.example.com/in%2Fout?q=50%25#%C3%A9"} {
+		var stored string
+		if err := pool.QueryRow(context.Background(), `INSERT INTO errand.webhook_endpoints (workspace_id, url) VALUES ($1, $2) RETURNING url`, ws, u).Scan(&stored); err != nil || stored != u {
+			t.Errorf("%s: stored %q, %v; want it accepted as it is", u, stored, err)
+		}
+	}
+}
+
 // An endpoint's URL is checked on UPDATE as at INSERT: an app that moves
 // its endpoint to loopback, a private address (in any notation) or
 // something that is no URL is refused, and the endpoint keeps its URL.
@@ -51,6 +66,8 @@ func TestAnEndpointUpdatedToABadURLIsRefused(t *testing.T) {
 		{"a url on localhost", "http://localhost:3000/", "22023", "host localhost is loopback"},
 		{"a url that is not a url", "hooks.example.com/in", "22023", "must start with http:// or https://"},
 		{"a url with a user and password", "https://user:pw@hooks.example.com/in", "22023", "must not carry a user or password"},
+		{"a url with a % that starts no escape", "https://hooks.example.com/in/%zz", "22023", "has '%zz' in its path: a % must start an escape of two hex digits"},
+		{"a url whose host has two dots in a row", "https://hooks..example.com/in", "22023", "host 'hooks..example.com' has an empty label"},
 		{"no url", "", "23502", "webhook endpoint url is required"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

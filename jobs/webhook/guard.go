@@ -18,8 +18,8 @@ import (
 // dialer's Control hook runs after DNS, for every address tried), so a name
 // that resolves, or later rebinds, to a private address is refused too. The
 // SQL contract refuses what it can tell from the URL's text at INSERT
-// (errand.webhook_url_problem in migrations/009_webhooks.sql, with the same
-// ranges in errand.webhook_refused_ranges; a test keeps them equal).
+// (errand.webhook_url_problem, migrations 009 and 052, with the same ranges
+// in errand.webhook_refused_ranges; a test keeps them equal).
 
 // refusedRange is a range errand does not connect to, and why.
 type refusedRange struct {
@@ -219,12 +219,20 @@ type RefusedError struct{ Reason string }
 func (e *RefusedError) Error() string { return e.Reason }
 
 // checkURL refuses what the URL's text shows (the SQL contract's rules, for
-// rows that did not come through it): a scheme other than http(s), a user,
-// a literal address in a refused range, in any notation, or localhost.
+// rows that did not come through it): a URL that does not parse, a scheme
+// other than http(s), a user, a host with an empty label, a literal
+// address in a refused range, in any notation, or localhost.
 func checkURL(raw string, allowed []netip.Prefix) (*url.URL, error) {
 	u, err := url.Parse(raw)
 	if err != nil {
-		return nil, &RefusedError{Reason: fmt.Sprintf("url %q does not parse: %v", raw, err)}
+		// url.Error carries the whole URL, which may hold the customer's
+		// token, and the reason goes to errand.webhook_attempts.error; what
+		// it wraps says what is wrong ("invalid URL escape \"%zz\"").
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err
+		}
+		return nil, &RefusedError{Reason: fmt.Sprintf("url does not parse: %v (update the endpoint's url)", err)}
 	}
 	if u.Scheme != "http" && u.Scheme != "https" {
 		return nil, &RefusedError{Reason: fmt.Sprintf("url scheme %q: only http and https", u.Scheme)}
@@ -235,6 +243,10 @@ func checkURL(raw string, allowed []netip.Prefix) (*url.URL, error) {
 	host := u.Hostname()
 	if host == "" {
 		return nil, &RefusedError{Reason: "url has no host"}
+	}
+	if !strings.Contains(host, ":") && (strings.HasPrefix(host, ".") || strings.Contains(host, "..")) {
+		// No name DNS can look up: every delivery would fail.
+		return nil, &RefusedError{Reason: fmt.Sprintf("host %q has an empty label (a dot at its start or two dots in a row), which no name can have", host)}
 	}
 	var addr netip.Addr
 	name := strings.TrimSuffix(strings.ToLower(host), ".")

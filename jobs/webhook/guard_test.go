@@ -212,6 +212,67 @@ func TestCheckURLRefusesLiteralAddressesInEveryNotation(t *testing.T) {
 	}
 }
 
+// A URL no delivery could send to (one that does not parse, a host with an
+// empty label) is refused, saying what is wrong, and the reason (logged in
+// errand.webhook_attempts.error) does not repeat the URL, whose path or
+// query may hold the customer's token.
+func TestCheckURLRefusesWhatNoDeliveryCouldSendWithoutRepeatingTheURL(t *testing.T) {
+	for _, tc := range []struct{ name, url, want string }{
+		{"a % before two letters in the path", "https://hooks.example.com/in/s3cret/%zz", `url does not parse: invalid URL escape "%zz"`},
+		{"a % at the end of the path", "https://hooks.example.com/in/s3cret%", `invalid URL escape "%"`},
+		{"a % before two letters in the fragment", "https://hooks.example.com/in?token=s3cret#%zz", `invalid URL escape "%zz"`},
+		{"a word after an IPv6 address", "http://[2606:4700::1111]x/in?token=s3cret", `invalid port "x" after host`},
+		{"a host that is three dots", "http://.../in?token=s3cret", `host "..." has an empty label`},
+		{"a host with two dots in a row", "http://hooks..example.com/in?token=s3cret", `host "hooks..example.com" has an empty label`},
+		{"a host starting with a dot", "http://.example.com/in?token=s3cret", "has an empty label"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := checkURL(tc.url, nil)
+			r, ok := refused(err)
+			if !ok || !strings.Contains(r.Reason, tc.want) {
+				t.Fatalf("%v, want a refusal saying %q", err, tc.want)
+			}
+			if strings.Contains(r.Reason, "s3cret") || strings.Contains(r.Reason, "/in") {
+				t.Errorf("the reason %q repeats the URL", r.Reason)
+			}
+		})
+	}
+}
+
+// An empty port (http://example.com:/, which RFC 3986 allows and the SQL
+// contract accepts) is the scheme's default: a delivery dials port 80 and
+// sends the Host header without the colon.
+func TestAnEmptyPortIsTheSchemesDefault(t *testing.T) {
+	var gotHost atomic.Value
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { gotHost.Store(r.Host) }))
+	defer srv.Close()
+	u, err := checkURL("http://example.com:/hook", nil)
+	if err != nil {
+		t.Fatalf("checkURL: %v", err)
+	}
+	// The delivery's transport, dialling the test server whatever the
+	// address: the address asked for is what the test checks.
+	tr := newTransport(nil, 5*time.Second)
+	var dialled atomic.Value
+	tr.DialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		dialled.Store(addr)
+		return (&net.Dialer{}).DialContext(ctx, network, srv.Listener.Addr().String())
+	}
+	// As post builds its request.
+	req, err := http.NewRequestWithContext(context.Background(), http.MethodPost, u.String(), strings.NewReader("{}"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := (&http.Client{Transport: tr, Timeout: 10 * time.Second}).Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || dialled.Load() != "example.com:80" || gotHost.Load() != "example.com" {
+		t.Errorf("answered %s, dialled %v, Host %v; want 200 from example.com:80 with Host example.com", resp.Status, dialled.Load(), gotHost.Load())
+	}
+}
+
 // The dialer checks the address it is about to connect to, after DNS: a
 // hostname that resolves to loopback is refused as surely as a literal, and
 // nothing reaches the listener.
