@@ -110,11 +110,11 @@ func Main(ctx context.Context, args []string, getenv func(string) string, stdout
 	case "schedules":
 		return runSchedules(ctx, cfg, reg.Kinds(), args[1:], stdout)
 	case "jobs":
-		return runJobs(ctx, cfg, args[1:], stdout)
+		return helped(runJobs(ctx, cfg, args[1:], stdout))
 	case "workspaces":
-		return runWorkspaces(ctx, cfg, args[1:], stdout)
+		return helped(runWorkspaces(ctx, cfg, args[1:], stdout))
 	case "stats":
-		return runStats(ctx, cfg, args[1:], stdout)
+		return helped(runStats(ctx, cfg, args[1:], stdout))
 	default:
 		return fmt.Errorf("%w: unknown command %q; `errand help` lists them", ErrUsage, cmd)
 	}

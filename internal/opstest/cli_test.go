@@ -84,7 +84,7 @@ func TestOpsCommandMistakes(t *testing.T) {
 	}{
 		{"jobs without a command", []string{"jobs"}, true, "errand jobs list|show|retry|cancel"},
 		{"unknown jobs command", []string{"jobs", "delete", "1"}, true, `unknown jobs command "delete"`},
-		{"unknown flag", []string{"jobs", "list", "--state", "failed"}, true, "flag provided but not defined: -state"},
+		{"unknown flag", []string{"jobs", "list", "--state", "failed"}, true, "flag provided but not defined: -state (errand jobs list --help lists its flags)"},
 		{"bad status", []string{"jobs", "list", "--status", "done"}, true, `--status "done": want pending, processing, completed or failed`},
 		{"River's state for a status", []string{"jobs", "list", "--status", "discarded"}, true, `--status "discarded"`},
 		{"limit of zero", []string{"jobs", "list", "--limit", "0"}, true, "--limit 0: want 1 to 1000"},
@@ -142,6 +142,42 @@ func TestOpsCommandMistakes(t *testing.T) {
 	}
 	if out := mustRun(t, d.url, "workspaces", "list", "--json"); strings.Contains(out, `"paused_at": "`) {
 		t.Errorf("a workspace is paused after the mistakes:\n%s", out)
+	}
+}
+
+// -h and --help print what was asked for and succeed, without a database:
+// a command's lines of `errand help` and its flags, or a group's commands
+// (they said "flag: help requested" and exited 2, or `errand jobs --help`
+// called --help an unknown command).
+func TestOpsCommandHelp(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want []string // in stdout
+	}{
+		{[]string{"jobs", "--help"}, []string{"Usage: errand jobs COMMAND", "  jobs list [--workspace W]", "  jobs show ID", "  jobs retry --workspace W --status failed", "  jobs cancel ID", "errand jobs COMMAND --help lists a command's flags"}},
+		{[]string{"jobs", "-h"}, []string{"Usage: errand jobs COMMAND", "  jobs cancel ID"}},
+		{[]string{"jobs", "list", "--help"}, []string{"Usage: errand jobs list [flags]", "newest first", "-workspace string", "-kind string", "-status string", "-limit int", "(default 50)", "-before int", "-json"}},
+		{[]string{"jobs", "show", "-h"}, []string{"Usage: errand jobs show [flags]", "  jobs show ID", "-json"}},
+		{[]string{"jobs", "show", "42", "--help"}, []string{"Usage: errand jobs show [flags]"}},
+		{[]string{"jobs", "retry", "--help"}, []string{"Usage: errand jobs retry [flags]", "  jobs retry ID", "  jobs retry --workspace W --status failed", "(W: a workspace's id or slug)", "-workspace string", "-status string"}},
+		{[]string{"jobs", "cancel", "--help"}, []string{"Usage: errand jobs cancel [flags]", "  jobs cancel ID"}},
+		{[]string{"workspaces", "--help"}, []string{"Usage: errand workspaces COMMAND", "  workspaces list", "  workspaces pause W", "  workspaces resume W"}},
+		{[]string{"workspaces", "list", "--help"}, []string{"Usage: errand workspaces list [flags]", "-limit int", "(default 100)", "-json"}},
+		{[]string{"workspaces", "pause", "--help"}, []string{"Usage: errand workspaces pause [flags]", "  workspaces pause W"}},
+		{[]string{"stats", "--help"}, []string{"Usage: errand stats [flags]", "per queue: backlog", "-json"}},
+		{[]string{"stats", "-h"}, []string{"Usage: errand stats [flags]"}},
+	} {
+		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
+			var out bytes.Buffer
+			if err := errand.Main(context.Background(), tc.args, errandtest.Env(nil), &out, &out); err != nil {
+				t.Fatalf("errand %s: %v, want its usage and success\n%s", strings.Join(tc.args, " "), err, out.String())
+			}
+			for _, want := range tc.want {
+				if !strings.Contains(out.String(), want) {
+					t.Errorf("errand %s: no %q in\n%s", strings.Join(tc.args, " "), want, out.String())
+				}
+			}
+		})
 	}
 }
 
