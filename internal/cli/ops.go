@@ -8,6 +8,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"slices"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -36,7 +37,8 @@ Operations (same DATABASE_URL; --json for JSON instead of a table):
   workspaces pause W                          its jobs wait (no attempt used) until resume; running ones finish
   workspaces resume W                         its held jobs run again
   stats                                       per queue: backlog (held: by paused workspaces), oldest due job,
-                                              finished in the last hour, throughput
+                                              finished in the last hour, throughput; every configured queue
+                                              is listed, at 0 when it has no jobs
 ` + workspaceNote + `  (--help after a command lists its flags)
 `
 }
@@ -434,6 +436,16 @@ func runStats(ctx context.Context, cfg config.Config, args []string, stdout io.W
 	if err != nil {
 		return err
 	}
+	// Every queue of the configuration (errand's and the kinds' own) at 0
+	// when it has no jobs, as the metrics show them: a drained queue reads
+	// 0, not absent (an empty database printed the header alone). A queue
+	// only the database knows (a kind no binary declares now) stays listed.
+	for q := range cfg.Queues {
+		if !slices.ContainsFunc(list, func(s store.QueueStats) bool { return s.Queue == q }) {
+			list = append(list, store.QueueStats{Queue: q})
+		}
+	}
+	slices.SortFunc(list, func(a, b store.QueueStats) int { return strings.Compare(a.Queue, b.Queue) })
 	if f.json {
 		type queueJSON struct {
 			store.QueueStats
