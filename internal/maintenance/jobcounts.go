@@ -2,7 +2,6 @@ package maintenance
 
 import (
 	"context"
-	"fmt"
 	"log/slog"
 	"time"
 
@@ -59,9 +58,5 @@ func (c *JobCounter) Run(ctx context.Context) {
 // returns how many. It is one transaction: the counts and the watermark
 // move together.
 func (c *JobCounter) Round(ctx context.Context) (int64, error) {
-	var n int64
-	if err := c.db.QueryRow(ctx, `SELECT errand.roll_up_job_counts()`).Scan(&n); err != nil {
-		return 0, fmt.Errorf("roll up job counts: %w", err)
-	}
-	return n, nil
+	return store.RollUpJobCounts(ctx, c.db)
 }
