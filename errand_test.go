@@ -67,3 +67,27 @@ func TestRunAndDevRefuseArguments(t *testing.T) {
 		})
 	}
 }
+
+// migrate takes one optional word, status: anything else is a usage error
+// before it connects (`errand migrate status extra` showed the status and
+// exited 0).
+func TestMigrateRefusesArgumentsItDoesNotTake(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"migrate given an unknown word", []string{"migrate", "foo"}, `errand migrate [status], got "foo"`},
+		{"migrate given a flag", []string{"migrate", "--dry-run"}, `errand migrate [status], got "--dry-run"`},
+		{"migrate status given a stray word", []string{"migrate", "status", "extra"}, `errand migrate status takes no arguments, got "extra"`},
+		{"migrate status given a flag", []string{"migrate", "status", "--json"}, `errand migrate status takes no arguments, got "--json"`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var out bytes.Buffer
+			err := errand.Main(context.Background(), tc.args, errandtest.Env(nil), &out, &out)
+			if !errors.Is(err, errand.ErrUsage) || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("errand %s: %v, want a usage error saying %q", strings.Join(tc.args, " "), err, tc.want)
+			}
+		})
+	}
+}

@@ -4,6 +4,10 @@
 // environment variables and its start-up (routes, readiness problems), and
 // Job gives the work function its workspace-scoped transactions.
 //
+//	type ExportArgs struct {
+//		ReportID int64 `json:"report_id" errand:"required"` // refused at INSERT when missing
+//	}
+//
 //	func exportKind() jobs.Kind {
 //		return jobs.Define("report.export", jobs.QueueReports,
 //			func(ctx context.Context, job *jobs.Job, args ExportArgs) error {
@@ -15,7 +19,9 @@
 //	}
 //
 // A binary runs it with errand.Main(ctx, args, getenv, stdout, stderr,
-// errand.WithKinds(exportKind())); see the package example. Build kinds in
+// errand.WithKinds(exportKind())): the package example is that binary, and
+// errand's Example_ownKind runs a team's kind end to end (its own queue,
+// variable and route). Build kinds in
 // a function, once per errand.Main, not in package variables: a kind that
 // reads its configuration in setup keeps it in the closure. Its table
 // (my_app.reports here) is the team's: see the README's "Tenants" for its

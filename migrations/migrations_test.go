@@ -254,10 +254,12 @@ func TestFoundationIsInPlaceAfterUp(t *testing.T) {
 		{"errand.jobs is a view", "SELECT relkind = 'v' FROM pg_class WHERE oid = 'errand.jobs'::regclass"},
 		{"errand.jobs inserts through its trigger", `SELECT EXISTS (SELECT 1 FROM pg_trigger
 			WHERE tgrelid = 'errand.jobs'::regclass AND tgname = 'jobs_insert')`},
-		{"errand.enqueue takes the contract's parameters",
-			"SELECT to_regprocedure('errand.enqueue(uuid, text, jsonb, timestamptz, integer, integer, text)') IS NOT NULL"},
+		{"errand.enqueue takes the contract's parameters, traceparent last (053)",
+			"SELECT to_regprocedure('errand.enqueue(uuid, text, jsonb, timestamptz, integer, integer, text, text)') IS NOT NULL"},
+		{"errand.enqueue is one function (an overload would make calls ambiguous)",
+			"SELECT count(*) = 1 FROM pg_proc WHERE pronamespace = 'errand'::regnamespace AND proname = 'enqueue'"},
 		{"errand.enqueue returns the job id", `SELECT prorettype = 'bigint'::regtype FROM pg_proc
-			WHERE oid = 'errand.enqueue(uuid, text, jsonb, timestamptz, integer, integer, text)'::regprocedure`},
+			WHERE oid = 'errand.enqueue(uuid, text, jsonb, timestamptz, integer, integer, text, text)'::regprocedure`},
 		{"River's tables live in schema errand", "SELECT to_regclass('errand.river_job') IS NOT NULL AND to_regclass('public.river_job') IS NULL"},
 		{"row level security is enabled on workspace_members", "SELECT relrowsecurity FROM pg_class WHERE oid = 'errand.workspace_members'::regclass"},
 		{"row level security is forced on workspace_members (owners too)", "SELECT relforcerowsecurity FROM pg_class WHERE oid = 'errand.workspace_members'::regclass"},

@@ -80,14 +80,20 @@ func Main(ctx context.Context, args []string, getenv func(string) string, stdout
 		}
 		return daemon.Run(ctx, cfg, reg, logger, hooks)
 	case "migrate":
+		// Arguments first: `errand migrate status extra` showed the status
+		// and said nothing of the word it had ignored.
+		status := len(args) > 1 && args[1] == "status"
+		if status && len(args) > 2 {
+			return fmt.Errorf("%w: errand migrate status takes no arguments, got %q", ErrUsage, strings.Join(args[2:], " "))
+		}
+		if len(args) > 1 && !status {
+			return fmt.Errorf("%w: errand migrate [status], got %q", ErrUsage, strings.Join(args[1:], " "))
+		}
 		if cfg.DatabaseURL == "" {
 			return fmt.Errorf("DATABASE_URL is not set")
 		}
-		if len(args) > 1 && args[1] == "status" {
+		if status {
 			return migrateStatus(ctx, cfg, stdout)
-		}
-		if len(args) > 1 {
-			return fmt.Errorf("%w: errand migrate [status], got %q", ErrUsage, strings.Join(args[1:], " "))
 		}
 		return daemon.Migrate(ctx, cfg, reg, stdout)
 	case "dev":
@@ -104,11 +110,11 @@ func Main(ctx context.Context, args []string, getenv func(string) string, stdout
 	case "schedules":
 		return runSchedules(ctx, cfg, reg.Kinds(), args[1:], stdout)
 	case "jobs":
-		return runJobs(ctx, cfg, args[1:], stdout)
+		return helped(runJobs(ctx, cfg, args[1:], stdout))
 	case "workspaces":
-		return runWorkspaces(ctx, cfg, args[1:], stdout)
+		return helped(runWorkspaces(ctx, cfg, args[1:], stdout))
 	case "stats":
-		return runStats(ctx, cfg, args[1:], stdout)
+		return helped(runStats(ctx, cfg, args[1:], stdout))
 	default:
 		return fmt.Errorf("%w: unknown command %q; `errand help` lists them", ErrUsage, cmd)
 	}

@@ -8,6 +8,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"slices"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -36,30 +37,84 @@ Operations (same DATABASE_URL; --json for JSON instead of a table):
   workspaces pause W                          its jobs wait (no attempt used) until resume; running ones finish
   workspaces resume W                         its held jobs run again
   stats                                       per queue: backlog (held: by paused workspaces), oldest due job,
-                                              finished in the last hour, throughput
-  (W: a workspace's id or slug)
+                                              finished in the last hour, throughput; every configured queue
+                                              is listed, at 0 when it has no jobs
+` + workspaceNote + `  (--help after a command lists its flags)
 `
+}
+
+const workspaceNote = "  (W: a workspace's id or slug)\n"
+
+// opsSection is the lines of opsHelp about the commands that start with
+// prefix ("jobs", "jobs retry", "stats"), each with its continuation lines:
+// a command's --help says what `errand help` says, and its flags.
+func opsSection(prefix string) string {
+	var b strings.Builder
+	in := false
+	for line := range strings.Lines(opsHelp()) {
+		switch {
+		case strings.HasPrefix(line, "  "+prefix+" ") || strings.TrimSpace(line) == prefix:
+			in = true
+		case !strings.HasPrefix(line, "    "): // not a continuation
+			in = false
+		}
+		if in {
+			b.WriteString(line)
+		}
+	}
+	if strings.Contains(b.String(), " W") {
+		b.WriteString(workspaceNote)
+	}
+	return b.String()
+}
+
+// isHelp is an argument asking for help instead of a command.
+func isHelp(arg string) bool { return arg == "-h" || arg == "--help" || arg == "help" }
+
+// groupHelp is `errand jobs --help` (or workspaces): the group's commands.
+func groupHelp(stdout io.Writer, group string) error {
+	_, err := fmt.Fprintf(stdout, "Usage: errand %s COMMAND [flags] (--json for JSON instead of a table)\n\n%s\nerrand %s COMMAND --help lists a command's flags.\n",
+		group, opsSection(group), group)
+	return err
+}
+
+// helped is a command's result, with its --help (flag.ErrHelp, the usage
+// printed) as success: the usage is what was asked for.
+func helped(err error) error {
+	if errors.Is(err, flag.ErrHelp) {
+		return nil
+	}
+	return err
 }
 
 // opsFlags is a command's flag set, parsed with flags and arguments in any
 // order (`jobs show 42 --json`).
 type opsFlags struct {
 	*flag.FlagSet
-	json bool
-	args []string
+	json   bool
+	args   []string
+	stdout io.Writer // where --help prints
 }
 
-func newOpsFlags(name string) *opsFlags {
-	f := &opsFlags{FlagSet: flag.NewFlagSet(name, flag.ContinueOnError)}
+func newOpsFlags(name string, stdout io.Writer) *opsFlags {
+	f := &opsFlags{FlagSet: flag.NewFlagSet(name, flag.ContinueOnError), stdout: stdout}
+	// The flag package's own messages are returned as errors instead, and
+	// --help is printed by help, to stdout.
 	f.SetOutput(io.Discard)
-	f.BoolVar(&f.json, "json", false, "JSON output")
+	f.BoolVar(&f.json, "json", false, "JSON output instead of a table")
 	return f
 }
 
+// parse reads the flags and arguments. After -h or --help it has printed the
+// command's usage and returns flag.ErrHelp, which Main turns into success.
 func (f *opsFlags) parse(args []string) error {
 	for {
-		if err := f.Parse(args); err != nil {
-			return fmt.Errorf("%w: %s: %v", ErrUsage, f.Name(), err)
+		err := f.Parse(args)
+		if errors.Is(err, flag.ErrHelp) {
+			return f.help()
+		}
+		if err != nil {
+			return fmt.Errorf("%w: %s: %v (errand %s --help lists its flags)", ErrUsage, f.Name(), err, f.Name())
 		}
 		if f.NArg() == 0 {
 			return nil
@@ -67,6 +122,16 @@ func (f *opsFlags) parse(args []string) error {
 		f.args = append(f.args, f.Arg(0))
 		args = f.Args()[1:]
 	}
+}
+
+// help prints the command's lines of `errand help` and its flags, and
+// returns flag.ErrHelp.
+func (f *opsFlags) help() error {
+	fmt.Fprintf(f.stdout, "Usage: errand %s [flags]\n\n%s\nFlags:\n", f.Name(), opsSection(f.Name()))
+	f.SetOutput(f.stdout)
+	defer f.SetOutput(io.Discard)
+	f.PrintDefaults()
+	return flag.ErrHelp
 }
 
 // positional checks the command got exactly the arguments named.
@@ -136,9 +201,12 @@ func writeJSON(w io.Writer, v any) error {
 // runJobs is `errand jobs list|show|retry|cancel`.
 func runJobs(ctx context.Context, cfg config.Config, args []string, stdout io.Writer) error {
 	if len(args) == 0 {
-		return fmt.Errorf("%w: errand jobs list|show|retry|cancel (errand help has the flags)", ErrUsage)
+		return fmt.Errorf("%w: errand jobs list|show|retry|cancel (errand jobs --help lists them)", ErrUsage)
 	}
-	f := newOpsFlags("jobs " + args[0])
+	if isHelp(args[0]) {
+		return groupHelp(stdout, "jobs")
+	}
+	f := newOpsFlags("jobs "+args[0], stdout)
 	switch args[0] {
 	case "list":
 		ws := f.String("workspace", "", "workspace id or slug")
@@ -270,9 +338,12 @@ func runJobs(ctx context.Context, cfg config.Config, args []string, stdout io.Wr
 // runWorkspaces is `errand workspaces list|pause|resume`.
 func runWorkspaces(ctx context.Context, cfg config.Config, args []string, stdout io.Writer) error {
 	if len(args) == 0 {
-		return fmt.Errorf("%w: errand workspaces list|pause W|resume W", ErrUsage)
+		return fmt.Errorf("%w: errand workspaces list|pause W|resume W (errand workspaces --help lists them)", ErrUsage)
 	}
-	f := newOpsFlags("workspaces " + args[0])
+	if isHelp(args[0]) {
+		return groupHelp(stdout, "workspaces")
+	}
+	f := newOpsFlags("workspaces "+args[0], stdout)
 	switch args[0] {
 	case "list":
 		limit := f.Int("limit", 100, "at most this many, 1 to 10000")
@@ -349,7 +420,7 @@ func runWorkspaces(ctx context.Context, cfg config.Config, args []string, stdout
 
 // runStats is `errand stats`.
 func runStats(ctx context.Context, cfg config.Config, args []string, stdout io.Writer) error {
-	f := newOpsFlags("stats")
+	f := newOpsFlags("stats", stdout)
 	if err := f.parse(args); err != nil {
 		return err
 	}
@@ -365,6 +436,16 @@ func runStats(ctx context.Context, cfg config.Config, args []string, stdout io.W
 	if err != nil {
 		return err
 	}
+	// Every queue of the configuration (errand's and the kinds' own) at 0
+	// when it has no jobs, as the metrics show them: a drained queue reads
+	// 0, not absent (an empty database printed the header alone). A queue
+	// only the database knows (a kind no binary declares now) stays listed.
+	for q := range cfg.Queues {
+		if !slices.ContainsFunc(list, func(s store.QueueStats) bool { return s.Queue == q }) {
+			list = append(list, store.QueueStats{Queue: q})
+		}
+	}
+	slices.SortFunc(list, func(a, b store.QueueStats) int { return strings.Compare(a.Queue, b.Queue) })
 	if f.json {
 		type queueJSON struct {
 			store.QueueStats

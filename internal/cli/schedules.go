@@ -124,9 +124,9 @@ func tickSchedules(ctx context.Context, cfg config.Config, table *schedules.Tabl
 	// the leader skip them when they come. Against the database's clock,
 	// which the leader's ticks also read.
 	if !future {
-		var now time.Time
-		if err := st.Pool().QueryRow(ctx, `SELECT now()`).Scan(&now); err != nil {
-			return fmt.Errorf("read the database's clock: %w", err)
+		now, err := store.Now(ctx, st)
+		if err != nil {
+			return err
 		}
 		if at.After(now.Add(futureSlack)) {
 			return fmt.Errorf("%w: --at %s is %s after the database's clock (%s): a tick records its periods as run, so a time still to come would be skipped when it comes; pass --future to tick there anyway (tests, rehearsals on a scratch database)",

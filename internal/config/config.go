@@ -105,7 +105,7 @@ func envVars(kinds []jobs.Kind) []envVar {
 	return []envVar{
 		{"DATABASE_URL", "", "PostgreSQL connection string (a direct session connection: LISTEN/NOTIFY needs one)",
 			func(c *Config, v string) error { c.DatabaseURL = v; return nil }},
-		{"ERRAND_HTTP_ADDR", "127.0.0.1:8080", "address of /healthz and /readyz",
+		{"ERRAND_HTTP_ADDR", "127.0.0.1:8080", "address of /healthz, /readyz, /metrics, the dashboard at /ui/ (ERRAND_UI_PASSWORD) and the kinds' pages",
 			func(c *Config, v string) error { c.HTTPAddr = v; return nil }},
 		{"ERRAND_QUEUES", queues, "workers per queue, name=count pairs; 0 leaves a queue to other replicas (queues: " + strings.Join(queueNames(kinds), ", ") + ")",
 			func(c *Config, v string) (err error) {

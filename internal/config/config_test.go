@@ -158,3 +158,18 @@ func TestKindVariableConflicts(t *testing.T) {
 		t.Errorf("two kinds sharing a variable with one default: %v", err)
 	}
 }
+
+// Help says what is served on ERRAND_HTTP_ADDR: it said /healthz and
+// /readyz only, and an operator opening the address to a scraper would not
+// know the dashboard and the kinds' pages are there too.
+func TestHelpNamesEverythingServedOnTheHTTPAddress(t *testing.T) {
+	help := Help(nil)
+	_, after, _ := strings.Cut(help, "  ERRAND_HTTP_ADDR ")
+	lines := strings.SplitN(after, "\n", 3) // its default, then what it is
+	desc := strings.Join(lines[:min(2, len(lines))], "\n")
+	for _, want := range []string{"/healthz", "/readyz", "/metrics", "/ui/", "the kinds' pages"} {
+		if !strings.Contains(desc, want) {
+			t.Errorf("help's ERRAND_HTTP_ADDR does not name %s:\n%s", want, desc)
+		}
+	}
+}

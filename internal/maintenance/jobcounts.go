@@ -2,18 +2,23 @@ package maintenance
 
 import (
 	"context"
-	"fmt"
 	"log/slog"
 	"time"
 
 	"github.com/errand-dev/errand/store"
 )
 
-// JobCounterConfig configures a JobCounter.
+// JobCounterEveryDefault is JobCounterConfig.Every when zero: `errand
+// stats` reads the counts a minute or two behind, and the roll-up's own
+// horizon is a minute ago.
+const JobCounterEveryDefault = time.Minute
+
+// JobCounterConfig configures a JobCounter. Zero values take the default
+// above.
 type JobCounterConfig struct {
-	// Every is the time between two roll-ups; 1 minute when zero. It must
-	// stay well within River's retention of finished jobs
-	// (ERRAND_RETAIN_COMPLETED and _FAILED, at least 10 minutes, 24 h and 7 days by default): a job
+	// Every is the time between two roll-ups. It must stay well within
+	// River's retention of finished jobs (ERRAND_RETAIN_COMPLETED and
+	// _FAILED, at least 10 minutes, 24 h and 7 days by default): a job
 	// deleted before a roll-up saw it is never counted.
 	Every time.Duration
 	// Leading reports whether this replica is River's leader: only the
@@ -21,6 +26,8 @@ type JobCounterConfig struct {
 	// wasted).
 	Leading func(ctx context.Context) bool
 	Logger  *slog.Logger
+	// Clock is the real one when nil.
+	Clock Clock
 }
 
 // JobCounter keeps errand.job_counts, the durable count of finished jobs per
@@ -37,7 +44,7 @@ type JobCounter struct {
 // NewJobCounter fills in defaults.
 func NewJobCounter(db store.DB, cfg JobCounterConfig) *JobCounter {
 	if cfg.Every <= 0 {
-		cfg.Every = time.Minute
+		cfg.Every = JobCounterEveryDefault
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
@@ -47,7 +54,7 @@ func NewJobCounter(db store.DB, cfg JobCounterConfig) *JobCounter {
 
 // Run rolls up every Every until ctx is done.
 func (c *JobCounter) Run(ctx context.Context) {
-	onLeader(ctx, c.cfg.Every, c.cfg.Leading, func(ctx context.Context) {
+	onLeader(ctx, clockOrReal(c.cfg.Clock), c.cfg.Every, c.cfg.Leading, func(ctx context.Context) {
 		if _, err := c.Round(ctx); err != nil && ctx.Err() == nil {
 			c.cfg.Logger.Warn("counting finished jobs failed; trying again later", slog.String("error", err.Error()))
 		}
@@ -59,9 +66,5 @@ func (c *JobCounter) Run(ctx context.Context) {
 // returns how many. It is one transaction: the counts and the watermark
 // move together.
 func (c *JobCounter) Round(ctx context.Context) (int64, error) {
-	var n int64
-	if err := c.db.QueryRow(ctx, `SELECT errand.roll_up_job_counts()`).Scan(&n); err != nil {
-		return 0, fmt.Errorf("roll up job counts: %w", err)
-	}
-	return n, nil
+	return store.RollUpJobCounts(ctx, c.db)
 }

@@ -57,13 +57,15 @@ func TestPrunerRoundDrainsFullBatchesUpToItsRounds(t *testing.T) {
 }
 
 // Only the leader prunes: a replica that does not lead goes round its
-// loop and deletes nothing, and prunes once it leads.
+// loop and deletes nothing, and prunes once it leads. Its rounds come as
+// the test's clock passes Every.
 func TestPrunerPrunesOnlyWhileLeading(t *testing.T) {
 	t.Parallel()
 	f := setup(t)
 	oldRuns(t, f, "old", 5, 48*time.Hour)
 	var asked, leading atomic.Int64
-	p := NewPruner(f.pool, PrunerConfig{Keep: time.Hour, Every: 10 * time.Millisecond, Leading: func(context.Context) bool {
+	clock := NewManualClock(time.Now())
+	p := NewPruner(f.pool, PrunerConfig{Keep: time.Hour, Clock: clock, Leading: func(context.Context) bool {
 		asked.Add(1)
 		return leading.Load() == 1
 	}})
@@ -77,6 +79,7 @@ func TestPrunerPrunesOnlyWhileLeading(t *testing.T) {
 		if time.Now().After(deadline) {
 			t.Fatal("the pruner did not ask whether it leads three times")
 		}
+		clock.Advance(PrunerEveryDefault)
 		time.Sleep(5 * time.Millisecond)
 	}
 	if n := runsLeft(t, f, "old"); n != 5 {
@@ -87,6 +90,7 @@ func TestPrunerPrunesOnlyWhileLeading(t *testing.T) {
 		if time.Now().After(deadline) {
 			t.Fatal("the leader did not prune within the bound")
 		}
+		clock.Advance(PrunerEveryDefault)
 		time.Sleep(5 * time.Millisecond)
 	}
 }

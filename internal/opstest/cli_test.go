@@ -14,6 +14,7 @@ import (
 
 	"github.com/errand-dev/errand"
 	"github.com/errand-dev/errand/errandtest"
+	"github.com/errand-dev/errand/jobs"
 )
 
 // run is `errand args...` against url; it returns stdout and Main's error.
@@ -84,7 +85,7 @@ func TestOpsCommandMistakes(t *testing.T) {
 	}{
 		{"jobs without a command", []string{"jobs"}, true, "errand jobs list|show|retry|cancel"},
 		{"unknown jobs command", []string{"jobs", "delete", "1"}, true, `unknown jobs command "delete"`},
-		{"unknown flag", []string{"jobs", "list", "--state", "failed"}, true, "flag provided but not defined: -state"},
+		{"unknown flag", []string{"jobs", "list", "--state", "failed"}, true, "flag provided but not defined: -state (errand jobs list --help lists its flags)"},
 		{"bad status", []string{"jobs", "list", "--status", "done"}, true, `--status "done": want pending, processing, completed or failed`},
 		{"River's state for a status", []string{"jobs", "list", "--status", "discarded"}, true, `--status "discarded"`},
 		{"limit of zero", []string{"jobs", "list", "--limit", "0"}, true, "--limit 0: want 1 to 1000"},
@@ -142,6 +143,42 @@ func TestOpsCommandMistakes(t *testing.T) {
 	}
 	if out := mustRun(t, d.url, "workspaces", "list", "--json"); strings.Contains(out, `"paused_at": "`) {
 		t.Errorf("a workspace is paused after the mistakes:\n%s", out)
+	}
+}
+
+// -h and --help print what was asked for and succeed, without a database:
+// a command's lines of `errand help` and its flags, or a group's commands
+// (they said "flag: help requested" and exited 2, or `errand jobs --help`
+// called --help an unknown command).
+func TestOpsCommandHelp(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want []string // in stdout
+	}{
+		{[]string{"jobs", "--help"}, []string{"Usage: errand jobs COMMAND", "  jobs list [--workspace W]", "  jobs show ID", "  jobs retry --workspace W --status failed", "  jobs cancel ID", "errand jobs COMMAND --help lists a command's flags"}},
+		{[]string{"jobs", "-h"}, []string{"Usage: errand jobs COMMAND", "  jobs cancel ID"}},
+		{[]string{"jobs", "list", "--help"}, []string{"Usage: errand jobs list [flags]", "newest first", "-workspace string", "-kind string", "-status string", "-limit int", "(default 50)", "-before int", "-json"}},
+		{[]string{"jobs", "show", "-h"}, []string{"Usage: errand jobs show [flags]", "  jobs show ID", "-json"}},
+		{[]string{"jobs", "show", "42", "--help"}, []string{"Usage: errand jobs show [flags]"}},
+		{[]string{"jobs", "retry", "--help"}, []string{"Usage: errand jobs retry [flags]", "  jobs retry ID", "  jobs retry --workspace W --status failed", "(W: a workspace's id or slug)", "-workspace string", "-status string"}},
+		{[]string{"jobs", "cancel", "--help"}, []string{"Usage: errand jobs cancel [flags]", "  jobs cancel ID"}},
+		{[]string{"workspaces", "--help"}, []string{"Usage: errand workspaces COMMAND", "  workspaces list", "  workspaces pause W", "  workspaces resume W"}},
+		{[]string{"workspaces", "list", "--help"}, []string{"Usage: errand workspaces list [flags]", "-limit int", "(default 100)", "-json"}},
+		{[]string{"workspaces", "pause", "--help"}, []string{"Usage: errand workspaces pause [flags]", "  workspaces pause W"}},
+		{[]string{"stats", "--help"}, []string{"Usage: errand stats [flags]", "per queue: backlog", "-json"}},
+		{[]string{"stats", "-h"}, []string{"Usage: errand stats [flags]"}},
+	} {
+		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
+			var out bytes.Buffer
+			if err := errand.Main(context.Background(), tc.args, errandtest.Env(nil), &out, &out); err != nil {
+				t.Fatalf("errand %s: %v, want its usage and success\n%s", strings.Join(tc.args, " "), err, out.String())
+			}
+			for _, want := range tc.want {
+				if !strings.Contains(out.String(), want) {
+					t.Errorf("errand %s: no %q in\n%s", strings.Join(tc.args, " "), want, out.String())
+				}
+			}
+		})
 	}
 }
 
@@ -294,38 +331,90 @@ func TestWorkspacesPauseListResume(t *testing.T) {
 	}
 }
 
+// queueStats is one row of `errand stats --json`.
+type queueStats struct {
+	Queue             string  `json:"queue"`
+	Pending           int64   `json:"pending"`
+	Due               int64   `json:"due"`
+	Held              int64   `json:"held"`
+	Processing        int64   `json:"processing"`
+	CompletedLastHour int64   `json:"completed_last_hour"`
+	FailedLastHour    int64   `json:"failed_last_hour"`
+	PerSecond         float64 `json:"per_second"`
+	OldestDueSeconds  float64 `json:"oldest_due_seconds"`
+}
+
+func statsJSON(t *testing.T, out string) map[string]queueStats {
+	t.Helper()
+	var list []queueStats
+	if err := json.Unmarshal([]byte(out), &list); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	byQueue := map[string]queueStats{}
+	for i, q := range list {
+		if i > 0 && list[i-1].Queue >= q.Queue {
+			t.Errorf("stats --json: %s after %s; want queues in name order", q.Queue, list[i-1].Queue)
+		}
+		byQueue[q.Queue] = q
+	}
+	return byQueue
+}
+
 func TestStats(t *testing.T) {
 	d := newOpsData(t)
 	out := mustRun(t, d.url, "stats")
 	if !strings.Contains(out, "QUEUE") || !strings.Contains(out, "default") {
 		t.Errorf("stats:\n%s", out)
 	}
-	var stats []struct {
-		Queue             string  `json:"queue"`
-		Pending           int64   `json:"pending"`
-		Due               int64   `json:"due"`
-		Held              int64   `json:"held"`
-		Processing        int64   `json:"processing"`
-		CompletedLastHour int64   `json:"completed_last_hour"`
-		FailedLastHour    int64   `json:"failed_last_hour"`
-		PerSecond         float64 `json:"per_second"`
-		OldestDueSeconds  float64 `json:"oldest_due_seconds"`
-	}
-	out = mustRun(t, d.url, "stats", "--json")
-	if err := json.Unmarshal([]byte(out), &stats); err != nil {
-		t.Fatalf("%v\n%s", err, out)
-	}
-	if len(stats) != 1 || stats[0].Queue != "default" || stats[0].Pending != 1 || stats[0].Due != 1 || stats[0].Held != 0 ||
-		stats[0].CompletedLastHour != 1 || stats[0].FailedLastHour != 1 || stats[0].PerSecond != 1.0/60 || stats[0].OldestDueSeconds < 0 {
+	stats := statsJSON(t, mustRun(t, d.url, "stats", "--json"))
+	if q := stats["default"]; q.Pending != 1 || q.Due != 1 || q.Held != 0 ||
+		q.CompletedLastHour != 1 || q.FailedLastHour != 1 || q.PerSecond != 1.0/60 || q.OldestDueSeconds < 0 {
 		t.Errorf("stats --json: %+v", stats)
 	}
 	// A paused workspace's job is pending and held, and no longer due.
 	mustRun(t, d.url, "workspaces", "pause", "acme")
-	out = mustRun(t, d.url, "stats", "--json")
-	if err := json.Unmarshal([]byte(out), &stats); err != nil {
-		t.Fatalf("%v\n%s", err, out)
-	}
-	if len(stats) != 1 || stats[0].Pending != 1 || stats[0].Held != 1 || stats[0].Due != 0 {
+	stats = statsJSON(t, mustRun(t, d.url, "stats", "--json"))
+	if q := stats["default"]; q.Pending != 1 || q.Held != 1 || q.Due != 0 {
 		t.Errorf("stats --json while paused: %+v", stats)
+	}
+}
+
+// Every configured queue is listed, at 0 when it has no jobs, as the
+// metrics show them (a database without jobs printed the header alone, and
+// --json []): errand's queues, a kind's own (jobs.WithQueueWorkers), one
+// ERRAND_QUEUES gives no workers here, and a queue only the database knows.
+func TestStatsListsEveryConfiguredQueueAtZero(t *testing.T) {
+	url, pool := errandtest.MigratedDB(t)
+	export := jobs.Define("report.export", "report_exports",
+		func(context.Context, *jobs.Job, struct{}) error { return nil }, jobs.WithQueueWorkers(4))
+	stats := func() map[string]queueStats {
+		t.Helper()
+		var out bytes.Buffer
+		env := errandtest.Env(map[string]string{"DATABASE_URL": url, "ERRAND_QUEUES": "documents=0"})
+		if err := errand.Main(context.Background(), []string{"stats", "--json"}, env, &out, &out, errand.WithKinds(export)); err != nil {
+			t.Fatalf("errand stats --json: %v\n%s", err, out.String())
+		}
+		return statsJSON(t, out.String())
+	}
+
+	got := stats()
+	want := []string{"default", "documents", "email", "report_exports", "reports", "webhooks"}
+	if len(got) != len(want) {
+		t.Errorf("stats --json on a database without jobs: %+v; want exactly %v", got, want)
+	}
+	for _, name := range want {
+		if q, ok := got[name]; !ok || q != (queueStats{Queue: name}) {
+			t.Errorf("stats --json on a database without jobs: queue %s is %+v (listed %v); want it at 0", name, q, ok)
+		}
+	}
+
+	ws := errandtest.NewWorkspace(t, pool, "acme")
+	id := errandtest.Enqueue(t, pool, ws, "ping", `{}`)
+	if _, err := pool.Exec(context.Background(), `UPDATE errand.river_job SET queue = 'retired' WHERE id = $1`, id); err != nil {
+		t.Fatal(err)
+	}
+	got = stats()
+	if q := got["retired"]; q.Pending != 1 || len(got) != len(want)+1 {
+		t.Errorf("stats --json with a job in a queue the configuration does not name: %+v; want it listed beside the %d configured ones", got, len(want))
 	}
 }

@@ -145,9 +145,9 @@ func (r *reporter) work(ctx context.Context, job *jobs.Job, args Args) error {
 	if err != nil {
 		return jobs.Permanent(err)
 	}
-	var now time.Time
-	if err := job.Store().QueryRow(ctx, `SELECT now()`).Scan(&now); err != nil {
-		return fmt.Errorf("read the database's clock: %w", err)
+	now, err := store.Now(ctx, job.Store())
+	if err != nil {
+		return err
 	}
 	var asOf time.Time
 	if args.AsOf != nil {
