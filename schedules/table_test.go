@@ -3,6 +3,8 @@ package schedules_test
 import (
 	"bytes"
 	"context"
+	"errors"
+	"io"
 	"strings"
 	"testing"
 	"time"
@@ -215,6 +217,40 @@ func TestListShowsNextThreeTimes(t *testing.T) {
 	err = errand.Main(context.Background(), []string{"schedules", "tick", "--at", "tomorrow"}, errandtest.Env(nil), &out, &out)
 	if err == nil || !strings.Contains(err.Error(), "not an RFC 3339 time") {
 		t.Errorf("tick --at tomorrow: %v", err)
+	}
+}
+
+// --help (or -h) after schedules or one of its commands prints the usage
+// and flags and succeeds, without a database; an unknown flag says where
+// the flags are listed.
+func TestSchedulesHelp(t *testing.T) {
+	cases := []struct {
+		args []string
+		want []string
+		not  string
+	}{
+		{[]string{"schedules", "--help"}, []string{"Usage: errand schedules COMMAND", "schedules list [--at T]", "schedules tick --at T"}, ""},
+		{[]string{"schedules", "list", "--help"}, []string{"Usage: errand schedules list [flags]", "next three times", "-at string"}, "-future"},
+		{[]string{"schedules", "tick", "-h"}, []string{"Usage: errand schedules tick [flags]", "(backfill)", "-at string", "-future", "-schedule string"}, "ERRAND_SCHEDULES"},
+	}
+	for _, tc := range cases {
+		var out bytes.Buffer
+		if err := errand.Main(context.Background(), tc.args, errandtest.Env(nil), &out, &out); err != nil {
+			t.Errorf("%v: %v", tc.args, err)
+			continue
+		}
+		for _, w := range tc.want {
+			if !strings.Contains(out.String(), w) {
+				t.Errorf("%v lacks %q:\n%s", tc.args, w, out.String())
+			}
+		}
+		if tc.not != "" && strings.Contains(out.String(), tc.not) {
+			t.Errorf("%v shows %q, not its own:\n%s", tc.args, tc.not, out.String())
+		}
+	}
+	err := errand.Main(context.Background(), []string{"schedules", "list", "--bogus"}, errandtest.Env(nil), io.Discard, io.Discard)
+	if !errors.Is(err, errand.ErrUsage) || !strings.Contains(err.Error(), "errand schedules list --help lists its flags") {
+		t.Errorf("an unknown flag: %v", err)
 	}
 }
 

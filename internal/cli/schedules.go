@@ -2,9 +2,11 @@ package cli
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -42,13 +44,40 @@ func runSchedules(ctx context.Context, cfg config.Config, kinds []jobs.Kind, arg
 	if len(args) == 0 {
 		return fmt.Errorf("%w: errand schedules list [--at T] | errand schedules tick --at T [--schedule NAME] [--future]", ErrUsage)
 	}
+	if isHelp(args[0]) {
+		_, err := io.WriteString(stdout, "Usage: errand schedules COMMAND [flags]\n"+schedulesHelp())
+		return err
+	}
 	fs := flag.NewFlagSet("schedules "+args[0], flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	atText := fs.String("at", "", "RFC 3339 time")
 	only := fs.String("schedule", "", "one entry")
 	future := fs.Bool("future", false, "tick at a time still to come")
-	if err := fs.Parse(args[1:]); err != nil {
-		return fmt.Errorf("%w: schedules %s: %v", ErrUsage, args[0], err)
+	if err := fs.Parse(args[1:]); errors.Is(err, flag.ErrHelp) && (args[0] == "list" || args[0] == "tick") {
+		// The command's lines of `errand help` and its flags.
+		fmt.Fprintf(stdout, "Usage: errand schedules %s [flags]\n", args[0])
+		in := false
+		for line := range strings.Lines(schedulesHelp()) {
+			if strings.HasPrefix(line, "  schedules "+args[0]+" ") {
+				in = true
+			} else if !strings.HasPrefix(line, "    ") { // not a continuation
+				in = false
+			}
+			if in {
+				fmt.Fprint(stdout, line)
+			}
+		}
+		fmt.Fprintln(stdout, "\nFlags:")
+		fs.SetOutput(stdout)
+		if args[0] == "list" { // list takes --at alone
+			fs = flag.NewFlagSet("schedules list", flag.ContinueOnError)
+			fs.SetOutput(stdout)
+			fs.String("at", "", "RFC 3339 time: the next times after it (default now)")
+		}
+		fs.PrintDefaults()
+		return nil
+	} else if err != nil {
+		return fmt.Errorf("%w: schedules %s: %v (errand schedules %s --help lists its flags)", ErrUsage, args[0], err, args[0])
 	}
 	if fs.NArg() > 0 {
 		return fmt.Errorf("%w: schedules %s: unexpected %q", ErrUsage, args[0], fs.Args())
