@@ -584,6 +584,65 @@ func TestASharedFetchNamesEveryCappedWorkspaceItHeldBack(t *testing.T) {
 	}
 }
 
+// A fetch whose window of candidates can start nothing (every workspace in
+// it at its cap) reads the next window at once, and the next fetch starts
+// past it: the window moved on only after a fetch that started something,
+// so workspaces beyond it, with room and work, waited while workers idled.
+// Windows of 3 here stand for the pilot's 1,000.
+func TestAWindowOfWorkspacesAtTheirCapDoesNotHoldBackTheNext(t *testing.T) {
+	_, pool := errandtest.MigratedDB(t)
+	ctx := context.Background()
+	var wss []string
+	for i := 1; i <= 5; i++ {
+		ws := fmt.Sprintf("00000000-0000-4000-8000-00000000000%d", i) // the candidates' order
+		if _, err := pool.Exec(ctx, `INSERT INTO errand.workspaces (id, name, slug) VALUES ($1, $2, $2)`, ws, fmt.Sprintf("ws-%d", i)); err != nil {
+			t.Fatal(err)
+		}
+		enqueue(t, pool, ws, 10, `{}`)
+		wss = append(wss, ws)
+	}
+	conn, err := pool.Acquire(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Release()
+	// The first three each run 2 (this caller's counts), at the default
+	// cap of 2.
+	fetch := func() map[string]int {
+		t.Helper()
+		rows, err := conn.Query(ctx, `SELECT metadata ->> 'workspace_id'
+			FROM errand.fair_fetch_counted('default', 10, 'test', 100, NULL, NULL, 2, 3, NULL, $1::uuid[], '{2,2,2}'::int[])`, wss[:3])
+		if err != nil {
+			t.Fatal(err)
+		}
+		started := map[string]int{}
+		for rows.Next() {
+			var ws string
+			if err := rows.Scan(&ws); err != nil {
+				t.Fatal(err)
+			}
+			started[ws]++
+		}
+		if err := rows.Err(); err != nil {
+			t.Fatal(err)
+		}
+		return started
+	}
+	started := fetch()
+	if started[wss[3]] != 2 || started[wss[4]] != 2 || len(started) != 2 {
+		t.Errorf("started %v, want 2 each of %s and %s (room past a window at its cap)", started, wss[3], wss[4])
+	}
+	var held []string
+	if err := conn.QueryRow(ctx, `SELECT current_setting('errand.fair_held_ws')::uuid[]::text[]`).Scan(&held); err != nil {
+		t.Fatal(err)
+	}
+	for _, ws := range wss {
+		if !slices.Contains(held, ws) {
+			t.Errorf("held back %v, want every workspace at its cap named, %s too", held, ws)
+		}
+	}
+}
+
 // An app may replace errand.plans by a view, which has none of the table's
 // checks: the fetch reads what it returns within them (migration 045). A
 // weight of 0 divided by zero and stopped every fetch of the queue; a
