@@ -28,8 +28,17 @@ func lockOwner(ctx context.Context, tx pgx.Tx, jobID int64) (owner, error) {
 }
 
 // queryPlanLimits reads a workspace's plan's outbound rate limits (0: none).
-// A workspace that is not there, or whose plan has no row, has none.
+// A workspace that is not there, or whose plan has no row, has none. The
+// values are read within errand.plans' own checks, for an app that replaces
+// the table by a view (a view has no CHECK, and its columns may be numeric):
+// 0 or less is none, as NULL is; a fraction is rounded down, a positive
+// value under 1 counting as 1 (0.5 emails a minute is a limit, not none);
+// one beyond an integer is the largest integer. A view's 0.5 failed every
+// email and delivery of its workspaces ("cannot convert ... to integer").
 const queryPlanLimits = `
-	SELECT coalesce(max(p.emails_per_minute), 0), coalesce(max(p.webhooks_per_second), 0)
+	SELECT coalesce(max(CASE WHEN p.emails_per_minute > 0
+	                         THEN least(greatest(floor(p.emails_per_minute), 1), 2147483647)::bigint END), 0),
+	       coalesce(max(CASE WHEN p.webhooks_per_second > 0
+	                         THEN least(greatest(floor(p.webhooks_per_second), 1), 2147483647)::bigint END), 0)
 	FROM errand.workspaces w JOIN errand.plans p ON p.plan = w.plan
 	WHERE w.id = $1::uuid`

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -55,6 +56,43 @@ func TestPlanLimitsCacheReadsThePlanAndRereadsAfterItsTTL(t *testing.T) {
 	now = now.Add(2 * time.Second)
 	if l := get(ws); l.EmailsPerMinute != 20 {
 		t.Errorf("after the TTL: %d emails a minute, want the new 20", l.EmailsPerMinute)
+	}
+}
+
+// A plans view (the README allows one in the table's place; a view has no
+// CHECK) may give rates the table refuses: each is read within the
+// table's checks instead of failing every email and delivery of its
+// workspaces.
+func TestAPlansViewWithRatesTheTableRefusesLimitsWithinItsChecks(t *testing.T) {
+	_, pool := errandtest.MigratedDB(t)
+	ctx := context.Background()
+	if _, err := pool.Exec(ctx, `
+		ALTER TABLE errand.plans RENAME TO plans_table;
+		CREATE VIEW errand.plans AS
+			SELECT plan, weight, concurrency, emails_per_minute::numeric, webhooks_per_second::numeric FROM errand.plans_table
+			UNION ALL SELECT 'fractions', 1, NULL, 2.5, 0.5
+			UNION ALL SELECT 'zero and negative', 1, NULL, 0, -3
+			UNION ALL SELECT 'beyond an integer', 1, NULL, 3000000000, 1e12`); err != nil {
+		t.Fatal(err)
+	}
+	c := &jobs.PlanLimitsCache{}
+	for plan, want := range map[string]jobs.PlanLimits{
+		"fractions":         {EmailsPerMinute: 2, WebhooksPerSecond: 1},
+		"zero and negative": {},
+		"beyond an integer": {EmailsPerMinute: 2147483647, WebhooksPerSecond: 2147483647},
+	} {
+		ws := errandtest.NewWorkspace(t, pool, strings.ReplaceAll(plan, " ", "-"))
+		if _, err := pool.Exec(ctx, `UPDATE errand.workspaces SET plan = $2 WHERE id = $1`, ws, plan); err != nil {
+			t.Fatal(err)
+		}
+		l, err := c.Get(ctx, pool, ws)
+		if err != nil {
+			t.Errorf("plan %q: %v", plan, err)
+			continue
+		}
+		if l != want {
+			t.Errorf("plan %q: limits %+v, want %+v", plan, l, want)
+		}
 	}
 }
 
