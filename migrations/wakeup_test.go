@@ -224,6 +224,54 @@ func TestSentinelIsOfTheSameQueueAndKind(t *testing.T) {
 	}
 }
 
+// A job its workspace's cap holds back is no sentinel: the fair fetch does
+// not take it until one of the workspace's running jobs ends, and another
+// workspace's job committed behind it waited up to a second for the
+// pilot's fallback wake-up (056). While the workspace has room, its job is
+// a sentinel as before.
+func TestASentinelIsNoJobACapHoldsBack(t *testing.T) {
+	t.Parallel()
+	url, pool, capped := wakeDB(t)
+	ctx := context.Background()
+	var other string
+	if err := pool.QueryRow(ctx, `INSERT INTO errand.workspaces (name, slug) VALUES ('Globex', 'globex') RETURNING id::text`).Scan(&other); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pool.Exec(ctx, `INSERT INTO errand.plans (plan, concurrency) VALUES ('one at a time', 1);
+		UPDATE errand.workspaces SET plan = 'one at a time' WHERE slug = 'acme'`); err != nil {
+		t.Fatal(err)
+	}
+	running := enqueueOne(t, pool, capped, "ping", `{}`)
+	if _, err := pool.Exec(ctx, `UPDATE errand.river_job SET state = 'running', attempt = 1, attempted_at = now(), attempted_by = '{r}' WHERE id = $1`, running); err != nil {
+		t.Fatal(err)
+	}
+	held := enqueueOne(t, pool, capped, "ping", `{}`)
+	l := listen(t, url, pool)
+	l.drain()
+
+	enqueueOne(t, pool, other, "ping", `{}`)
+	if got := l.drain(); !slices.Equal(got, []string{wakeDefault}) {
+		t.Errorf("a job behind one its workspace's cap holds back: wake-ups %q, want one for default", got)
+	}
+	if n := wakesFor(t, pool, held); n != 0 {
+		t.Errorf("the held-back job %d is a sentinel %d times, want none", held, n)
+	}
+
+	// The capped workspace's running job ends: its next job may start, and
+	// is a sentinel again.
+	if _, err := pool.Exec(ctx, `UPDATE errand.river_job SET state = 'completed', finalized_at = now() WHERE id = $1`, running); err != nil {
+		t.Fatal(err)
+	}
+	l.drain()
+	enqueueOne(t, pool, other, "ping", `{}`)
+	if got := l.drain(); len(got) != 0 {
+		t.Errorf("a job behind one its workspace may start: wake-ups %q, want none", got)
+	}
+	if n := wakesFor(t, pool, held); n != 1 {
+		t.Errorf("job %d, which may start, is a sentinel %d times, want once", held, n)
+	}
+}
+
 // The fetch waits for an enqueuing transaction that counts on its job and is
 // still committing, then wakes the queue for it. Here the enqueuer is held
 // in its commit by a deferred constraint of its own that fires after
