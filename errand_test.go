@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"io"
 	"strings"
 	"testing"
 
@@ -89,5 +90,39 @@ func TestMigrateRefusesArgumentsItDoesNotTake(t *testing.T) {
 				t.Errorf("errand %s: %v, want a usage error saying %q", strings.Join(tc.args, " "), err, tc.want)
 			}
 		})
+	}
+}
+
+// errand migrate publishes the args limit only when its environment sets
+// it: the migration Job (DATABASE_URL alone) put the 1 MiB default over the
+// replicas' larger limit, and INSERTs they would work were refused.
+func TestMigrateKeepsTheReplicasArgsLimitUnlessItSetsOne(t *testing.T) {
+	url, pool := errandtest.MigratedDB(t)
+	ctx := context.Background()
+	limit := func() string {
+		t.Helper()
+		var v string
+		if err := pool.QueryRow(ctx, `SELECT value FROM errand.settings WHERE name = 'max_args_bytes'`).Scan(&v); err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
+	if _, err := pool.Exec(ctx, `UPDATE errand.settings SET value = '5000000' WHERE name = 'max_args_bytes'`); err != nil {
+		t.Fatal(err) // as a replica with ERRAND_MAX_ARGS_BYTES=5000000 publishes it
+	}
+	migrate := func(env map[string]string) {
+		t.Helper()
+		env["DATABASE_URL"] = url
+		if err := errand.Main(ctx, []string{"migrate"}, errandtest.Env(env), io.Discard, io.Discard); err != nil {
+			t.Fatal(err)
+		}
+	}
+	migrate(map[string]string{})
+	if got := limit(); got != "5000000" {
+		t.Errorf("after errand migrate without ERRAND_MAX_ARGS_BYTES: max_args_bytes %s, want the replicas' 5000000", got)
+	}
+	migrate(map[string]string{"ERRAND_MAX_ARGS_BYTES": "2000000"})
+	if got := limit(); got != "2000000" {
+		t.Errorf("after errand migrate with ERRAND_MAX_ARGS_BYTES=2000000: max_args_bytes %s", got)
 	}
 }

@@ -108,5 +108,13 @@ func Publish(ctx context.Context, st *store.Store, cfg config.Config, reg *jobs.
 	if err := store.PublishKinds(ctx, st, reg.Infos(), mode); err != nil {
 		return err
 	}
+	// `errand migrate` publishes the args limit only when its environment
+	// sets it: its Kubernetes Job and compose service have DATABASE_URL
+	// alone, and put the default over the replicas' larger limit (INSERTs
+	// the replicas would work were refused until one restarted). A fresh
+	// database has the default from migration 001.
+	if mode == store.Exact && cfg.Getenv("ERRAND_MAX_ARGS_BYTES") == "" {
+		return nil
+	}
 	return store.PublishMaxArgsBytes(ctx, st, cfg.MaxArgsBytes)
 }
