@@ -608,27 +608,19 @@ func TestAWindowOfWorkspacesAtTheirCapDoesNotHoldBackTheNext(t *testing.T) {
 	defer conn.Release()
 	// The first three each run 2 (this caller's counts), at the default
 	// cap of 2.
-	fetch := func() map[string]int {
-		t.Helper()
-		rows, err := conn.Query(ctx, `SELECT metadata ->> 'workspace_id'
-			FROM errand.fair_fetch_counted('default', 10, 'test', 100, NULL, NULL, 2, 3, NULL, $1::uuid[], '{2,2,2}'::int[])`, wss[:3])
-		if err != nil {
-			t.Fatal(err)
-		}
-		started := map[string]int{}
-		for rows.Next() {
-			var ws string
-			if err := rows.Scan(&ws); err != nil {
-				t.Fatal(err)
-			}
-			started[ws]++
-		}
-		if err := rows.Err(); err != nil {
-			t.Fatal(err)
-		}
-		return started
+	rows, err := conn.Query(ctx, `SELECT metadata ->> 'workspace_id'
+		FROM errand.fair_fetch_counted('default', 10, 'test', 100, NULL, NULL, 2, 3, NULL, $1::uuid[], '{2,2,2}'::int[])`, wss[:3])
+	if err != nil {
+		t.Fatal(err)
 	}
-	started := fetch()
+	ids, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		t.Fatal(err)
+	}
+	started := map[string]int{}
+	for _, ws := range ids {
+		started[ws]++
+	}
 	if started[wss[3]] != 2 || started[wss[4]] != 2 || len(started) != 2 {
 		t.Errorf("started %v, want 2 each of %s and %s (room past a window at its cap)", started, wss[3], wss[4])
 	}
