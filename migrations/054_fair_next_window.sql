@@ -13,6 +13,8 @@
 --
 -- Now a fetch that finds nothing startable in a full window reads the next
 -- one at once, up to four more windows (5,000 workspaces) per fetch, and
+-- never past the first workspace it looked at (the candidates wrap round,
+-- so with 1,500 workspaces at their caps two windows cover them all), and
 -- remembers where it stopped, so the next fetch goes on from there; the
 -- workspaces held back in every window looked at are named to the pilot.
 -- A fetch that started something behaves as before (the window moves on
@@ -58,6 +60,7 @@ DECLARE
     v_counted boolean := false;
     v_windows integer := 0;
     v_held_before uuid[];
+    v_start uuid;
 BEGIN
     -- Whether a cap held back a workspace's jobs: River fetches again when
     -- a worker frees only after a full fetch, so errand's pilot reads this
@@ -281,7 +284,11 @@ BEGIN
             v_cands := errand.fair_candidates(p_queue, v_after, p_candidates);
             v_scanned := true;
             v_full := false;
-        ELSIF v_ids IS NULL AND cardinality(v_cands) >= p_candidates AND v_windows < 4 THEN
+        ELSIF v_ids IS NULL AND cardinality(v_cands) >= p_candidates AND v_windows < 4
+              -- errand.fair_candidates wraps around to the first
+              -- workspaces: a window that holds the first one looked at
+              -- has come round, and every workspace has been looked at.
+              AND (v_windows = 0 OR NOT v_start = ANY (v_cands)) THEN
             -- (054) Nothing startable among a full window of candidates
             -- (each at its cap, or with jobs of kinds this replica does not
             -- work), and workspaces beyond it: the next window, now. The
@@ -289,6 +296,7 @@ BEGIN
             -- so workers sat idle while workspaces past the first 1,000
             -- with room waited for a job in the window to end.
             v_held_before := v_held_before || v_held_ws;
+            v_start := coalesce(v_start, v_cands[1]);
             v_after := v_cands[cardinality(v_cands)];
             v_cands := errand.fair_candidates(p_queue, v_after, p_candidates);
             v_windows := v_windows + 1;
@@ -299,7 +307,7 @@ BEGIN
     END LOOP;
     -- The capped workspaces held back in every window looked at.
     IF v_held_before IS NOT NULL THEN
-        v_held_ws := v_held_before || v_held_ws;
+        v_held_ws := ARRAY(SELECT DISTINCT h FROM unnest(v_held_before || v_held_ws) AS h);
     END IF;
     PERFORM set_config('errand.fair_cands', v_cands::text, false);
     IF v_held_ws IS NOT NULL THEN

@@ -633,6 +633,21 @@ func TestAWindowOfWorkspacesAtTheirCapDoesNotHoldBackTheNext(t *testing.T) {
 			t.Errorf("held back %v, want every workspace at its cap named, %s too", held, ws)
 		}
 	}
+
+	// Every workspace at its cap: nothing starts, the windows stop once they
+	// come round to the first workspace, and each is named once.
+	var n int
+	if err := conn.QueryRow(ctx, `SELECT count(*)
+		FROM errand.fair_fetch_counted('default', 10, 'test', 100, NULL, NULL, 2, 3, NULL, $1::uuid[], '{2,2,2,2,2}'::int[])`, wss).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	if err := conn.QueryRow(ctx, `SELECT current_setting('errand.fair_held_ws')::uuid[]::text[]`).Scan(&held); err != nil {
+		t.Fatal(err)
+	}
+	slices.Sort(held)
+	if n != 0 || !slices.Equal(held, wss) {
+		t.Errorf("every workspace at its cap: %d started, held back %v; want 0, and each of %v once", n, held, wss)
+	}
 }
 
 // An app may replace errand.plans by a view, which has none of the table's
