@@ -72,6 +72,20 @@ func TestRunAndDevRefuseArguments(t *testing.T) {
 // migrate takes one optional word, status: anything else is a usage error
 // before it connects (`errand migrate status extra` showed the status and
 // exited 0).
+// errand migrate --help (or -h) prints its usage and succeeds, without a
+// database.
+func TestMigrateHelp(t *testing.T) {
+	for _, arg := range []string{"--help", "-h"} {
+		var out bytes.Buffer
+		if err := errand.Main(context.Background(), []string{"migrate", arg}, errandtest.Env(nil), &out, &out); err != nil {
+			t.Errorf("errand migrate %s: %v", arg, err)
+		}
+		if !strings.Contains(out.String(), "Usage: errand migrate [status]") || !strings.Contains(out.String(), "show applied and pending migrations") {
+			t.Errorf("errand migrate %s printed:\n%s", arg, out.String())
+		}
+	}
+}
+
 func TestMigrateRefusesArgumentsItDoesNotTake(t *testing.T) {
 	for _, tc := range []struct {
 		name string

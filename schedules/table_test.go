@@ -252,6 +252,10 @@ func TestSchedulesHelp(t *testing.T) {
 	if !errors.Is(err, errand.ErrUsage) || !strings.Contains(err.Error(), "errand schedules list --help lists its flags") {
 		t.Errorf("an unknown flag: %v", err)
 	}
+	err = errand.Main(context.Background(), []string{"schedules", "lsit", "--help"}, errandtest.Env(nil), io.Discard, io.Discard)
+	if !errors.Is(err, errand.ErrUsage) || !strings.Contains(err.Error(), `unknown schedules command "lsit" (list, tick)`) {
+		t.Errorf("--help after an unknown command: %v, want the command named unknown", err)
+	}
 }
 
 // An interval variable its kind refuses is reported once, in the kind's

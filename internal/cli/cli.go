@@ -82,6 +82,12 @@ func Main(ctx context.Context, args []string, getenv func(string) string, stdout
 	case "migrate":
 		// Arguments first: `errand migrate status extra` showed the status
 		// and said nothing of the word it had ignored.
+		if len(args) == 2 && isHelp(args[1]) {
+			_, err := io.WriteString(stdout, "Usage: errand migrate [status]\n\n"+
+				"  migrate          apply errand's and River's migrations (idempotent, safe to run concurrently)\n"+
+				"  migrate status   show applied and pending migrations\n")
+			return err
+		}
 		status := len(args) > 1 && args[1] == "status"
 		if status && len(args) > 2 {
 			return fmt.Errorf("%w: errand migrate status takes no arguments, got %q", ErrUsage, strings.Join(args[2:], " "))

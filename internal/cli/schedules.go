@@ -48,12 +48,15 @@ func runSchedules(ctx context.Context, cfg config.Config, kinds []jobs.Kind, arg
 		_, err := io.WriteString(stdout, "Usage: errand schedules COMMAND [flags]\n"+schedulesHelp())
 		return err
 	}
+	if args[0] != "list" && args[0] != "tick" {
+		return fmt.Errorf("%w: unknown schedules command %q (list, tick)", ErrUsage, args[0])
+	}
 	fs := flag.NewFlagSet("schedules "+args[0], flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	atText := fs.String("at", "", "RFC 3339 time")
 	only := fs.String("schedule", "", "one entry")
 	future := fs.Bool("future", false, "tick at a time still to come")
-	if err := fs.Parse(args[1:]); errors.Is(err, flag.ErrHelp) && (args[0] == "list" || args[0] == "tick") {
+	if err := fs.Parse(args[1:]); errors.Is(err, flag.ErrHelp) {
 		// The command's lines of `errand help` and its flags.
 		fmt.Fprintf(stdout, "Usage: errand schedules %s [flags]\n", args[0])
 		in := false
@@ -94,7 +97,7 @@ func runSchedules(ctx context.Context, cfg config.Config, kinds []jobs.Kind, arg
 			return fmt.Errorf("%w: schedules list takes no --schedule or --future", ErrUsage)
 		}
 		return listSchedules(table, at, stdout)
-	case "tick":
+	default: // tick (the command was checked above)
 		if *atText == "" {
 			return fmt.Errorf("%w: schedules tick needs --at <RFC 3339 time>", ErrUsage)
 		}
@@ -102,8 +105,6 @@ func runSchedules(ctx context.Context, cfg config.Config, kinds []jobs.Kind, arg
 			return fmt.Errorf("DATABASE_URL is not set")
 		}
 		return tickSchedules(ctx, cfg, table, at, *only, *future, stdout)
-	default:
-		return fmt.Errorf("%w: unknown schedules command %q (list, tick)", ErrUsage, args[0])
 	}
 }
 
