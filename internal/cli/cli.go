@@ -83,9 +83,7 @@ func Main(ctx context.Context, args []string, getenv func(string) string, stdout
 		// Arguments first: `errand migrate status extra` showed the status
 		// and said nothing of the word it had ignored.
 		if len(args) == 2 && isHelp(args[1]) {
-			_, err := io.WriteString(stdout, "Usage: errand migrate [status]\n\n"+
-				"  migrate          apply errand's and River's migrations (idempotent, safe to run concurrently)\n"+
-				"  migrate status   show applied and pending migrations\n")
+			_, err := io.WriteString(stdout, "Usage: errand migrate [status]\n\n"+helpSection(config.Help(reg.Kinds()), "migrate"))
 			return err
 		}
 		status := len(args) > 1 && args[1] == "status"

@@ -45,13 +45,13 @@ Operations (same DATABASE_URL; --json for JSON instead of a table):
 
 const workspaceNote = "  (W: a workspace's id or slug)\n"
 
-// opsSection is the lines of opsHelp about the commands that start with
-// prefix ("jobs", "jobs retry", "stats"), each with its continuation lines:
-// a command's --help says what `errand help` says, and its flags.
-func opsSection(prefix string) string {
+// helpSection is the lines of a help text about the commands that start
+// with prefix ("jobs", "jobs retry", "schedules tick", "migrate"), each with
+// its continuation lines: a command's --help says what `errand help` says.
+func helpSection(text, prefix string) string {
 	var b strings.Builder
 	in := false
-	for line := range strings.Lines(opsHelp()) {
+	for line := range strings.Lines(text) {
 		switch {
 		case strings.HasPrefix(line, "  "+prefix+" ") || strings.TrimSpace(line) == prefix:
 			in = true
@@ -62,10 +62,17 @@ func opsSection(prefix string) string {
 			b.WriteString(line)
 		}
 	}
-	if strings.Contains(b.String(), " W") {
-		b.WriteString(workspaceNote)
-	}
 	return b.String()
+}
+
+// opsSection is helpSection of opsHelp, with what W stands for when a
+// command takes one.
+func opsSection(prefix string) string {
+	s := helpSection(opsHelp(), prefix)
+	if strings.Contains(s, " W") {
+		s += workspaceNote
+	}
+	return s
 }
 
 // isHelp is an argument asking for help instead of a command.

@@ -6,7 +6,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -58,19 +57,7 @@ func runSchedules(ctx context.Context, cfg config.Config, kinds []jobs.Kind, arg
 	future := fs.Bool("future", false, "tick at a time still to come")
 	if err := fs.Parse(args[1:]); errors.Is(err, flag.ErrHelp) {
 		// The command's lines of `errand help` and its flags.
-		fmt.Fprintf(stdout, "Usage: errand schedules %s [flags]\n", args[0])
-		in := false
-		for line := range strings.Lines(schedulesHelp()) {
-			if strings.HasPrefix(line, "  schedules "+args[0]+" ") {
-				in = true
-			} else if !strings.HasPrefix(line, "    ") { // not a continuation
-				in = false
-			}
-			if in {
-				fmt.Fprint(stdout, line)
-			}
-		}
-		fmt.Fprintln(stdout, "\nFlags:")
+		fmt.Fprintf(stdout, "Usage: errand schedules %s [flags]\n%s\nFlags:\n", args[0], helpSection(schedulesHelp(), "schedules "+args[0]))
 		fs.SetOutput(stdout)
 		if args[0] == "list" { // list takes --at alone
 			fs = flag.NewFlagSet("schedules list", flag.ContinueOnError)
