@@ -9,7 +9,7 @@
 -- every refresh). The same walk as one recursive statement, each step
 -- counting the workspace it stands on and finding the next, took 36 to 45
 -- ms on the same rows (2026-12-05, the same minutes; KEDA's
--- startable_jobs(600) 3.9 against 8.3 ms). What it counts is unchanged
+-- startable_jobs(600) 3.9 to 4.6 against 8.3 ms). What it counts is unchanged
 -- (store/watch_test.go's TestStartableJobsLeaveOutWhatACapHoldsBack);
 -- without caps the function still counts the due jobs at once.
 
