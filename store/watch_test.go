@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -662,5 +663,89 @@ func TestErrandsOwnJobsAreListedWithoutAWorkspace(t *testing.T) {
 	}
 	if d, err := store.GetJob(ctx, pool, cancelled); err != nil || d.Paused {
 		t.Errorf("GetJob(a job cancelled while its workspace was paused) = %+v, %v; want not paused (it is not held)", d, err)
+	}
+}
+
+// KEDA's errand.startable_jobs and the backlog per queue (which joins
+// errand.queue_startable) are PL/pgSQL, so EXPLAIN shows a function scan
+// only: auto_explain reports each nested statement's plan with its actual
+// rows. Beside 20,000 retained jobs, ten thousand of them the workspace
+// whose jobs wait, no statement may read the retained jobs, with caps (the
+// walk over the workspaces) or without. With the fair fetch's index dropped
+// the same check fails, so it can.
+func TestStartableCountsReadNoRetainedJobs(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	url := testdb.NewDatabase(t, true)
+	pool := testdb.Pool(t, url)
+	big, _ := watchData(t, pool)
+	// The big workspace: 3 running and 20 due in queue default, where its
+	// 9,000 retained pings are.
+	if _, err := pool.Exec(ctx, `
+		INSERT INTO errand.river_job (state, attempt, attempted_at, attempted_by, scheduled_at, args, kind, metadata, queue)
+		SELECT CASE WHEN g <= 3 THEN 'running' ELSE 'available' END::errand.river_job_state, CASE WHEN g <= 3 THEN 1 ELSE 0 END,
+		       CASE WHEN g <= 3 THEN now() END, CASE WHEN g <= 3 THEN '{r}'::text[] END, now() - g * interval '1 second',
+		       '{}', 'ping', jsonb_build_object('workspace_id', $1::uuid), 'default'
+		FROM generate_series(1, 23) AS g`, big); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pool.Exec(ctx, `ANALYZE errand.river_job`); err != nil {
+		t.Fatal(err)
+	}
+	conn, plans, resetPlans := testdb.ExplainedConn(t, url)
+	read := regexp.MustCompile(`(?m)^.*on river_job\b.*actual time=[0-9.]+\.\.[0-9.]+ rows=(\d+) loops=\d+.*$`)
+	removed := regexp.MustCompile(`Rows Removed by Filter: (\d+)`)
+	// check runs the two counts and returns what read 1,000 rows or more.
+	check := func(db pgx.Tx) (problems []string) {
+		resetPlans()
+		var keda int64
+		if err := db.QueryRow(ctx, `SELECT errand.startable_jobs(600)`).Scan(&keda); err != nil {
+			t.Fatal(err)
+		}
+		queues, err := store.PendingByQueue(ctx, db)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if keda == 0 || len(queues) == 0 {
+			t.Fatalf("startable_jobs = %d, backlog %+v: want the due jobs counted", keda, queues)
+		}
+		for _, p := range plans() {
+			for _, m := range read.FindAllStringSubmatch(p, -1) {
+				if n, _ := strconv.Atoi(m[1]); n >= 1000 {
+					problems = append(problems, fmt.Sprintf("%d rows of river_job read: %s", n, p))
+				}
+			}
+			for _, m := range removed.FindAllStringSubmatch(p, -1) {
+				if n, _ := strconv.Atoi(m[1]); n >= 1000 {
+					problems = append(problems, fmt.Sprintf("%d rows of river_job filtered out: %s", n, p))
+				}
+			}
+		}
+		return problems
+	}
+	for _, c := range []struct {
+		name       string
+		fairness   bool
+		defaultCap int
+	}{{"caps: the walk over the workspaces", true, 2}, {"no caps", false, 0}} {
+		if err := store.PublishWorkspaceCaps(ctx, pool, c.fairness, c.defaultCap); err != nil {
+			t.Fatal(err)
+		}
+		tx, err := conn.Begin(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, p := range check(tx) {
+			t.Errorf("%s: %s", c.name, p)
+		}
+		if _, err := tx.Exec(ctx, `DROP INDEX errand.river_job_fair_fetch_idx`); err != nil {
+			t.Fatal(err)
+		}
+		if len(check(tx)) == 0 {
+			t.Errorf("%s: without the fair fetch's index no statement read the retained jobs; the check cannot fail", c.name)
+		}
+		if err := tx.Rollback(ctx); err != nil {
+			t.Fatal(err)
+		}
 	}
 }

@@ -14,7 +14,6 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgtype"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/riverqueue/river/riverdriver"
@@ -23,6 +22,7 @@ import (
 
 	"github.com/errand-dev/errand/errandtest"
 	"github.com/errand-dev/errand/internal/fair"
+	"github.com/errand-dev/errand/internal/testdb"
 	"github.com/errand-dev/errand/store"
 )
 
@@ -750,57 +750,6 @@ func TestPilotFetchesWithItsKeptCandidateList(t *testing.T) {
 	}
 }
 
-// explainedConn is a connection whose statements, nested ones included,
-// send their plans with actual row counts as notices: plans() returns
-// those received since the last reset(). It skips the test where
-// auto_explain cannot be loaded (not a superuser).
-func explainedConn(t *testing.T, url string, settings ...string) (conn *pgx.Conn, plans func() []string, reset func()) {
-	t.Helper()
-	ctx := context.Background()
-	cfg, err := pgx.ParseConfig(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var mu sync.Mutex
-	var got []string
-	cfg.OnNotice = func(_ *pgconn.PgConn, n *pgconn.Notice) {
-		mu.Lock()
-		defer mu.Unlock()
-		got = append(got, n.Message)
-	}
-	conn, err = pgx.ConnectConfig(ctx, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close(ctx) })
-	if _, err := conn.Exec(ctx, `LOAD 'auto_explain'`); err != nil {
-		var pgErr *pgconn.PgError
-		if errors.As(err, &pgErr) && pgErr.Code == "42501" {
-			t.Skipf("reading the fetch's plans needs auto_explain, which only a superuser may load: %v", err)
-		}
-		t.Fatal(err)
-	}
-	for _, set := range append([]string{
-		`SET auto_explain.log_min_duration = 0`, `SET auto_explain.log_analyze = on`,
-		`SET auto_explain.log_nested_statements = on`, `SET auto_explain.log_level = notice`,
-	}, settings...) {
-		if _, err := conn.Exec(ctx, set); err != nil {
-			t.Fatal(err)
-		}
-	}
-	plans = func() []string {
-		mu.Lock()
-		defer mu.Unlock()
-		return slices.Clone(got)
-	}
-	reset = func() {
-		mu.Lock()
-		defer mu.Unlock()
-		got = nil
-	}
-	return conn, plans, reset
-}
-
 // fetchWorkspaces runs one fair fetch of up to n jobs of queue default on
 // conn and returns the started jobs' workspaces.
 func fetchWorkspaces(t *testing.T, conn *pgx.Conn, n int) []string {
@@ -840,7 +789,7 @@ func TestFetchReadsOneWorkspaceByTheFairIndexWhateverTheStatistics(t *testing.T)
 	enqueue(t, pool, small, 3, `{}`)
 
 	// The plans PL/pgSQL settles on after a few calls, from the first.
-	conn, plans, _ := explainedConn(t, url, `SET plan_cache_mode = force_generic_plan`)
+	conn, plans, _ := testdb.ExplainedConn(t, url, `SET plan_cache_mode = force_generic_plan`)
 	for round := range 2 {
 		got := fetchWorkspaces(t, conn, 10)
 		if len(got) != 10 || (round == 0 && !slices.Contains(got, small)) {
@@ -874,7 +823,7 @@ func TestFetchPlansMadeOnAnEmptyQueueStillServeAFlood(t *testing.T) {
 	flood := errandtest.NewWorkspace(t, pool, "flood")
 	small := errandtest.NewWorkspace(t, pool, "small")
 
-	conn, plans, resetPlans := explainedConn(t, url)
+	conn, plans, resetPlans := testdb.ExplainedConn(t, url)
 	fetch := func(n int) []string { return fetchWorkspaces(t, conn, n) }
 	// The plans are made here: an empty queue, then one workspace's job
 	// (the single-workspace path), then two workspaces' (the weighted one).

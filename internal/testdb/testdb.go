@@ -8,19 +8,23 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"net/url"
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/errand-dev/errand/internal/localpg"
@@ -351,4 +355,55 @@ func CreateTenantRole(t testing.TB, ownerURL string) string {
 		}
 	})
 	return role
+}
+
+// ExplainedConn is a connection whose statements, nested ones included,
+// send their plans with actual row counts as notices: plans() returns
+// those received since the last reset(). It skips the test where
+// auto_explain cannot be loaded (not a superuser).
+func ExplainedConn(t *testing.T, url string, settings ...string) (conn *pgx.Conn, plans func() []string, reset func()) {
+	t.Helper()
+	ctx := context.Background()
+	cfg, err := pgx.ParseConfig(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var got []string
+	cfg.OnNotice = func(_ *pgconn.PgConn, n *pgconn.Notice) {
+		mu.Lock()
+		defer mu.Unlock()
+		got = append(got, n.Message)
+	}
+	conn, err = pgx.ConnectConfig(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close(ctx) })
+	if _, err := conn.Exec(ctx, `LOAD 'auto_explain'`); err != nil {
+		var pgErr *pgconn.PgError
+		if errors.As(err, &pgErr) && pgErr.Code == "42501" {
+			t.Skipf("reading nested plans needs auto_explain, which only a superuser may load: %v", err)
+		}
+		t.Fatal(err)
+	}
+	for _, set := range append([]string{
+		`SET auto_explain.log_min_duration = 0`, `SET auto_explain.log_analyze = on`,
+		`SET auto_explain.log_nested_statements = on`, `SET auto_explain.log_level = notice`,
+	}, settings...) {
+		if _, err := conn.Exec(ctx, set); err != nil {
+			t.Fatal(err)
+		}
+	}
+	plans = func() []string {
+		mu.Lock()
+		defer mu.Unlock()
+		return slices.Clone(got)
+	}
+	reset = func() {
+		mu.Lock()
+		defer mu.Unlock()
+		got = nil
+	}
+	return conn, plans, reset
 }

@@ -23,8 +23,8 @@ func envVars() []jobs.EnvVar {
 	return []jobs.EnvVar{
 		{Name: "ERRAND_DIGEST_TICK", Default: "5m", Help: "how often the leader looks for users whose digest time has passed (the `digests` schedule; ERRAND_SCHEDULES overrides it)",
 			Check: func(v string) error { return atLeast(v, time.Minute) }},
-		{Name: "ERRAND_DIGEST_BACKFILL", Default: "24h", Help: "a digest time missed while every replica was down is sent once when one comes back if it passed at most this long ago; older ones roll into the next digest. At least the time between two ticks (ERRAND_DIGEST_TICK, or the digests entry of ERRAND_SCHEDULES): a tick finds a digest time up to one tick after it passed",
-			Check: func(v string) error { return atLeast(v, 0) }},
+		{Name: "ERRAND_DIGEST_BACKFILL", Default: "24h", Help: "a digest time missed while every replica was down is sent once when one comes back if it passed at most this long ago; older ones roll into the next digest. At least the time between two ticks (ERRAND_DIGEST_TICK, or the digests entry of ERRAND_SCHEDULES): a tick finds a digest time up to one tick after it passed; never under 1m, the shortest tick",
+			Check: func(v string) error { return atLeast(v, time.Minute) }},
 		{Name: "ERRAND_DIGEST_MAX_ITEMS", Default: "50", Help: "notifications listed in one digest email (the rest are counted, and all are marked digested)",
 			Check: func(v string) error {
 				if n, err := strconv.Atoi(v); err != nil || n < 1 || n > 1000 {

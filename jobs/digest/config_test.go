@@ -22,8 +22,19 @@ func TestRunRefusesABackfillShorterThanTheTick(t *testing.T) {
 		env  map[string]string
 		want []string
 	}{
+		// Under a minute, the shortest tick, is refused by the kind itself,
+		// with the digests off too: `errand schedules tick --schedule
+		// digests` still runs their tick by hand.
 		"a backfill of 0, meant as never backfill": {
 			env:  map[string]string{"ERRAND_DIGEST_BACKFILL": "0", "ERRAND_SCHEDULES": "usage_reports=off"},
+			want: []string{`ERRAND_DIGEST_BACKFILL="0": want at least 1m0s`},
+		},
+		"a backfill of 0 with the digests off": {
+			env:  map[string]string{"ERRAND_DIGEST_BACKFILL": "0", "ERRAND_SCHEDULES": "usage_reports=off;digests=off"},
+			want: []string{`ERRAND_DIGEST_BACKFILL="0": want at least 1m0s`},
+		},
+		"a backfill of 4 minutes with the default tick": {
+			env:  map[string]string{"ERRAND_DIGEST_BACKFILL": "4m", "ERRAND_SCHEDULES": "usage_reports=off"},
 			want: []string{`schedule "digests" (@every 5m): its times are up to 5m0s apart`, "set ERRAND_DIGEST_BACKFILL to at least 5m0s"},
 		},
 		"a backfill of a minute with the default tick": {

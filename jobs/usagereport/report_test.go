@@ -72,7 +72,18 @@ func tick(t *testing.T, url string, pool *pgxpool.Pool, at string) string {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+	if n := count(t, pool, `SELECT count(*) FROM errand.jobs WHERE kind = 'usage_report.generate' AND status = 'failed'`); n > 0 {
+		t.Fatalf("%d usage_report.generate jobs failed", n)
+	}
 	return out.String()
+}
+
+// generated is how many usage_report.generate jobs of workspace ws for
+// week completed: a report skipped as empty is still a job that ran.
+func generated(t *testing.T, pool *pgxpool.Pool, ws, week string) int {
+	t.Helper()
+	return count(t, pool, `SELECT count(*) FROM errand.jobs WHERE kind = 'usage_report.generate' AND status = 'completed'
+		AND workspace_id = $1 AND args ->> 'week' = $2`, ws, week)
 }
 
 // countFrom2030 makes the leader's job counting (errand.job_counts, which
@@ -235,6 +246,9 @@ func TestQuietWorkspace(t *testing.T) {
 		member(t, pool, ws, "ann@example.com", "owner")
 		tick(t, url, pool, "2030-01-14T08:00:00Z")
 		got := summary(t, pool, ws, "2030-W02")
+		if n := generated(t, pool, ws, "2030-W02"); n != 1 {
+			t.Fatalf("skip empty %v: %d report jobs completed for the quiet week, want 1", skip, n)
+		}
 		if skip {
 			if got != nil || count(t, pool, `SELECT count(*) FROM errand.emails`) != 0 {
 				t.Errorf("skip empty: report %v", got)
@@ -351,6 +365,9 @@ func TestQuietWeeksAfterAReportAreEmpty(t *testing.T) {
 				tick(t, url, pool, monday)
 				ranAt(t, pool, strings.Replace(monday, "08:00:00", "08:00:01", 1))
 				got := summary(t, pool, ws, week)
+				if n := generated(t, pool, ws, week); n != 1 {
+					t.Fatalf("%s: %d report jobs completed, want 1", week, n)
+				}
 				if skip {
 					if got != nil {
 						t.Errorf("%s: a report %v, want none", week, got)
