@@ -109,7 +109,7 @@ func Env(m map[string]string) func(string) string { return func(k string) string
 
 // DaemonEnv is the environment StartDaemon uses: env on top of test
 // defaults (a loopback HTTP address on a port the kernel picks, JSON logs,
-// 20 ms first retry, email capture unless env sets RESEND_API_KEY, and every recurring
+// 20 ms first retry, a 60 s rescue lease, email capture unless env sets RESEND_API_KEY, and every recurring
 // schedule off unless env sets ERRAND_SCHEDULES: a test drives time with
 // `errand schedules tick`, and a daemon that happens to run at Monday 08:00
 // UTC makes no usage reports it did not ask for).
@@ -121,6 +121,11 @@ func DaemonEnv(t testing.TB, dbURL string, env map[string]string) map[string]str
 		"ERRAND_LOG_FORMAT": "json",
 		"ERRAND_RETRY_BASE": "20ms",
 		"ERRAND_SCHEDULES":  "*=off",
+		// A replica fences itself after 0.4 x this without a heartbeat
+		// renewal; at the default 10 s a 4 s stall of a busy machine would
+		// fence a test's daemon and rerun its jobs. Tests of rescue and
+		// fencing set their own.
+		"ERRAND_RESCUE_AFTER": "60s",
 	}
 	if env["RESEND_API_KEY"] == "" {
 		vars["ERRAND_EMAIL_CAPTURE"] = "true"
