@@ -52,3 +52,24 @@ func ReserveSlot(ctx context.Context, db DB, name string, interval, maxWait time
 	}
 	return wait, reserved, nil
 }
+
+// HoldSlot gives holder (a job's id) its slot of the rate limit called name,
+// slots interval apart, for every replica sharing the database, by the
+// database's clock (errand.rate_limit_slot, migration 058). wait is how long
+// until the slot starts. A slot within maxWait is the caller's to take now
+// (held is false: sleep wait, then go). A later one is kept for holder in
+// errand.rate_limit_holds (held is true): the caller snoozes until near it,
+// and its next call with the same holder gets that slot back instead of a
+// new one, so a backlog over the limit comes back about once per job, in
+// the order it first asked.
+func HoldSlot(ctx context.Context, db DB, name string, interval, maxWait time.Duration, holder int64) (wait time.Duration, held bool, err error) {
+	if interval <= 0 {
+		return 0, false, nil
+	}
+	err = db.QueryRow(ctx, `SELECT wait, held FROM errand.rate_limit_slot($1, $2, $3, $4)`,
+		name, interval, max(maxWait, 0), holder).Scan(&wait, &held)
+	if err != nil {
+		return 0, false, fmt.Errorf("reserve %s rate limit slot: %w", name, err)
+	}
+	return wait, held, nil
+}

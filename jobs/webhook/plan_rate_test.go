@@ -82,3 +82,43 @@ func TestWorkspacePlanRateLimitsDeliveriesWithoutDroppingAny(t *testing.T) {
 		t.Errorf("the workspace without a plan limit was rate limited")
 	}
 }
+
+// A backlog over a workspace's rate comes back about once per delivery, not
+// once per delivery per interval: each delivery keeps the slot it was given
+// and snoozes until near it (migration 058). Before, every waiting delivery
+// asked again about every second, so the fetches and snoozes grew with the
+// backlog (an audit counted 1,867 rounds in 10 s to send 10 of 300).
+func TestABacklogOverTheRateSnoozesAboutOncePerDelivery(t *testing.T) {
+	t.Parallel()
+	const perSecond, messages = 20, 200
+	rc := newReceiver(t, func(w http.ResponseWriter, r *http.Request, n int, body []byte) {})
+	url, pool := errandtest.MigratedDB(t, kinds()...)
+	limited := errandtest.NewWorkspace(t, pool, "limited")
+	exec(t, pool, `INSERT INTO errand.plans (plan, webhooks_per_second) VALUES ('starter', $1)`, perSecond)
+	exec(t, pool, `UPDATE errand.workspaces SET plan = 'starter' WHERE id = $1`, limited)
+	errandtest.StartDaemon(t, url, env(nil), kinds()...)
+	newEndpoint(t, pool, limited, rc.URL+"/limited")
+	exec(t, pool, `INSERT INTO errand.jobs (workspace_id, kind, args)
+		SELECT $1, 'webhook.dispatch', jsonb_build_object('event_type', 'a.b', 'payload', jsonb_build_object('n', n))
+		FROM generate_series(1, $2) AS n`, limited, messages)
+	ctx := context.Background()
+	waitFor(t, "every delivery completed", func() bool {
+		var done int
+		if err := pool.QueryRow(ctx, `SELECT count(*) FROM errand.jobs WHERE kind = 'webhook.deliver' AND status = 'completed'`).Scan(&done); err != nil {
+			t.Fatal(err)
+		}
+		return done == messages
+	})
+	var snoozes, most int
+	if err := pool.QueryRow(ctx, `SELECT coalesce(sum((metadata ->> 'snoozes')::int), 0), coalesce(max((metadata ->> 'snoozes')::int), 0)
+		FROM errand.river_job WHERE kind = 'webhook.deliver'`).Scan(&snoozes, &most); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("%d deliveries at %d a second: %d snoozes in all, at most %d for one delivery", messages, perSecond, snoozes, most)
+	if snoozes > 3*messages {
+		t.Errorf("%d snoozes for %d deliveries, want at most 3 a delivery", snoozes, messages)
+	}
+	if n := len(rc.received()); n != messages {
+		t.Errorf("%d requests arrived, want %d", n, messages)
+	}
+}

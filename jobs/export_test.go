@@ -1,0 +1,4 @@
+package jobs
+
+// SnoozeFor is snoozeFor, for jobs_test.
+var SnoozeFor = snoozeFor
