@@ -68,34 +68,6 @@ func runNoisy(ctx context.Context, b *bench, args []string) error {
 	return b.inWorkspace(ctx, func(st *store.Store, ws string) (string, error) { return b.noisy(ctx, st, ws, f) })
 }
 
-const (
-	// The small workspaces' pings, one statement for all of them.
-	noisyInsertSmall = `INSERT INTO errand.jobs (workspace_id, kind, args)
-		SELECT w, 'ping', jsonb_build_object('sleep_ms', $3::int)
-		FROM unnest($1::uuid[]) AS w, generate_series(1, $2::int)`
-	noisyInsertFlood = `INSERT INTO errand.jobs (workspace_id, kind, args)
-		SELECT $1, 'ping', jsonb_build_object('sleep_ms', $3::int) FROM generate_series(1, $2::int)`
-	// Waits from INSERT to start, in ms, of the workspaces' finished jobs,
-	// and whether all of them have finished.
-	noisyWaits = `SELECT count(*) FILTER (WHERE status <> 'completed'),
-		coalesce(percentile_cont(0.95) WITHIN GROUP (ORDER BY extract(epoch FROM started_at - created_at) * 1000)
-		         FILTER (WHERE status = 'completed'), 0)
-		FROM errand.jobs WHERE workspace_id = ANY ($1::uuid[])`
-	// The flood's rate: jobs over the span from the first start to the last
-	// finish, on the database's clock.
-	noisyRate = `SELECT count(*) FILTER (WHERE status <> 'completed'), count(*),
-		coalesce(extract(epoch FROM max(finished_at) - min(started_at)), 0)
-		FROM errand.jobs WHERE workspace_id = $1`
-	// The flood's jobs running when each of the small workspaces' jobs
-	// started, on the database's clock: the median and the most.
-	noisyFloodRunning = `SELECT coalesce(percentile_cont(0.5) WITHIN GROUP (ORDER BY r.n), 0), coalesce(max(r.n), 0)
-		FROM errand.jobs s CROSS JOIN LATERAL (
-			SELECT count(*) AS n FROM errand.jobs f
-			WHERE f.workspace_id = $1 AND f.started_at <= s.started_at
-			  AND (f.finished_at IS NULL OR f.finished_at > s.started_at)) r
-		WHERE s.workspace_id = ANY ($2::uuid[])`
-)
-
 func (b *bench) noisy(ctx context.Context, st *store.Store, flood string, f noisyFlags) (result string, err error) {
 	small, err := b.scaleCreateWorkspaces(ctx, st, flood, f.small)
 	defer func() {

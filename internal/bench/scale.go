@@ -59,49 +59,6 @@ func parseScaleFlags(args []string, out io.Writer) (scaleFlags, error) {
 	return f, nil
 }
 
-// The retained jobs, written straight into River's table in one statement
-// (the contract's trigger would take minutes for millions). Job g finished
-// g/n of 23 hours after the first, inside River's 24 h retention so its
-// cleaner leaves them alone during the run. Even jobs belong to the first
-// workspace, odd ones are spread over the others; one in ten is an
-// email.send. One in a thousand failed (discarded after its last attempt),
-// none of them in the first workspace: its failed jobs are the search that
-// used to read all of its million completed ones.
-const (
-	scaleCreateWorkspaces = `INSERT INTO errand.workspaces (name, slug)
-		SELECT 'errand bench scale', $1::text || '-' || g FROM generate_series(1, $2::int) AS g
-		RETURNING id`
-	scaleLoadFinished = `INSERT INTO errand.river_job (state, attempt, max_attempts, attempted_at, attempted_by, created_at,
-			finalized_at, scheduled_at, priority, args, kind, metadata, queue, tags, errors)
-		SELECT CASE WHEN failed THEN 'discarded' ELSE 'completed' END::errand.river_job_state,
-		       CASE WHEN failed THEN 25 ELSE 1 END, 25, t, '{bench-scale}', t, t + interval '5 ms', t, 1, '{}'::jsonb,
-		       kind, jsonb_build_object('workspace_id', ws), CASE WHEN kind = 'email.send' THEN 'email' ELSE 'default' END, '{}',
-		       CASE WHEN failed THEN ARRAY[jsonb_build_object('at', t, 'attempt', 25, 'error', 'bench: failed for good', 'trace', '')] END
-		FROM (SELECT $1::uuid[] AS ids) AS w, generate_series(1, $2::int) AS g,
-		     LATERAL (SELECT g % 1000 = 500 AS failed,
-		                     now() - interval '23 hours' + g * (interval '23 hours' / $2::int) AS t) AS a,
-		     LATERAL (SELECT CASE WHEN failed THEN w.ids[2 + (g / 1000) % (cardinality(w.ids) - 1)]
-		                          WHEN g % 2 = 0 THEN w.ids[1]
-		                          ELSE w.ids[2 + (g / 2) % (cardinality(w.ids) - 1)] END AS ws,
-		                     CASE WHEN failed AND g / 1000 % 4 = 0 OR NOT failed AND g % 10 = 3 THEN 'email.send' ELSE 'ping' END AS kind) AS b`
-	// A backlog enqueued over the last ten minutes in a queue no replica
-	// serves, so it stays pending while the daemon runs.
-	scaleLoadPending = `INSERT INTO errand.river_job (state, max_attempts, created_at, scheduled_at, priority, args, kind, metadata, queue, tags)
-		SELECT 'available', 25, t, t, 1, '{}'::jsonb, 'ping',
-		       jsonb_build_object('workspace_id', w.ids[2 + (g * 13) % (cardinality(w.ids) - 1)]), '` + scaleIdleQueue + `', '{}'
-		FROM (SELECT $1::uuid[] AS ids) AS w, generate_series(1, $2::int) AS g,
-		     LATERAL (SELECT now() - interval '10 minutes' + g * (interval '10 minutes' / $2::int)) AS at(t)`
-	scaleDeleteJobs       = `DELETE FROM errand.river_job WHERE (metadata ->> 'workspace_id')::uuid = ANY ($1::uuid[])`
-	scaleDeleteWorkspaces = `DELETE FROM errand.workspaces WHERE id = ANY ($1::uuid[])`
-	scaleDeleteCounts     = `DELETE FROM errand.job_counts WHERE workspace_id = ANY ($1::uuid[])`
-	scaleRollUp           = `SELECT errand.roll_up_job_counts()`
-	// Pending jobs whose run_at has come (the Watch section's due count).
-	scaleDueCount = `SELECT count(*) FROM errand.jobs WHERE status = 'pending' AND run_at <= now()`
-	// What KEDA's PostgreSQL scaler asks (deploy/kubernetes/keda.yaml): the
-	// due jobs a worker may start, up to its cap.
-	scaleKEDA = `SELECT errand.startable_jobs(600, ARRAY['email'])`
-)
-
 const scaleIdleQueue = "bench_scale_idle"
 
 // runScale is the mode's entry in modes().
@@ -115,7 +72,7 @@ func runScale(ctx context.Context, b *bench, args []string) error {
 
 func (b *bench) scale(ctx context.Context, st *store.Store, ws string, f scaleFlags) (result string, err error) {
 	var before int64
-	if err := st.QueryRow(ctx, `SELECT count(*) FROM errand.river_job`).Scan(&before); err != nil {
+	if err := st.QueryRow(ctx, scaleCountJobs).Scan(&before); err != nil {
 		return "", fmt.Errorf("count jobs: %w", err)
 	}
 	empty, err := b.scaleBurnDowns(ctx, st, ws, f, fmt.Sprintf("with %d other jobs in the table", before))

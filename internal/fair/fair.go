@@ -333,11 +333,11 @@ func (s *producerState) writeRow(ws []string, n []int32) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*refreshTimeout)
 	defer cancel()
 	return pgx.BeginFunc(ctx, s.p.pool, func(tx pgx.Tx) error {
-		if _, err := tx.Exec(ctx, `SELECT set_config('statement_timeout', $1, true)`,
+		if _, err := tx.Exec(ctx, setStatementTimeout,
 			fmt.Sprint(refreshTimeout.Milliseconds())); err != nil {
 			return err
 		}
-		_, err := tx.Exec(ctx, `SELECT errand.fair_working_put($1, $2, $3, $4, NULL)`, s.queue, s.client, ws, n)
+		_, err := tx.Exec(ctx, putWorking, s.queue, s.client, ws, n)
 		return err
 	})
 }
@@ -379,7 +379,7 @@ func (p *Pilot) ProducerShutdown(ctx context.Context, exec riverdriver.Executor,
 		// or near its deadline: the delete gets a few seconds of its own,
 		// so that a clean stop leaves no counts behind (and logs no error).
 		delCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-		err := exec.Exec(delCtx, `DELETE FROM errand.fair_working WHERE queue = $1 AND client = $2`, s.queue, s.client)
+		err := exec.Exec(delCtx, deleteWorking, s.queue, s.client)
 		cancel()
 		s.fetchMu.Unlock()
 		if err != nil {
@@ -525,7 +525,7 @@ func (p *Pilot) notify(queue string) {
 	ctx, cancel := context.WithTimeout(context.Background(), fetchTimeout)
 	defer cancel()
 	// A closed pool (the daemon stopping) is no loss: nobody fetches.
-	_, _ = p.pool.Exec(ctx, `SELECT pg_notify('errand.river_insert', json_build_object('queue', $1::text)::text)`, queue)
+	_, _ = p.pool.Exec(ctx, notifyQueue, queue)
 }
 
 // Middleware is River worker middleware that tells the pilot when a job's
@@ -614,14 +614,10 @@ func (p *Pilot) JobGetAvailable(ctx context.Context, _ riverdriver.Executor, sta
 		}()
 	}
 	batch := &pgx.Batch{}
-	batch.Queue(`
-		SELECT id, args, attempt, attempted_at, attempted_by, created_at, errors, finalized_at, kind,
-		       max_attempts, metadata, priority, queue, state::text, scheduled_at, tags, unique_key, unique_states
-		FROM errand.fair_fetch_counted($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)`,
+	batch.Queue(fetchJobs,
 		params.Queue, params.MaxToLock, params.ClientID, params.MaxAttemptedBy, params.Now, params.Kind,
 		p.cfg.DefaultCap, p.cfg.Candidates, cached, workingWS, workingN)
-	batch.Queue(`SELECT coalesce(nullif(current_setting('errand.fair_held_ws', true), ''), '{}')::uuid[]::text[],
-		coalesce(nullif(current_setting('errand.fair_cands', true), ''), '{}')::uuid[]::text[]`)
+	batch.Queue(fetchLeft)
 	br := p.pool.SendBatch(ctx, batch)
 	defer br.Close()
 	rows, err := br.Query()
@@ -710,7 +706,7 @@ func (p *Pilot) JobSetStateIfRunningMany(ctx context.Context, exec riverdriver.E
 	if len(wake) > 0 {
 		// The jobs are completed whether or not this is sent; WakeAfter is
 		// the fallback.
-		_ = exec.Exec(ctx, `SELECT pg_notify('errand.river_insert', json_build_object('queue', q)::text) FROM unnest($1::text[]) AS q`, wake)
+		_ = exec.Exec(ctx, notifyQueues, wake)
 	}
 	return rows, nil
 }

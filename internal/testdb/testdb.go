@@ -264,10 +264,7 @@ func PlainOwnerDatabase(t testing.TB, migrate bool) string {
 		t.Fatal(err)
 	}
 	defer conn.Close(ctx)
-	for _, sql := range []string{
-		"CREATE ROLE " + pgx.Identifier{role}.Sanitize() + " LOGIN NOSUPERUSER NOCREATEROLE NOCREATEDB NOBYPASSRLS",
-		"CREATE DATABASE " + pgx.Identifier{name}.Sanitize() + " OWNER " + pgx.Identifier{role}.Sanitize(),
-	} {
+	for _, sql := range []string{createLoginRole(role), createDatabaseOwnedBy(name, role)} {
 		if _, err := conn.Exec(ctx, sql); err != nil {
 			t.Fatalf("%s: %v", sql, err)
 		}
@@ -280,7 +277,7 @@ func PlainOwnerDatabase(t testing.TB, migrate bool) string {
 			return
 		}
 		defer c.Close(context.Background())
-		if _, err := c.Exec(context.Background(), "DROP ROLE IF EXISTS "+pgx.Identifier{role}.Sanitize()); err != nil {
+		if _, err := c.Exec(context.Background(), dropRoleIfExists(role)); err != nil {
 			t.Errorf("cleanup: drop role %s: %v", role, err)
 		}
 	})
@@ -313,7 +310,7 @@ func CreateTenantRole(t testing.TB, ownerURL string) string {
 		t.Fatal(err)
 	}
 	var role, errandRole string
-	err = owner.QueryRow(ctx, `SELECT errand.tenant_role(), current_user`).Scan(&role, &errandRole)
+	err = owner.QueryRow(ctx, tenantRoleAndUser).Scan(&role, &errandRole)
 	owner.Close(ctx)
 	if err != nil {
 		t.Fatalf("tenant role name (migrate first): %v", err)
@@ -328,10 +325,7 @@ func CreateTenantRole(t testing.TB, ownerURL string) string {
 		t.Fatal(err)
 	}
 	defer admin.Close(ctx)
-	for _, sql := range []string{
-		"CREATE ROLE " + pgx.Identifier{role}.Sanitize() + " NOLOGIN NOINHERIT",
-		"GRANT " + pgx.Identifier{role}.Sanitize() + " TO " + pgx.Identifier{errandRole}.Sanitize(),
-	} {
+	for _, sql := range []string{createNologinRole(role), grantRole(role, errandRole)} {
 		if _, err := admin.Exec(ctx, sql); err != nil {
 			t.Fatalf("%s: %v", sql, err)
 		}
@@ -341,7 +335,7 @@ func CreateTenantRole(t testing.TB, ownerURL string) string {
 		// first (the database may already be gone), then the role.
 		ctx := context.Background()
 		if c, err := pgx.Connect(ctx, WithDatabase(adminURL, dbName)); err == nil {
-			_, _ = c.Exec(ctx, "DROP OWNED BY "+pgx.Identifier{role}.Sanitize())
+			_, _ = c.Exec(ctx, dropOwnedBy(role))
 			c.Close(ctx)
 		}
 		c, err := pgx.Connect(ctx, adminURL)
@@ -350,7 +344,7 @@ func CreateTenantRole(t testing.TB, ownerURL string) string {
 			return
 		}
 		defer c.Close(ctx)
-		if _, err := c.Exec(ctx, "DROP ROLE IF EXISTS "+pgx.Identifier{role}.Sanitize()); err != nil {
+		if _, err := c.Exec(ctx, dropRoleIfExists(role)); err != nil {
 			t.Errorf("cleanup: drop role %s: %v", role, err)
 		}
 	})
@@ -380,17 +374,14 @@ func ExplainedConn(t *testing.T, url string, settings ...string) (conn *pgx.Conn
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { conn.Close(ctx) })
-	if _, err := conn.Exec(ctx, `LOAD 'auto_explain'`); err != nil {
+	if _, err := conn.Exec(ctx, loadAutoExplain); err != nil {
 		var pgErr *pgconn.PgError
 		if errors.As(err, &pgErr) && pgErr.Code == "42501" {
 			t.Skipf("reading nested plans needs auto_explain, which only a superuser may load: %v", err)
 		}
 		t.Fatal(err)
 	}
-	for _, set := range append([]string{
-		`SET auto_explain.log_min_duration = 0`, `SET auto_explain.log_analyze = on`,
-		`SET auto_explain.log_nested_statements = on`, `SET auto_explain.log_level = notice`,
-	}, settings...) {
+	for _, set := range append(autoExplainSettings(), settings...) {
 		if _, err := conn.Exec(ctx, set); err != nil {
 			t.Fatal(err)
 		}
