@@ -170,11 +170,11 @@ func decoder() runtime.Decoder {
 // decode turns every document into its object. Each kind must appear once.
 func decode(t *testing.T, docs []doc) (manifests, []error) {
 	t.Helper()
-	soSchema, err := loadSchema("testdata/keda/scaledobject.schema.yaml")
+	soSchema, err := loadCRDSchema("testdata/keda/keda.sh_scaledobjects.yaml", "v1alpha1")
 	if err != nil {
 		t.Fatal(err)
 	}
-	taSchema, err := loadSchema("testdata/keda/triggerauthentication.schema.yaml")
+	taSchema, err := loadCRDSchema("testdata/keda/keda.sh_triggerauthentications.yaml", "v1alpha1")
 	if err != nil {
 		t.Fatal(err)
 	}

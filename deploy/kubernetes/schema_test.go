@@ -17,9 +17,11 @@ import (
 
 // schema is the part of a CRD's OpenAPI v3 schema (a structural schema, as
 // the API server requires of CRDs) that this validator understands. A schema
-// file that uses any other keyword does not load, so nothing in
-// testdata/keda is silently ignored.
+// that uses any other keyword does not load, so nothing in KEDA's CRDs is
+// silently ignored. Description is read and not used.
 type schema struct {
+	Description          string             `json:"description"`
+	Default              any                `json:"default"` // what the API server fills in when the field is absent
 	Type                 string             `json:"type"`
 	Format               string             `json:"format"`
 	Properties           map[string]*schema `json:"properties"`
@@ -29,24 +31,52 @@ type schema struct {
 	AdditionalProperties *schema            `json:"additionalProperties"`
 	IntOrString          bool               `json:"x-kubernetes-int-or-string"`
 	PreserveUnknown      bool               `json:"x-kubernetes-preserve-unknown-fields"`
+	// ListType "atomic" (or none) asks nothing of an array's items; "set"
+	// and "map" would, and this validator refuses to walk them.
+	ListType string `json:"x-kubernetes-list-type"`
 }
 
-func loadSchema(path string) (*schema, error) {
+// loadCRDSchema reads a CustomResourceDefinition as KEDA publishes it and
+// returns the OpenAPI v3 schema of its version.
+func loadCRDSchema(path, version string) (*schema, error) {
 	raw, err := os.ReadFile(path)
 	if err != nil {
 		return nil, err
 	}
-	js, err := yaml.YAMLToJSONStrict(raw)
+	js, err := yaml.YAMLToJSONStrict(bytes.TrimPrefix(raw, []byte("---\n")))
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
-	dec := json.NewDecoder(bytes.NewReader(js))
-	dec.DisallowUnknownFields()
-	var s schema
-	if err := dec.Decode(&s); err != nil {
+	var crd struct {
+		Kind string `json:"kind"`
+		Spec struct {
+			Versions []struct {
+				Name   string `json:"name"`
+				Schema struct {
+					OpenAPIV3Schema json.RawMessage `json:"openAPIV3Schema"`
+				} `json:"schema"`
+			} `json:"versions"`
+		} `json:"spec"`
+	}
+	if err := json.Unmarshal(js, &crd); err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
-	return &s, nil
+	if crd.Kind != "CustomResourceDefinition" {
+		return nil, fmt.Errorf("%s: a %q, want a CustomResourceDefinition", path, crd.Kind)
+	}
+	for _, v := range crd.Spec.Versions {
+		if v.Name != version {
+			continue
+		}
+		dec := json.NewDecoder(bytes.NewReader(v.Schema.OpenAPIV3Schema))
+		dec.DisallowUnknownFields()
+		var s schema
+		if err := dec.Decode(&s); err != nil {
+			return nil, fmt.Errorf("%s, version %s: %w", path, version, err)
+		}
+		return &s, nil
+	}
+	return nil, fmt.Errorf("%s: no version %s", path, version)
 }
 
 // validateCR checks a custom resource (YAML) against its CRD's schema the
@@ -129,6 +159,9 @@ func validateCR(s *schema, raw []byte) []error {
 			if !ok {
 				fail(path, "want an array, got %T", v)
 				return
+			}
+			if s.ListType != "" && s.ListType != "atomic" {
+				fail(path, "the schema's list type %q is not understood by this validator", s.ListType)
 			}
 			for i, item := range a {
 				walk(s.Items, item, fmt.Sprintf("%s[%d]", path, i))
