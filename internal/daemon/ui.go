@@ -9,7 +9,9 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"strconv"
 	"strings"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/riverqueue/river"
@@ -49,7 +51,7 @@ func mountUI(ctx context.Context, mux *http.ServeMux, web *store.Store, cfg conf
 	if err := h.Start(ctx); err != nil {
 		return fmt.Errorf("dashboard: %w", err)
 	}
-	mux.Handle(UIPrefix+"/", basicAuth(cfg.UIUser, cfg.UIPassword, h))
+	mux.Handle(UIPrefix+"/", basicAuth(cfg.UIUser, cfg.UIPassword, h, time.Now))
 	logger.Info("River's dashboard is on (ERRAND_UI_PASSWORD): "+UIPrefix+"/ behind basic auth", slog.String("user", cfg.UIUser))
 	return nil
 }
@@ -57,20 +59,42 @@ func mountUI(ctx context.Context, mux *http.ServeMux, web *store.Store, cfg conf
 // uiCookie carries a browser's login to the dashboard's own requests (its
 // scripts and API calls): a browser sends basic auth credentials given in
 // the page's URL only with that page, and after a 401 challenge only once it
-// has asked its user. Its value is an HMAC of the password, so it is the
-// same on every replica and stops working when the password changes.
+// has asked its user. Its value is the time of the login and an HMAC of it
+// keyed by the password, so it works on every replica, stops working when
+// the password changes, and expires uiSessionTTL after the login: a copied
+// cookie is not a login for ever.
 const uiCookie = "errand_ui"
 
+// uiSessionTTL is how long a dashboard login lasts; then the browser asks
+// for the password again.
+const uiSessionTTL = 12 * time.Hour
+
+// uiClockSkew is how far in the future a login's time may be: replicas'
+// clocks differ a little.
+const uiClockSkew = time.Minute
+
 // basicAuth lets through only requests with the user and password (or the
-// cookie a successful login sets), compared in constant time (over
-// fixed-length digests, so not even the lengths leak).
-func basicAuth(user, password string, next http.Handler) http.Handler {
+// unexpired cookie a successful login sets), compared in constant time (over
+// fixed-length digests, so not even the lengths leak). now is the clock
+// (time.Now in the daemon).
+func basicAuth(user, password string, next http.Handler, now func() time.Time) http.Handler {
 	wantUser, wantPassword := sha256.Sum256([]byte(user)), sha256.Sum256([]byte(password))
-	mac := hmac.New(sha256.New, []byte(password))
-	mac.Write([]byte("errand ui session\x00" + user))
-	session := hex.EncodeToString(mac.Sum(nil))
+	session := func(issued int64) string {
+		mac := hmac.New(sha256.New, []byte(password))
+		mac.Write([]byte("errand ui session\x00" + user + "\x00" + strconv.FormatInt(issued, 10)))
+		return strconv.FormatInt(issued, 10) + "." + hex.EncodeToString(mac.Sum(nil))
+	}
+	validSession := func(value string) bool {
+		at, _, ok := strings.Cut(value, ".")
+		issued, err := strconv.ParseInt(at, 10, 64)
+		if !ok || err != nil || !hmac.Equal([]byte(value), []byte(session(issued))) {
+			return false
+		}
+		age := now().Sub(time.Unix(issued, 0))
+		return age < uiSessionTTL && age > -uiClockSkew
+	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if c, err := r.Cookie(uiCookie); err == nil && hmac.Equal([]byte(c.Value), []byte(session)) {
+		if c, err := r.Cookie(uiCookie); err == nil && validSession(c.Value) {
 			next.ServeHTTP(w, r)
 			return
 		}
@@ -89,8 +113,8 @@ func basicAuth(user, password string, next http.Handler) http.Handler {
 		// (A chain of proxies lists one per hop; the first is the browser's.)
 		proto, _, _ := strings.Cut(r.Header.Get("X-Forwarded-Proto"), ",")
 		secure := r.TLS != nil || strings.EqualFold(strings.TrimSpace(proto), "https")
-		http.SetCookie(w, &http.Cookie{Name: uiCookie, Value: session, Path: UIPrefix + "/",
-			HttpOnly: true, SameSite: http.SameSiteStrictMode, Secure: secure})
+		http.SetCookie(w, &http.Cookie{Name: uiCookie, Value: session(now().Unix()), Path: UIPrefix + "/",
+			MaxAge: int(uiSessionTTL / time.Second), HttpOnly: true, SameSite: http.SameSiteStrictMode, Secure: secure})
 		if r.Method == http.MethodGet && strings.Contains(r.Header.Get("Accept"), "text/html") {
 			// A page opened as http://user:password@host/ui/... would resolve
 			// the dashboard's own fetches against a URL with credentials,
