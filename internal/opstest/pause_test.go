@@ -233,3 +233,85 @@ func TestCancelRunningJob(t *testing.T) {
 		t.Errorf("cancelled job: %+v; want river state cancelled after 1 attempt", j)
 	}
 }
+
+// Pausing a workspace while two replicas are working through its backlog:
+// no job of it starts after the pause has committed (every replica's next
+// fetch leaves it alone: started jobs carry their fetch's clock, read
+// before the pause's commit), the jobs already running finish, the rest
+// wait as pending with no attempt used, and another workspace's jobs keep
+// completing. After the resume each held job runs once.
+func TestPauseWhileTwoReplicasDrainTheBacklog(t *testing.T) {
+	ctx := context.Background()
+	url, pool := errandtest.MigratedDB(t)
+	paused := errandtest.NewWorkspace(t, pool, "paused")
+	other := errandtest.NewWorkspace(t, pool, "other")
+	env := map[string]string{"ERRAND_QUEUES": "default=4,email=0,webhooks=0,documents=0"}
+	errandtest.StartDaemon(t, url, env)
+	errandtest.StartDaemon(t, url, env)
+	count := func(sql string, args ...any) (n int) {
+		t.Helper()
+		if err := pool.QueryRow(ctx, sql, args...).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	const total = 1000
+	if _, err := pool.Exec(ctx, `INSERT INTO errand.jobs (workspace_id, kind, args)
+		SELECT ws, 'ping', '{"sleep_ms": 20}' FROM generate_series(1, $3) AS g,
+		       LATERAL (SELECT CASE WHEN g % 4 = 0 THEN $2::uuid ELSE $1::uuid END) AS w(ws)`, paused, other, total); err != nil {
+		t.Fatal(err)
+	}
+	completed := `SELECT count(*) FROM errand.jobs WHERE workspace_id = $1 AND status = 'completed'`
+	deadline := time.Now().Add(60 * time.Second)
+	for count(completed, paused) < 50 {
+		if time.Now().After(deadline) {
+			t.Fatal("fewer than 50 of the workspace's jobs completed after 60 s")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if _, err := store.PauseWorkspace(ctx, pool, paused); err != nil {
+		t.Fatal(err)
+	}
+	var committed time.Time
+	if err := pool.QueryRow(ctx, `SELECT clock_timestamp()`).Scan(&committed); err != nil {
+		t.Fatal(err)
+	}
+	// The other workspace's jobs all complete while the pause holds.
+	deadline = time.Now().Add(120 * time.Second)
+	for count(completed, other) < total/4 {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of the other workspace's %d jobs completed after 120 s", count(completed, other), total/4)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	// What was running when the pause committed has finished by now (20 ms
+	// jobs); nothing of the paused workspace runs.
+	deadline = time.Now().Add(60 * time.Second)
+	for count(`SELECT count(*) FROM errand.jobs WHERE workspace_id = $1 AND status = 'processing'`, paused) > 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("jobs of the paused workspace still running 60 s after the pause")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if n := count(`SELECT count(*) FROM errand.river_job WHERE metadata ->> 'workspace_id' = $1 AND attempted_at > $2`, paused, committed); n != 0 {
+		t.Errorf("%d jobs of the paused workspace started after the pause committed, want none", n)
+	}
+	done := count(completed, paused)
+	held := count(`SELECT count(*) FROM errand.jobs WHERE workspace_id = $1 AND status = 'pending' AND attempt = 0`, paused)
+	if held == 0 || done+held != total*3/4 {
+		t.Fatalf("paused workspace: %d completed, %d pending with no attempt used, want some held and %d in all", done, held, total*3/4)
+	}
+	if n, err := store.ResumeWorkspace(ctx, pool, paused); err != nil || n != int64(held) {
+		t.Fatalf("resume: %d, %v; want %d", n, err, held)
+	}
+	deadline = time.Now().Add(120 * time.Second)
+	for count(completed, paused) < total*3/4 {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of the paused workspace's jobs completed 120 s after the resume", count(completed, paused))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if n := count(`SELECT count(*) FROM errand.jobs WHERE workspace_id = $1 AND attempt <> 1`, paused); n != 0 {
+		t.Errorf("%d jobs of the paused workspace ran more than once or not at all", n)
+	}
+}
