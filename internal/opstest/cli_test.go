@@ -366,10 +366,15 @@ func TestStats(t *testing.T) {
 	if !strings.Contains(out, "QUEUE") || !strings.Contains(out, "default") {
 		t.Errorf("stats:\n%s", out)
 	}
+	// The due job has waited an hour.
+	if tag, err := d.pool.Exec(context.Background(), `UPDATE errand.river_job SET scheduled_at = now() - interval '1 hour'
+		WHERE queue = 'default' AND state = 'available'`); err != nil || tag.RowsAffected() != 1 {
+		t.Fatalf("backdate the due job: %v, %d rows", err, tag.RowsAffected())
+	}
 	stats := statsJSON(t, mustRun(t, d.url, "stats", "--json"))
 	if q := stats["default"]; q.Pending != 1 || q.Due != 1 || q.Held != 0 ||
-		q.CompletedLastHour != 1 || q.FailedLastHour != 1 || q.PerSecond != 1.0/60 || q.OldestDueSeconds < 0 {
-		t.Errorf("stats --json: %+v", stats)
+		q.CompletedLastHour != 1 || q.FailedLastHour != 1 || q.PerSecond != 1.0/60 || q.OldestDueSeconds < 3600 || q.OldestDueSeconds > 3600+300 {
+		t.Errorf("stats --json: %+v; want the oldest due job an hour old", stats)
 	}
 	// A paused workspace's job is pending and held, and no longer due.
 	mustRun(t, d.url, "workspaces", "pause", "acme")
