@@ -140,3 +140,35 @@ func TestMigrateKeepsTheReplicasArgsLimitUnlessItSetsOne(t *testing.T) {
 		t.Errorf("after errand migrate with ERRAND_MAX_ARGS_BYTES=2000000: max_args_bytes %s", got)
 	}
 }
+
+// A replica restarting with a smaller ERRAND_MAX_ARGS_BYTES (an older
+// release's manifest during a rolling deploy) must not refuse INSERTs the
+// others were published to accept: `errand run` only raises the limit, and
+// `errand migrate` with ERRAND_MAX_ARGS_BYTES set is how it is lowered.
+func TestAReplicaStartedWithASmallerArgsLimitDoesNotNarrowTheContract(t *testing.T) {
+	url, pool := errandtest.MigratedDB(t)
+	ws := errandtest.NewWorkspace(t, pool, "acme")
+	ctx := context.Background()
+	// 1.5 MiB of args: over 1 MiB, under 2 MiB.
+	insert := func() error {
+		_, err := pool.Exec(ctx, `INSERT INTO errand.jobs (workspace_id, kind, args)
+			VALUES ($1, 'ping', jsonb_build_object('pad', repeat('x', 1572864)))`, ws)
+		return err
+	}
+	errandtest.StartDaemon(t, url, map[string]string{"ERRAND_MAX_ARGS_BYTES": "2097152"})
+	if err := insert(); err != nil {
+		t.Fatalf("1.5 MiB of args with a replica's 2 MiB limit published: %v", err)
+	}
+	errandtest.StartDaemon(t, url, map[string]string{"ERRAND_MAX_ARGS_BYTES": "1048576"})
+	if err := insert(); err != nil {
+		t.Errorf("1.5 MiB of args after a replica with a 1 MiB limit started: %v, want accepted", err)
+	}
+	err := errand.Main(ctx, []string{"migrate"},
+		errandtest.Env(map[string]string{"DATABASE_URL": url, "ERRAND_MAX_ARGS_BYTES": "1048576"}), io.Discard, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := insert(); err == nil || !strings.Contains(err.Error(), "over the limit of 1048576 bytes") {
+		t.Errorf("1.5 MiB of args after errand migrate with ERRAND_MAX_ARGS_BYTES=1048576: %v, want refused", err)
+	}
+}

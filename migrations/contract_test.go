@@ -3,12 +3,14 @@ package migrations_test
 import (
 	"context"
 	"fmt"
+	"io"
 	neturl "net/url"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/errand-dev/errand"
 	"github.com/errand-dev/errand/errandtest"
 	"github.com/jackc/pgx/v5"
 )
@@ -103,14 +105,20 @@ func TestContractStatusMapsRiverStates(t *testing.T) {
 	}
 }
 
+// A limit below the database's is set by `errand migrate`; replicas with
+// the same limit keep it (`errand run` only raises it).
 func TestContractMaxArgsBytesComesFromConfiguration(t *testing.T) {
 	url, pool := errandtest.MigratedDB(t)
 	ws := errandtest.NewWorkspace(t, pool, "acme")
+	migrate := map[string]string{"DATABASE_URL": url, "ERRAND_MAX_ARGS_BYTES": "64"}
+	if err := errand.Main(context.Background(), []string{"migrate"}, errandtest.Env(migrate), io.Discard, io.Discard); err != nil {
+		t.Fatal(err)
+	}
 	errandtest.StartDaemon(t, url, map[string]string{"ERRAND_MAX_ARGS_BYTES": "64"})
 	_, err := pool.Exec(context.Background(), `INSERT INTO errand.jobs (workspace_id, kind, args) VALUES ($1, 'ping', $2)`,
 		ws, `{"pad": "`+strings.Repeat("x", 80)+`"}`)
 	if err == nil || !strings.Contains(err.Error(), "over the limit of 64 bytes") {
-		t.Fatalf("want the 64-byte limit published at start to refuse the insert, got %v", err)
+		t.Fatalf("want the 64-byte limit published by errand migrate to refuse the insert, got %v", err)
 	}
 }
 

@@ -100,9 +100,26 @@ const publishWiden = `
 	WHERE (kinds.required_args, kinds.arg_enums)
 	   IS DISTINCT FROM ((SELECT required_args FROM merged), (SELECT arg_enums FROM merged))`
 
-// PublishMaxArgsBytes tells the SQL contract the args size limit.
-func PublishMaxArgsBytes(ctx context.Context, db DB, n int) error {
-	return publishSetting(ctx, db, "max_args_bytes", strconv.Itoa(n))
+// PublishMaxArgsBytes tells the SQL contract the args size limit. Widen
+// (every `errand run` start) only raises it: a replica restarting with a
+// smaller ERRAND_MAX_ARGS_BYTES (an older binary, a stale manifest) must
+// not refuse INSERTs the others were published to accept. Exact (`errand
+// migrate` with ERRAND_MAX_ARGS_BYTES set) sets it, lower included.
+func PublishMaxArgsBytes(ctx context.Context, db DB, n int, mode Publish) error {
+	if mode == Exact {
+		return publishSetting(ctx, db, "max_args_bytes", strconv.Itoa(n))
+	}
+	// A value that is not a number (set by hand) is replaced: the contract
+	// could not read it either.
+	_, err := db.Exec(ctx, `
+		INSERT INTO errand.settings (name, value) VALUES ('max_args_bytes', $1)
+		ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value, updated_at = now()
+		WHERE CASE WHEN settings.value ~ '^[0-9]{1,18}$' THEN settings.value::bigint < EXCLUDED.value::bigint ELSE true END`,
+		strconv.Itoa(n))
+	if err != nil {
+		return fmt.Errorf("publish max_args_bytes: %w", err)
+	}
+	return nil
 }
 
 // PublishWorkspaceCaps tells errand.queue_startable (metrics, KEDA's query)

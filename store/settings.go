@@ -18,3 +18,16 @@ func InstanceID(ctx context.Context, db DB) (string, error) {
 	}
 	return id, nil
 }
+
+// InstanceBoundToOIDOnly reports whether the instance id is bound to the
+// database's oid alone: errand's role may not call pg_control_system(), so
+// the cluster's system identifier is unknown to it (migration 005 binds to
+// 'unknown/<oid>'). A copy in another cluster whose database gets the same
+// oid then keeps the id, and the email idempotency keys with it.
+func InstanceBoundToOIDOnly(ctx context.Context, db DB) (bool, error) {
+	var oidOnly bool
+	if err := db.QueryRow(ctx, `SELECT errand.instance_binding() LIKE 'unknown/%'`).Scan(&oidOnly); err != nil {
+		return false, fmt.Errorf("read instance binding: %w", err)
+	}
+	return oidOnly, nil
+}

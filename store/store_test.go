@@ -1042,6 +1042,47 @@ func TestPublishWidenNeverNarrowsTheContract(t *testing.T) {
 	}
 }
 
+// The args limit follows the kinds: a replica's start (Widen) only raises
+// it, `errand migrate` (Exact) sets it. A value set by hand that is not a
+// number, which the contract cannot read either, is replaced.
+func TestPublishWidenNeverLowersTheArgsLimit(t *testing.T) {
+	st := openStore(t, testdb.NewDatabase(t, true))
+	ctx := context.Background()
+	for _, step := range []struct {
+		what string
+		n    int
+		mode store.Publish
+		want string
+	}{
+		{"a replica with 2 MiB starts", 2097152, store.Widen, "2097152"},
+		{"a replica with 1 MiB starts", 1048576, store.Widen, "2097152"},
+		{"errand migrate with 1 MiB", 1048576, store.Exact, "1048576"},
+		{"a replica with 64 bytes starts", 64, store.Widen, "1048576"},
+		{"errand migrate with 64 bytes", 64, store.Exact, "64"},
+	} {
+		if err := store.PublishMaxArgsBytes(ctx, st, step.n, step.mode); err != nil {
+			t.Fatalf("%s: %v", step.what, err)
+		}
+		var got string
+		if err := st.Pool().QueryRow(ctx, `SELECT value FROM errand.settings WHERE name = 'max_args_bytes'`).Scan(&got); err != nil {
+			t.Fatal(err)
+		}
+		if got != step.want {
+			t.Errorf("after %s: max_args_bytes %s, want %s", step.what, got, step.want)
+		}
+	}
+	if _, err := st.Pool().Exec(ctx, `UPDATE errand.settings SET value = '1 MiB' WHERE name = 'max_args_bytes'`); err != nil {
+		t.Fatal(err)
+	}
+	if err := store.PublishMaxArgsBytes(ctx, st, 4096, store.Widen); err != nil {
+		t.Fatalf("a replica starting over a hand-set '1 MiB': %v", err)
+	}
+	var got string
+	if err := st.Pool().QueryRow(ctx, `SELECT value FROM errand.settings WHERE name = 'max_args_bytes'`).Scan(&got); err != nil || got != "4096" {
+		t.Errorf("a hand-set '1 MiB' after a replica with 4096 started: %q %v, want 4096", got, err)
+	}
+}
+
 // Migration 036 drops River's GIN indexes on args and metadata; the daemon
 // tells River's reindexer only of the indexes ExistingIndexes finds, so one
 // a team creates again is kept up again and a dropped one is not warned of.

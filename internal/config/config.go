@@ -114,7 +114,7 @@ func envVars(kinds []jobs.Kind) []envVar {
 			}},
 		{"ERRAND_SHUTDOWN_TIMEOUT", "30s", "on SIGTERM, how long running jobs may finish before they are cancelled and put back",
 			durationVar(func(c *Config) *time.Duration { return &c.ShutdownTimeout }, 0)},
-		{"ERRAND_MAX_ARGS_BYTES", "1048576", "largest args JSON an INSERT may carry, in bytes",
+		{"ERRAND_MAX_ARGS_BYTES", "1048576", "largest args JSON an INSERT may carry, in bytes (errand run only raises the database's; errand migrate with it set sets it exactly)",
 			func(c *Config, v string) (err error) { c.MaxArgsBytes, err = positiveInt(v); return err }},
 		{"ERRAND_FETCH_COOLDOWN", "2ms", "least time between two fetches of one queue (River's FetchCooldown)",
 			durationVar(func(c *Config) *time.Duration { return &c.FetchCooldown }, time.Millisecond)},

@@ -18,6 +18,7 @@ import (
 
 	"github.com/errand-dev/errand"
 	"github.com/errand-dev/errand/errandtest"
+	"github.com/errand-dev/errand/internal/testdb"
 	"github.com/errand-dev/errand/jobs"
 )
 
@@ -368,5 +369,38 @@ func TestReplicasPublishTheirCapsAndMigrateLeavesThem(t *testing.T) {
 	}
 	if err := d.Stop(t); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// A managed database may deny errand's role pg_control_system(): the
+// instance id in email idempotency keys is then bound to the database's oid
+// alone, and a copy in another cluster could keep it. The replica says so
+// at start, with the remedy; one that may read the cluster's id does not.
+func TestRunWarnsWhenTheInstanceIDIsBoundToTheDatabaseOIDAlone(t *testing.T) {
+	ctx := context.Background()
+	const warning = "bound to the database's oid alone"
+	ownerURL := testdb.PlainOwnerDatabase(t, false)
+	u, err := url.Parse(ownerURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// As some providers do; function privileges are the database's own.
+	admin := testdb.Pool(t, testdb.WithDatabase(testdb.AdminURL(t), strings.TrimPrefix(u.Path, "/")))
+	if _, err := admin.Exec(ctx, `REVOKE EXECUTE ON FUNCTION pg_control_system() FROM PUBLIC`); err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	if err := errand.Main(ctx, []string{"migrate"}, errandtest.Env(map[string]string{"DATABASE_URL": ownerURL}), &out, &out); err != nil {
+		t.Fatalf("migrate as a plain owner: %v\n%s", err, out.String())
+	}
+	testdb.CreateTenantRole(t, ownerURL)
+	d := errandtest.StartDaemon(t, ownerURL, nil)
+	if logs := d.Logs.String(); strings.Count(logs, warning) != 1 || !strings.Contains(logs, "DELETE FROM errand.settings WHERE name IN ('instance_id', 'instance_bound_to')") {
+		t.Errorf("a replica whose role may not call pg_control_system() did not warn once, with the remedy:\n%s", logs)
+	}
+
+	superURL, _ := errandtest.MigratedDB(t)
+	if logs := errandtest.StartDaemon(t, superURL, nil).Logs.String(); strings.Contains(logs, warning) {
+		t.Errorf("a replica that may read the cluster's identifier warned:\n%s", logs)
 	}
 }

@@ -112,9 +112,9 @@ func Publish(ctx context.Context, st *store.Store, cfg config.Config, reg *jobs.
 	// sets it: its Kubernetes Job and compose service have DATABASE_URL
 	// alone, and put the default over the replicas' larger limit (INSERTs
 	// the replicas would work were refused until one restarted). A fresh
-	// database has the default from migration 001.
+	// database has the default from migration 001. A replica only raises it.
 	if mode == store.Exact && cfg.Getenv("ERRAND_MAX_ARGS_BYTES") == "" {
 		return nil
 	}
-	return store.PublishMaxArgsBytes(ctx, st, cfg.MaxArgsBytes)
+	return store.PublishMaxArgsBytes(ctx, st, cfg.MaxArgsBytes, mode)
 }

@@ -174,11 +174,13 @@ func TestLateCompletionOfARescuedAttemptCommitsNothing(t *testing.T) {
 				if !errors.Is(first.err, jobs.ErrAttemptSuperseded) {
 					t.Errorf("stale attempt completing before the rerun: %v, want ErrAttemptSuperseded", first.err)
 				}
-				// The stale attempt's failure may also put the running rerun
-				// back (River's completer finishes it with UPDATE ... WHERE
-				// state = 'running', and the guard does not stop it when off
-				// or when the rerun is on the same replica): then a third
-				// attempt completes the job. Either way the effect commits once.
+				// With the guard off, the stale attempt's failure may also put
+				// the running rerun back (River's completer finishes it with
+				// UPDATE ... WHERE state = 'running'): then a third attempt
+				// completes the job. With it on, as for the same replica's
+				// rerun, the guard refuses that failure (migration 027: its
+				// error's attempt is older than the row's). Either way the
+				// effect commits once.
 				second.let()
 			} else {
 				second.let()

@@ -14,11 +14,14 @@ const defaultBaseURL = "https://api.resend.com"
 
 // config is the kind's configuration, from the environment.
 type config struct {
-	apiKey  string // "" means capture mode
+	// apiKey is "" only with capture, or on a replica whose email queue
+	// has 0 workers: loadConfig refuses it otherwise, so a secret that
+	// failed to mount is not a silent capture mode.
+	apiKey  string
 	baseURL string
 	from    string
 	rps     float64
-	capture bool
+	capture bool // ERRAND_EMAIL_CAPTURE=true (never with apiKey)
 }
 
 func envVars() []jobs.EnvVar {

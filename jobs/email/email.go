@@ -143,7 +143,7 @@ type emailSender struct {
 	problems  *jobs.Problems
 	templates map[string]*emailTemplate
 	sender    string
-	client    *resend.Client // nil: capture mode
+	client    *resend.Client // nil: capture mode, or no email workers (see loadConfig)
 	// interval spaces requests to Resend across all replicas (ERRAND_RESEND_RPS).
 	interval time.Duration
 	// plans caches workspaces' plan limits (emails per minute).

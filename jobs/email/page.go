@@ -138,7 +138,7 @@ dt { font-weight: bold; } dd { margin: 0 0 .5em 0; }
 
 {{define "list"}}{{template "head" "Emails"}}
 <h1>Emails</h1>
-<p>The latest {{len .}} emails of every workspace, newest first. Without RESEND_API_KEY emails are captured here instead of sent.</p>
+<p>The latest {{len .}} emails of every workspace, newest first. In capture mode (ERRAND_EMAIL_CAPTURE=true) emails are stored here instead of sent.</p>
 <table>
 <tr><th>id</th><th>created</th><th>workspace</th><th>status</th><th>to</th><th>subject</th><th>template</th><th>error</th></tr>
 {{range .}}<tr>

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"io"
 	"os/exec"
 	"strings"
 	"testing"
@@ -13,6 +14,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/errand-dev/errand"
 	"github.com/errand-dev/errand/errandtest"
 	"github.com/errand-dev/errand/jobs/invoice"
 )
@@ -330,8 +332,12 @@ func TestReceiptTooLargeForTheArgsLimitFailsAtOnce(t *testing.T) {
 	t.Parallel()
 	url, pool := errandtest.MigratedDB(t)
 	ws := errandtest.NewWorkspace(t, pool, "acme")
-	// The limit is the database's (errand run publishes it); a PDF is
-	// some 20 kB, so 8 kB of args cannot carry one.
+	// The limit is the database's (errand migrate sets it, errand run only
+	// raises it); a PDF is some 20 kB, so 8 kB of args cannot carry one.
+	migrate := map[string]string{"DATABASE_URL": url, "ERRAND_MAX_ARGS_BYTES": "8192"}
+	if err := errand.Main(context.Background(), []string{"migrate"}, errandtest.Env(migrate), io.Discard, io.Discard); err != nil {
+		t.Fatal(err)
+	}
 	errandtest.StartDaemon(t, url, map[string]string{"ERRAND_MAX_ARGS_BYTES": "8192"})
 	inv := newInvoice(t, pool, ws, "A-1", "EUR", item{"Tea", "1", 500, "20"})
 	j := render(t, pool, ws, renderArgs(inv, `, "email_to": "zoe@example.com"`))
