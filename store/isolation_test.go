@@ -696,3 +696,71 @@ func TestOpenWithoutATenantRoleTakesNoLockOnRiversTable(t *testing.T) {
 		t.Errorf("store.Open without a tenant role: %v, want ErrNoTenantRole naming the statements for %s", err, role)
 	}
 }
+
+// Replicas of one database whose roles differ in whether they may call
+// pg_control_system() (one binds the instance id to '<identifier>/<oid>',
+// the other can only see 'unknown/<oid>') agree on one id instead of
+// renewing it in turn on every read, which changed the email idempotency
+// keys under retried emails. Whichever comes first, the id is renewed at
+// most once, by the first caller who sees the identifier.
+func TestInstanceIDHoldsAcrossRolesThatSeeTheClusterDifferently(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	pool := testdb.Pool(t, testdb.NewDatabase(t, true))
+	role := fmt.Sprintf("errand_test_blind_%d", time.Now().UnixNano())
+	if _, err := pool.Exec(ctx, fmt.Sprintf(`CREATE ROLE %s NOLOGIN; GRANT USAGE ON SCHEMA errand TO %[1]s;
+		GRANT SELECT, INSERT, UPDATE ON errand.settings TO %[1]s;
+		REVOKE EXECUTE ON FUNCTION pg_control_system() FROM PUBLIC`, role)); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_, _ = pool.Exec(context.Background(), fmt.Sprintf(`REVOKE ALL ON errand.settings FROM %[1]s; REVOKE ALL ON SCHEMA errand FROM %[1]s; DROP ROLE %[1]s`, role))
+	})
+	// blind reads the id as the role that cannot see the identifier.
+	blind := func() (id, binding string) {
+		t.Helper()
+		tx, err := pool.Begin(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer tx.Rollback(ctx)
+		if _, err := tx.Exec(ctx, `SET LOCAL ROLE `+role); err != nil {
+			t.Fatal(err)
+		}
+		if err := tx.QueryRow(ctx, `SELECT errand.instance_id(), errand.instance_binding()`).Scan(&id, &binding); err != nil {
+			t.Fatal(err)
+		}
+		if err := tx.Commit(ctx); err != nil {
+			t.Fatal(err)
+		}
+		return id, binding
+	}
+	seeing := func() string { return instanceID(t, pool) }
+
+	first := seeing()
+	for round := range 3 {
+		id, binding := blind()
+		if !strings.HasPrefix(binding, "unknown/") {
+			t.Fatalf("the blind role's binding is %q, want unknown/<oid>", binding)
+		}
+		if id != first || seeing() != first {
+			t.Fatalf("round %d: the blind role read %s, then the seeing one %s; want %s throughout", round+1, id, seeing(), first)
+		}
+	}
+
+	// The blind role first: bound to 'unknown/<oid>', renewed once when a
+	// role that sees the identifier reads it, then kept by both.
+	if _, err := pool.Exec(ctx, `DELETE FROM errand.settings WHERE name IN ('instance_id', 'instance_bound_to')`); err != nil {
+		t.Fatal(err)
+	}
+	blindFirst, _ := blind()
+	renewed := seeing()
+	if renewed == blindFirst {
+		t.Errorf("an id bound to the oid alone was kept by a role that sees the identifier; want it renewed once")
+	}
+	for round := range 3 {
+		if id, _ := blind(); id != renewed || seeing() != renewed {
+			t.Fatalf("round %d after the renewal: %s and %s, want %s", round+1, id, seeing(), renewed)
+		}
+	}
+}
