@@ -112,6 +112,34 @@ func TestAddressProblem(t *testing.T) {
 		{addr: "3fff::1", want: "documentation"},
 		{addr: "2001:2::1", want: "benchmarking"},
 		{addr: "100::1", want: "discard-only"},
+		{addr: "100:0:0:1::1", want: "dummy prefix"},
+		{addr: "2001:db8:ffff::1", want: "documentation (2001:db8::/32)"},
+		{addr: "2001:3::1", want: "IETF protocol assignments"}, // AMT: globally reachable, refused with its /23
+		{addr: "2001:20::1", want: "IETF protocol assignments"},
+		{addr: "5f00::1", want: "SRv6"},
+		{addr: "fe80::1:2", want: "link-local"},
+		{addr: "febf:ffff::1", want: "link-local"},
+		{addr: "ff0e::1", want: "multicast"},
+		// Reserved by the IETF (IANA's IPv6 address space registry): every
+		// block outside 2000::/3 that is not named for a purpose.
+		{addr: "0:0:0:1::1", want: "reserved by the IETF (::/8)"},
+		{addr: "::1:0:0:1", want: "reserved by the IETF (::/8)"}, // just past ::/96, not IPv4-compatible
+		{addr: "ff:ffff::1", want: "reserved by the IETF (::/8)"},
+		{addr: "101::1", want: "reserved by the IETF (100::/8)"},
+		{addr: "200::1", want: "reserved by the IETF (200::/7)"},
+		{addr: "400::1", want: "reserved by the IETF (400::/6)"},
+		{addr: "800::1", want: "reserved by the IETF (800::/5)"},
+		{addr: "1000::1", want: "reserved by the IETF (1000::/4)"},
+		{addr: "1fff:ffff::1", want: "reserved by the IETF (1000::/4)"},
+		{addr: "4000::1", want: "reserved by the IETF (4000::/3)"},
+		{addr: "6000::1", want: "reserved by the IETF (6000::/3)"},
+		{addr: "8000::1", want: "reserved by the IETF (8000::/3)"},
+		{addr: "a000::1", want: "reserved by the IETF (a000::/3)"},
+		{addr: "c000::1", want: "reserved by the IETF (c000::/3)"},
+		{addr: "e000::1", want: "reserved by the IETF (e000::/4)"},
+		{addr: "f000::1", want: "reserved by the IETF (f000::/5)"},
+		{addr: "f800::1", want: "reserved by the IETF (f800::/6)"},
+		{addr: "fe00::1", want: "reserved by the IETF (fe00::/9)"},
 		// IPv4 hidden in IPv6.
 		{addr: "::ffff:127.0.0.1", want: "the IPv4-mapped form of 127.0.0.1, which is loopback"},
 		{addr: "::ffff:169.254.169.254", want: "IPv4-mapped form of 169.254.169.254"},
@@ -130,8 +158,12 @@ func TestAddressProblem(t *testing.T) {
 		{addr: "100.128.0.1"},
 		{addr: "172.32.0.1"},
 		{addr: "2606:4700:4700::1111"},
+		{addr: "2000::1"},
+		{addr: "2001:200::1"}, // just past 2001::/23
+		{addr: "3ffe::1"},
+		{addr: "3fff:1000::1"}, // just past 3fff::/20
 		{addr: "::ffff:8.8.8.8"},
-		{addr: "64:ff9b::8.8.8.8"},
+		{addr: "64:ff9b::8.8.8.8"}, // NAT64 of a public address, though in ::/8
 		// The allow list, and what it does not reach.
 		{addr: "127.0.0.1", allowed: mustAllowed(t, "127.0.0.1/32")},
 		{addr: "::ffff:127.0.0.1", allowed: mustAllowed(t, "127.0.0.0/8")},
@@ -192,6 +224,9 @@ func TestCheckURLRefusesLiteralAddressesInEveryNotation(t *testing.T) {
 		{"http://[fd00::1]/", "unique local"},
 		{"http://[fe80::1%25eth0]/", "zone"},
 		{"http://[ff02::1]/", "multicast"},
+		{"http://[0:0:0:1::1]/", "host 0:0:0:1::1 is reserved by the IETF (::/8)"},
+		{"http://[1000::1]:8080/", "reserved by the IETF (1000::/4)"},
+		{"http://[100:0:0:1::1]/", "dummy prefix"},
 		{"ftp://example.com/", "only http and https"},
 		{"http://user:pass@example.com/", "user or password"},
 	}
