@@ -166,6 +166,51 @@ func TestRetriesKeepTheWebhookIDAndHonourRetryAfter(t *testing.T) {
 	}
 }
 
+// An endpoint that answers 503 with Retry-After: 999999 (eleven days) is
+// retried after the cap of 1 h (outbound.MaxRetryAfter, as the README
+// says), not eleven days later, and not after the schedule's own 5 minutes either. Measured from
+// the database's own timestamps: the job's started_at (River's fetch) to
+// its run_at (the retry's due time).
+func TestARetryAfterOfElevenDaysIsCapped(t *testing.T) {
+	t.Parallel()
+	rc := newReceiver(t, func(w http.ResponseWriter, r *http.Request, n int, body []byte) {
+		w.Header().Set("Retry-After", "999999")
+		http.Error(w, "come back in eleven days", http.StatusServiceUnavailable)
+	})
+	url, pool := errandtest.MigratedDB(t, kinds()...)
+	ws := errandtest.NewWorkspace(t, pool, "acme")
+	const schedule = 5 * time.Minute
+	errandtest.StartDaemon(t, url, env(map[string]string{"ERRAND_WEBHOOK_RETRY_SCHEDULE": schedule.String()}), kinds()...)
+	newEndpoint(t, pool, ws, rc.URL)
+
+	msg, _ := dispatch(t, pool, ws, `{"event_type": "a.b", "payload": {}}`)
+	id := deliveries(t, pool, msg)[0]
+	waitFor(t, "the first attempt to fail and wait for its retry", func() bool {
+		return errandtest.GetJob(t, pool, id).RiverState == "retryable"
+	})
+	var wait time.Duration
+	var attempt int
+	var lastError string
+	if err := pool.QueryRow(context.Background(), `SELECT run_at - started_at, attempt, last_error FROM errand.jobs WHERE id = $1`, id).
+		Scan(&wait, &attempt, &lastError); err != nil {
+		t.Fatal(err)
+	}
+	if attempt != 1 || !strings.Contains(lastError, "answered 503 Service Unavailable") {
+		t.Fatalf("attempt %d, last error %q; want attempt 1 answered 503", attempt, lastError)
+	}
+	// The margin is the attempt itself (one local request and its log).
+	const capped = time.Hour
+	if wait > capped+time.Minute {
+		t.Errorf("the retry is due %s after the attempt started, want at most the cap of %s", wait, capped)
+	}
+	if wait <= schedule*11/10 {
+		t.Errorf("the retry is due %s after the attempt started: the schedule's wait (%s ±10%%), not Retry-After's capped one", wait, schedule)
+	}
+	if n := len(rc.received()); n != 1 {
+		t.Errorf("the receiver got %d requests, want 1", n)
+	}
+}
+
 // A redirect is never followed and counts as a failure; a delivery gives up
 // after its schedule, and its last error says so.
 func TestRedirectsAreNotFollowedAndRetriesEnd(t *testing.T) {
