@@ -330,9 +330,10 @@ func control(allowed []netip.Prefix) func(network, address string, c syscall.Raw
 // 10 idle connections kept per host, 50 workers delivering to one host
 // dialled a new connection for most requests and closed it after (8% of the
 // benchmark's CPU). Idle connections are only as many as were in use at
-// once, so the bound costs nothing while it is not reached.
-func newTransport(allowed []netip.Prefix, connectTimeout time.Duration) *http.Transport {
-	d := &net.Dialer{Timeout: connectTimeout, KeepAlive: 30 * time.Second, Control: control(allowed)}
+// once, so the bound costs nothing while it is not reached. resolver looks
+// names up (nil: net.DefaultResolver); tests point names where they want.
+func newTransport(allowed []netip.Prefix, connectTimeout time.Duration, resolver *net.Resolver) *http.Transport {
+	d := &net.Dialer{Timeout: connectTimeout, KeepAlive: 30 * time.Second, Control: control(allowed), Resolver: resolver}
 	return &http.Transport{
 		Proxy:                 nil,
 		DialContext:           d.DialContext,

@@ -287,7 +287,7 @@ func TestAnEmptyPortIsTheSchemesDefault(t *testing.T) {
 	}
 	// The delivery's transport, dialling the test server whatever the
 	// address: the address asked for is what the test checks.
-	tr := newTransport(nil, 5*time.Second)
+	tr := newTransport(nil, 5*time.Second, nil)
 	var dialled atomic.Value
 	tr.DialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
 		dialled.Store(addr)
@@ -310,36 +310,42 @@ func TestAnEmptyPortIsTheSchemesDefault(t *testing.T) {
 
 // The dialer checks the address it is about to connect to, after DNS: a
 // hostname that resolves to loopback is refused as surely as a literal, and
-// nothing reaches the listener.
+// nothing reaches the listener. The name is the test's own (its own DNS
+// server says where it points), so this runs end to end on any machine.
 func TestDialerRefusesAHostnameThatResolvesToLoopback(t *testing.T) {
 	var hits atomic.Int32
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { hits.Add(1) }))
 	defer srv.Close()
 	_, port, _ := net.SplitHostPort(srv.Listener.Addr().String())
-	addrs, err := net.DefaultResolver.LookupHost(context.Background(), "localhost")
-	if err != nil || len(addrs) == 0 {
-		t.Fatalf("localhost does not resolve here: %v", err)
+	resolver := LocalResolver(t, func(name string) []netip.Addr {
+		if name == "loopback.test" {
+			return []netip.Addr{netip.MustParseAddr("127.0.0.1")}
+		}
+		return nil
+	})
+	hook := "http://loopback.test:" + port + "/hook"
+	if _, err := checkURL(hook, nil); err != nil {
+		t.Fatalf("the URL check refuses %s by its text: %v", hook, err)
 	}
 
-	client := &http.Client{Transport: newTransport(nil, 5*time.Second), Timeout: 10 * time.Second}
-	// The URL check would refuse "localhost" by its name; the dialer must
-	// refuse it by its address, so the request goes straight to the client.
-	resp, err := client.Post("http://localhost:"+port+"/hook", "application/json", strings.NewReader("{}"))
+	client := &http.Client{Transport: newTransport(nil, 5*time.Second, resolver), Timeout: 10 * time.Second}
+	resp, err := client.Post(hook, "application/json", strings.NewReader("{}"))
 	if err == nil {
 		resp.Body.Close()
-		t.Fatal("a POST to localhost went through")
+		t.Fatal("a POST to loopback.test went through")
 	}
 	r, ok := refused(err)
-	if !ok || !strings.Contains(r.Reason, "loopback") {
-		t.Fatalf("error %v, want a refusal naming loopback", err)
+	if !ok || r.Reason != "address 127.0.0.1 is loopback: errand does not connect there (ERRAND_WEBHOOK_ALLOW_CIDRS lists exceptions)" {
+		t.Fatalf("error %v, want the dialer's refusal of 127.0.0.1", err)
 	}
 	if n := hits.Load(); n != 0 {
 		t.Errorf("the receiver got %d requests", n)
 	}
 
-	// Allowed, the same request arrives: the refusal was the guard's.
-	allowed := &http.Client{Transport: newTransport(mustAllowed(t, "127.0.0.0/8,::1/128"), 5*time.Second), Timeout: 10 * time.Second}
-	resp, err = allowed.Post("http://localhost:"+port+"/hook", "application/json", strings.NewReader("{}"))
+	// Allowed, the same request arrives: the name resolved, and the
+	// refusal was the guard's.
+	allowed := &http.Client{Transport: newTransport(mustAllowed(t, "127.0.0.0/8,::1/128"), 5*time.Second, resolver), Timeout: 10 * time.Second}
+	resp, err = allowed.Post(hook, "application/json", strings.NewReader("{}"))
 	if err != nil {
 		t.Fatalf("allowed: %v", err)
 	}
