@@ -181,6 +181,14 @@ func Define[T any](name, queue string, work WorkFunc[T], opts ...Option) Kind {
 	if k.MaxAttempts > maxAttemptsLimit {
 		k.defErrs = append(k.defErrs, fmt.Sprintf("WithMaxAttempts(%d): at most %d (the SQL contract refuses more)", k.MaxAttempts, maxAttemptsLimit))
 	}
+	for _, ev := range k.Env {
+		// Set by errand dev after the variables were checked at start.
+		if ev.Dev != "" && ev.Check != nil {
+			if err := ev.Check(ev.Dev); err != nil {
+				k.defErrs = append(k.defErrs, fmt.Sprintf("variable %s: its Dev value %q: %v", ev.Name, ev.Dev, err))
+			}
+		}
+	}
 	for _, field := range slices.Sorted(maps.Keys(k.ArgEnums)) {
 		if len(k.ArgEnums[field]) == 0 {
 			k.defErrs = append(k.defErrs, fmt.Sprintf("WithArgEnum(%q) gives no values", field))

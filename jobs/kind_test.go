@@ -2,6 +2,7 @@ package jobs
 
 import (
 	"context"
+	"errors"
 	"slices"
 	"strings"
 	"testing"
@@ -177,6 +178,13 @@ func TestRegistryRefusesBadKinds(t *testing.T) {
 		"no work function":                            {Define[struct{}]("test.nil", QueueDefault, nil), "the work function is nil"},
 		"a variable with an empty name":               {Define("test.env", QueueDefault, noop, WithEnv(EnvVar{Name: ""})), `variable "": a name is capital letters`},
 		"a variable in lower case":                    {Define("test.env", QueueDefault, noop, WithEnv(EnvVar{Name: "export_bucket"})), `variable "export_bucket"`},
+		"a dev default its own check refuses": {Define("test.env", QueueDefault, noop, WithEnv(EnvVar{Name: "EXPORT_SANDBOX", Dev: "yes",
+			Check: func(v string) error {
+				if v != "true" && v != "false" {
+					return errors.New("want true or false")
+				}
+				return nil
+			}})), `variable EXPORT_SANDBOX: its Dev value "yes": want true or false`},
 	}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {

@@ -29,6 +29,18 @@ type EnvVar struct {
 	// Check validates a value (the default when the variable is unset or
 	// empty); nil accepts anything. Say what a good value looks like.
 	Check func(value string) error
+	// Dev is the variable's development default: `errand dev` and
+	// `errand bench` set it when the variable is unset or empty (email
+	// capture on, local webhook receivers allowed); `errand run` never
+	// does. "" for none. It must pass Check.
+	Dev string
+	// DevNote is what `errand dev` prints when it sets Dev: what the value
+	// lets happen that production would not. "" prints nothing.
+	DevNote string
+	// DevUnless names variables any of which, set, keep Dev from being
+	// set: whoever sets RESEND_API_KEY means to send, so email capture
+	// stays off.
+	DevUnless []string
 }
 
 // Env is the configuration as a kind sees it at start.

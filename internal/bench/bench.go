@@ -338,9 +338,7 @@ func (b *bench) startDaemon(ctx context.Context, cfg config.Config, onStart func
 	if user.OnJobStart != nil {
 		hooks.OnJobStart = func(job *rivertype.JobRow) { onStart(job); user.OnJobStart(job) }
 	}
-	if cfg.Getenv("RESEND_API_KEY") == "" {
-		cfg = cfg.WithEnv("ERRAND_EMAIL_CAPTURE", "true") // benches send no email
-	}
+	cfg, _ = cfg.WithDevDefaults() // as errand dev: benches send no email
 	runCtx, cancel := context.WithCancel(ctx)
 	d := &benchDaemon{done: make(chan struct{}), cancel: cancel}
 	ready := make(chan struct{})

@@ -57,7 +57,7 @@ type Config struct {
 func (c Config) KindEnv() jobs.Env { return jobs.NewEnv(c.Getenv, c.KindVars, c.Queues) }
 
 // WithEnv returns c reading name as value, whatever the environment says
-// (`errand dev` turns email capture on this way).
+// (`errand dev` sets the kinds' dev defaults this way).
 func (c Config) WithEnv(name, value string) Config {
 	getenv := c.Getenv
 	c.Getenv = func(k string) string {
@@ -67,6 +67,23 @@ func (c Config) WithEnv(name, value string) Config {
 		return getenv(k)
 	}
 	return c
+}
+
+// WithDevDefaults returns c with each kind's development default
+// (jobs.EnvVar.Dev) set for the variables that are unset or empty, unless
+// one of the variable's DevUnless is set, and the variables it set, in the
+// kinds' order. `errand dev` and `errand bench` call it; neither names a
+// kind.
+func (c Config) WithDevDefaults() (Config, []jobs.EnvVar) {
+	var set []jobs.EnvVar
+	for _, ev := range c.KindVars {
+		if ev.Dev == "" || c.Getenv(ev.Name) != "" || slices.ContainsFunc(ev.DevUnless, func(n string) bool { return c.Getenv(n) != "" }) {
+			continue
+		}
+		c = c.WithEnv(ev.Name, ev.Dev)
+		set = append(set, ev)
+	}
+	return c, set
 }
 
 // envVar documents one variable; `errand help` prints the table.
@@ -268,13 +285,14 @@ func Load(getenv func(string) string, kinds []jobs.Kind) (Config, error) {
 // kindVarConflicts are the kinds' variables that cannot be read as
 // declared: one of errand's own (a kind reads it through its declaration,
 // and `errand help` would list it twice), or one two kinds declare with
-// different defaults (help shows, and a kind reads, the first one's).
+// different defaults or dev defaults (help shows, a kind reads and errand
+// dev sets the first one's).
 func kindVarConflicts(kinds []jobs.Kind) []error {
 	own := map[string]bool{}
 	for _, ev := range envVars(kinds) {
 		own[ev.Name] = true
 	}
-	type declared struct{ kind, def string }
+	type declared struct{ kind, def, dev string }
 	var errs []error
 	first := map[string]declared{}
 	for _, k := range kinds {
@@ -284,9 +302,11 @@ func kindVarConflicts(kinds []jobs.Kind) []error {
 			case own[ev.Name]:
 				errs = append(errs, fmt.Errorf("kind %s: declares %s, which is errand's own variable; give the kind's variable a name of its own", k.Name, ev.Name))
 			case !seen:
-				first[ev.Name] = declared{k.Name, ev.Default}
+				first[ev.Name] = declared{k.Name, ev.Default, ev.Dev}
 			case f.def != ev.Default && f.kind != k.Name:
 				errs = append(errs, fmt.Errorf("kind %s: declares %s with default %q, but kind %s declares it with default %q; kinds that share a variable declare the same default", k.Name, ev.Name, ev.Default, f.kind, f.def))
+			case f.dev != ev.Dev && f.kind != k.Name:
+				errs = append(errs, fmt.Errorf("kind %s: declares %s with dev default %q, but kind %s declares it with dev default %q; kinds that share a variable declare the same dev default", k.Name, ev.Name, ev.Dev, f.kind, f.dev))
 			}
 		}
 	}

@@ -144,6 +144,9 @@ func TestKindVariableConflicts(t *testing.T) {
 			"kind report.export: declares DATABASE_URL, which is errand's own variable"},
 		"two kinds sharing a variable with different defaults": {[]jobs.Kind{withVar("a.one", "SHARED_KEY", "1"), withVar("a.two", "SHARED_KEY", "2")},
 			`kind a.two: declares SHARED_KEY with default "2", but kind a.one declares it with default "1"`},
+		"two kinds sharing a variable with different dev defaults": {[]jobs.Kind{withVar("a.one", "SHARED_KEY", "1"),
+			jobs.Define("a.two", jobs.QueueDefault, noop, jobs.WithEnv(jobs.EnvVar{Name: "SHARED_KEY", Default: "1", Dev: "2"}))},
+			`kind a.two: declares SHARED_KEY with dev default "2", but kind a.one declares it with dev default ""`},
 	}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {

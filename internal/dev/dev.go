@@ -53,14 +53,13 @@ func Run(ctx context.Context, cfg config.Config, reg *jobs.Registry, stdout io.W
 		}
 		cfg.DatabaseURL = server.URL("errand")
 	}
-	if cfg.Getenv("RESEND_API_KEY") == "" && cfg.Getenv("ERRAND_EMAIL_CAPTURE") == "" {
-		// Development: emails are stored and shown, never sent.
-		cfg = cfg.WithEnv("ERRAND_EMAIL_CAPTURE", "true")
-	}
-	if cfg.Getenv("ERRAND_WEBHOOK_ALLOW_CIDRS") == "" {
-		// Development: webhooks may reach receivers on this machine.
-		cfg = cfg.WithEnv("ERRAND_WEBHOOK_ALLOW_CIDRS", "127.0.0.0/8,::1/128")
-		fmt.Fprintln(stdout, "errand dev: webhooks may reach loopback addresses (ERRAND_WEBHOOK_ALLOW_CIDRS=127.0.0.0/8,::1/128); production refuses them")
+	// Each kind's development defaults (jobs.EnvVar.Dev) for what is unset:
+	// emails captured, never sent; webhooks to receivers on this machine.
+	cfg, set := cfg.WithDevDefaults()
+	for _, ev := range set {
+		if ev.DevNote != "" {
+			fmt.Fprintf(stdout, "errand dev: %s (%s=%s)\n", ev.DevNote, ev.Name, ev.Dev)
+		}
 	}
 	if cfg.Getenv("ERRAND_HTTP_ADDR") == "" && !tcpFree(cfg.HTTPAddr) {
 		cfg.HTTPAddr = "127.0.0.1:0"

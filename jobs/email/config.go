@@ -40,6 +40,7 @@ func envVars() []jobs.EnvVar {
 				return nil
 			}},
 		{Name: "ERRAND_EMAIL_CAPTURE", Default: "false", Help: "true: without RESEND_API_KEY, store emails in errand.emails instead of sending them (development; `errand dev` sets it)",
+			Dev: "true", DevUnless: []string{"RESEND_API_KEY"},
 			Check: func(v string) error {
 				if _, err := strconv.ParseBool(v); err != nil {
 					return errors.New("want true or false")

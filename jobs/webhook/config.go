@@ -40,7 +40,8 @@ func envVars() []jobs.EnvVar {
 	return []jobs.EnvVar{
 		{Name: "ERRAND_WEBHOOK_ALLOW_CIDRS", Help: "address ranges webhooks may reach although they are private, loopback or reserved, comma-separated " +
 			"(development and tests, e.g. 127.0.0.0/8,::1/128); empty in production",
-			Check: func(v string) error { _, err := parseAllowed(v); return err }},
+			Check: func(v string) error { _, err := parseAllowed(v); return err },
+			Dev:   "127.0.0.0/8,::1/128", DevNote: "webhooks may reach loopback addresses, which production refuses"},
 		{Name: "ERRAND_WEBHOOK_RETRY_SCHEDULE", Default: defaultSchedule, Help: "waits before each retry of a webhook delivery (±10% jitter); a delivery has one attempt more than the list has entries",
 			Check: func(v string) error { _, err := parseSchedule(v); return err }},
 		{Name: "ERRAND_WEBHOOK_DISABLE_AFTER", Default: "5d", Help: "an endpoint failing without a single success for this long is disabled (e.g. 5d, 36h)",

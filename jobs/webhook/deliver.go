@@ -48,8 +48,12 @@ const (
 
 // DeliverKind is kind "webhook.deliver". Build it once per daemon
 // (errand.Main does): its configuration is read when the daemon starts it.
-func DeliverKind() jobs.Kind {
-	d := &deliverer{logger: slog.New(slog.DiscardHandler), outcomes: newOutcomes()}
+func DeliverKind() jobs.Kind { return deliverKind(nil) }
+
+// deliverKind is DeliverKind looking names up with resolver (nil:
+// net.DefaultResolver).
+func deliverKind(resolver *net.Resolver) jobs.Kind {
+	d := &deliverer{logger: slog.New(slog.DiscardHandler), outcomes: newOutcomes(), resolver: resolver}
 	d.waits.waiting = prometheus.NewGauge(prometheus.GaugeOpts{
 		Name: "errand_webhook_waiting_deliveries",
 		Help: "webhook.deliver jobs of this replica waiting for a slot of their endpoint that this replica hands over or gives back (at most ERRAND_WEBHOOK_HELD_BACK_WAIT each, then snoozed).",
@@ -69,6 +73,10 @@ type deliverer struct {
 	cfg    config
 	client *http.Client
 	logger *slog.Logger
+	// resolver looks endpoints' names up; nil means net.DefaultResolver
+	// (tests point a name where they want, whatever the machine's DNS).
+	// Every address it gives is checked as it is dialled.
+	resolver *net.Resolver
 	// jitter is the randomness of waits; nil means math/rand's (tests
 	// inject theirs).
 	jitter func() float64
@@ -195,7 +203,7 @@ func (d *deliverer) configure(cfg config, logger *slog.Logger) {
 	if logger != nil {
 		d.logger = logger
 	}
-	d.client = outbound.NewClient(newTransport(cfg.allowed, cfg.connectTimeout), cfg.timeout)
+	d.client = outbound.NewClient(newTransport(cfg.allowed, cfg.connectTimeout, d.resolver), cfg.timeout)
 }
 
 func (d *deliverer) work(ctx context.Context, job *jobs.Job, args DeliverArgs) error {

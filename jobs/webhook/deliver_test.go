@@ -6,7 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"os"
+	"net/netip"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -15,6 +15,7 @@ import (
 	standardwebhooks "github.com/standard-webhooks/standard-webhooks/libraries/go"
 
 	"github.com/errand-dev/errand/errandtest"
+	"github.com/errand-dev/errand/jobs/webhook"
 )
 
 // One event, dispatched with one INSERT, reaches the subscribed endpoint
@@ -163,6 +164,51 @@ func TestRetriesKeepTheWebhookIDAndHonourRetryAfter(t *testing.T) {
 	// second and the third attempt.
 	if gap := as[2].CreatedAt.Sub(as[1].CreatedAt); gap < 950*time.Millisecond {
 		t.Errorf("the retry after Retry-After: 1 came %s later", gap)
+	}
+}
+
+// An endpoint that answers 503 with Retry-After: 999999 (eleven days) is
+// retried after the cap of 1 h (outbound.MaxRetryAfter, as the README
+// says), not eleven days later, and not after the schedule's own 5 minutes either. Measured from
+// the database's own timestamps: the job's started_at (River's fetch) to
+// its run_at (the retry's due time).
+func TestARetryAfterOfElevenDaysIsCapped(t *testing.T) {
+	t.Parallel()
+	rc := newReceiver(t, func(w http.ResponseWriter, r *http.Request, n int, body []byte) {
+		w.Header().Set("Retry-After", "999999")
+		http.Error(w, "come back in eleven days", http.StatusServiceUnavailable)
+	})
+	url, pool := errandtest.MigratedDB(t, kinds()...)
+	ws := errandtest.NewWorkspace(t, pool, "acme")
+	const schedule = 5 * time.Minute
+	errandtest.StartDaemon(t, url, env(map[string]string{"ERRAND_WEBHOOK_RETRY_SCHEDULE": schedule.String()}), kinds()...)
+	newEndpoint(t, pool, ws, rc.URL)
+
+	msg, _ := dispatch(t, pool, ws, `{"event_type": "a.b", "payload": {}}`)
+	id := deliveries(t, pool, msg)[0]
+	waitFor(t, "the first attempt to fail and wait for its retry", func() bool {
+		return errandtest.GetJob(t, pool, id).RiverState == "retryable"
+	})
+	var wait time.Duration
+	var attempt int
+	var lastError string
+	if err := pool.QueryRow(context.Background(), `SELECT run_at - started_at, attempt, last_error FROM errand.jobs WHERE id = $1`, id).
+		Scan(&wait, &attempt, &lastError); err != nil {
+		t.Fatal(err)
+	}
+	if attempt != 1 || !strings.Contains(lastError, "answered 503 Service Unavailable") {
+		t.Fatalf("attempt %d, last error %q; want attempt 1 answered 503", attempt, lastError)
+	}
+	// The margin is the attempt itself (one local request and its log).
+	const capped = time.Hour
+	if wait > capped+time.Minute {
+		t.Errorf("the retry is due %s after the attempt started, want at most the cap of %s", wait, capped)
+	}
+	if wait <= schedule*11/10 {
+		t.Errorf("the retry is due %s after the attempt started: the schedule's wait (%s ±10%%), not Retry-After's capped one", wait, schedule)
+	}
+	if n := len(rc.received()); n != 1 {
+		t.Errorf("the receiver got %d requests, want 1", n)
 	}
 }
 
@@ -320,25 +366,22 @@ func TestAnEndpointFailingTooLongIsDisabled(t *testing.T) {
 
 // An address errand must not reach fails the attempt with the reason
 // logged, is retried on the schedule like any failure, and nothing reaches
-// the receiver. The endpoint was inserted while its address was allowed;
-// the daemon runs without the allow list.
+// the receiver: a name that resolves to loopback (the test's own DNS says
+// so, on any machine), refused at dial time, and a literal in another
+// notation, refused by the URL check. The endpoints were inserted while
+// loopback was allowed; the daemon runs without the allow list.
 func TestARefusedAddressFailsTheAttempt(t *testing.T) {
 	t.Parallel()
 	rc := newReceiver(t, nil)
 	_, port, _ := net.SplitHostPort(rc.Listener.Addr().String())
-	// A name that resolves to loopback reaches the dialer's check; the
-	// machine's own name usually does (/etc/hosts), else localhost, which
-	// the URL check refuses by name first.
-	host, _ := os.Hostname()
-	if addrs, err := net.LookupHost(host); err != nil || len(addrs) == 0 || !net.ParseIP(addrs[0]).IsLoopback() {
-		host = "localhost"
-	}
+	resolver := webhook.LocalResolver(t, pointing("loopback.test", "127.0.0.1"))
 	url, pool := errandtest.MigratedDB(t, kinds()...)
 	ws := errandtest.NewWorkspace(t, pool, "acme")
 	exec(t, pool, `INSERT INTO errand.settings (name, value) VALUES ('webhook_allow_cidrs', '127.0.0.0/8')`)
-	newEndpoint(t, pool, ws, fmt.Sprintf("http://%s:%s/hook", host, port))
-	newEndpoint(t, pool, ws, fmt.Sprintf("http://0x7f.1:%s/hook", port))
-	errandtest.StartDaemon(t, url, env(map[string]string{"ERRAND_WEBHOOK_ALLOW_CIDRS": "", "ERRAND_WEBHOOK_RETRY_SCHEDULE": "10ms"}), kinds()...)
+	byName, _ := newEndpoint(t, pool, ws, fmt.Sprintf("http://loopback.test:%s/hook", port))
+	byLiteral, _ := newEndpoint(t, pool, ws, fmt.Sprintf("http://0x7f.1:%s/hook", port))
+	errandtest.StartDaemon(t, url, env(map[string]string{"ERRAND_WEBHOOK_ALLOW_CIDRS": "", "ERRAND_WEBHOOK_RETRY_SCHEDULE": "10ms"}),
+		append(kinds(), resolving(resolver))...)
 
 	msg, _ := dispatch(t, pool, ws, `{"event_type": "a.b", "payload": {}}`)
 	for _, id := range deliveries(t, pool, msg) {
@@ -351,9 +394,13 @@ func TestARefusedAddressFailsTheAttempt(t *testing.T) {
 	if len(as) != 4 {
 		t.Fatalf("attempts %+v, want 2 per endpoint", as)
 	}
+	want := map[string]string{
+		byName:    "refused: address 127.0.0.1 is loopback: errand does not connect there",
+		byLiteral: "refused: host 0x7f.1 (the IPv4 address 127.0.0.1 written another way) is loopback",
+	}
 	for _, a := range as {
-		if a.Status != 0 || !strings.Contains(a.Error, "refused") || !strings.Contains(a.Error, "loopback") {
-			t.Errorf("attempt %+v", a)
+		if a.Status != 0 || !strings.HasPrefix(a.Error, want[a.EndpointID]) {
+			t.Errorf("attempt %+v, want the error to start %q", a, want[a.EndpointID])
 		}
 	}
 	if n := len(rc.received()); n != 0 {
@@ -363,5 +410,51 @@ func TestARefusedAddressFailsTheAttempt(t *testing.T) {
 	_, err := pool.Exec(context.Background(), `INSERT INTO errand.webhook_endpoints (workspace_id, url) VALUES ($1, $2)`, ws, rc.URL)
 	if err == nil || !strings.Contains(err.Error(), "loopback") {
 		t.Errorf("insert of %s: %v, want refused", rc.URL, err)
+	}
+}
+
+// DNS rebinding: a name that pointed at an address errand may reach (the
+// receiver on 127.0.0.1, allowed here as a public address would be) and
+// then points at loopback outside the allow list is refused on the next
+// attempt, at dial time, with the reason logged: each dial checks the
+// address it connects to, whatever the name said before.
+func TestANameThatRebindsToLoopbackIsRefusedAtDialTime(t *testing.T) {
+	t.Parallel()
+	rc := newReceiver(t, func(w http.ResponseWriter, r *http.Request, n int, body []byte) {
+		// Closed after the answer, so the retry dials (and looks the name
+		// up) again rather than reuse this connection.
+		w.Header().Set("Connection", "close")
+		http.Error(w, "try again", http.StatusInternalServerError)
+	})
+	_, port, _ := net.SplitHostPort(rc.Listener.Addr().String())
+	resolver := webhook.LocalResolver(t, func(name string) []netip.Addr {
+		switch {
+		case name != "rebind.test":
+			return nil
+		case len(rc.received()) == 0:
+			return []netip.Addr{netip.MustParseAddr("127.0.0.1")}
+		default:
+			// Rebound once the receiver has had its request.
+			return []netip.Addr{netip.MustParseAddr("127.0.0.2")}
+		}
+	})
+	url, pool := errandtest.MigratedDB(t, kinds()...)
+	ws := errandtest.NewWorkspace(t, pool, "acme")
+	errandtest.StartDaemon(t, url, env(map[string]string{"ERRAND_WEBHOOK_ALLOW_CIDRS": "127.0.0.1/32", "ERRAND_WEBHOOK_RETRY_SCHEDULE": "10ms"}),
+		append(kinds(), resolving(resolver))...)
+	newEndpoint(t, pool, ws, fmt.Sprintf("http://rebind.test:%s/hook", port))
+
+	msg, _ := dispatch(t, pool, ws, `{"event_type": "a.b", "payload": {}}`)
+	j := errandtest.WaitJob(t, pool, deliveries(t, pool, msg)[0], 30*time.Second, "completed", "failed")
+	if j.Status != "failed" || j.Attempt != 2 {
+		t.Errorf("delivery %+v, want failed after 2 attempts", j)
+	}
+	as := attempts(t, pool, msg)
+	if len(as) != 2 || as[0].Status != 500 ||
+		as[1].Status != 0 || !strings.HasPrefix(as[1].Error, "refused: address 127.0.0.2 is loopback: errand does not connect there") {
+		t.Errorf("attempts %+v, want a 500 from the receiver, then the rebound address refused", as)
+	}
+	if n := len(rc.received()); n != 1 {
+		t.Errorf("the receiver got %d requests, want 1", n)
 	}
 }

@@ -30,6 +30,15 @@ type refusedRange struct {
 // refusedRanges: the most specific match names the reason. IPv4-mapped IPv6
 // (::ffff:a.b.c.d) is judged as the IPv4 address it is, and NAT64
 // (64:ff9b::/96) by the IPv4 address it carries.
+//
+// IPv6 outside 2000::/3 (global unicast) is refused whole: each block
+// IANA's IPv6 address space registry lists as "Reserved by IETF" is here
+// (migration 057), as IPv4's 240.0.0.0/4 is; no receiver has such an
+// address (0:0:0:1::1, in ::/8, is nobody's). The special-purpose blocks
+// within them keep their own reasons. 2001::/23 is refused whole, as
+// 192.0.0.0/24 is, though IANA marks a few of its assignments globally
+// reachable (anycast PCP and TURN, AMT, AS112, ORCHIDv2, drone IDs):
+// services and identifiers, none a customer's HTTP receiver.
 var refusedRanges = func() []refusedRange {
 	list := []struct{ cidr, reason string }{
 		{"0.0.0.0/8", `"this network" (0.0.0.0/8)`},
@@ -52,16 +61,32 @@ var refusedRanges = func() []refusedRange {
 		{"::1/128", "loopback"},
 		{"::/96", "IPv4-compatible IPv6 (deprecated; hides an IPv4 address)"},
 		{"::ffff:0:0:0/96", "IPv4-translated IPv6 (hides an IPv4 address)"},
+		{"::/8", "reserved by the IETF (::/8)"},
 		{"64:ff9b:1::/48", "local-use NAT64 (64:ff9b:1::/48)"},
+		{"100::/8", "reserved by the IETF (100::/8)"},
 		{"100::/64", "discard-only (100::/64)"},
+		{"100:0:0:1::/64", "the dummy prefix (100:0:0:1::/64)"},
+		{"200::/7", "reserved by the IETF (200::/7)"},
+		{"400::/6", "reserved by the IETF (400::/6)"},
+		{"800::/5", "reserved by the IETF (800::/5)"},
+		{"1000::/4", "reserved by the IETF (1000::/4)"},
 		{"2001::/23", "reserved for IETF protocol assignments"},
 		{"2001::/32", "Teredo (hides an IPv4 address)"},
 		{"2001:2::/48", "benchmarking (2001:2::/48)"},
 		{"2001:db8::/32", "documentation (2001:db8::/32)"},
 		{"2002::/16", "6to4 (hides an IPv4 address)"},
 		{"3fff::/20", "documentation (3fff::/20)"},
+		{"4000::/3", "reserved by the IETF (4000::/3)"},
 		{"5f00::/16", "reserved for SRv6 (5f00::/16)"},
+		{"6000::/3", "reserved by the IETF (6000::/3)"},
+		{"8000::/3", "reserved by the IETF (8000::/3)"},
+		{"a000::/3", "reserved by the IETF (a000::/3)"},
+		{"c000::/3", "reserved by the IETF (c000::/3)"},
+		{"e000::/4", "reserved by the IETF (e000::/4)"},
+		{"f000::/5", "reserved by the IETF (f000::/5)"},
+		{"f800::/6", "reserved by the IETF (f800::/6)"},
 		{"fc00::/7", "unique local (fc00::/7)"},
+		{"fe00::/9", "reserved by the IETF (fe00::/9)"},
 		{"fe80::/10", "link-local"},
 		{"fec0::/10", "site-local (deprecated)"},
 		{"ff00::/8", "multicast"},
@@ -305,9 +330,10 @@ func control(allowed []netip.Prefix) func(network, address string, c syscall.Raw
 // 10 idle connections kept per host, 50 workers delivering to one host
 // dialled a new connection for most requests and closed it after (8% of the
 // benchmark's CPU). Idle connections are only as many as were in use at
-// once, so the bound costs nothing while it is not reached.
-func newTransport(allowed []netip.Prefix, connectTimeout time.Duration) *http.Transport {
-	d := &net.Dialer{Timeout: connectTimeout, KeepAlive: 30 * time.Second, Control: control(allowed)}
+// once, so the bound costs nothing while it is not reached. resolver looks
+// names up (nil: net.DefaultResolver); tests point names where they want.
+func newTransport(allowed []netip.Prefix, connectTimeout time.Duration, resolver *net.Resolver) *http.Transport {
+	d := &net.Dialer{Timeout: connectTimeout, KeepAlive: 30 * time.Second, Control: control(allowed), Resolver: resolver}
 	return &http.Transport{
 		Proxy:                 nil,
 		DialContext:           d.DialContext,

@@ -52,6 +52,10 @@ func TestSQLAndGoRefuseTheSameAddresses(t *testing.T) {
 		"http://[ff02::1]/", "http://[2001:db8::1]/", "http://100.64.0.1/", "http://169.254.169.254/", "http://172.16.0.1/",
 		"http://192.168.1.1/", "http://198.18.0.1/", "http://203.0.113.1/", "http://224.0.0.1/", "http://240.0.0.1/",
 		"http://255.255.255.255/", "ftp://example.com/", "http://u:p@example.com/",
+		// IPv6 reserved by the IETF (migration 057), and what is next to it.
+		"http://[0:0:0:1::1]/", "http://[::1:0:0:1]/", "http://[100:0:0:1::1]/", "http://[101::1]/", "http://[1000::1]/",
+		"http://[4000::1]/", "http://[5f00::1]/", "http://[c000::1]/", "http://[fe00::1]/", "http://[2000::1]/",
+		"http://[2001:200::1]/", "http://[3fff:1000::1]/", "http://[64:ff9b::808:808]/",
 		// What url.Parse refuses, which every delivery would (migration 052).
 		"https://example.com/%zz", "https://example.com/#%zz", "https://example.com/%", "https://example.com/a%2",
 		"https://example.com/hook?token=s3cret#top%", "http://[2606:4700::1111]x/", "http://example.com:8080:90/",

@@ -112,6 +112,34 @@ func TestAddressProblem(t *testing.T) {
 		{addr: "3fff::1", want: "documentation"},
 		{addr: "2001:2::1", want: "benchmarking"},
 		{addr: "100::1", want: "discard-only"},
+		{addr: "100:0:0:1::1", want: "dummy prefix"},
+		{addr: "2001:db8:ffff::1", want: "documentation (2001:db8::/32)"},
+		{addr: "2001:3::1", want: "IETF protocol assignments"}, // AMT: globally reachable, refused with its /23
+		{addr: "2001:20::1", want: "IETF protocol assignments"},
+		{addr: "5f00::1", want: "SRv6"},
+		{addr: "fe80::1:2", want: "link-local"},
+		{addr: "febf:ffff::1", want: "link-local"},
+		{addr: "ff0e::1", want: "multicast"},
+		// Reserved by the IETF (IANA's IPv6 address space registry): every
+		// block outside 2000::/3 that is not named for a purpose.
+		{addr: "0:0:0:1::1", want: "reserved by the IETF (::/8)"},
+		{addr: "::1:0:0:1", want: "reserved by the IETF (::/8)"}, // just past ::/96, not IPv4-compatible
+		{addr: "ff:ffff::1", want: "reserved by the IETF (::/8)"},
+		{addr: "101::1", want: "reserved by the IETF (100::/8)"},
+		{addr: "200::1", want: "reserved by the IETF (200::/7)"},
+		{addr: "400::1", want: "reserved by the IETF (400::/6)"},
+		{addr: "800::1", want: "reserved by the IETF (800::/5)"},
+		{addr: "1000::1", want: "reserved by the IETF (1000::/4)"},
+		{addr: "1fff:ffff::1", want: "reserved by the IETF (1000::/4)"},
+		{addr: "4000::1", want: "reserved by the IETF (4000::/3)"},
+		{addr: "6000::1", want: "reserved by the IETF (6000::/3)"},
+		{addr: "8000::1", want: "reserved by the IETF (8000::/3)"},
+		{addr: "a000::1", want: "reserved by the IETF (a000::/3)"},
+		{addr: "c000::1", want: "reserved by the IETF (c000::/3)"},
+		{addr: "e000::1", want: "reserved by the IETF (e000::/4)"},
+		{addr: "f000::1", want: "reserved by the IETF (f000::/5)"},
+		{addr: "f800::1", want: "reserved by the IETF (f800::/6)"},
+		{addr: "fe00::1", want: "reserved by the IETF (fe00::/9)"},
 		// IPv4 hidden in IPv6.
 		{addr: "::ffff:127.0.0.1", want: "the IPv4-mapped form of 127.0.0.1, which is loopback"},
 		{addr: "::ffff:169.254.169.254", want: "IPv4-mapped form of 169.254.169.254"},
@@ -130,8 +158,12 @@ func TestAddressProblem(t *testing.T) {
 		{addr: "100.128.0.1"},
 		{addr: "172.32.0.1"},
 		{addr: "2606:4700:4700::1111"},
+		{addr: "2000::1"},
+		{addr: "2001:200::1"}, // just past 2001::/23
+		{addr: "3ffe::1"},
+		{addr: "3fff:1000::1"}, // just past 3fff::/20
 		{addr: "::ffff:8.8.8.8"},
-		{addr: "64:ff9b::8.8.8.8"},
+		{addr: "64:ff9b::8.8.8.8"}, // NAT64 of a public address, though in ::/8
 		// The allow list, and what it does not reach.
 		{addr: "127.0.0.1", allowed: mustAllowed(t, "127.0.0.1/32")},
 		{addr: "::ffff:127.0.0.1", allowed: mustAllowed(t, "127.0.0.0/8")},
@@ -192,6 +224,9 @@ func TestCheckURLRefusesLiteralAddressesInEveryNotation(t *testing.T) {
 		{"http://[fd00::1]/", "unique local"},
 		{"http://[fe80::1%25eth0]/", "zone"},
 		{"http://[ff02::1]/", "multicast"},
+		{"http://[0:0:0:1::1]/", "host 0:0:0:1::1 is reserved by the IETF (::/8)"},
+		{"http://[1000::1]:8080/", "reserved by the IETF (1000::/4)"},
+		{"http://[100:0:0:1::1]/", "dummy prefix"},
 		{"ftp://example.com/", "only http and https"},
 		{"http://user:pass@example.com/", "user or password"},
 	}
@@ -252,7 +287,7 @@ func TestAnEmptyPortIsTheSchemesDefault(t *testing.T) {
 	}
 	// The delivery's transport, dialling the test server whatever the
 	// address: the address asked for is what the test checks.
-	tr := newTransport(nil, 5*time.Second)
+	tr := newTransport(nil, 5*time.Second, nil)
 	var dialled atomic.Value
 	tr.DialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
 		dialled.Store(addr)
@@ -275,36 +310,42 @@ func TestAnEmptyPortIsTheSchemesDefault(t *testing.T) {
 
 // The dialer checks the address it is about to connect to, after DNS: a
 // hostname that resolves to loopback is refused as surely as a literal, and
-// nothing reaches the listener.
+// nothing reaches the listener. The name is the test's own (its own DNS
+// server says where it points), so this runs end to end on any machine.
 func TestDialerRefusesAHostnameThatResolvesToLoopback(t *testing.T) {
 	var hits atomic.Int32
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { hits.Add(1) }))
 	defer srv.Close()
 	_, port, _ := net.SplitHostPort(srv.Listener.Addr().String())
-	addrs, err := net.DefaultResolver.LookupHost(context.Background(), "localhost")
-	if err != nil || len(addrs) == 0 {
-		t.Fatalf("localhost does not resolve here: %v", err)
+	resolver := LocalResolver(t, func(name string) []netip.Addr {
+		if name == "loopback.test" {
+			return []netip.Addr{netip.MustParseAddr("127.0.0.1")}
+		}
+		return nil
+	})
+	hook := "http://loopback.test:" + port + "/hook"
+	if _, err := checkURL(hook, nil); err != nil {
+		t.Fatalf("the URL check refuses %s by its text: %v", hook, err)
 	}
 
-	client := &http.Client{Transport: newTransport(nil, 5*time.Second), Timeout: 10 * time.Second}
-	// The URL check would refuse "localhost" by its name; the dialer must
-	// refuse it by its address, so the request goes straight to the client.
-	resp, err := client.Post("http://localhost:"+port+"/hook", "application/json", strings.NewReader("{}"))
+	client := &http.Client{Transport: newTransport(nil, 5*time.Second, resolver), Timeout: 10 * time.Second}
+	resp, err := client.Post(hook, "application/json", strings.NewReader("{}"))
 	if err == nil {
 		resp.Body.Close()
-		t.Fatal("a POST to localhost went through")
+		t.Fatal("a POST to loopback.test went through")
 	}
 	r, ok := refused(err)
-	if !ok || !strings.Contains(r.Reason, "loopback") {
-		t.Fatalf("error %v, want a refusal naming loopback", err)
+	if !ok || r.Reason != "address 127.0.0.1 is loopback: errand does not connect there (ERRAND_WEBHOOK_ALLOW_CIDRS lists exceptions)" {
+		t.Fatalf("error %v, want the dialer's refusal of 127.0.0.1", err)
 	}
 	if n := hits.Load(); n != 0 {
 		t.Errorf("the receiver got %d requests", n)
 	}
 
-	// Allowed, the same request arrives: the refusal was the guard's.
-	allowed := &http.Client{Transport: newTransport(mustAllowed(t, "127.0.0.0/8,::1/128"), 5*time.Second), Timeout: 10 * time.Second}
-	resp, err = allowed.Post("http://localhost:"+port+"/hook", "application/json", strings.NewReader("{}"))
+	// Allowed, the same request arrives: the name resolved, and the
+	// refusal was the guard's.
+	allowed := &http.Client{Transport: newTransport(mustAllowed(t, "127.0.0.0/8,::1/128"), 5*time.Second, resolver), Timeout: 10 * time.Second}
+	resp, err = allowed.Post(hook, "application/json", strings.NewReader("{}"))
 	if err != nil {
 		t.Fatalf("allowed: %v", err)
 	}

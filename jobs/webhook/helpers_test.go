@@ -4,8 +4,10 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"slices"
 	"sync"
 	"testing"
@@ -16,12 +18,41 @@ import (
 
 	"github.com/errand-dev/errand"
 	"github.com/errand-dev/errand/errandtest"
+	"github.com/errand-dev/errand/internal/cli"
 	"github.com/errand-dev/errand/jobs/webhook"
 )
 
 // kinds are a test's errand options: none, the webhook kinds are built in
 // (errand.Builtin). A team's kind would pass errand.WithKinds here.
 func kinds() []errand.Option { return nil }
+
+// resolving is an errand option for a test's daemon: the built-in
+// webhook.deliver replaced by one whose dialer looks names up with r
+// (webhook.LocalResolver: names the test points where it wants).
+func resolving(r *net.Resolver) errand.Option {
+	return func(o *cli.Options) {
+		for i, k := range o.Kinds {
+			if k.Name == webhook.DeliverName {
+				o.Kinds[i] = webhook.DeliverKindResolving(r)
+			}
+		}
+	}
+}
+
+// pointing is a lookup for webhook.LocalResolver: name at addrs, no
+// other name.
+func pointing(name string, addrs ...string) func(string) []netip.Addr {
+	return func(n string) []netip.Addr {
+		if n != name {
+			return nil
+		}
+		out := make([]netip.Addr, len(addrs))
+		for i, a := range addrs {
+			out[i] = netip.MustParseAddr(a)
+		}
+		return out
+	}
+}
 
 // receiver is a customer's endpoint: a real HTTP server that records every
 // request and answers as the test says (200 "ok" by default).
