@@ -127,9 +127,16 @@ func Example_ownKind() {
 	fmt.Println(err)
 
 	var status string
-	for status != "completed" && status != "failed" {
+	for deadline := time.Now().Add(60 * time.Second); status != "completed" && status != "failed"; {
+		if time.Now().After(deadline) {
+			fmt.Println("the job is still", status, "after 60 s")
+			return
+		}
 		time.Sleep(10 * time.Millisecond)
-		_ = conn.QueryRow(ctx, `SELECT status FROM errand.jobs WHERE id = $1`, id).Scan(&status)
+		if err := conn.QueryRow(ctx, `SELECT status FROM errand.jobs WHERE id = $1`, id).Scan(&status); err != nil {
+			fmt.Println(err)
+			return
+		}
 	}
 	fmt.Println(status)
 
