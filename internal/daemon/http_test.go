@@ -3,11 +3,14 @@ package daemon
 import (
 	"context"
 	"errors"
+	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/errand-dev/errand/jobs"
 )
@@ -23,6 +26,42 @@ func TestServerBoundsEveryPhaseOfARequest(t *testing.T) {
 		if d <= 0 {
 			t.Errorf("%s is not set", name)
 		}
+	}
+}
+
+// A client that sends half of a request's headers and then nothing (a
+// slowloris) loses its connection once ReadHeaderTimeout has passed, instead
+// of holding it for as long as it likes.
+func TestServerClosesAConnectionWhoseHeadersNeverEnd(t *testing.T) {
+	t.Parallel()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := newServer(http.NewServeMux())
+	go func() { _ = srv.Serve(ln) }()
+	t.Cleanup(func() { _ = srv.Close() })
+	conn, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	start := time.Now()
+	if _, err := conn.Write([]byte("GET /healthz HTTP/1.1\r\nHost: errand\r\nX-Slow: ")); err != nil {
+		t.Fatal(err)
+	}
+	// A generous bound for a busy machine: far past the 5 s the server
+	// allows, far short of never.
+	if err := conn.SetReadDeadline(time.Now().Add(60 * time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	_, err = io.ReadAll(conn)
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		t.Fatalf("the connection was still open after %s with its headers unfinished", time.Since(start).Round(time.Second))
+	}
+	if waited := time.Since(start); waited < srv.ReadHeaderTimeout-100*time.Millisecond {
+		t.Errorf("the connection closed after %s, before ReadHeaderTimeout (%s)", waited, srv.ReadHeaderTimeout)
 	}
 }
 
