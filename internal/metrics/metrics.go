@@ -228,13 +228,24 @@ type snapshotCollector struct {
 	leading func() bool
 
 	mu      sync.Mutex
-	tried   time.Time // the last read, good or not
-	readAt  time.Time // the last good read
+	tried   time.Time     // the last read, good or not
+	readAt  time.Time     // the last good read
+	took    time.Duration // how long the last good read took
 	last    snapshot
 	errors  float64
 	hasTry  bool
 	fetched bool
 }
+
+// readShare bounds the time a replica spends reading the snapshot: the
+// next read waits at least readShare times as long as the last good one
+// took (and RefreshEvery). At a million pending jobs the two counts take
+// about 2 s (docs/operations.md), so they are read every 20 s or so
+// instead of every 5, on every replica.
+const readShare = 10
+
+// snapshotTimeout bounds one read of the snapshot, which a scrape waits for.
+const snapshotTimeout = 3 * time.Second
 
 type snapshot struct {
 	queues     []store.QueueBacklog
@@ -312,28 +323,31 @@ func withIdle(queues []store.QueueBacklog, served []string) []store.QueueBacklog
 }
 
 // get returns the last good snapshot and its age, reading first when the
-// last read (good or not) is older than RefreshEvery: a database that fails
-// is asked again at the next interval, not at every scrape. Concurrent
+// last read (good or not) is older than RefreshEvery, or than readShare
+// times the last good read's duration when that is longer: a database that
+// fails is asked again at the next interval, not at every scrape, and a
+// large backlog is not counted more than a tenth of the time. Concurrent
 // scrapes wait for one read.
 func (c *snapshotCollector) get() (snapshot, time.Duration, float64, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	now := c.cfg.Now()
-	if !c.hasTry || now.Sub(c.tried) >= c.cfg.RefreshEvery {
+	if !c.hasTry || now.Sub(c.tried) >= max(c.cfg.RefreshEvery, readShare*c.took) {
 		c.tried, c.hasTry = now, true
+		start := time.Now() // the read's own duration, whatever clock the figures' age follows
 		s, err := c.read()
 		if err != nil {
 			c.errors++
 			c.cfg.Logger.Warn("metrics: cannot read the queue figures; serving the previous ones", slog.String("error", err.Error()))
 		} else {
-			c.last, c.readAt, c.fetched = s, now, true
+			c.last, c.readAt, c.fetched, c.took = s, now, true, time.Since(start)
 		}
 	}
 	return c.last, now.Sub(c.readAt), c.errors, c.fetched
 }
 
 func (c *snapshotCollector) read() (snapshot, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), snapshotTimeout)
 	defer cancel()
 	var s snapshot
 	var err error

@@ -589,16 +589,53 @@ func TestOpenMetricsWhenAsked(t *testing.T) {
 type countingDB struct {
 	store.DB
 	queries atomic.Int64
+	slow    time.Duration // each statement waits this long first (a large backlog)
 }
 
 func (c *countingDB) Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error) {
 	c.queries.Add(1)
+	time.Sleep(c.slow)
 	return c.DB.Query(ctx, sql, args...)
 }
 
 func (c *countingDB) QueryRow(ctx context.Context, sql string, args ...any) pgx.Row {
 	c.queries.Add(1)
+	time.Sleep(c.slow)
 	return c.DB.QueryRow(ctx, sql, args...)
+}
+
+// Reads that take long (the counts of a backlog of millions) are made
+// less often: the next waits ten times as long as the last took, so a
+// replica spends at most about a tenth of its time counting.
+func TestASlowSnapshotIsReadLessOften(t *testing.T) {
+	t.Parallel()
+	_, pool := errandtest.MigratedDB(t)
+	db := &countingDB{DB: pool, slow: 300 * time.Millisecond}
+	now := time.Date(2026, 12, 2, 10, 0, 0, 0, time.UTC)
+	m := metrics.New(metrics.Config{DB: db, RefreshEvery: 5 * time.Second, Now: func() time.Time { return now }})
+	gather := func() {
+		if _, err := m.Gatherer().Gather(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	gather()
+	first := db.queries.Load()
+	if first < 2 {
+		t.Fatalf("the first scrape read %d statements, want the two counts", first)
+	}
+	// The read took at least 2 × 300 ms: the next is at least 6 s later,
+	// not RefreshEvery's 5.
+	now = now.Add(5 * time.Second)
+	gather()
+	if got := db.queries.Load(); got != first {
+		t.Fatalf("%d statements 5 s after a read that took over 0.6 s, want still %d", got, first)
+	}
+	// (Unless the read took over 6 s, a minute is past ten times it.)
+	now = now.Add(55 * time.Second)
+	gather()
+	if got := db.queries.Load(); got != 2*first {
+		t.Fatalf("%d statements a minute later, want %d (one more read)", got, 2*first)
+	}
 }
 
 // However often it is scraped, a replica reads the database figures at most
