@@ -81,28 +81,28 @@ func (c *PlanLimitsCache) WaitForWorkspaceSlot(ctx context.Context, job *Job, na
 	if n <= 0 {
 		return false, nil
 	}
-	err = WaitForSlot(ctx, job.Store(), name+":workspace:"+job.WorkspaceID, job.ID, per/time.Duration(n), maxWait)
+	err = WaitForSlot(ctx, job.Store(), name+":workspace:"+job.WorkspaceID, per/time.Duration(n), maxWait)
 	_, snoozed = errors.AsType[*river.JobSnoozeError](err)
 	return snoozed, err
 }
 
-// WaitForSlot holds the job whose id is holder to one request every
-// interval under the rate limit called name, across all replicas
-// (store.HoldSlot): it sleeps until the job's slot when that is within
-// maxWait, and otherwise returns river.JobSnooze's error: the slot is kept
-// for the job, which waits in the database without using an attempt and
-// comes back for that same slot.
-// Nothing is dropped or failed for being over the limit, and a backlog over
-// it costs about one snooze per job, not one per job per interval.
-func WaitForSlot(ctx context.Context, db store.DB, name string, holder int64, interval, maxWait time.Duration) error {
+// WaitForSlot holds a job to one request every interval under the rate
+// limit called name, across all replicas (store.ReserveSlot): it sleeps
+// until the job's slot when that is within maxWait, and otherwise returns
+// river.JobSnooze's error, so the job waits in the database without using an
+// attempt and comes back about when its turn among those waiting is near
+// (snoozeFor). Nothing is dropped or failed for being over the limit, and a
+// backlog over it costs about one snooze per job, not one per job per
+// interval.
+func WaitForSlot(ctx context.Context, db store.DB, name string, interval, maxWait time.Duration) error {
 	if interval <= 0 {
 		return nil
 	}
-	wait, held, err := store.HoldSlot(ctx, db, name, interval, maxWait, holder)
+	wait, reserved, err := store.ReserveSlot(ctx, db, name, interval, maxWait)
 	if err != nil {
 		return err
 	}
-	if held {
+	if !reserved {
 		return river.JobSnooze(snoozeFor(wait, maxWait))
 	}
 	if wait <= 0 {
@@ -118,29 +118,17 @@ func WaitForSlot(ctx context.Context, db store.DB, name string, holder int64, in
 	}
 }
 
-// schedulerInterval is River's default JobSchedulerInterval (River's
-// internal/maintenance, not importable). A job snoozed for at most this is
-// made available at once, due at its time, and a fetch takes it within the
-// fetch poll interval (errand: 1 s) or sooner: on time. A longer snooze
-// waits as scheduled until River's scheduler, every this often, makes it
-// available: up to this late.
-const schedulerInterval = 5 * time.Second
+// maxSnooze bounds how long a job over a rate limit snoozes before it asks
+// again: a line of waiters made long by jobs since cancelled, or a plan
+// since made faster, delays a job by at most this.
+const maxSnooze = time.Minute
 
-// snoozeFor is how long a job whose kept slot starts in wait snoozes, to
-// come back within maxWait of the slot and before it (half maxWait before,
-// aimed at). A return at most a scheduler interval away is snoozed on time.
-// A later one first snoozes as scheduled, early by more than the
-// scheduler's lateness, then on time once or twice more: about two or
-// three snoozes a job, however long the backlog.
+// snoozeFor is how long a job whose turn comes in wait snoozes: until half
+// maxWait before its turn, when the next free slot should be within reach
+// (it then sleeps the rest), at most maxSnooze. A job snoozed for more than
+// River's scheduler interval (5 s) may come back up to that much later,
+// which costs it nothing but the wait: whoever asks first when a slot is
+// near takes it.
 func snoozeFor(wait, maxWait time.Duration) time.Duration {
-	const onTime = schedulerInterval - 100*time.Millisecond
-	back := wait - maxWait/2
-	switch {
-	case back <= onTime:
-		return max(back, 10*time.Millisecond)
-	case back <= onTime+schedulerInterval+time.Second:
-		return onTime
-	default:
-		return back - schedulerInterval - time.Second
-	}
+	return min(max(wait-maxWait/2, 10*time.Millisecond), maxSnooze)
 }

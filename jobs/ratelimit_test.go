@@ -12,6 +12,7 @@ import (
 
 	"github.com/errand-dev/errand/errandtest"
 	"github.com/errand-dev/errand/jobs"
+	"github.com/errand-dev/errand/store"
 )
 
 func TestMain(m *testing.M) { os.Exit(errandtest.Main(m)) }
@@ -99,15 +100,13 @@ func TestAPlansViewWithRatesTheTableRefusesLimitsWithinItsChecks(t *testing.T) {
 func TestWaitForSlotSnoozesWhenTheNextSlotIsTooFar(t *testing.T) {
 	_, pool := errandtest.MigratedDB(t)
 	ctx := context.Background()
-	if err := jobs.WaitForSlot(ctx, pool, "test", 1, time.Minute, 0); err != nil {
+	if err := jobs.WaitForSlot(ctx, pool, "test", time.Minute, 0); err != nil {
 		t.Fatalf("the first slot: %v, want it at once", err)
 	}
-	// The second slot is a minute away: kept for job 2, which snoozes as
-	// scheduled, early by River's scheduler interval and a second.
-	if d := snoozed(t, jobs.WaitForSlot(ctx, pool, "test", 2, time.Minute, 0)); d < 50*time.Second || d > 54*time.Second {
-		t.Errorf("snoozed %s, want about 54s (a minute less 6 s)", d)
+	if d := snoozed(t, jobs.WaitForSlot(ctx, pool, "test", time.Minute, 0)); d < 50*time.Second || d > time.Minute {
+		t.Errorf("the second slot a minute away: snoozed %s, want about a minute", d)
 	}
-	if err := jobs.WaitForSlot(ctx, pool, "other", 3, time.Minute, 0); err != nil {
+	if err := jobs.WaitForSlot(ctx, pool, "other", time.Minute, 0); err != nil {
 		t.Errorf("another limit's first slot: %v, want it at once", err)
 	}
 }
@@ -123,86 +122,48 @@ func snoozed(t *testing.T, err error) time.Duration {
 	return snooze.Duration
 }
 
-// A job over the limit keeps the slot it was given: asking again (back from
-// its snooze, or rerun after a crash) it gets the same slot, not a new one
-// behind everyone who asked since, so a backlog comes back about once per
-// job; the slot is taken when it is near, and the hold goes with it.
-func TestAJobOverTheLimitKeepsItsSlot(t *testing.T) {
+// Jobs over the limit are given turns one interval apart after the slots
+// taken, and snooze until about theirs, so a backlog comes back about once
+// per job instead of every interval; their turns reserve nothing, so the
+// next free slot stays where it was for whoever asks when it is near. A
+// turn far off is asked about again within a minute.
+func TestJobsOverTheLimitComeBackAtTheirTurns(t *testing.T) {
 	_, pool := errandtest.MigratedDB(t)
 	ctx := context.Background()
-	holds := func() (n int) {
-		t.Helper()
-		if err := pool.QueryRow(ctx, `SELECT count(*) FROM errand.rate_limit_holds WHERE name = 'test'`).Scan(&n); err != nil {
-			t.Fatal(err)
+	const interval = 10 * time.Second
+	if err := jobs.WaitForSlot(ctx, pool, "test", interval, 0); err != nil {
+		t.Fatalf("the first slot: %v, want it at once", err)
+	}
+	// The next free slot is 10 s out: the waiters' turns are 10, 20, 30 s
+	// and so on. (The calls take a little of the database's time: 5 s slack.)
+	for k := 1; k <= 5; k++ {
+		turn := time.Duration(k) * interval
+		d := snoozed(t, jobs.WaitForSlot(ctx, pool, "test", interval, 0))
+		if want := min(turn, time.Minute); d > want || d < want-5*time.Second {
+			t.Errorf("waiter %d: snoozed %s, want its turn %s (at most a minute)", k, d, want)
 		}
-		return n
 	}
-	if err := jobs.WaitForSlot(ctx, pool, "test", 1, time.Minute, 0); err != nil {
-		t.Fatalf("the first slot: %v, want it at once", err)
-	}
-	first := snoozed(t, jobs.WaitForSlot(ctx, pool, "test", 2, time.Minute, 0))
-	again := snoozed(t, jobs.WaitForSlot(ctx, pool, "test", 2, time.Minute, 0))
-	if again > first || again < first-5*time.Second {
-		t.Errorf("job 2 asked again: snoozed %s, then %s; want its same slot (a little less)", first, again)
-	}
-	// Job 3's slot is the one after job 2's, two minutes out, not three.
-	if d := snoozed(t, jobs.WaitForSlot(ctx, pool, "test", 3, time.Minute, 0)); d < first+50*time.Second || d > first+time.Minute {
-		t.Errorf("job 3 snoozed %s, want a minute after job 2's %s", d, first)
-	}
-	if n := holds(); n != 2 {
-		t.Errorf("%d slots kept, want job 2's and job 3's", n)
-	}
-	// Job 2's slot has come near: it takes it (sleeping until it) and its
-	// hold is gone; a later retry of job 2 would ask for a new slot.
-	if _, err := pool.Exec(ctx, `UPDATE errand.rate_limit_holds SET slot = clock_timestamp() + interval '100 milliseconds' WHERE job_id = 2`); err != nil {
-		t.Fatal(err)
-	}
-	if err := jobs.WaitForSlot(ctx, pool, "test", 2, time.Minute, time.Second); err != nil {
-		t.Errorf("job 2 back for its slot 100 ms away: %v, want it taken", err)
-	}
-	if n := holds(); n != 1 {
-		t.Errorf("%d slots kept after job 2 took its, want job 3's", n)
+	// Nothing was reserved for them: a caller that waits up to an hour gets
+	// the slot 10 s out.
+	wait, reserved, err := store.ReserveSlot(ctx, pool, "test", interval, time.Hour)
+	if err != nil || !reserved || wait > interval || wait < interval-5*time.Second {
+		t.Errorf("after five waiters: wait %s, reserved %v, %v; want the slot 10 s out", wait, reserved, err)
 	}
 }
 
-// A job back long after its kept slot (its workspace was paused, or the
-// workers busy) gets a new slot behind the others: taking the old ones
-// late, many such jobs would start at once, over the limit.
-func TestAJobBackLongAfterItsSlotGetsANewOne(t *testing.T) {
-	_, pool := errandtest.MigratedDB(t)
-	ctx := context.Background()
-	if err := jobs.WaitForSlot(ctx, pool, "test", 1, time.Minute, 0); err != nil {
-		t.Fatalf("the first slot: %v, want it at once", err)
-	}
-	snoozed(t, jobs.WaitForSlot(ctx, pool, "test", 2, time.Minute, 0))
-	if _, err := pool.Exec(ctx, `UPDATE errand.rate_limit_holds SET slot = clock_timestamp() - interval '1 hour' WHERE job_id = 2`); err != nil {
-		t.Fatal(err)
-	}
-	if d := snoozed(t, jobs.WaitForSlot(ctx, pool, "test", 2, time.Minute, 0)); d < 100*time.Second {
-		t.Errorf("job 2 back an hour after its slot: snoozed %s, want a new slot two minutes out (behind the old one)", d)
-	}
-	var ahead bool
-	if err := pool.QueryRow(ctx, `SELECT slot > clock_timestamp() + interval '100 seconds' FROM errand.rate_limit_holds WHERE job_id = 2`).Scan(&ahead); err != nil || !ahead {
-		t.Errorf("job 2's kept slot is not the new one: %v", err)
-	}
-}
-
-// How long a job snoozes for a kept slot: on time when the return is within
-// River's scheduler interval, else early by more than the scheduler's
-// lateness; a return between the two is a scheduler interval's snooze on
-// time, then another.
-func TestSnoozeComesBackBeforeTheSlot(t *testing.T) {
+// How long a job snoozes for a turn in wait: until half maxWait before it,
+// at most a minute, at least 10 ms.
+func TestSnoozeComesBackJustBeforeTheTurn(t *testing.T) {
 	for _, c := range []struct {
 		wait, maxWait, want time.Duration
 	}{
 		{3 * time.Second, 2 * time.Second, 2 * time.Second},
-		{1 * time.Second, 1900 * time.Millisecond, 50 * time.Millisecond},
-		{8 * time.Second, 2 * time.Second, 4900 * time.Millisecond},
-		{60 * time.Second, 0, 54 * time.Second},
-		{60 * time.Second, 30 * time.Second, 39 * time.Second},
+		{1 * time.Second, 2 * time.Second, 10 * time.Millisecond},
+		{40 * time.Second, 0, 40 * time.Second},
+		{10 * time.Minute, 15 * time.Second, time.Minute},
 	} {
 		if got := jobs.SnoozeFor(c.wait, c.maxWait); got != c.want {
-			t.Errorf("a slot in %s, sleeping at most %s: snooze %s, want %s", c.wait, c.maxWait, got, c.want)
+			t.Errorf("a turn in %s, sleeping at most %s: snooze %s, want %s", c.wait, c.maxWait, got, c.want)
 		}
 	}
 }

@@ -600,13 +600,13 @@ func (k *emailSender) instance(ctx context.Context, st *store.Store) (string, er
 
 // waitForSlot keeps errand under ERRAND_RESEND_RPS across all replicas: it
 // reserves the next request slot in the database and sleeps until it. A slot
-// further away than this attempt can wait is kept for the job, which snoozes
-// (keeping its attempt) and comes back for it.
+// further away than this attempt can wait is not taken; the job snoozes
+// (keeping its attempt) until about its turn among those waiting.
 func (k *emailSender) waitForSlot(ctx context.Context, job *jobs.Job) error {
 	if k.interval <= 0 {
 		return nil
 	}
-	return jobs.WaitForSlot(ctx, job.Store(), rateLimitName, job.ID, k.interval, k.maxWait(ctx))
+	return jobs.WaitForSlot(ctx, job.Store(), rateLimitName, k.interval, k.maxWait(ctx))
 }
 
 // maxWait is how long an attempt may wait for a rate limit's slot and still

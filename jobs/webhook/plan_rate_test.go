@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/errand-dev/errand/errandtest"
 )
 
@@ -46,7 +48,11 @@ func TestWorkspacePlanRateLimitsDeliveriesWithoutDroppingAny(t *testing.T) {
 		t.Fatal(err)
 	}
 	if most != 1 {
-		t.Errorf("a delivery took %d attempts, want 1 each (waiting for the plan's rate is no attempt)", most)
+		var errs []string
+		if rows, err := pool.Query(ctx, `SELECT coalesce(errors::text, '') FROM errand.river_job WHERE kind = 'webhook.deliver' AND attempt > 1`); err == nil {
+			errs, _ = pgx.CollectRows(rows, pgx.RowTo[string])
+		}
+		t.Errorf("a delivery took %d attempts, want 1 each (waiting for the plan's rate is no attempt); errors: %v", most, errs)
 	}
 	if n := len(rc.received()); n != 2*messages {
 		t.Errorf("%d requests arrived, want %d", n, 2*messages)
@@ -89,7 +95,8 @@ func TestWorkspacePlanRateLimitsDeliveriesWithoutDroppingAny(t *testing.T) {
 // asked again about every second, so the fetches and snoozes grew with the
 // backlog (an audit counted 1,867 rounds in 10 s to send 10 of 300).
 func TestABacklogOverTheRateSnoozesAboutOncePerDelivery(t *testing.T) {
-	t.Parallel()
+	// Not parallel: its daemon's connections beside the package's parallel
+	// daemons would crowd a small server's max_connections.
 	const perSecond, messages = 20, 200
 	rc := newReceiver(t, func(w http.ResponseWriter, r *http.Request, n int, body []byte) {})
 	url, pool := errandtest.MigratedDB(t, kinds()...)
