@@ -613,12 +613,8 @@ func TestASlowSnapshotIsReadLessOften(t *testing.T) {
 	db := &countingDB{DB: pool, slow: 300 * time.Millisecond}
 	now := time.Date(2026, 12, 2, 10, 0, 0, 0, time.UTC)
 	m := metrics.New(metrics.Config{DB: db, RefreshEvery: 5 * time.Second, Now: func() time.Time { return now }})
-	gather := func() {
-		if _, err := m.Gatherer().Gather(); err != nil {
-			t.Fatal(err)
-		}
-	}
-	gather()
+	scrape := func() { gather(t, m) }
+	scrape()
 	first := db.queries.Load()
 	if first < 2 {
 		t.Fatalf("the first scrape read %d statements, want the two counts", first)
@@ -626,13 +622,13 @@ func TestASlowSnapshotIsReadLessOften(t *testing.T) {
 	// The read took at least 2 × 300 ms: the next is at least 6 s later,
 	// not RefreshEvery's 5.
 	now = now.Add(5 * time.Second)
-	gather()
+	scrape()
 	if got := db.queries.Load(); got != first {
 		t.Fatalf("%d statements 5 s after a read that took over 0.6 s, want still %d", got, first)
 	}
 	// (Unless the read took over 6 s, a minute is past ten times it.)
 	now = now.Add(55 * time.Second)
-	gather()
+	scrape()
 	if got := db.queries.Load(); got != 2*first {
 		t.Fatalf("%d statements a minute later, want %d (one more read)", got, 2*first)
 	}
@@ -646,27 +642,22 @@ func TestSnapshotIsReadAtMostOncePerInterval(t *testing.T) {
 	db := &countingDB{DB: pool}
 	now := time.Date(2026, 12, 2, 10, 0, 0, 0, time.UTC)
 	m := metrics.New(metrics.Config{DB: db, RefreshEvery: 5 * time.Second, Now: func() time.Time { return now }})
-
-	gather := func() {
-		if _, err := m.Gatherer().Gather(); err != nil {
-			t.Fatal(err)
-		}
-	}
-	gather()
+	scrape := func() { gather(t, m) }
+	scrape()
 	first := db.queries.Load()
 	if first == 0 {
 		t.Fatal("the first scrape read nothing")
 	}
 	for range 5 {
-		gather()
+		scrape()
 	}
 	now = now.Add(4 * time.Second)
-	gather()
+	scrape()
 	if got := db.queries.Load(); got != first {
 		t.Fatalf("%d statements after six more scrapes within the interval, want still %d", got, first)
 	}
 	now = now.Add(time.Second)
-	gather()
+	scrape()
 	if got := db.queries.Load(); got != 2*first {
 		t.Fatalf("%d statements after the interval, want %d (one more read)", got, 2*first)
 	}
