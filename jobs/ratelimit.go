@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"sync"
 	"time"
 
@@ -89,11 +90,9 @@ func (c *PlanLimitsCache) WaitForWorkspaceSlot(ctx context.Context, job *Job, na
 // WaitForSlot holds a job to one request every interval under the rate
 // limit called name, across all replicas (store.ReserveSlot): it sleeps
 // until the job's slot when that is within maxWait, and otherwise returns
-// river.JobSnooze's error, so the job waits in the database without using an
-// attempt and comes back about when its turn among those waiting is near
-// (snoozeFor). Nothing is dropped or failed for being over the limit, and a
-// backlog over it costs about one snooze per job, not one per job per
-// interval.
+// river.JobSnooze's error, so the job waits in the database without using
+// an attempt and comes back when slots are near. Nothing is dropped or
+// failed for being over the limit.
 func WaitForSlot(ctx context.Context, db store.DB, name string, interval, maxWait time.Duration) error {
 	if interval <= 0 {
 		return nil
@@ -103,7 +102,9 @@ func WaitForSlot(ctx context.Context, db store.DB, name string, interval, maxWai
 		return err
 	}
 	if !reserved {
-		return river.JobSnooze(snoozeFor(wait, maxWait))
+		// Jitter spreads the snoozed jobs' return.
+		jitter := time.Duration(rand.Int64N(int64(time.Second)))
+		return river.JobSnooze(max(wait-maxWait, interval) + jitter)
 	}
 	if wait <= 0 {
 		return nil
@@ -116,19 +117,4 @@ func WaitForSlot(ctx context.Context, db store.DB, name string, interval, maxWai
 	case <-t.C:
 		return nil
 	}
-}
-
-// maxSnooze bounds how long a job over a rate limit snoozes before it asks
-// again: a line of waiters made long by jobs since cancelled, or a plan
-// since made faster, delays a job by at most this.
-const maxSnooze = time.Minute
-
-// snoozeFor is how long a job whose turn comes in wait snoozes: until half
-// maxWait before its turn, when the next free slot should be within reach
-// (it then sleeps the rest), at most maxSnooze. A job snoozed for more than
-// River's scheduler interval (5 s) may come back up to that much later,
-// which costs it nothing but the wait: whoever asks first when a slot is
-// near takes it.
-func snoozeFor(wait, maxWait time.Duration) time.Duration {
-	return min(max(wait-maxWait/2, 10*time.Millisecond), maxSnooze)
 }

@@ -698,11 +698,11 @@ func TestOpenWithoutATenantRoleTakesNoLockOnRiversTable(t *testing.T) {
 }
 
 // Replicas of one database whose roles differ in whether they may call
-// pg_control_system() (one binds the instance id to '<identifier>/<oid>',
-// the other can only see 'unknown/<oid>') agree on one id instead of
-// renewing it in turn on every read, which changed the email idempotency
-// keys under retried emails. Whichever comes first, the id is renewed at
-// most once, by the first caller who sees the identifier.
+// pg_control_system() agree on one instance id: the binding is computed as
+// the role that migrated errand (migration 058), so a role that may not
+// call it still sees the cluster's identifier. Before, such a role bound to
+// 'unknown/<oid>', and the two renewed the id, and the email idempotency
+// keys with it, in turn on every read.
 func TestInstanceIDHoldsAcrossRolesThatSeeTheClusterDifferently(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
@@ -716,7 +716,8 @@ func TestInstanceIDHoldsAcrossRolesThatSeeTheClusterDifferently(t *testing.T) {
 	t.Cleanup(func() {
 		_, _ = pool.Exec(context.Background(), fmt.Sprintf(`REVOKE ALL ON errand.settings FROM %[1]s; REVOKE ALL ON SCHEMA errand FROM %[1]s; DROP ROLE %[1]s`, role))
 	})
-	// blind reads the id as the role that cannot see the identifier.
+	// blind reads the id and the binding as the role that may not call
+	// pg_control_system() itself.
 	blind := func() (id, binding string) {
 		t.Helper()
 		tx, err := pool.Begin(ctx)
@@ -727,40 +728,45 @@ func TestInstanceIDHoldsAcrossRolesThatSeeTheClusterDifferently(t *testing.T) {
 		if _, err := tx.Exec(ctx, `SET LOCAL ROLE `+role); err != nil {
 			t.Fatal(err)
 		}
-		if err := tx.QueryRow(ctx, `SELECT errand.instance_id(), errand.instance_binding()`).Scan(&id, &binding); err != nil {
+		var may bool
+		if err := tx.QueryRow(ctx, `SELECT has_function_privilege('pg_control_system()', 'EXECUTE'),
+			errand.instance_id(), errand.instance_binding()`).Scan(&may, &id, &binding); err != nil {
 			t.Fatal(err)
+		}
+		if may {
+			t.Fatal("the blind role may call pg_control_system(); the test needs one that may not")
 		}
 		if err := tx.Commit(ctx); err != nil {
 			t.Fatal(err)
 		}
 		return id, binding
 	}
-	seeing := func() string { return instanceID(t, pool) }
-
-	first := seeing()
-	for round := range 3 {
-		id, binding := blind()
-		if !strings.HasPrefix(binding, "unknown/") {
-			t.Fatalf("the blind role's binding is %q, want unknown/<oid>", binding)
-		}
-		if id != first || seeing() != first {
-			t.Fatalf("round %d: the blind role read %s, then the seeing one %s; want %s throughout", round+1, id, seeing(), first)
-		}
-	}
-
-	// The blind role first: bound to 'unknown/<oid>', renewed once when a
-	// role that sees the identifier reads it, then kept by both.
-	if _, err := pool.Exec(ctx, `DELETE FROM errand.settings WHERE name IN ('instance_id', 'instance_bound_to')`); err != nil {
+	var seeingBinding string
+	if err := pool.QueryRow(ctx, `SELECT errand.instance_binding()`).Scan(&seeingBinding); err != nil {
 		t.Fatal(err)
 	}
-	blindFirst, _ := blind()
-	renewed := seeing()
-	if renewed == blindFirst {
-		t.Errorf("an id bound to the oid alone was kept by a role that sees the identifier; want it renewed once")
+	if strings.HasPrefix(seeingBinding, "unknown/") {
+		t.Fatalf("the migrating role's binding is %q, want the cluster's identifier", seeingBinding)
 	}
-	for round := range 3 {
-		if id, _ := blind(); id != renewed || seeing() != renewed {
-			t.Fatalf("round %d after the renewal: %s and %s, want %s", round+1, id, seeing(), renewed)
+	// Whichever reads first, and in turn, one id.
+	for _, blindFirst := range []bool{true, false} {
+		if _, err := pool.Exec(ctx, `DELETE FROM errand.settings WHERE name IN ('instance_id', 'instance_bound_to')`); err != nil {
+			t.Fatal(err)
+		}
+		var first string
+		if blindFirst {
+			first, _ = blind()
+		} else {
+			first = instanceID(t, pool)
+		}
+		for round := range 3 {
+			id, binding := blind()
+			if binding != seeingBinding {
+				t.Fatalf("the blind role's binding is %q, want the migrating role's %q", binding, seeingBinding)
+			}
+			if seeing := instanceID(t, pool); id != first || seeing != first {
+				t.Fatalf("blind first %v, round %d: the blind role read %s, the seeing one %s; want %s throughout", blindFirst, round+1, id, seeing, first)
+			}
 		}
 	}
 }

@@ -69,7 +69,7 @@ func Run(ctx context.Context, cfg config.Config, reg *jobs.Registry, logger *slo
 	if oidOnly, err := store.InstanceBoundToOIDOnly(ctx, st); err != nil {
 		return err
 	} else if oidOnly {
-		logger.Warn("errand's database role may not call pg_control_system(), so this database's instance id " +
+		logger.Warn("the role that migrated errand may not call pg_control_system(), so this database's instance id " +
 			"(in every email's Resend idempotency key) is bound to the database's oid alone: a copy in another cluster " +
 			"whose database gets the same oid keeps it, and its emails' keys collide with this one's. On such a copy run " +
 			"DELETE FROM errand.settings WHERE name IN ('instance_id', 'instance_bound_to'); before errand starts on it")

@@ -513,7 +513,7 @@ func (k *emailSender) send(ctx context.Context, job *jobs.Job, args Args, msg me
 	if err := k.waitForWorkspaceSlot(ctx, job); err != nil {
 		return err
 	}
-	if err := k.waitForSlot(ctx, job); err != nil {
+	if err := k.waitForSlot(ctx, job.Store()); err != nil {
 		return err
 	}
 
@@ -601,12 +601,12 @@ func (k *emailSender) instance(ctx context.Context, st *store.Store) (string, er
 // waitForSlot keeps errand under ERRAND_RESEND_RPS across all replicas: it
 // reserves the next request slot in the database and sleeps until it. A slot
 // further away than this attempt can wait is not taken; the job snoozes
-// (keeping its attempt) until about its turn among those waiting.
-func (k *emailSender) waitForSlot(ctx context.Context, job *jobs.Job) error {
+// (keeping its attempt) and tries again when slots are near.
+func (k *emailSender) waitForSlot(ctx context.Context, st *store.Store) error {
 	if k.interval <= 0 {
 		return nil
 	}
-	return jobs.WaitForSlot(ctx, job.Store(), rateLimitName, k.interval, k.maxWait(ctx))
+	return jobs.WaitForSlot(ctx, st, rateLimitName, k.interval, k.maxWait(ctx))
 }
 
 // maxWait is how long an attempt may wait for a rate limit's slot and still

@@ -1,4 +1,0 @@
-package jobs
-
-// SnoozeFor is snoozeFor, for jobs_test.
-var SnoozeFor = snoozeFor
