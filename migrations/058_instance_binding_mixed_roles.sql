@@ -12,25 +12,10 @@
 -- twice.
 --
 -- Now errand.instance_binding() runs as its owner, the role that migrated
--- errand (SECURITY DEFINER, search_path pinned as before): every caller
+-- errand (SECURITY DEFINER; its body and pinned search_path are 005's): every caller
 -- computes the binding that role sees. Where it may call pg_control_system()
 -- a runtime role that may not still tells a restored copy in another cluster
 -- by the identifier; where it may not, every role binds to the oid alone
 -- (errand run warns, store.InstanceBoundToOIDOnly). Nothing else is
 -- revealed: the function returns the identifier and the oid only.
-CREATE OR REPLACE FUNCTION errand.instance_binding() RETURNS text
-LANGUAGE plpgsql STABLE
-SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    v_system text;
-BEGIN
-    BEGIN
-        SELECT c.system_identifier::text INTO v_system FROM pg_control_system() c;
-    EXCEPTION WHEN insufficient_privilege THEN
-        v_system := 'unknown';
-    END;
-    RETURN v_system || '/' || (SELECT d.oid::text FROM pg_database d WHERE d.datname = current_database());
-END;
-$$;
+ALTER FUNCTION errand.instance_binding() SECURITY DEFINER;

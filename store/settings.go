@@ -22,8 +22,9 @@ func InstanceID(ctx context.Context, db DB) (string, error) {
 // InstanceBoundToOIDOnly reports whether the instance id is bound to the
 // database's oid alone: the role that migrated errand (errand.instance_binding
 // runs as it, migration 058) may not call pg_control_system(), so the
-// cluster's system identifier is unknown (the binding is 'unknown/<oid>'). A copy in another cluster whose database gets the same
-// oid then keeps the id, and the email idempotency keys with it.
+// cluster's system identifier is unknown (the binding is 'unknown/<oid>'). A
+// copy in another cluster whose database gets the same oid then keeps the
+// id, and the email idempotency keys with it.
 func InstanceBoundToOIDOnly(ctx context.Context, db DB) (bool, error) {
 	var oidOnly bool
 	if err := db.QueryRow(ctx, `SELECT errand.instance_binding() LIKE 'unknown/%'`).Scan(&oidOnly); err != nil {
