@@ -261,14 +261,18 @@ func TestPauseWhileTwoReplicasDrainTheBacklog(t *testing.T) {
 		       LATERAL (SELECT CASE WHEN g % 4 = 0 THEN $2::uuid ELSE $1::uuid END) AS w(ws)`, paused, other, total); err != nil {
 		t.Fatal(err)
 	}
-	completed := `SELECT count(*) FROM errand.jobs WHERE workspace_id = $1 AND status = 'completed'`
-	deadline := time.Now().Add(60 * time.Second)
-	for count(completed, paused) < 50 {
-		if time.Now().After(deadline) {
-			t.Fatal("fewer than 50 of the workspace's jobs completed after 60 s")
+	// waitUntil polls cond until it holds, failing the test after a bound
+	// generous for a busy machine (positive signals only).
+	waitUntil := func(what string, bound time.Duration, cond func() bool) {
+		t.Helper()
+		for deadline := time.Now().Add(bound); !cond(); time.Sleep(20 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: not after %s", what, bound)
+			}
 		}
-		time.Sleep(20 * time.Millisecond)
 	}
+	completed := `SELECT count(*) FROM errand.jobs WHERE workspace_id = $1 AND status = 'completed'`
+	waitUntil("50 of the workspace's jobs completed", time.Minute, func() bool { return count(completed, paused) >= 50 })
 	if _, err := store.PauseWorkspace(ctx, pool, paused); err != nil {
 		t.Fatal(err)
 	}
@@ -277,22 +281,12 @@ func TestPauseWhileTwoReplicasDrainTheBacklog(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The other workspace's jobs all complete while the pause holds.
-	deadline = time.Now().Add(120 * time.Second)
-	for count(completed, other) < total/4 {
-		if time.Now().After(deadline) {
-			t.Fatalf("%d of the other workspace's %d jobs completed after 120 s", count(completed, other), total/4)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	// What was running when the pause committed has finished by now (20 ms
-	// jobs); nothing of the paused workspace runs.
-	deadline = time.Now().Add(60 * time.Second)
-	for count(`SELECT count(*) FROM errand.jobs WHERE workspace_id = $1 AND status = 'processing'`, paused) > 0 {
-		if time.Now().After(deadline) {
-			t.Fatal("jobs of the paused workspace still running 60 s after the pause")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	waitUntil("every job of the other workspace completed", 2*time.Minute, func() bool { return count(completed, other) == total/4 })
+	// What was running when the pause committed finishes (20 ms jobs);
+	// then nothing of the paused workspace runs.
+	waitUntil("no job of the paused workspace running", time.Minute, func() bool {
+		return count(`SELECT count(*) FROM errand.jobs WHERE workspace_id = $1 AND status = 'processing'`, paused) == 0
+	})
 	if n := count(`SELECT count(*) FROM errand.river_job WHERE metadata ->> 'workspace_id' = $1 AND attempted_at > $2`, paused, committed); n != 0 {
 		t.Errorf("%d jobs of the paused workspace started after the pause committed, want none", n)
 	}
@@ -304,13 +298,7 @@ func TestPauseWhileTwoReplicasDrainTheBacklog(t *testing.T) {
 	if n, err := store.ResumeWorkspace(ctx, pool, paused); err != nil || n != int64(held) {
 		t.Fatalf("resume: %d, %v; want %d", n, err, held)
 	}
-	deadline = time.Now().Add(120 * time.Second)
-	for count(completed, paused) < total*3/4 {
-		if time.Now().After(deadline) {
-			t.Fatalf("%d of the paused workspace's jobs completed 120 s after the resume", count(completed, paused))
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	waitUntil("every job of the paused workspace completed after the resume", 2*time.Minute, func() bool { return count(completed, paused) == total*3/4 })
 	if n := count(`SELECT count(*) FROM errand.jobs WHERE workspace_id = $1 AND attempt <> 1`, paused); n != 0 {
 		t.Errorf("%d jobs of the paused workspace ran more than once or not at all", n)
 	}
