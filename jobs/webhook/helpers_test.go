@@ -303,3 +303,26 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// rotated is a daemon delivering to one endpoint of workspace ws whose
+// secret was just rotated (errand.webhook_rotate_secret): both secrets sign.
+type rotated struct {
+	rc                   *receiver
+	pool                 *pgxpool.Pool
+	ws, ep               string
+	oldSecret, newSecret string
+}
+
+func newRotated(t *testing.T) rotated {
+	t.Helper()
+	r := rotated{rc: newReceiver(t, nil)}
+	var url string
+	url, r.pool = errandtest.MigratedDB(t, kinds()...)
+	r.ws = errandtest.NewWorkspace(t, r.pool, "acme")
+	errandtest.StartDaemon(t, url, env(nil), kinds()...)
+	r.ep, r.oldSecret = newEndpoint(t, r.pool, r.ws, r.rc.URL)
+	if err := r.pool.QueryRow(context.Background(), `SELECT errand.webhook_rotate_secret($1)`, r.ep).Scan(&r.newSecret); err != nil {
+		t.Fatal(err)
+	}
+	return r
+}

@@ -2,7 +2,6 @@ package webhook_test
 
 import (
 	"bytes"
-	"context"
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/base64"
@@ -149,15 +148,8 @@ func TestVerifyAcceptsTheSpecificationsTestVector(t *testing.T) {
 // new one, and refuses it with any other, or with its body changed.
 func TestVerifyAcceptsARealDeliverySignedDuringARotation(t *testing.T) {
 	t.Parallel()
-	rc := newReceiver(t, nil)
-	url, pool := errandtest.MigratedDB(t, kinds()...)
-	ws := errandtest.NewWorkspace(t, pool, "acme")
-	errandtest.StartDaemon(t, url, env(nil), kinds()...)
-	ep, oldSecret := newEndpoint(t, pool, ws, rc.URL)
-	var newSecret string
-	if err := pool.QueryRow(context.Background(), `SELECT errand.webhook_rotate_secret($1)`, ep).Scan(&newSecret); err != nil {
-		t.Fatal(err)
-	}
+	rot := newRotated(t)
+	rc, pool, ws, oldSecret, newSecret := rot.rc, rot.pool, rot.ws, rot.oldSecret, rot.newSecret
 
 	msg, _ := dispatch(t, pool, ws, `{"event_type": "invoice.paid", "payload": {"invoice": "in_1"}}`)
 	errandtest.WaitJob(t, pool, deliveries(t, pool, msg)[0], 30*time.Second, "completed")

@@ -109,16 +109,8 @@ func TestReplay(t *testing.T) {
 // verifier; once the old secret expires, one.
 func TestRotationSignsWithBothSecrets(t *testing.T) {
 	t.Parallel()
-	rc := newReceiver(t, nil)
-	url, pool := errandtest.MigratedDB(t, kinds()...)
-	ws := errandtest.NewWorkspace(t, pool, "acme")
-	errandtest.StartDaemon(t, url, env(nil), kinds()...)
-	ep, oldSecret := newEndpoint(t, pool, ws, rc.URL)
-
-	var newSecret string
-	if err := pool.QueryRow(context.Background(), `SELECT errand.webhook_rotate_secret($1)`, ep).Scan(&newSecret); err != nil {
-		t.Fatal(err)
-	}
+	rot := newRotated(t)
+	rc, pool, ws, ep, oldSecret, newSecret := rot.rc, rot.pool, rot.ws, rot.ep, rot.oldSecret, rot.newSecret
 	if newSecret == oldSecret || !strings.HasPrefix(newSecret, "whsec_") {
 		t.Fatalf("rotated secret %q (old %q)", newSecret, oldSecret)
 	}
